@@ -1,0 +1,1 @@
+//! The dissection engine: streaming passes, scores and result types.

@@ -1,0 +1,1 @@
+//! Burn implementations of torchvision CNN architectures with layer taps and checkpoint loading.

@@ -1,0 +1,1 @@
+//! Dissection outputs for people: CSV, JSON, HTML report, SVG plots, image strips.
