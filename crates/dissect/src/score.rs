@@ -1,0 +1,265 @@
+//! Scores from counts: IoU per (unit, label), each unit's best label per
+//! category and overall, detectors, and unique detectors by both rules.
+//!
+//! `IoU(k, l) = inter[k][l] / (act[k][cat(l)] + truth[l] - inter[k][l])`,
+//! where `cat(l)` is the label's primary category and `act` is the unit's
+//! pixel count under the chosen union rule. A zero denominator scores 0.
+
+use serde::{Deserialize, Serialize};
+
+/// The counts of one layer, accumulated over the whole dataset, with the
+/// union rule already chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerCounts {
+    pub n_units: usize,
+    pub n_labels: usize,
+    pub n_categories: usize,
+    /// `[unit][label]`.
+    pub intersect: Vec<u64>,
+    /// `[label]`: pixels carrying the label (truth).
+    pub label_pixels: Vec<u64>,
+    /// `[unit][category]`: the unit's pixels counted for the category's IoU
+    /// denominators.
+    pub unit_category: Vec<u64>,
+}
+
+/// What scoring needs to know of a label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelInfo {
+    pub name: String,
+    /// Primary category index; `None` for label 0 and labels scored nowhere.
+    pub category: Option<usize>,
+}
+
+/// A unit's best label in one category.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CategoryBest {
+    /// Label number (`None` when no label of the category scored).
+    pub label: Option<u32>,
+    /// Label name, empty when `label` is `None`.
+    pub name: String,
+    pub truth: u64,
+    pub activation: u64,
+    pub intersect: u64,
+    pub iou: f64,
+}
+
+/// One unit's scores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnitScore {
+    /// 0-based unit index (files show it 1-based).
+    pub unit: usize,
+    /// Index of the category of the best label overall (`None` if no label
+    /// of any category scored).
+    pub category: Option<usize>,
+    /// The best label per category, in category order.
+    pub per_category: Vec<CategoryBest>,
+}
+
+impl UnitScore {
+    /// The best label overall.
+    pub fn best(&self) -> Option<&CategoryBest> {
+        self.category.map(|c| &self.per_category[c])
+    }
+
+    /// The IoU of the best label overall (0 when there is none).
+    pub fn score(&self) -> f64 {
+        self.best().map_or(0.0, |b| b.iou)
+    }
+}
+
+/// `inter / (act + truth - inter)`, 0 for an empty union.
+pub fn iou(intersect: u64, activation: u64, truth: u64) -> f64 {
+    let union = (activation + truth).saturating_sub(intersect);
+    if union == 0 {
+        0.0
+    } else {
+        intersect as f64 / union as f64
+    }
+}
+
+/// Scores every unit of a layer. Ties between labels keep the lower label
+/// number; ties between categories keep the earlier category.
+pub fn score_units(counts: &LayerCounts, labels: &[LabelInfo]) -> Vec<UnitScore> {
+    let n_cat = counts.n_categories;
+    (0..counts.n_units)
+        .map(|unit| {
+            let mut per_category: Vec<CategoryBest> = (0..n_cat)
+                .map(|c| CategoryBest {
+                    label: None,
+                    name: String::new(),
+                    truth: 0,
+                    activation: counts.unit_category[unit * n_cat + c],
+                    intersect: 0,
+                    iou: 0.0,
+                })
+                .collect();
+            for (number, info) in labels.iter().enumerate().take(counts.n_labels) {
+                let Some(c) = info.category else { continue };
+                if number == 0 || c >= n_cat {
+                    continue;
+                }
+                let inter = counts.intersect[unit * counts.n_labels + number];
+                let truth = counts.label_pixels[number];
+                let act = counts.unit_category[unit * n_cat + c];
+                let value = iou(inter, act, truth);
+                let best = &mut per_category[c];
+                if best.label.is_none() || value > best.iou {
+                    *best = CategoryBest {
+                        label: Some(number as u32),
+                        name: info.name.clone(),
+                        truth,
+                        activation: act,
+                        intersect: inter,
+                        iou: value,
+                    };
+                }
+            }
+            let mut category = None;
+            for (c, best) in per_category.iter().enumerate() {
+                if best.label.is_some()
+                    && category.is_none_or(|k: usize| best.iou > per_category[k].iou)
+                {
+                    category = Some(c);
+                }
+            }
+            UnitScore {
+                unit,
+                category,
+                per_category,
+            }
+        })
+        .collect()
+}
+
+/// Detector counts of one layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub n_units: usize,
+    pub iou_threshold: f64,
+    /// Units whose best IoU exceeds the threshold.
+    pub detectors: usize,
+    /// Distinct best labels among the detectors (the original tools' rule).
+    pub unique_top_label: usize,
+    /// For each category, the distinct best labels of that category among
+    /// units whose best IoU in it exceeds the threshold, summed (the rule of
+    /// the paper's figures; a unit may count in several categories).
+    pub unique_per_category: usize,
+    pub per_category: Vec<CategorySummary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CategorySummary {
+    pub name: String,
+    /// Detectors whose best label overall is in this category.
+    pub detectors: usize,
+    /// Distinct labels of this category among those detectors.
+    pub unique_top_label: usize,
+    /// Distinct labels by the per-category rule.
+    pub unique_per_category: usize,
+}
+
+/// Counts detectors (`IoU > iou_threshold`, strict) by both rules.
+pub fn summarize(units: &[UnitScore], category_names: &[String], iou_threshold: f64) -> Summary {
+    use std::collections::BTreeSet;
+    let n_cat = category_names.len();
+    let mut top: Vec<BTreeSet<&str>> = vec![BTreeSet::new(); n_cat];
+    let mut per_cat: Vec<BTreeSet<&str>> = vec![BTreeSet::new(); n_cat];
+    let mut detectors_in = vec![0usize; n_cat];
+    let mut detectors = 0;
+    for unit in units {
+        if let Some(c) = unit.category
+            && unit.score() > iou_threshold
+        {
+            detectors += 1;
+            detectors_in[c] += 1;
+            top[c].insert(unit.per_category[c].name.as_str());
+        }
+        for (c, best) in unit.per_category.iter().enumerate().take(n_cat) {
+            if best.label.is_some() && best.iou > iou_threshold {
+                per_cat[c].insert(best.name.as_str());
+            }
+        }
+    }
+    let per_category: Vec<CategorySummary> = category_names
+        .iter()
+        .enumerate()
+        .map(|(c, name)| CategorySummary {
+            name: name.clone(),
+            detectors: detectors_in[c],
+            unique_top_label: top[c].len(),
+            unique_per_category: per_cat[c].len(),
+        })
+        .collect();
+    Summary {
+        n_units: units.len(),
+        iou_threshold,
+        detectors,
+        unique_top_label: per_category.iter().map(|c| c.unique_top_label).sum(),
+        unique_per_category: per_category.iter().map(|c| c.unique_per_category).sum(),
+        per_category,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels() -> Vec<LabelInfo> {
+        let l = |name: &str, category| LabelInfo {
+            name: name.into(),
+            category,
+        };
+        vec![
+            l("-", None),
+            l("red", Some(0)),
+            l("blue", Some(0)),
+            l("dog", Some(1)),
+        ]
+    }
+
+    #[test]
+    fn iou_of_known_counts() {
+        // 10 shared pixels, 20 unit pixels, 30 label pixels: union 40.
+        assert_eq!(iou(10, 20, 30), 0.25);
+        assert_eq!(iou(0, 0, 0), 0.0);
+        assert_eq!(iou(5, 5, 5), 1.0);
+    }
+
+    #[test]
+    fn best_labels_per_category_and_overall() {
+        // Two units, labels 0..4, categories color(0) and object(1).
+        let counts = LayerCounts {
+            n_units: 2,
+            n_labels: 4,
+            n_categories: 2,
+            intersect: vec![
+                0, 10, 2, 4, // unit 0
+                0, 0, 0, 30, // unit 1
+            ],
+            label_pixels: vec![0, 30, 30, 40],
+            unit_category: vec![20, 10, 50, 40],
+        };
+        let units = score_units(&counts, &labels());
+        assert_eq!(units[0].per_category[0].label, Some(1));
+        assert_eq!(units[0].per_category[0].iou, 0.25);
+        assert_eq!(units[0].per_category[1].iou, 4.0 / 46.0);
+        assert_eq!(units[0].category, Some(0));
+        assert_eq!(units[1].category, Some(1));
+        assert_eq!(units[1].score(), 30.0 / 50.0);
+        // Unit 1 has no intersection with colours: ties keep the lower label.
+        assert_eq!(units[1].per_category[0].label, Some(1));
+        assert_eq!(units[1].per_category[0].iou, 0.0);
+
+        let names = vec!["color".to_string(), "object".to_string()];
+        let s = summarize(&units, &names, 0.04);
+        assert_eq!(s.detectors, 2);
+        assert_eq!(s.unique_top_label, 2);
+        // Unit 0 also passes in `object` (0.087 > 0.04): the per-category rule
+        // counts `dog` once even though two units detect it.
+        assert_eq!(s.unique_per_category, 2);
+        assert_eq!(s.per_category[1].detectors, 1);
+        let strict = summarize(&units, &names, 0.6);
+        assert_eq!(strict.detectors, 0, "the threshold is strict");
+    }
+}

@@ -1,0 +1,308 @@
+//! The per-layer tally CSV of the reference tools: `unit,category,label,score`
+//! then, per category, `<cat>-label,<cat>-truth,<cat>-activation,
+//! <cat>-intersect,<cat>-iou`. Units are 1-based; rows are sorted by score,
+//! highest first (ties: lower unit first).
+
+use std::path::Path;
+
+use dissect::{CategoryBest, UnitScore};
+
+use crate::{ReportError, write_atomic};
+
+const FIXED: [&str; 4] = ["unit", "category", "label", "score"];
+const PER_CATEGORY: [&str; 5] = ["label", "truth", "activation", "intersect", "iou"];
+
+/// Renders the tally CSV of one layer.
+pub fn render(units: &[UnitScore], category_names: &[String]) -> String {
+    let mut order: Vec<&UnitScore> = units.iter().collect();
+    order.sort_by(|a, b| b.score().total_cmp(&a.score()).then(a.unit.cmp(&b.unit)));
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut header: Vec<String> = FIXED.iter().map(|s| s.to_string()).collect();
+    for cat in category_names {
+        header.extend(PER_CATEGORY.iter().map(|f| format!("{cat}-{f}")));
+    }
+    // Writing into a Vec cannot fail.
+    w.write_record(&header).expect("in-memory csv");
+    for unit in order {
+        let (cat, label) = match unit.category {
+            Some(c) => (
+                category_names[c].as_str(),
+                unit.per_category[c].name.as_str(),
+            ),
+            None => ("", ""),
+        };
+        let mut row = vec![
+            (unit.unit + 1).to_string(),
+            cat.to_string(),
+            label.to_string(),
+            unit.score().to_string(),
+        ];
+        for best in &unit.per_category {
+            row.extend([
+                best.name.clone(),
+                best.truth.to_string(),
+                best.activation.to_string(),
+                best.intersect.to_string(),
+                best.iou.to_string(),
+            ]);
+        }
+        w.write_record(&row).expect("in-memory csv");
+    }
+    String::from_utf8(w.into_inner().expect("in-memory csv")).expect("csv of utf-8 strings")
+}
+
+/// Writes the tally CSV of one layer atomically.
+pub fn write(
+    path: &Path,
+    units: &[UnitScore],
+    category_names: &[String],
+) -> Result<(), ReportError> {
+    write_atomic(path, render(units, category_names).as_bytes())
+}
+
+/// A tally read back: its category names (header order) and units.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tally {
+    pub category_names: Vec<String>,
+    pub units: Vec<UnitScore>,
+}
+
+/// Reads a tally CSV written by this tool or by the original NetDissect
+/// (whose activation column holds floats such as `1016043.0`). Label numbers
+/// are not in the file: every named label reads back as `Some(0)`.
+pub fn read(path: &Path) -> Result<Tally, ReportError> {
+    let bad = |row: usize, message: String| ReportError::Malformed {
+        path: path.to_path_buf(),
+        row,
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| ReportError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut r = csv::ReaderBuilder::new().from_reader(text.as_bytes());
+    let header = r.headers().map_err(|e| bad(0, e.to_string()))?.clone();
+    let cols: Vec<&str> = header.iter().collect();
+    if cols.len() < FIXED.len() || cols[..FIXED.len()] != FIXED {
+        return Err(bad(
+            0,
+            format!("header must start with {}", FIXED.join(",")),
+        ));
+    }
+    let rest = &cols[FIXED.len()..];
+    if rest.len() % PER_CATEGORY.len() != 0 {
+        return Err(bad(0, "per-category columns come in groups of 5".into()));
+    }
+    let mut category_names = Vec::new();
+    for group in rest.chunks(PER_CATEGORY.len()) {
+        let Some(cat) = group[0].strip_suffix("-label") else {
+            return Err(bad(
+                0,
+                format!("expected a `<category>-label` column, found `{}`", group[0]),
+            ));
+        };
+        for (col, field) in group.iter().zip(PER_CATEGORY) {
+            if *col != format!("{cat}-{field}") {
+                return Err(bad(0, format!("expected `{cat}-{field}`, found `{col}`")));
+            }
+        }
+        category_names.push(cat.to_string());
+    }
+    let mut units = Vec::new();
+    for (i, record) in r.records().enumerate() {
+        let row = i + 1;
+        let record = record.map_err(|e| bad(row, e.to_string()))?;
+        let field = |k: usize| record.get(k).unwrap_or("");
+        let int = |k: usize| -> Result<u64, ReportError> {
+            let s = field(k);
+            let v: f64 = s
+                .parse()
+                .map_err(|_| bad(row, format!("column `{}`: `{s}` is not a number", cols[k])))?;
+            if v < 0.0 || v.fract() != 0.0 {
+                return Err(bad(
+                    row,
+                    format!("column `{}`: `{s}` is not a count", cols[k]),
+                ));
+            }
+            Ok(v as u64)
+        };
+        let float = |k: usize| -> Result<f64, ReportError> {
+            let s = field(k);
+            s.parse()
+                .map_err(|_| bad(row, format!("column `{}`: `{s}` is not a number", cols[k])))
+        };
+        let unit = int(0)? as usize;
+        if unit == 0 {
+            return Err(bad(row, "units are 1-based".into()));
+        }
+        let mut per_category = Vec::new();
+        for c in 0..category_names.len() {
+            let k = FIXED.len() + c * PER_CATEGORY.len();
+            let name = field(k).to_string();
+            per_category.push(CategoryBest {
+                label: (!name.is_empty()).then_some(0),
+                name,
+                truth: int(k + 1)?,
+                activation: int(k + 2)?,
+                intersect: int(k + 3)?,
+                iou: float(k + 4)?,
+            });
+        }
+        let category = match field(1) {
+            "" => None,
+            name => Some(
+                category_names
+                    .iter()
+                    .position(|c| c == name)
+                    .ok_or_else(|| {
+                        bad(
+                            row,
+                            format!("category `{name}` has no columns in the header"),
+                        )
+                    })?,
+            ),
+        };
+        units.push(UnitScore {
+            unit: unit - 1,
+            category,
+            per_category,
+        });
+    }
+    Ok(Tally {
+        category_names,
+        units,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dissect::summarize;
+    use std::path::PathBuf;
+
+    fn paper(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/netdissect-paper")
+            .join(format!("{name}.csv"))
+    }
+
+    /// The paper's detector counts, from the table in
+    /// reference README that came with these files (the README beside them
+    /// keeps their provenance):
+    /// (file, detectors, unique top-label, unique per-category,
+    /// per category object, part, scene, material, texture, color).
+    const PAPER: [(&str, usize, usize, usize, [usize; 6]); 5] = [
+        ("caffe_reference_imagenet", 97, 50, 61, [21, 8, 4, 1, 23, 4]),
+        (
+            "caffe_reference_places205",
+            107,
+            60,
+            79,
+            [36, 8, 12, 1, 20, 2],
+        ),
+        (
+            "caffe_reference_places365",
+            118,
+            72,
+            91,
+            [40, 9, 13, 2, 25, 2],
+        ),
+        (
+            "ResNet-152-model_imagenet",
+            1325,
+            197,
+            242,
+            [75, 23, 89, 8, 45, 2],
+        ),
+        (
+            "ResNet-152-model_places365",
+            1452,
+            278,
+            347,
+            [84, 26, 188, 5, 42, 2],
+        ),
+    ];
+
+    #[test]
+    fn paper_summaries_are_reproduced_by_both_rules() {
+        for (name, detectors, top, per_cat, by_cat) in PAPER {
+            let tally = read(&paper(name)).unwrap();
+            let s = summarize(&tally.units, &tally.category_names, 0.04);
+            assert_eq!(s.detectors, detectors, "{name}: detectors");
+            assert_eq!(s.unique_top_label, top, "{name}: unique, top-label rule");
+            assert_eq!(
+                s.unique_per_category, per_cat,
+                "{name}: unique, per-category rule"
+            );
+            for (cat, want) in ["object", "part", "scene", "material", "texture", "color"]
+                .iter()
+                .zip(by_cat)
+            {
+                let got = s.per_category.iter().find(|c| c.name == *cat).unwrap();
+                assert_eq!(got.unique_per_category, want, "{name}: {cat}");
+            }
+        }
+    }
+
+    #[test]
+    fn paper_ious_follow_the_scoring_formula() {
+        for (name, ..) in PAPER {
+            let tally = read(&paper(name)).unwrap();
+            for unit in &tally.units {
+                for best in unit.per_category.iter().filter(|b| b.label.is_some()) {
+                    let want = dissect::score::iou(best.intersect, best.activation, best.truth);
+                    assert!(
+                        (best.iou - want).abs() <= 1e-12 * want.max(1.0),
+                        "{name} unit {}: {} vs {want}",
+                        unit.unit + 1,
+                        best.iou
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tally_round_trips_sorted_by_score() {
+        let tally = read(&paper("caffe_reference_imagenet")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("conv5-tally.csv");
+        write(&path, &tally.units, &tally.category_names).unwrap();
+        let back = read(&path).unwrap();
+        assert_eq!(back.category_names, tally.category_names);
+        let mut want = tally.units.clone();
+        want.sort_by(|a, b| b.score().total_cmp(&a.score()).then(a.unit.cmp(&b.unit)));
+        assert_eq!(back.units, want);
+        assert!(back.units.windows(2).all(|w| w[0].score() >= w[1].score()));
+    }
+
+    #[test]
+    fn malformed_tallies_name_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            ("unit,label\n1,x\n", "row 0: header must start"),
+            ("unit,category,label,score,a-label\n", "groups of 5"),
+            (
+                "unit,category,label,score,c-label,c-truth,c-activation,c-intersect,c-iou\n1,c,x,0.5,x,ten,1,1,0.5\n",
+                "row 1: column `c-truth`: `ten` is not a number",
+            ),
+            (
+                "unit,category,label,score,c-label,c-truth,c-activation,c-intersect,c-iou\n0,c,x,0.5,x,1,1,1,0.5\n",
+                "1-based",
+            ),
+            (
+                "unit,category,label,score,c-label,c-truth,c-activation,c-intersect,c-iou\n1,d,x,0.5,x,1,1,1,0.5\n",
+                "category `d`",
+            ),
+        ];
+        for (text, want) in cases {
+            let path = dir.path().join("t.csv");
+            std::fs::write(&path, text).unwrap();
+            let err = read(&path).unwrap_err().to_string();
+            assert!(err.contains(want), "{err:?} should contain {want:?}");
+            assert!(err.contains("t.csv"), "{err:?} should name the file");
+        }
+        let missing = read(&dir.path().join("none.csv")).unwrap_err().to_string();
+        assert!(missing.contains("none.csv"));
+    }
+}
