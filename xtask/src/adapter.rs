@@ -42,7 +42,9 @@ pub fn ensure() -> Result<Vec<String>> {
     }
     let found = adapters();
     if found.is_empty() {
-        bail!("lavapipe was installed but wgpu still finds no adapter: check `vulkaninfo --summary`");
+        bail!(
+            "lavapipe was installed but wgpu still finds no adapter: check `vulkaninfo --summary`"
+        );
     }
     for name in &found {
         eprintln!("gpu adapter: {name} (installed just now)");

@@ -76,7 +76,9 @@ fn run(cmd: &mut Command) -> Result<()> {
     cmd.current_dir(workspace_root());
     let line = format!("{cmd:?}");
     eprintln!("$ {line}");
-    let status = cmd.status().with_context(|| format!("cannot start {line}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {line}"))?;
     if !status.success() {
         bail!("{line} failed with {status}");
     }
@@ -135,12 +137,7 @@ fn test() -> Result<()> {
 
 fn gen_broden(out: &Path, images: usize, seed: u64, size: u32) -> Result<()> {
     let started = std::time::Instant::now();
-    let opts = broden::synth::SynthOptions {
-        images,
-        seed,
-        size,
-        ..Default::default()
-    };
+    let opts = broden::synth::SynthOptions { images, seed, size };
     broden::synth::generate(out, &opts)
         .with_context(|| format!("generating a synthetic Broden dataset in {}", out.display()))?;
     println!(

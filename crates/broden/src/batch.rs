@@ -1,6 +1,16 @@
-//! Batches of decoded images and label maps, produced ahead of the consumer.
+//! Batches of decoded images and label maps, produced ahead of the consumer
+//! on a background thread (bounded prefetch, rayon-parallel decoding).
 
-use crate::Preprocess;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
+
+use image::{DynamicImage, ImageReader, RgbImage, imageops::FilterType};
+use rayon::prelude::*;
+
+use crate::{BrodenError, Dataset, ImageRecord, LabelEntry, Preprocess};
 
 /// One segmentation PNG decoded: a label number per pixel at the image's
 /// segmentation size (`sh * sw`, row-major); 0 = unlabelled.
@@ -48,4 +58,285 @@ pub struct Batch {
     pub seg_width: u32,
     /// One per image, same order as `indices`.
     pub labels: Vec<ImageLabels>,
+}
+
+/// Iterator over the [`Batch`]es of a [`Dataset`], decoded ahead on a
+/// producer thread. Yields an error at most once, then ends. Dropping it
+/// stops the producer (after the batch it is decoding) and joins it.
+#[derive(Debug)]
+pub struct Batches {
+    rx: Option<Receiver<Result<Batch, BrodenError>>>,
+    stop: Arc<AtomicBool>,
+    produced: Arc<AtomicUsize>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Batches {
+    /// Batches the producer has finished decoding so far (sent or about to
+    /// be sent); at most the consumed ones plus `prefetch + 1`.
+    pub fn produced(&self) -> usize {
+        self.produced.load(Ordering::Acquire)
+    }
+
+    /// Ends iteration: stops and joins the producer. Returns whether it
+    /// panicked.
+    fn finish(&mut self) -> bool {
+        self.stop.store(true, Ordering::Release);
+        // Dropping the receiver first wakes a producer blocked in `send`.
+        self.rx = None;
+        self.handle.take().is_some_and(|h| h.join().is_err())
+    }
+}
+
+impl Iterator for Batches {
+    type Item = Result<Batch, BrodenError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let rx = self.rx.as_ref()?;
+        match rx.recv() {
+            Ok(Ok(batch)) => Some(Ok(batch)),
+            Ok(Err(e)) => {
+                self.finish();
+                Some(Err(e))
+            }
+            // The producer hung up: it finished, or died without a word.
+            Err(_) => self.finish().then_some(Err(BrodenError::LoaderPanicked)),
+        }
+    }
+}
+
+impl Drop for Batches {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// What the producer thread needs of the dataset.
+struct Source {
+    root: PathBuf,
+    images: Vec<ImageRecord>,
+    max_label: u32,
+    opts: BatchOptions,
+}
+
+impl Dataset {
+    /// Consecutive batches of at most `opts.batch_size` images (at least 1),
+    /// cut early where the segmentation size changes, so a batch never mixes
+    /// sizes. Images are resized bilinearly to the preprocess size when they
+    /// differ from it, then [`Preprocess::apply`]ed.
+    pub fn batches(&self, opts: &BatchOptions) -> Batches {
+        let (tx, rx) = sync_channel(opts.prefetch);
+        let stop = Arc::new(AtomicBool::new(false));
+        let produced = Arc::new(AtomicUsize::new(0));
+        let source = Source {
+            root: self.root.clone(),
+            images: self.images.clone(),
+            max_label: self.max_label(),
+            opts: opts.clone(),
+        };
+        let handle = {
+            let (stop, produced) = (stop.clone(), produced.clone());
+            std::thread::Builder::new()
+                .name("broden-batches".to_owned())
+                .spawn(move || produce(&source, &tx, &stop, &produced))
+        };
+        match handle {
+            Ok(handle) => Batches {
+                rx: Some(rx),
+                stop,
+                produced,
+                handle: Some(handle),
+            },
+            Err(source) => {
+                // No thread: hand the error to the consumer through a fresh
+                // channel so that the iterator still yields it once.
+                let (tx, rx) = sync_channel(1);
+                let _ = tx.send(Err(BrodenError::Io {
+                    path: self.root.clone(),
+                    source,
+                }));
+                Batches {
+                    rx: Some(rx),
+                    stop,
+                    produced,
+                    handle: None,
+                }
+            }
+        }
+    }
+}
+
+fn produce(
+    src: &Source,
+    tx: &SyncSender<Result<Batch, BrodenError>>,
+    stop: &AtomicBool,
+    produced: &AtomicUsize,
+) {
+    let p = &src.opts.preprocess;
+    if !src.opts.labels_only && (p.height == 0 || p.width == 0) {
+        let _ = tx.send(Err(BrodenError::InvalidOptions {
+            message: format!("preprocess size {}x{} is empty", p.width, p.height),
+        }));
+        return;
+    }
+    let batch_size = src.opts.batch_size.max(1);
+    let mut start = 0;
+    while start < src.images.len() {
+        if stop.load(Ordering::Acquire) {
+            return;
+        }
+        let first = &src.images[start];
+        let seg = (first.sh, first.sw);
+        let end = src.images[start..]
+            .iter()
+            .take(batch_size)
+            .position(|im| (im.sh, im.sw) != seg)
+            .map_or((start + batch_size).min(src.images.len()), |n| start + n);
+        let result = decode_batch(src, start..end);
+        produced.fetch_add(1, Ordering::AcqRel);
+        let failed = result.is_err();
+        if tx.send(result).is_err() || failed {
+            return;
+        }
+        start = end;
+    }
+}
+
+fn decode_batch(src: &Source, range: std::ops::Range<usize>) -> Result<Batch, BrodenError> {
+    let p = &src.opts.preprocess;
+    let indices: Vec<usize> = range.collect();
+    let first = &src.images[indices[0]];
+    let labels_of = |i: usize| decode_labels(&src.root, &src.images[i], src.max_label);
+    let (pixels, results): (Vec<f32>, Vec<Result<ImageLabels, BrodenError>>) =
+        if src.opts.labels_only {
+            (
+                Vec::new(),
+                indices.par_iter().map(|&i| labels_of(i)).collect(),
+            )
+        } else {
+            let per_image = 3 * p.height as usize * p.width as usize;
+            let mut pixels = vec![0f32; per_image * indices.len()];
+            let results = pixels
+                .par_chunks_mut(per_image)
+                .zip(indices.par_iter())
+                .map(|(out, &i)| {
+                    decode_image(&src.root, &src.images[i], p, out)?;
+                    labels_of(i)
+                })
+                .collect();
+            (pixels, results)
+        };
+    // Report the first failing image in dataset order, whatever the
+    // threads' timing.
+    let labels = results.into_iter().collect::<Result<Vec<_>, _>>()?;
+    Ok(Batch {
+        indices,
+        pixels,
+        height: p.height,
+        width: p.width,
+        seg_height: first.sh,
+        seg_width: first.sw,
+        labels,
+    })
+}
+
+fn open_image(path: &Path) -> Result<DynamicImage, BrodenError> {
+    let image_error = |message: String| BrodenError::Image {
+        path: path.to_owned(),
+        message,
+    };
+    ImageReader::open(path)
+        .map_err(|source| BrodenError::Io {
+            path: path.to_owned(),
+            source,
+        })?
+        .with_guessed_format()
+        .map_err(|e| image_error(e.to_string()))?
+        .decode()
+        .map_err(|e| image_error(e.to_string()))
+}
+
+/// Decodes `images/<image>` (JPEG or PNG), resizes it when needed and writes
+/// the preprocessed planes into `out`.
+fn decode_image(
+    root: &Path,
+    rec: &ImageRecord,
+    p: &Preprocess,
+    out: &mut [f32],
+) -> Result<(), BrodenError> {
+    let rgb: RgbImage = open_image(&root.join("images").join(&rec.image))?.into_rgb8();
+    let rgb = if rgb.dimensions() == (p.width, p.height) {
+        rgb
+    } else {
+        // The triangle filter is bilinear interpolation, widened when
+        // shrinking so that every source pixel contributes (as PIL does).
+        image::imageops::resize(&rgb, p.width, p.height, FilterType::Triangle)
+    };
+    p.apply(rgb.as_raw(), out);
+    Ok(())
+}
+
+/// Decodes every PNG of an image (label = `R + 256 * G`) and collects its
+/// image-level labels.
+fn decode_labels(
+    root: &Path,
+    rec: &ImageRecord,
+    max_label: u32,
+) -> Result<ImageLabels, BrodenError> {
+    let mut out = ImageLabels::default();
+    for (category, entries) in rec.labels.iter().enumerate() {
+        for entry in entries {
+            match entry {
+                LabelEntry::Image(n) => out.image_labels.push((category, *n)),
+                LabelEntry::Pixel(file) => {
+                    let path = root.join("images").join(file);
+                    let labels = decode_plane(&path, rec, max_label)?;
+                    out.planes.push(LabelPlane { category, labels });
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn decode_plane(path: &Path, rec: &ImageRecord, max_label: u32) -> Result<Vec<u32>, BrodenError> {
+    let (width, height, channels, raw) = match open_image(path)? {
+        DynamicImage::ImageRgb8(im) => (im.width(), im.height(), 3, im.into_raw()),
+        DynamicImage::ImageRgba8(im) => (im.width(), im.height(), 4, im.into_raw()),
+        other => {
+            return Err(BrodenError::Image {
+                path: path.to_owned(),
+                message: format!(
+                    "segmentation must be 8-bit rgb or rgba, found {:?}",
+                    other.color()
+                ),
+            });
+        }
+    };
+    if (width, height) != (rec.sw, rec.sh) {
+        return Err(BrodenError::SizeMismatch {
+            path: path.to_owned(),
+            row: rec.row,
+            width: rec.sw,
+            height: rec.sh,
+            found_width: width,
+            found_height: height,
+        });
+    }
+    let mut labels = Vec::with_capacity(width as usize * height as usize);
+    for (i, px) in raw.chunks_exact(channels).enumerate() {
+        let label = u32::from(px[0]) + 256 * u32::from(px[1]);
+        if label > max_label {
+            return Err(BrodenError::PixelLabelOutOfRange {
+                path: path.to_owned(),
+                row: rec.row,
+                x: i as u32 % width,
+                y: i as u32 / width,
+                label,
+                max: max_label,
+            });
+        }
+        labels.push(label);
+    }
+    Ok(labels)
 }

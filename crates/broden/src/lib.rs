@@ -16,9 +16,13 @@ pub mod read;
 pub mod synth;
 pub mod write;
 
+#[cfg(test)]
+mod read_tests;
+
+#[cfg(test)]
+mod synth_tests;
+
 pub use batch::{Batch, BatchOptions, Batches, ImageLabels, LabelPlane};
 pub use error::BrodenError;
-pub use model::{
-    Category, CategoryLabel, Dataset, DatasetOptions, ImageRecord, Label, LabelEntry,
-};
+pub use model::{Category, CategoryLabel, Dataset, DatasetOptions, ImageRecord, Label, LabelEntry};
 pub use preprocess::{ChannelOrder, Preprocess};

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Category {
     pub name: String,
-    /// `first` and `last` columns: the range of label codes in `c_<name>.csv`.
+    /// `first` and `last` columns: the smallest and largest global label
+    /// number of the category, as the original writes them.
     pub first: u32,
     pub last: u32,
     pub count: u64,
@@ -21,8 +22,10 @@ pub struct Label {
     pub name: String,
     /// Index into [`Dataset::categories`] of the label's primary category:
     /// the category in whose `c_<category>.csv` the label has the largest
-    /// coverage (ties: the earlier category in `category.csv` order). The
-    /// label is scored only there.
+    /// coverage, chosen among the selected categories as the reference
+    /// `primary_categories_per_index` does (ties: the later category; a
+    /// label with no coverage in any selected category, label 0 included,
+    /// gets the last selected one). The label is scored only there.
     pub category: usize,
     pub frequency: u64,
     pub coverage: f64,
