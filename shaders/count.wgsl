@@ -1,0 +1,258 @@
+// Upsample-binarize-count: the intersections and unions of Network Dissection, counted per batch
+// without materialising upsampled maps, then folded into 64-bit totals.
+//
+// `count_pixels`: one workgroup per (256 seg pixels, unit, image). Each invocation samples the
+// unit's h x w map bilinearly at its seg pixel through per-axis taps (two source indices and two
+// weights per row and per column, computed on the host), keeps the pixel when the sample is
+// strictly above the unit's threshold, and then adds 1 to batch_intersect[unit][label] for every
+// non-zero label of the pixel in every label plane of the image, and ORs the primary category of
+// each such label into the (image, unit) category bits. The masked-pixel count per (image, unit)
+// is reduced in workgroup memory first.
+// `fold_matrix`: adds batch_intersect into the u64 totals and clears it.
+// `fold_units`: per unit, adds the (image, unit) masked counts into unit pixels, both per-category
+// unions and the image-level-label intersections, and clears them.
+// u64 totals are two u32 words (low, high) added with carry, so no 64-bit atomics are needed.
+//
+// The bilinear blend passes every product through `opaque`, a select on a uniform that is always
+// false: a compiler cannot contract the product and the following add into a fused multiply-add,
+// so the sample is rounded exactly like the CPU reference `a * b + c * d` (two products, one sum).
+// The sample is then clamped to the range of its four neighbours (see `sample`).
+//
+// Bindings (group 0):
+//   0: params           uniform Params
+//   1: acts             f32 NCHW activations of the batch, from element params.elem_offset
+//   2: thresholds       f32 [n_units]
+//   3: consts           u32: y taps (4 words per seg row: i0, i1, bits of w0, bits of w1), then x
+//                       taps (4 words per seg column), then the primary category of every label
+//   4: labels           u32 [n_planes * sh * sw], planes grouped by image
+//   5: image_meta       u32 [n_images * 6]: original-rule category bits, image-level category bits,
+//                       first image-level label, image-level label count, first plane, plane count;
+//                       then the image-level label list
+//   6: batch_intersect  u32 [n_units * n_labels]
+//   7: batch_units      u32 [n_images * n_units * 2]: masked pixels, lite-rule category bits
+//   8: acc              u32 pairs: intersect [n_units * n_labels], unit pixels [n_units],
+//                       original union [n_units * n_categories], lite union [n_units * n_categories]
+//   9: probe            f32 [n_images * n_units * sh * sw] samples (upsample_probe only, for tests)
+
+struct Params {
+    elem_offset: u32,
+    n_images: u32,
+    n_units: u32,
+    h: u32,
+    w: u32,
+    sh: u32,
+    sw: u32,
+    n_labels: u32,
+    n_categories: u32,
+    never: u32,
+    label_cat_offset: u32,
+    acc_unit_pixels: u32,
+    acc_cat_original: u32,
+    acc_cat_lite: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0)
+@binding(0)
+var<uniform> params: Params;
+
+@group(0)
+@binding(1)
+var<storage, read_write> acts: array<f32>;
+
+@group(0)
+@binding(2)
+var<storage, read_write> thresholds: array<f32>;
+
+@group(0)
+@binding(3)
+var<storage, read_write> consts: array<u32>;
+
+@group(0)
+@binding(4)
+var<storage, read_write> labels: array<u32>;
+
+@group(0)
+@binding(5)
+var<storage, read_write> image_meta: array<u32>;
+
+@group(0)
+@binding(6)
+var<storage, read_write> batch_intersect: array<atomic<u32>>;
+
+@group(0)
+@binding(7)
+var<storage, read_write> batch_units: array<atomic<u32>>;
+
+@group(0)
+@binding(8)
+var<storage, read_write> acc: array<u32>;
+
+@group(0)
+@binding(9)
+var<storage, read_write> probe: array<f32>;
+
+var<workgroup> wg_count: atomic<u32>;
+var<workgroup> wg_bits: atomic<u32>;
+
+// Identity that the compiler cannot see through (params.never is always 0): blocks FMA contraction.
+fn opaque(x: f32) -> f32 {
+    return select(x, bitcast<f32>(params.never), params.never != 0u);
+}
+
+fn sample(image: u32, unit: u32, y: u32, x: u32) -> f32 {
+    let ty = 4u * y;
+    let tx = 4u * (params.sh + x);
+    let y0 = consts[ty];
+    let y1 = consts[ty + 1u];
+    let wy0 = bitcast<f32>(consts[ty + 2u]);
+    let wy1 = bitcast<f32>(consts[ty + 3u]);
+    let x0 = consts[tx];
+    let x1 = consts[tx + 1u];
+    let wx0 = bitcast<f32>(consts[tx + 2u]);
+    let wx1 = bitcast<f32>(consts[tx + 3u]);
+    let base = params.elem_offset + (image * params.n_units + unit) * params.h * params.w;
+    let v00 = acts[base + y0 * params.w + x0];
+    let v01 = acts[base + y0 * params.w + x1];
+    let v10 = acts[base + y1 * params.w + x0];
+    let v11 = acts[base + y1 * params.w + x1];
+    let top = opaque(v00 * wx0) + opaque(v01 * wx1);
+    let bottom = opaque(v10 * wx0) + opaque(v11 * wx1);
+    let s = opaque(top * wy0) + opaque(bottom * wy1);
+    // Rounding of the weights can push s an ulp outside its neighbours (a constant map would then
+    // exceed a threshold equal to its value), so clamp to their range. A NaN neighbour makes s NaN,
+    // which both comparisons leave alone, so how the compiler treats NaN in hi and lo is moot.
+    let a = select(v00, v01, v01 > v00);
+    let b = select(v10, v11, v11 > v10);
+    let hi = select(a, b, b > a);
+    let c = select(v00, v01, v01 < v00);
+    let d = select(v10, v11, v11 < v10);
+    let lo = select(c, d, d < c);
+    return select(select(s, lo, s < lo), hi, s > hi);
+}
+
+@compute @workgroup_size(256)
+fn count_pixels(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    if li == 0u {
+        atomicStore(&wg_count, 0u);
+        atomicStore(&wg_bits, 0u);
+    }
+    workgroupBarrier();
+    let n_pixels = params.sh * params.sw;
+    let p = wg.x * 256u + li;
+    let unit = wg.y;
+    let image = wg.z;
+    if p < n_pixels {
+        let s = sample(image, unit, p / params.sw, p % params.sw);
+        if s > thresholds[unit] {
+            atomicAdd(&wg_count, 1u);
+            let first = image_meta[image * 6u + 4u];
+            let count = image_meta[image * 6u + 5u];
+            for (var i = 0u; i < count; i = i + 1u) {
+                let label = labels[(first + i) * n_pixels + p];
+                if label != 0u {
+                    atomicAdd(&batch_intersect[unit * params.n_labels + label], 1u);
+                    let cat = consts[params.label_cat_offset + label];
+                    atomicOr(&wg_bits, 1u << cat);
+                }
+            }
+        }
+    }
+    workgroupBarrier();
+    if li == 0u {
+        let slot = 2u * (image * params.n_units + unit);
+        let c = atomicLoad(&wg_count);
+        if c != 0u {
+            atomicAdd(&batch_units[slot], c);
+        }
+        let bits = atomicLoad(&wg_bits);
+        if bits != 0u {
+            atomicOr(&batch_units[slot + 1u], bits);
+        }
+    }
+}
+
+fn add64(word: u32, x: u32) {
+    let lo = acc[word] + x;
+    acc[word] = lo;
+    if lo < x {
+        acc[word + 1u] = acc[word + 1u] + 1u;
+    }
+}
+
+@compute @workgroup_size(256)
+fn fold_matrix(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let i = (wg.y * nwg.x + wg.x) * 256u + li;
+    if i >= params.n_units * params.n_labels {
+        return;
+    }
+    let v = atomicLoad(&batch_intersect[i]);
+    if v != 0u {
+        add64(2u * i, v);
+        atomicStore(&batch_intersect[i], 0u);
+    }
+}
+
+@compute @workgroup_size(64)
+fn fold_units(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let unit = gid.x;
+    if unit >= params.n_units {
+        return;
+    }
+    let n_cat = params.n_categories;
+    let list = params.n_images * 6u;
+    for (var image = 0u; image < params.n_images; image = image + 1u) {
+        let slot = 2u * (image * params.n_units + unit);
+        let m = atomicLoad(&batch_units[slot]);
+        let lite_bits = atomicLoad(&batch_units[slot + 1u]);
+        atomicStore(&batch_units[slot], 0u);
+        atomicStore(&batch_units[slot + 1u], 0u);
+        if m == 0u {
+            continue;
+        }
+        add64(2u * (params.acc_unit_pixels + unit), m);
+        let original_bits = image_meta[image * 6u];
+        let scalar_bits = image_meta[image * 6u + 1u];
+        let lite = lite_bits | scalar_bits;
+        for (var c = 0u; c < n_cat; c = c + 1u) {
+            if ((original_bits >> c) & 1u) != 0u {
+                add64(2u * (params.acc_cat_original + unit * n_cat + c), m);
+            }
+            if ((lite >> c) & 1u) != 0u {
+                add64(2u * (params.acc_cat_lite + unit * n_cat + c), m);
+            }
+        }
+        let first = image_meta[image * 6u + 2u];
+        let count = image_meta[image * 6u + 3u];
+        for (var e = 0u; e < count; e = e + 1u) {
+            let label = image_meta[list + first + e];
+            add64(2u * (unit * params.n_labels + label), m);
+        }
+    }
+}
+
+// Test hook: writes every bilinear sample of the batch, so tests can compare them bit for bit
+// with the CPU reference (one invocation per (pixel, unit, image) like count_pixels).
+@compute @workgroup_size(256)
+fn upsample_probe(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let n_pixels = params.sh * params.sw;
+    let p = wg.x * 256u + li;
+    if p >= n_pixels {
+        return;
+    }
+    let unit = wg.y;
+    let image = wg.z;
+    let s = sample(image, unit, p / params.sw, p % params.sw);
+    probe[(image * params.n_units + unit) * n_pixels + p] = s;
+}
