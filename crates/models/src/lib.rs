@@ -1,1 +1,26 @@
 //! Burn implementations of torchvision CNN architectures with layer taps and checkpoint loading.
+//!
+//! - [`Arch`]: the registry (names, taps with geometry, input size, default preprocessing).
+//! - [`Model`]: weights on a device; [`Model::forward_taps`] returns chosen layer activations.
+//! - [`StateDict`], [`SyntheticWeights`]: where weights come from.
+//! - [`gpu`]: Burn's wgpu device/queue and zero-copy access to a tensor's buffer.
+
+pub mod arch;
+pub mod error;
+pub mod geometry;
+pub mod gpu;
+pub mod model;
+pub mod nets;
+pub mod weights;
+
+pub use arch::{Arch, PreprocessKind, TapId, TapInfo};
+pub use error::{ModelError, ShapeMismatch};
+pub use geometry::{FieldMap, GeoOp, ImageFromFeature};
+pub use model::{ArchChoice, Model, detect_arch};
+pub use weights::{Fetch, ParamSource, StateDict, SyntheticWeights};
+
+/// Burn itself, so dependents use the same version and features.
+pub use burn;
+
+#[cfg(test)]
+mod tests;
