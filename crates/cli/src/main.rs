@@ -1,3 +1,223 @@
 //! The `netdissect` command-line tool: a thin shell over the library crates.
+//!
+//! Exit codes: 0 success; 1 a failure while running; 2 invalid arguments;
+//! 3 invalid input (dataset, checkpoint, layer names); 4 no usable GPU
+//! adapter.
 
-fn main() {}
+mod args;
+mod progress;
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+use args::{AlignArg, Cli, Command, DissectArgs, PreprocessArg, PresetArg, UnionArg};
+use broden::{Dataset, DatasetOptions, Preprocess};
+use dissect::{Alignment, DissectError, Dissector, Options, PreprocessSpec, Preset, UnionRule};
+use models::{Arch, ArchChoice, Model, PreprocessKind};
+
+/// A failure with the exit code it maps to.
+#[derive(Debug)]
+struct Failure {
+    code: u8,
+    error: anyhow::Error,
+}
+
+fn fail(code: u8) -> impl FnOnce(anyhow::Error) -> Failure {
+    move |error| Failure { code, error }
+}
+
+const EXIT_RUN: u8 = 1;
+const EXIT_INPUT: u8 = 3;
+const EXIT_ADAPTER: u8 = 4;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Dissect(a) => dissect(&a),
+        Command::Models => {
+            models_list();
+            Ok(())
+        }
+        Command::Info { dataset } => info(&dataset),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure { code, error }) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn models_list() {
+    for arch in Arch::ALL {
+        let taps: Vec<String> = arch
+            .taps()
+            .iter()
+            .map(|t| {
+                if t.aliases.is_empty() {
+                    t.name.clone()
+                } else {
+                    format!("{} ({})", t.name, t.aliases.join(", "))
+                }
+            })
+            .collect();
+        println!(
+            "{:<10} input {:>3}  {}",
+            arch.name(),
+            arch.input_size(),
+            taps.join(", ")
+        );
+    }
+}
+
+fn info(dir: &Path) -> Result<(), Failure> {
+    let ds = Dataset::open(dir, &DatasetOptions::default())
+        .map_err(anyhow::Error::from)
+        .map_err(fail(EXIT_INPUT))?;
+    print!("{}", ds.summary());
+    Ok(())
+}
+
+fn preprocess_of(kind: PreprocessKind, size: u32) -> Preprocess {
+    match kind {
+        PreprocessKind::Torchvision => Preprocess::torchvision(size),
+        PreprocessKind::Caffe => Preprocess::caffe(size),
+        PreprocessKind::Lite => Preprocess::lite(size),
+    }
+}
+
+/// The options from the preset, overridden flag by flag.
+fn options(a: &DissectArgs, arch: Arch) -> Options {
+    let size = arch.input_size();
+    let own = preprocess_of(arch.default_preprocess(), size);
+    let preset = match a.preset {
+        PresetArg::Original => Preset::Original,
+        PresetArg::Lite => Preset::Lite,
+    };
+    let mut o = Options::preset(preset, &own);
+    if let Some(q) = a.quantile {
+        o.quantile = q;
+    }
+    if let Some(t) = a.iou_threshold {
+        o.iou_threshold = t;
+    }
+    o.categories = a.categories.clone();
+    if let Some(u) = a.union {
+        o.union = match u {
+            UnionArg::Original => UnionRule::Original,
+            UnionArg::Lite => UnionRule::Lite,
+        };
+    }
+    if let Some(u) = a.upsample {
+        o.alignment = match u {
+            AlignArg::ReceptiveField => Alignment::ReceptiveField,
+            AlignArg::HalfPixel => Alignment::HalfPixel,
+        };
+    }
+    if let Some(p) = a.preprocess {
+        let kind = match p {
+            PreprocessArg::Torchvision => PreprocessKind::Torchvision,
+            PreprocessArg::Caffe => PreprocessKind::Caffe,
+            PreprocessArg::Lite => PreprocessKind::Lite,
+        };
+        o.preprocess = PreprocessSpec::from(&preprocess_of(kind, size));
+    }
+    o.split = a.split.clone();
+    o.max_images = a.max_images;
+    if let Some(b) = a.batch_size {
+        o.batch_size = b;
+    }
+    if let Some(k) = a.top_k {
+        o.top_k = k;
+    }
+    o
+}
+
+fn input_error(e: DissectError) -> Failure {
+    let code = match e {
+        DissectError::Dataset(_) | DissectError::Model(_) | DissectError::Option(_) => EXIT_INPUT,
+        DissectError::Layer { .. } => EXIT_INPUT,
+        _ => EXIT_RUN,
+    };
+    Failure {
+        code,
+        error: e.into(),
+    }
+}
+
+fn dissect(a: &DissectArgs) -> Result<(), Failure> {
+    let choice = match a.model.as_str() {
+        "auto" => ArchChoice::Auto,
+        name => ArchChoice::Named(
+            name.parse::<Arch>()
+                .map_err(anyhow::Error::from)
+                .map_err(fail(EXIT_INPUT))?,
+        ),
+    };
+    if a.layers.is_empty() {
+        return Err(fail(EXIT_INPUT)(anyhow::anyhow!(
+            "--layers is empty: name at least one layer (see `netdissect models`)"
+        )));
+    }
+    // Cheap checks first: the dataset and layer names fail before the GPU
+    // starts.
+    if let ArchChoice::Named(arch) = choice {
+        for layer in &a.layers {
+            arch.tap(layer)
+                .map_err(anyhow::Error::from)
+                .map_err(fail(EXIT_INPUT))?;
+        }
+    }
+    let ds_opts = DatasetOptions {
+        split: a.split.clone(),
+        categories: a.categories.clone(),
+        max_images: a.max_images,
+    };
+    let dataset = Dataset::open(&a.dataset, &ds_opts)
+        .map_err(anyhow::Error::from)
+        .map_err(fail(EXIT_INPUT))?;
+    report::output::begin(&a.out, a.force)
+        .map_err(anyhow::Error::from)
+        .map_err(fail(EXIT_INPUT))?;
+
+    let dissector = Dissector::new()
+        .context("no usable GPU adapter: on Linux without a GPU, install Mesa's software Vulkan driver (`apt-get install mesa-vulkan-drivers`)")
+        .map_err(fail(EXIT_ADAPTER))?;
+    eprintln!("adapter: {}", progress::adapter_line(dissector.adapter()));
+    let model = match &a.weights {
+        Some(path) => Model::load(path, choice, dissector.device()),
+        None => match choice {
+            ArchChoice::Named(arch) => {
+                eprintln!("warning: no --weights given: using deterministic untrained weights");
+                Model::synthetic(arch, 1000, dissector.device())
+            }
+            ArchChoice::Auto => {
+                return Err(fail(EXIT_INPUT)(anyhow::anyhow!(
+                    "--model auto needs --weights to infer the architecture from"
+                )));
+            }
+        },
+    }
+    .map_err(anyhow::Error::from)
+    .map_err(fail(EXIT_INPUT))?;
+    let opts = options(a, model.arch());
+
+    let mut bars = progress::Bars::new(a.quiet);
+    let result = dissector
+        .run(&model, &a.layers, &dataset, &opts, &mut |p| bars.update(p))
+        .map_err(input_error)?;
+    bars.finish();
+
+    let written = report::output::write_all(&a.out, &result)
+        .map_err(anyhow::Error::from)
+        .map_err(fail(EXIT_RUN))?;
+    progress::print_summary(&result);
+    for path in written {
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}

@@ -10,6 +10,8 @@ pub enum ReportError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{path} exists: the folder holds complete results (use --force to replace them)")]
+    Exists { path: PathBuf },
     #[error("{path}, row {row}: {message}")]
     Malformed {
         path: PathBuf,

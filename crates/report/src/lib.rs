@@ -4,6 +4,7 @@
 
 mod atomic;
 mod error;
+pub mod output;
 pub mod tally;
 
 pub use atomic::write_atomic;

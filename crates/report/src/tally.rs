@@ -90,7 +90,7 @@ pub fn read(path: &Path) -> Result<Tally, ReportError> {
         ));
     }
     let rest = &cols[FIXED.len()..];
-    if rest.len() % PER_CATEGORY.len() != 0 {
+    if !rest.len().is_multiple_of(PER_CATEGORY.len()) {
         return Err(bad(0, "per-category columns come in groups of 5".into()));
     }
     let mut category_names = Vec::new();

@@ -16,6 +16,8 @@
 
 mod paint;
 
+pub use paint::COLOR_RGB;
+
 use std::path::Path;
 
 use rand::SeedableRng;

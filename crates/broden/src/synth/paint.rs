@@ -12,7 +12,7 @@ use super::{MATERIALS, OBJECTS, SCENES, TEXTURES};
 
 /// Prototype RGB of each Broden colour name, in [`super::COLORS`] order; a
 /// pixel's colour label is the nearest prototype.
-pub(super) const COLOR_RGB: [[u8; 3]; 11] = [
+pub const COLOR_RGB: [[u8; 3]; 11] = [
     [20, 20, 20],    // black
     [40, 70, 205],   // blue
     [120, 72, 30],   // brown

@@ -1,0 +1,105 @@
+//! Command-line arguments of `netdissect`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "netdissect",
+    version,
+    about = "Network Dissection: label the units of a CNN with the concepts they detect"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Dissect layers of a model over a Broden-format dataset.
+    Dissect(Box<DissectArgs>),
+    /// List the architectures and their layer (tap) names.
+    Models,
+    /// Validate a Broden-format dataset and print its statistics.
+    Info {
+        /// The dataset folder (holding index.csv).
+        dataset: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PresetArg {
+    Original,
+    Lite,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum UnionArg {
+    Original,
+    Lite,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AlignArg {
+    ReceptiveField,
+    HalfPixel,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PreprocessArg {
+    Torchvision,
+    Caffe,
+    Lite,
+}
+
+#[derive(Debug, Args)]
+pub struct DissectArgs {
+    /// Architecture (see `netdissect models`), or `auto` to infer it from
+    /// the checkpoint.
+    #[arg(long)]
+    pub model: String,
+    /// Checkpoint: .pth, .pth.tar or .safetensors.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Comma-separated layer names, e.g. `layer3,layer4`.
+    #[arg(long, value_delimiter = ',')]
+    pub layers: Vec<String>,
+    /// Broden-format dataset folder.
+    #[arg(long)]
+    pub dataset: PathBuf,
+    /// Output folder.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Defaults of the original NetDissect or of NetDissect-Lite; the flags
+    /// below override single settings.
+    #[arg(long, value_enum, default_value_t = PresetArg::Original)]
+    pub preset: PresetArg,
+    #[arg(long)]
+    pub quantile: Option<f64>,
+    #[arg(long)]
+    pub iou_threshold: Option<f64>,
+    /// Comma-separated categories to score (default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub categories: Option<Vec<String>>,
+    #[arg(long, value_enum)]
+    pub union: Option<UnionArg>,
+    #[arg(long, value_enum)]
+    pub upsample: Option<AlignArg>,
+    #[arg(long, value_enum)]
+    pub preprocess: Option<PreprocessArg>,
+    #[arg(long)]
+    pub split: Option<String>,
+    #[arg(long)]
+    pub max_images: Option<usize>,
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Overwrite an output folder that already holds results.
+    #[arg(long)]
+    pub force: bool,
+    /// No progress bars.
+    #[arg(long, short)]
+    pub quiet: bool,
+}

@@ -1,0 +1,109 @@
+//! Progress bars (rate and ETA per pass) and the end-of-run summary table.
+
+use dissect::{Dissection, Progress};
+use indicatif::{ProgressBar, ProgressStyle};
+use models::gpu::wgpu;
+
+/// One bar per pass over the data, drawn on stderr.
+#[derive(Debug)]
+pub struct Bars {
+    quiet: bool,
+    current: Option<(u32, ProgressBar)>,
+}
+
+impl Bars {
+    pub fn new(quiet: bool) -> Self {
+        Self {
+            quiet,
+            current: None,
+        }
+    }
+
+    pub fn update(&mut self, p: &Progress) {
+        if self.quiet {
+            return;
+        }
+        let fresh = self
+            .current
+            .as_ref()
+            .is_none_or(|(i, _)| *i != p.pass_index);
+        if fresh {
+            if let Some((_, bar)) = self.current.take() {
+                bar.finish();
+            }
+            let bar = ProgressBar::new(p.images_total as u64);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{prefix:>28} [{bar:30}] {pos}/{len} images  {per_sec}  eta {eta}",
+                )
+                .expect("a valid progress template")
+                .progress_chars("=> "),
+            );
+            bar.set_prefix(format!(
+                "pass {} of ≤{}: {}",
+                p.pass_index, p.passes, p.pass
+            ));
+            self.current = Some((p.pass_index, bar));
+        }
+        if let Some((_, bar)) = &self.current {
+            bar.set_position(p.images_done as u64);
+        }
+    }
+
+    pub fn finish(&mut self) {
+        if let Some((_, bar)) = self.current.take() {
+            bar.finish();
+        }
+    }
+}
+
+pub fn adapter_line(info: &wgpu::AdapterInfo) -> String {
+    format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type)
+}
+
+/// Per layer: units, detectors, unique detectors by both rules, and the
+/// categories with the most unique detectors.
+pub fn print_summary(d: &Dissection) {
+    println!(
+        "{} images, {} passes ({}), {:.1} s on {}",
+        d.n_images,
+        d.passes,
+        match d.mode {
+            dissect::CacheMode::Cached => "activations cached on the device",
+            dissect::CacheMode::Recomputed => "forward pass re-run per pass",
+        },
+        d.duration_secs,
+        d.adapter
+    );
+    println!(
+        "{:<14} {:>6} {:>10} {:>11} {:>13}  top categories (unique, per-category rule)",
+        "layer", "units", "detectors", "unique-top", "unique-per-cat"
+    );
+    for layer in &d.layers {
+        let s = &layer.summary;
+        let mut cats: Vec<_> = s
+            .per_category
+            .iter()
+            .filter(|c| c.unique_per_category > 0)
+            .collect();
+        cats.sort_by_key(|c| std::cmp::Reverse(c.unique_per_category));
+        let top: Vec<String> = cats
+            .iter()
+            .take(4)
+            .map(|c| format!("{} {}", c.name, c.unique_per_category))
+            .collect();
+        println!(
+            "{:<14} {:>6} {:>10} {:>11} {:>13}  {}",
+            layer.name,
+            s.n_units,
+            s.detectors,
+            s.unique_top_label,
+            s.unique_per_category,
+            if top.is_empty() {
+                "-".to_string()
+            } else {
+                top.join(", ")
+            }
+        );
+    }
+}

@@ -1,0 +1,108 @@
+//! A deliberately plain CPU implementation of Network Dissection's
+//! definitions (DESIGN.md), written without the kernels' code paths: full
+//! sorts for the thresholds, and per pixel loops for the counts. Only the
+//! bilinear sample itself comes from `kernels::cpu::upsample_value`, so
+//! both sides round it the same way.
+
+use broden::Batch;
+use kernels::count::Upsample;
+use kernels::{Counts, cpu};
+
+/// Thresholds by full sort: `r = floor(q * N) + 1`-th largest value, with
+/// NaN below every number.
+pub fn thresholds(values: &[Vec<f32>], q: f64) -> Vec<f32> {
+    values
+        .iter()
+        .map(|v| {
+            let mut sorted: Vec<f32> = v.iter().map(|&x| if x == 0.0 { 0.0 } else { x }).collect();
+            sorted.sort_by(|a, b| match (a.is_nan(), b.is_nan()) {
+                (true, true) => std::cmp::Ordering::Equal,
+                (true, false) => std::cmp::Ordering::Greater,
+                (false, true) => std::cmp::Ordering::Less,
+                _ => b.partial_cmp(a).unwrap(),
+            });
+            let n = sorted.len();
+            let r = ((q * n as f64).floor() as usize + 1).clamp(1, n);
+            sorted[r - 1]
+        })
+        .collect()
+}
+
+/// Adds the counts of one batch. `acts` is `[n, units, h, w]`;
+/// `label_category` maps a label to its primary category.
+pub fn count_batch(
+    total: &mut Counts,
+    up: &Upsample,
+    acts: &[f32],
+    thresholds: &[f32],
+    batch: &Batch,
+    label_category: &[u32],
+) {
+    let units = total.n_units as usize;
+    let n_labels = total.n_labels as usize;
+    let n_cat = total.n_categories as usize;
+    let (h, w) = (up.h as usize, up.w as usize);
+    let (sh, sw) = (up.sh as usize, up.sw as usize);
+    let (ty, tx) = (up.taps_y(), up.taps_x());
+    for (b, labels) in batch.labels.iter().enumerate() {
+        // Truth.
+        for plane in &labels.planes {
+            for &l in &plane.labels {
+                if l != 0 {
+                    total.label_pixels[l as usize] += 1;
+                }
+            }
+        }
+        for &(_, l) in &labels.image_labels {
+            if l != 0 {
+                total.label_pixels[l as usize] += (sh * sw) as u64;
+            }
+        }
+        // Categories present anywhere in the image.
+        let mut present = vec![false; n_cat];
+        for plane in &labels.planes {
+            for &l in plane.labels.iter().filter(|&&l| l != 0) {
+                present[label_category[l as usize] as usize] = true;
+            }
+        }
+        for &(_, l) in labels.image_labels.iter().filter(|(_, l)| *l != 0) {
+            present[label_category[l as usize] as usize] = true;
+        }
+        for u in 0..units {
+            let map = &acts[(b * units + u) * h * w..(b * units + u + 1) * h * w];
+            let mut masked = 0u64;
+            let mut under_mask = vec![false; n_cat];
+            for (y, &tap_y) in ty.iter().enumerate() {
+                for (x, &tap_x) in tx.iter().enumerate() {
+                    let s = cpu::upsample_value(map, up.w, tap_y, tap_x);
+                    // Strictly above; NaN never is.
+                    let above = s > thresholds[u];
+                    if !above {
+                        continue;
+                    }
+                    masked += 1;
+                    for plane in &labels.planes {
+                        let l = plane.labels[y * sw + x] as usize;
+                        if l != 0 {
+                            total.intersect[u * n_labels + l] += 1;
+                            under_mask[label_category[l] as usize] = true;
+                        }
+                    }
+                }
+            }
+            total.unit_pixels[u] += masked;
+            for &(_, l) in labels.image_labels.iter().filter(|(_, l)| *l != 0) {
+                total.intersect[u * n_labels + l as usize] += masked;
+                under_mask[label_category[l as usize] as usize] = true;
+            }
+            for c in 0..n_cat {
+                if present[c] {
+                    total.unit_category_original[u * n_cat + c] += masked;
+                }
+                if under_mask[c] {
+                    total.unit_category_lite[u * n_cat + c] += masked;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,376 @@
+//! The engine on the device against the naive CPU implementation, and
+//! planted detectors found by dissection.
+//!
+//! Fixtures: synthetic Broden datasets made by `broden::synth::generate`
+//! (seeded) in a temp folder, and the hand-built `PlantedColors` network.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use broden::synth::{SynthOptions, generate};
+use broden::{BatchOptions, Dataset, DatasetOptions};
+use burn::tensor::{Tensor, TensorData};
+use dissect::engine::{label_infos, layer_counts, upsample_for};
+use dissect::planted::PlantedColors;
+use dissect::{
+    Alignment, CacheMode, Dissection, Dissector, Network, Options, PreprocessSpec, Preset,
+    UnionRule, score_units, summarize,
+};
+use kernels::Counts;
+
+use crate::naive;
+
+/// One engine (one wgpu runtime) per test process.
+fn dissector() -> &'static Dissector {
+    static D: OnceLock<Dissector> = OnceLock::new();
+    D.get_or_init(|| {
+        Dissector::new().expect("a wgpu adapter (lavapipe in CI): install mesa-vulkan-drivers")
+    })
+}
+
+/// A generated dataset, made once per process.
+fn dataset_dir(images: usize, seed: u64) -> PathBuf {
+    static DIRS: OnceLock<std::sync::Mutex<Vec<(usize, u64, tempfile::TempDir)>>> = OnceLock::new();
+    let dirs = DIRS.get_or_init(Default::default);
+    let mut dirs = dirs.lock().unwrap();
+    if let Some((_, _, d)) = dirs.iter().find(|(n, s, _)| *n == images && *s == seed) {
+        return d.path().join("broden");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("broden");
+    generate(
+        &out,
+        &SynthOptions {
+            images,
+            seed,
+            size: 224,
+        },
+    )
+    .unwrap();
+    dirs.push((images, seed, tmp));
+    out
+}
+
+fn planted_options(union: UnionRule, alignment: Alignment, quantile: f64) -> Options {
+    let mut o = Options::preset(Preset::Original, &PlantedColors::preprocess());
+    o.union = union;
+    o.alignment = alignment;
+    o.quantile = quantile;
+    // An uneven last batch.
+    o.batch_size = 5;
+    o.top_k = 3;
+    o
+}
+
+fn layers() -> Vec<String> {
+    PlantedColors::layer_names()
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+fn run(net: &dyn Network, ds: &Dataset, opts: &Options, budget: Option<u64>) -> Dissection {
+    let d = dissector();
+    let budget = budget.unwrap_or(d.cache_budget_bytes);
+    d.run_with_cache_budget(net, &layers(), ds, opts, budget, &mut |_| {})
+        .unwrap()
+}
+
+/// Host copies of every layer's activations, per batch (test only: the
+/// engine never reads activations back).
+fn host_activations(
+    net: &dyn Network,
+    ds: &Dataset,
+    opts: &Options,
+) -> Vec<Vec<(Vec<f32>, [u32; 4])>> {
+    let layers: Vec<_> = layers().iter().map(|l| net.layer(l).unwrap()).collect();
+    let bopts = BatchOptions {
+        batch_size: opts.batch_size,
+        preprocess: opts.preprocess.to_preprocess(),
+        prefetch: 1,
+        labels_only: false,
+    };
+    let mut per_layer = vec![Vec::new(); layers.len()];
+    for batch in ds.batches(&bopts) {
+        let batch = batch.unwrap();
+        let n = batch.indices.len();
+        let input = Tensor::<4>::from_data(
+            TensorData::new(
+                batch.pixels.clone(),
+                [n, 3, batch.height as usize, batch.width as usize],
+            ),
+            dissector().device(),
+        );
+        for (i, act) in net
+            .forward_layers(input, &layers)
+            .unwrap()
+            .into_iter()
+            .enumerate()
+        {
+            let d = act.dims();
+            let shape = [d[0] as u32, d[1] as u32, d[2] as u32, d[3] as u32];
+            per_layer[i].push((
+                act.into_data().try_to_vec::<f32>().expect("f32 activations"),
+                shape,
+            ));
+        }
+    }
+    per_layer
+}
+
+/// The naive CPU dissection of one layer: thresholds and counts.
+fn naive_layer(
+    net: &dyn Network,
+    ds: &Dataset,
+    opts: &Options,
+    layer: usize,
+    acts: &[(Vec<f32>, [u32; 4])],
+) -> (Vec<f32>, Counts) {
+    let units = acts[0].1[1] as usize;
+    let mut values = vec![Vec::new(); units];
+    for (data, [_, c, h, w]) in acts {
+        let plane = (*h * *w) as usize;
+        for (i, chunk) in data.chunks(plane).enumerate() {
+            values[i % *c as usize].extend_from_slice(chunk);
+        }
+    }
+    let thresholds = naive::thresholds(&values, opts.quantile);
+    let n_labels = ds.labels.len() as u32;
+    let n_cat = ds.categories.len() as u32;
+    let label_category: Vec<u32> = ds.labels.iter().map(|l| l.category as u32).collect();
+    let mut counts = Counts::zeros(units as u32, n_labels, n_cat);
+    let l = net.layer(&layers()[layer]).unwrap();
+    let bopts = BatchOptions {
+        batch_size: opts.batch_size,
+        preprocess: opts.preprocess.to_preprocess(),
+        prefetch: 1,
+        labels_only: true,
+    };
+    for (batch, (data, [_, _, h, w])) in ds.batches(&bopts).zip(acts) {
+        let batch = batch.unwrap();
+        let up = upsample_for(
+            opts.alignment,
+            &l,
+            &opts.preprocess.to_preprocess(),
+            *h,
+            *w,
+            (batch.seg_height, batch.seg_width),
+        )
+        .unwrap();
+        naive::count_batch(&mut counts, &up, data, &thresholds, &batch, &label_category);
+    }
+    (thresholds, counts)
+}
+
+fn open(dir: &Path, categories: Option<Vec<String>>) -> Dataset {
+    Dataset::open(
+        dir,
+        &DatasetOptions {
+            categories,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn gpu_pipeline_equals_naive_cpu_under_every_option() {
+    let net = PlantedColors::new(dissector().device());
+    let cases = [
+        (None, Alignment::ReceptiveField),
+        (None, Alignment::HalfPixel),
+        (
+            Some(vec!["object".to_string(), "scene".into(), "color".into()]),
+            Alignment::HalfPixel,
+        ),
+    ];
+    for (categories, alignment) in cases {
+        let ds = open(&dataset_dir(12, 7), categories.clone());
+        let base = planted_options(UnionRule::Original, alignment, 0.02);
+        let acts = host_activations(&net, &ds, &base);
+        let naive: Vec<_> = (0..acts.len())
+            .map(|i| naive_layer(&net, &ds, &base, i, &acts[i]))
+            .collect();
+        let names: Vec<String> = ds
+            .selected
+            .iter()
+            .map(|&c| ds.categories[c].name.clone())
+            .collect();
+        for union in [UnionRule::Original, UnionRule::Lite] {
+            let opts = Options {
+                union,
+                ..base.clone()
+            };
+            let got = run(&net, &ds, &opts, None);
+            let what = format!("{categories:?} {alignment:?} {union:?}");
+            assert_eq!(got.mode, CacheMode::Cached, "{what}");
+            assert_eq!(got.categories, names, "{what}");
+            for (layer, (thresholds, counts)) in got.layers.iter().zip(&naive) {
+                let what = format!("{what} {}", layer.name);
+                assert_eq!(&layer.thresholds, thresholds, "{what}: thresholds");
+                let engine_counts = layer.counts.as_ref().unwrap();
+                assert_eq!(
+                    engine_counts.intersect, counts.intersect,
+                    "{what}: intersections"
+                );
+                assert_eq!(
+                    engine_counts.label_pixels, counts.label_pixels,
+                    "{what}: truth"
+                );
+                assert_eq!(
+                    engine_counts.unit_pixels, counts.unit_pixels,
+                    "{what}: unit pixels"
+                );
+                assert_eq!(
+                    engine_counts.unit_category_original, counts.unit_category_original,
+                    "{what}: original union"
+                );
+                assert_eq!(
+                    engine_counts.unit_category_lite, counts.unit_category_lite,
+                    "{what}: lite union"
+                );
+                let want = score_units(
+                    &layer_counts(counts, union, &ds.selected),
+                    &label_infos(&ds),
+                );
+                assert_eq!(layer.units, want, "{what}: scores");
+                assert_eq!(
+                    layer.summary,
+                    summarize(&want, &names, opts.iou_threshold),
+                    "{what}"
+                );
+                assert_eq!(layer.unit_pixels, counts.unit_pixels, "{what}");
+                // Something was counted: the comparison is not vacuous.
+                assert!(counts.unit_pixels.iter().sum::<u64>() > 0, "{what}");
+            }
+        }
+    }
+}
+
+#[test]
+fn recomputing_equals_caching() {
+    let net = PlantedColors::new(dissector().device());
+    let ds = open(&dataset_dir(12, 7), None);
+    let opts = planted_options(UnionRule::Lite, Alignment::ReceptiveField, 0.01);
+    let cached = run(&net, &ds, &opts, None);
+    let recomputed = run(&net, &ds, &opts, Some(0));
+    assert_eq!(cached.mode, CacheMode::Cached);
+    assert_eq!(recomputed.mode, CacheMode::Recomputed);
+    assert_eq!(cached.layers, recomputed.layers);
+    assert_eq!(
+        cached.passes, 4,
+        "three threshold rounds and one counting pass"
+    );
+}
+
+#[test]
+fn planted_colour_units_are_found_and_dead_units_are_not_detectors() {
+    let net = PlantedColors::new(dissector().device());
+    let ds = open(&dataset_dir(40, 11), None);
+    // Colours cover a few percent of pixels each, so the mask takes the top
+    // 2% of each unit's activations.
+    let opts = planted_options(UnionRule::Original, Alignment::HalfPixel, 0.02);
+    let result = run(&net, &ds, &opts, None);
+    let color = result.categories.iter().position(|c| c == "color").unwrap();
+    let planted = PlantedColors::planted();
+    let layer = &result.layers[0];
+    let (mut found, mut overall) = (0, 0);
+    for (unit, want) in layer.units.iter().zip(&planted) {
+        let best = unit.best();
+        match want {
+            Some(name) => {
+                let truth = ds.labels.iter().find(|l| l.name == *name).unwrap();
+                let counts = layer.counts.as_ref().unwrap();
+                // A colour that covers under 0.5% of the pixels cannot fill a
+                // 2% mask; such units are not held to the bound.
+                let pixels = (ds.images.len() * 112 * 112) as u64;
+                if counts.label_pixels[truth.number as usize] * 200 < pixels {
+                    continue;
+                }
+                // Within its own category the planted colour always wins and
+                // makes the unit a colour detector.
+                let own = &unit.per_category[color];
+                assert_eq!(own.name, *name, "unit {} ({name}): {own:?}", unit.unit);
+                assert!(
+                    own.iou > 0.04,
+                    "unit {} ({name}): IoU {}",
+                    unit.unit,
+                    own.iou
+                );
+                // Overall, another concept may score higher (white fills the
+                // stripes of `striped` images, an image-level texture label).
+                if best.is_some_and(|b| b.name == *name) {
+                    overall += 1;
+                }
+                found += 1;
+            }
+            None => {
+                assert!(
+                    unit.score() <= opts.iou_threshold,
+                    "dead unit {}: {unit:?}",
+                    unit.unit
+                );
+                assert_eq!(
+                    layer.unit_pixels[unit.unit], 0,
+                    "dead unit {} fired",
+                    unit.unit
+                );
+            }
+        }
+    }
+    assert!(found >= 6, "only {found} colour units could be checked");
+    assert!(
+        overall * 4 >= found * 3,
+        "only {overall} of {found} colour units are labelled with their colour overall"
+    );
+}
+
+#[test]
+fn options_are_checked_before_any_work() {
+    let net = PlantedColors::new(dissector().device());
+    let ds = open(&dataset_dir(12, 7), None);
+    let good = planted_options(UnionRule::Original, Alignment::HalfPixel, 0.02);
+    let d = dissector();
+    let bad_cases: Vec<(Options, Vec<String>, &str)> = vec![
+        (
+            Options {
+                quantile: 0.0,
+                ..good.clone()
+            },
+            layers(),
+            "quantile",
+        ),
+        (
+            Options {
+                batch_size: 0,
+                ..good.clone()
+            },
+            layers(),
+            "batch size",
+        ),
+        (good.clone(), vec![], "no layers"),
+        (
+            good.clone(),
+            vec!["conv9".into()],
+            "valid layers: color4, color16",
+        ),
+        (
+            Options {
+                preprocess: PreprocessSpec {
+                    height: 0,
+                    ..good.preprocess.clone()
+                },
+                ..good.clone()
+            },
+            layers(),
+            "size",
+        ),
+    ];
+    for (opts, layers, want) in bad_cases {
+        let err = d
+            .run(&net, &layers, &ds, &opts, &mut |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(want), "{err:?} should mention {want:?}");
+    }
+}
