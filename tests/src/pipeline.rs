@@ -110,7 +110,9 @@ fn host_activations(
             let d = act.dims();
             let shape = [d[0] as u32, d[1] as u32, d[2] as u32, d[3] as u32];
             per_layer[i].push((
-                act.into_data().try_to_vec::<f32>().expect("f32 activations"),
+                act.into_data()
+                    .try_to_vec::<f32>()
+                    .expect("f32 activations"),
                 shape,
             ));
         }
@@ -316,6 +318,17 @@ fn planted_colour_units_are_found_and_dead_units_are_not_detectors() {
                     unit.unit
                 );
             }
+        }
+    }
+    // The saved maps of each unit's top images peak at the recorded maxima.
+    let [h, w] = layer.feature_size.map(|v| v as usize);
+    for (unit, tops) in layer.top_images.iter().enumerate() {
+        assert_eq!(tops.len(), opts.top_k, "unit {unit}");
+        for (slot, top) in tops.iter().enumerate() {
+            let start = (unit * opts.top_k + slot) * h * w;
+            let map = &layer.top_maps[start..start + h * w];
+            let max = map.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            assert_eq!(max, top.max, "unit {unit} slot {slot}");
         }
     }
     assert!(found >= 6, "only {found} colour units could be checked");

@@ -270,6 +270,22 @@ impl Dissector {
         report("counts", pass_index, 0);
         let mut done = 0;
         let max_images = opts.batch_size as u32;
+        // The maps of each unit's top images, for the report's strips: the
+        // only activations read back, k per unit.
+        let k = opts.top_k;
+        let mut top_sets: Vec<BTreeMap<usize, Vec<(usize, usize)>>> = Vec::new();
+        let mut top_maps: Vec<Vec<f32>> = Vec::new();
+        for (i, t) in top_k.iter().enumerate() {
+            let mut set: BTreeMap<usize, Vec<(usize, usize)>> = BTreeMap::new();
+            for (unit, list) in t.read(&self.gpu)?.iter().enumerate() {
+                for (slot, &(image, _)) in list.iter().enumerate() {
+                    set.entry(image as usize).or_default().push((unit, slot));
+                }
+            }
+            top_sets.push(set);
+            let [_, units, h, w] = shapes[i];
+            top_maps.push(vec![f32::NAN; units as usize * k * (h * w) as usize]);
+        }
         self.each_batch(
             model,
             dataset,
@@ -303,6 +319,26 @@ impl Dissector {
                         }
                     };
                     counter.count(&self.gpu, &view, sketches[i].thresholds_buffer(), &labels)?;
+                    drop(buf);
+                    let [_, units, h, w] = shapes[i].map(|v| v as usize);
+                    let plane = h * w;
+                    for (b, &image) in batch.indices.iter().enumerate() {
+                        let Some(slots) = top_sets[i].get(&image) else {
+                            continue;
+                        };
+                        let maps = act
+                            .clone()
+                            .slice([b..b + 1])
+                            .into_data()
+                            .try_to_vec::<f32>()
+                            .map_err(|e| DissectError::Option(format!("internal: {e:?}")))?;
+                        for &(unit, slot) in slots {
+                            let dst = (unit * k + slot) * plane;
+                            top_maps[i][dst..dst + plane]
+                                .copy_from_slice(&maps[unit * plane..(unit + 1) * plane]);
+                        }
+                    }
+                    debug_assert!(units * k * plane == top_maps[i].len());
                 }
                 Ok(())
             },
@@ -354,11 +390,14 @@ impl Dissector {
                 units: unit_scores,
                 summary,
                 counts: Some(total),
+                top_maps: std::mem::take(&mut top_maps[i]),
+                top_maps_file: None,
             });
         }
         Ok(Dissection::new(
             opts.clone(),
             model.name(),
+            dataset.root.display().to_string(),
             adapter_line(&self.gpu.info),
             n_images,
             category_names,

@@ -42,6 +42,15 @@ pub struct LayerResult {
     /// saved in `results.json`.
     #[serde(skip)]
     pub counts: Option<kernels::Counts>,
+    /// The activation maps of each unit's top images, `[unit][slot][h][w]`
+    /// (slot as in `top_images`; NaN where a unit has fewer than `top_k`
+    /// images). Saved beside `results.json` as raw little-endian f32, in
+    /// the file named by `top_maps_file`.
+    #[serde(skip)]
+    pub top_maps: Vec<f32>,
+    /// File name (in the results folder) of `top_maps`, once written.
+    #[serde(default)]
+    pub top_maps_file: Option<String>,
 }
 
 /// Everything a run produced.
@@ -50,6 +59,8 @@ pub struct Dissection {
     pub schema_version: u32,
     pub tool_version: String,
     pub model: String,
+    /// The dataset folder, as given.
+    pub dataset: String,
     pub adapter: String,
     pub options: Options,
     pub n_images: usize,
@@ -68,6 +79,7 @@ impl Dissection {
     pub(crate) fn new(
         options: Options,
         model: String,
+        dataset: String,
         adapter: String,
         n_images: usize,
         categories: Vec<String>,
@@ -80,6 +92,7 @@ impl Dissection {
             schema_version: SCHEMA_VERSION,
             tool_version: env!("CARGO_PKG_VERSION").to_string(),
             model,
+            dataset,
             adapter,
             options,
             n_images,

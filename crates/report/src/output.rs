@@ -27,6 +27,46 @@ pub fn tally_file_name(layer: &str) -> String {
     format!("{safe}-tally.csv")
 }
 
+/// File name of a layer's top-image activation maps (raw little-endian f32,
+/// `[unit][slot][h][w]`).
+pub fn top_maps_file_name(layer: &str) -> String {
+    tally_file_name(layer).replace("-tally.csv", "-topmaps.f32")
+}
+
+/// Loads the top-image maps of every layer that has them into
+/// `LayerResult::top_maps`, checking their size against the layer's shape.
+pub fn load_top_maps(dir: &Path, dissection: &mut Dissection) -> Result<(), ReportError> {
+    let k = dissection.options.top_k;
+    for layer in &mut dissection.layers {
+        let Some(name) = &layer.top_maps_file else {
+            continue;
+        };
+        let path = dir.join(name);
+        let bytes = std::fs::read(&path).map_err(|source| ReportError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let [h, w] = layer.feature_size.map(|v| v as usize);
+        let want = layer.n_units * k * h * w * 4;
+        if bytes.len() != want {
+            return Err(ReportError::Malformed {
+                path,
+                row: 0,
+                message: format!(
+                    "{} bytes, expected {want} ({} units x {k} images x {h}x{w} f32)",
+                    bytes.len(),
+                    layer.n_units
+                ),
+            });
+        }
+        layer.top_maps = bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+    }
+    Ok(())
+}
+
 /// Prepares `dir` for a run: creates it, and unless `force`, refuses a
 /// folder that already holds complete results. Removes a previous
 /// `results.json` so that the folder never looks complete mid-run.
@@ -48,12 +88,25 @@ pub fn begin(dir: &Path, force: bool) -> Result<(), ReportError> {
 /// Writes every output of `dissection` into `dir`; returns the paths written.
 pub fn write_all(dir: &Path, dissection: &Dissection) -> Result<Vec<PathBuf>, ReportError> {
     let mut written = Vec::new();
-    for layer in &dissection.layers {
+    let mut saved = dissection.clone();
+    for layer in &mut saved.layers {
         let path = dir.join(tally_file_name(&layer.name));
         tally::write(&path, &layer.units, &dissection.categories)?;
         written.push(path);
+        if !layer.top_maps.is_empty() {
+            let name = top_maps_file_name(&layer.name);
+            let bytes: Vec<u8> = layer
+                .top_maps
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect();
+            let path = dir.join(&name);
+            write_atomic(&path, &bytes)?;
+            written.push(path);
+            layer.top_maps_file = Some(name);
+        }
     }
-    let json = serde_json::to_vec_pretty(dissection).map_err(|e| ReportError::Io {
+    let json = serde_json::to_vec_pretty(&saved).map_err(|e| ReportError::Io {
         path: dir.join(RESULTS_JSON),
         source: std::io::Error::other(e),
     })?;
@@ -87,11 +140,14 @@ pub fn read_results(dir: &Path) -> Result<Dissection, ReportError> {
             ),
         });
     }
-    serde_json::from_value(value).map_err(|e| ReportError::Malformed {
-        path,
-        row: 0,
-        message: e.to_string(),
-    })
+    let mut dissection: Dissection =
+        serde_json::from_value(value).map_err(|e| ReportError::Malformed {
+            path,
+            row: 0,
+            message: e.to_string(),
+        })?;
+    load_top_maps(dir, &mut dissection)?;
+    Ok(dissection)
 }
 
 #[cfg(test)]
