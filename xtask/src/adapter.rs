@@ -25,21 +25,13 @@ pub fn ensure() -> Result<Vec<String>> {
             "no GPU adapter found (Vulkan, Metal or DX12): install your GPU's driver and try again"
         );
     }
-    if !is_root() || !has_apt() {
+    if !can_install() {
         bail!(
             "no GPU adapter found: install Mesa's software Vulkan driver (lavapipe) with\n    sudo apt-get update && sudo {install}\nand try again"
         );
     }
     eprintln!("no GPU adapter found: installing Mesa lavapipe ({install})");
-    let ok = |cmd: &mut Command| cmd.status().is_ok_and(|s| s.success());
-    let updated = ok(Command::new("apt-get").args(["update", "-qq"]));
-    let installed = ok(Command::new("apt-get")
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .args(["install", "-y", "-qq"])
-        .args(PACKAGES));
-    if !(updated && installed) {
-        bail!("installing lavapipe failed: run `apt-get update && {install}` and try again");
-    }
+    apt_install(&PACKAGES)?;
     let found = adapters();
     if found.is_empty() {
         bail!(
@@ -64,6 +56,29 @@ fn adapters() -> Vec<String> {
             format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type)
         })
         .collect()
+}
+
+/// Whether packages can be installed here without asking: Linux, root, apt.
+pub fn can_install() -> bool {
+    cfg!(target_os = "linux") && is_root() && has_apt()
+}
+
+/// `apt-get update && apt-get install -y <packages>`.
+pub fn apt_install(packages: &[&str]) -> Result<()> {
+    let ok = |cmd: &mut Command| cmd.status().is_ok_and(|s| s.success());
+    let updated = ok(Command::new("apt-get").args(["update", "-qq"]));
+    let installed = ok(Command::new("apt-get")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(packages));
+    if !(updated && installed) {
+        bail!(
+            "installing {} failed: run `apt-get update && apt-get install -y {}` and try again",
+            packages.join(" "),
+            packages.join(" ")
+        );
+    }
+    Ok(())
 }
 
 fn is_root() -> bool {

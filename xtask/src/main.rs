@@ -89,22 +89,51 @@ fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
+/// The embedded default: the trained model and probe set in
+/// `assets/default`, described in its README.
+const DEFAULT_DIR: &str = "assets/default";
+
 fn dissect(out: &Path, args: &[String]) -> Result<()> {
     adapter::ensure()?;
+    let root = workspace_root();
     let mut cmd = cargo();
     cmd.args(["run", "--quiet", "--package", "netdissect-cli", "--"]);
+    cmd.arg("dissect");
     if args.is_empty() {
-        cmd.arg("dissect").arg("--default").arg("--out").arg(out);
+        let assets = root.join(DEFAULT_DIR);
+        let weights = assets.join("model.safetensors");
+        if weights.is_file() {
+            let layers = std::fs::read_to_string(assets.join("layers.txt"))
+                .with_context(|| format!("reading {}", assets.join("layers.txt").display()))?;
+            let model = std::fs::read_to_string(assets.join("model.txt"))
+                .with_context(|| format!("reading {}", assets.join("model.txt").display()))?;
+            cmd.args(["--model", model.trim(), "--layers", layers.trim()]);
+            cmd.arg("--weights").arg(&weights);
+            cmd.arg("--dataset").arg(assets.join("probe"));
+        } else {
+            // Until a trained default ships: the planted demo network on a
+            // generated probe set.
+            let probe = root.join("target/netdissect-probe");
+            if !probe.join("index.csv").is_file() {
+                let _ = std::fs::remove_dir_all(&probe);
+                gen_broden(&probe, 120, 1, 224)?;
+            }
+            cmd.args(["--model", "planted-colors", "--layers", "color4,color16"]);
+            cmd.arg("--dataset").arg(&probe);
+        }
+        cmd.arg("--force");
     } else {
-        cmd.arg("dissect").args(args).arg("--out").arg(out);
+        cmd.args(args);
     }
+    cmd.arg("--out").arg(out);
     run(&mut cmd)?;
-    println!("results: {}", workspace_root().join(out).display());
+    println!("results: {}", root.join(out).display());
     Ok(())
 }
 
 fn test() -> Result<()> {
     adapter::ensure()?;
+    ensure_chromium()?;
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     run(cargo().args([
         "clippy",
@@ -133,6 +162,25 @@ fn test() -> Result<()> {
         run(cargo().args(["test", "--workspace", "--no-fail-fast"]))?;
     }
     Ok(())
+}
+
+/// The report tests render pages in headless Chromium; install Debian's
+/// package where it is missing and we may.
+fn ensure_chromium() -> Result<()> {
+    let found = |name: &str| {
+        Command::new(name)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if found("chromium") {
+        return Ok(());
+    }
+    if !adapter::can_install() {
+        bail!("the report tests need Chromium: install it with `sudo apt-get install -y chromium`");
+    }
+    eprintln!("chromium not found: installing Debian's chromium package for the report tests");
+    adapter::apt_install(&["chromium"])
 }
 
 fn gen_broden(out: &Path, images: usize, seed: u64, size: u32) -> Result<()> {

@@ -15,7 +15,10 @@ use clap::Parser;
 
 use args::{AlignArg, Cli, Command, DissectArgs, PreprocessArg, PresetArg, UnionArg};
 use broden::{Dataset, DatasetOptions, Preprocess};
-use dissect::{Alignment, DissectError, Dissector, Options, PreprocessSpec, Preset, UnionRule};
+use dissect::planted::PlantedColors;
+use dissect::{
+    Alignment, DissectError, Dissector, Network, Options, PreprocessSpec, Preset, UnionRule,
+};
 use models::{Arch, ArchChoice, Model, PreprocessKind};
 
 /// A failure with the exit code it maps to.
@@ -53,6 +56,11 @@ fn main() -> ExitCode {
 }
 
 fn models_list() {
+    println!(
+        "{:<12} input 224  {} (demo network with hand-planted colour detectors)",
+        PLANTED,
+        PlantedColors::layer_names().join(", ")
+    );
     for arch in Arch::ALL {
         let taps: Vec<String> = arch
             .taps()
@@ -91,14 +99,13 @@ fn preprocess_of(kind: PreprocessKind, size: u32) -> Preprocess {
 }
 
 /// The options from the preset, overridden flag by flag.
-fn options(a: &DissectArgs, arch: Arch) -> Options {
-    let size = arch.input_size();
-    let own = preprocess_of(arch.default_preprocess(), size);
+fn options(a: &DissectArgs, own: &Preprocess) -> Options {
+    let size = own.height;
     let preset = match a.preset {
         PresetArg::Original => Preset::Original,
         PresetArg::Lite => Preset::Lite,
     };
-    let mut o = Options::preset(preset, &own);
+    let mut o = Options::preset(preset, own);
     if let Some(q) = a.quantile {
         o.quantile = q;
     }
@@ -149,66 +156,104 @@ fn input_error(e: DissectError) -> Failure {
     }
 }
 
+/// The network to dissect (one of the zoo's, or the planted demo network)
+/// and the input it expects.
+struct Loaded {
+    net: Box<dyn Network>,
+    preprocess: Preprocess,
+}
+
+impl Loaded {
+    fn zoo(model: Model) -> Self {
+        Self {
+            preprocess: model.arch().default_preprocess_spec(),
+            net: Box::new(model),
+        }
+    }
+}
+
+/// The name of the planted demo network (`dissect::planted`).
+const PLANTED: &str = "planted-colors";
+
+fn input<E: Into<anyhow::Error>>(e: E) -> Failure {
+    fail(EXIT_INPUT)(e.into())
+}
+
 fn dissect(a: &DissectArgs) -> Result<(), Failure> {
-    let choice = match a.model.as_str() {
-        "auto" => ArchChoice::Auto,
-        name => ArchChoice::Named(
-            name.parse::<Arch>()
-                .map_err(anyhow::Error::from)
-                .map_err(fail(EXIT_INPUT))?,
-        ),
-    };
     if a.layers.is_empty() {
-        return Err(fail(EXIT_INPUT)(anyhow::anyhow!(
+        return Err(input(anyhow::anyhow!(
             "--layers is empty: name at least one layer (see `netdissect models`)"
         )));
     }
-    // Cheap checks first: the dataset and layer names fail before the GPU
-    // starts.
-    if let ArchChoice::Named(arch) = choice {
-        for layer in &a.layers {
-            arch.tap(layer)
-                .map_err(anyhow::Error::from)
-                .map_err(fail(EXIT_INPUT))?;
+    // Cheap checks first: names, the dataset and the output folder fail
+    // before the GPU starts.
+    let choice = match a.model.as_str() {
+        PLANTED => None,
+        name => Some(name.parse::<ArchChoice>().map_err(input)?),
+    };
+    match choice {
+        Some(ArchChoice::Named(arch)) => {
+            for layer in &a.layers {
+                arch.tap(layer).map_err(input)?;
+            }
         }
+        None => {
+            for layer in &a.layers {
+                if !PlantedColors::layer_names().contains(&layer.as_str()) {
+                    return Err(input(anyhow::anyhow!(
+                        "{PLANTED} has no layer `{layer}`; valid layers: {}",
+                        PlantedColors::layer_names().join(", ")
+                    )));
+                }
+            }
+        }
+        Some(ArchChoice::Auto) => {}
+    }
+    if let Some(w) = &a.weights
+        && !w.is_file()
+    {
+        return Err(input(anyhow::anyhow!(
+            "{}: weights file not found",
+            w.display()
+        )));
     }
     let ds_opts = DatasetOptions {
         split: a.split.clone(),
         categories: a.categories.clone(),
         max_images: a.max_images,
     };
-    let dataset = Dataset::open(&a.dataset, &ds_opts)
-        .map_err(anyhow::Error::from)
-        .map_err(fail(EXIT_INPUT))?;
-    report::output::begin(&a.out, a.force)
-        .map_err(anyhow::Error::from)
-        .map_err(fail(EXIT_INPUT))?;
+    let dataset = Dataset::open(&a.dataset, &ds_opts).map_err(input)?;
+    report::output::begin(&a.out, a.force).map_err(input)?;
 
     let dissector = Dissector::new()
         .context("no usable GPU adapter: on Linux without a GPU, install Mesa's software Vulkan driver (`apt-get install mesa-vulkan-drivers`)")
         .map_err(fail(EXIT_ADAPTER))?;
     eprintln!("adapter: {}", progress::adapter_line(dissector.adapter()));
-    let model = match &a.weights {
-        Some(path) => Model::load(path, choice, dissector.device()),
-        None => match choice {
-            ArchChoice::Named(arch) => {
-                eprintln!("warning: no --weights given: using deterministic untrained weights");
-                Model::synthetic(arch, 1000, dissector.device())
-            }
-            ArchChoice::Auto => {
-                return Err(fail(EXIT_INPUT)(anyhow::anyhow!(
-                    "--model auto needs --weights to infer the architecture from"
-                )));
-            }
+    let loaded = match (choice, &a.weights) {
+        (None, _) => Loaded {
+            net: Box::new(PlantedColors::new(dissector.device())),
+            preprocess: PlantedColors::preprocess(),
         },
-    }
-    .map_err(anyhow::Error::from)
-    .map_err(fail(EXIT_INPUT))?;
-    let opts = options(a, model.arch());
+        (Some(choice), Some(path)) => {
+            Loaded::zoo(Model::load(path, choice, dissector.device()).map_err(input)?)
+        }
+        (Some(ArchChoice::Named(arch)), None) => {
+            eprintln!("warning: no --weights given: using deterministic untrained weights");
+            Loaded::zoo(Model::synthetic(arch, 1000, dissector.device()).map_err(input)?)
+        }
+        (Some(ArchChoice::Auto), None) => {
+            return Err(input(anyhow::anyhow!(
+                "--model auto needs --weights to infer the architecture from"
+            )));
+        }
+    };
+    let opts = options(a, &loaded.preprocess);
 
     let mut bars = progress::Bars::new(a.quiet);
     let result = dissector
-        .run(&model, &a.layers, &dataset, &opts, &mut |p| bars.update(p))
+        .run(loaded.net.as_ref(), &a.layers, &dataset, &opts, &mut |p| {
+            bars.update(p)
+        })
         .map_err(input_error)?;
     bars.finish();
 

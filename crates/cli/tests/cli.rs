@@ -1,0 +1,212 @@
+//! The `netdissect` binary as scripts use it: exit codes, messages that
+//! name the problem, and no partial results. Datasets are generated with
+//! `broden::synth::generate` (seeded) in temp folders.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn netdissect(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_netdissect"))
+        .args(args)
+        .output()
+        .expect("the netdissect binary runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn dataset(dir: &Path, images: usize) -> PathBuf {
+    let out = dir.join("broden");
+    broden::synth::generate(
+        &out,
+        &broden::synth::SynthOptions {
+            images,
+            seed: 3,
+            size: 224,
+        },
+    )
+    .unwrap();
+    out
+}
+
+/// Runs `netdissect dissect` with `extra` appended to a valid command line
+/// (planted model, generated dataset, fresh output folder) after applying
+/// `edit` to the argument list.
+fn dissect_with(tmp: &Path, data: &Path, edit: impl Fn(&mut Vec<String>)) -> (Output, PathBuf) {
+    let out = tmp.join("out");
+    let mut args: Vec<String> = [
+        "dissect",
+        "--model",
+        "planted-colors",
+        "--layers",
+        "color4",
+        "--dataset",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    edit(&mut args);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    (netdissect(&refs), out)
+}
+
+fn set(args: &mut [String], flag: &str, value: &str) {
+    let i = args.iter().position(|a| a == flag).unwrap();
+    args[i + 1] = value.to_string();
+}
+
+#[test]
+fn bad_input_fails_with_a_clear_message_and_no_results() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path(), 6);
+    let broken = tmp.path().join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(broken.join("index.csv"), "image,split\n").unwrap();
+    type Edit = Box<dyn Fn(&mut Vec<String>)>;
+    let broken_s = broken.to_str().unwrap().to_string();
+    let cases: Vec<(&str, Edit, i32, &str)> = vec![
+        (
+            "unknown model",
+            Box::new(|a| set(a, "--model", "resnet9000")),
+            3,
+            "resnet18",
+        ),
+        (
+            "unknown layer of a zoo model",
+            Box::new(|a| {
+                set(a, "--model", "resnet18");
+                set(a, "--layers", "layer9");
+            }),
+            3,
+            "layer4",
+        ),
+        (
+            "unknown layer of the planted model",
+            Box::new(|a| set(a, "--layers", "conv1")),
+            3,
+            "color16",
+        ),
+        (
+            "missing dataset",
+            Box::new(|a| set(a, "--dataset", "/nonexistent/broden")),
+            3,
+            "/nonexistent/broden",
+        ),
+        (
+            "broken dataset",
+            Box::new(move |a| set(a, "--dataset", &broken_s)),
+            3,
+            "category.csv",
+        ),
+        (
+            "missing weights",
+            Box::new(|a| {
+                set(a, "--model", "resnet18");
+                set(a, "--layers", "layer4");
+                a.extend(["--weights".into(), "/nonexistent/w.pth".into()]);
+            }),
+            3,
+            "/nonexistent/w.pth",
+        ),
+        (
+            "auto without weights",
+            Box::new(|a| {
+                set(a, "--model", "auto");
+            }),
+            3,
+            "--weights",
+        ),
+        (
+            "unknown category",
+            Box::new(|a| a.extend(["--categories".into(), "colour".into()])),
+            3,
+            "colour",
+        ),
+        (
+            "invalid preset",
+            Box::new(|a| a.extend(["--preset".into(), "fast".into()])),
+            2,
+            "fast",
+        ),
+    ];
+    for (what, edit, code, needle) in cases {
+        let run = tempfile::tempdir().unwrap();
+        let (o, out) = dissect_with(run.path(), &data, edit);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(code), "{what}: {err}");
+        assert!(
+            err.contains(needle),
+            "{what}: {err:?} should mention {needle:?}"
+        );
+        assert!(!err.contains("panicked"), "{what}: {err}");
+        assert!(
+            !out.join("results.json").exists(),
+            "{what}: partial results"
+        );
+    }
+}
+
+#[test]
+fn a_run_writes_complete_results_and_refuses_to_overwrite_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path(), 6);
+    let (o, out) = dissect_with(tmp.path(), &data, |a| {
+        a.extend([
+            "--quantile".into(),
+            "0.02".into(),
+            "--batch-size".into(),
+            "4".into(),
+        ]);
+    });
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("color4"),
+        "the summary table names the layer: {stdout}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(json["schema_version"], 1);
+    assert_eq!(json["options"]["quantile"], 0.02);
+    assert_eq!(json["layers"][0]["n_units"], 13);
+    let tally = std::fs::read_to_string(out.join("color4-tally.csv")).unwrap();
+    let header = tally.lines().next().unwrap();
+    assert!(
+        header.starts_with("unit,category,label,score,color-label,color-truth"),
+        "{header}"
+    );
+    assert_eq!(tally.lines().count(), 14, "a row per unit");
+
+    // A second run into the same folder must not clobber it silently.
+    let before = std::fs::read(out.join("results.json")).unwrap();
+    let (again, _) = dissect_with(tmp.path(), &data, |_| {});
+    assert_eq!(again.status.code(), Some(3), "{}", stderr(&again));
+    assert!(stderr(&again).contains("--force"));
+    assert_eq!(std::fs::read(out.join("results.json")).unwrap(), before);
+}
+
+#[test]
+fn info_and_models_describe_what_they_see() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path(), 4);
+    let o = netdissect(&["info", data.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    for cat in ["color", "object", "part", "material", "scene", "texture"] {
+        assert!(text.contains(cat), "{text}");
+    }
+    let o = netdissect(&["info", "/nonexistent"]);
+    assert_eq!(o.status.code(), Some(3));
+    let o = netdissect(&["models"]);
+    assert!(o.status.success());
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("resnet18") && text.contains("layer4") && text.contains("planted-colors")
+    );
+    assert_eq!(netdissect(&[]).status.code(), Some(2), "usage error");
+}
