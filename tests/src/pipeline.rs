@@ -69,8 +69,23 @@ fn layers() -> Vec<String> {
         .collect()
 }
 
+/// The CPU backend, made once per test process.
+fn cpu() -> &'static Dissector {
+    static D: OnceLock<Dissector> = OnceLock::new();
+    D.get_or_init(Dissector::cpu)
+}
+
 fn run(net: &dyn Network, ds: &Dataset, opts: &Options, budget: Option<u64>) -> Dissection {
-    let d = dissector();
+    run_on(dissector(), net, ds, opts, budget)
+}
+
+fn run_on(
+    d: &Dissector,
+    net: &dyn Network,
+    ds: &Dataset,
+    opts: &Options,
+    budget: Option<u64>,
+) -> Dissection {
     let budget = budget.unwrap_or(d.cache_budget_bytes);
     d.run_with_cache_budget(net, &layers(), ds, opts, budget, &mut |_| {})
         .unwrap()
@@ -79,6 +94,7 @@ fn run(net: &dyn Network, ds: &Dataset, opts: &Options, budget: Option<u64>) -> 
 /// Host copies of every layer's activations, per batch (test only: the
 /// engine never reads activations back).
 fn host_activations(
+    d: &Dissector,
     net: &dyn Network,
     ds: &Dataset,
     opts: &Options,
@@ -99,7 +115,7 @@ fn host_activations(
                 batch.pixels.clone(),
                 [n, 3, batch.height as usize, batch.width as usize],
             ),
-            dissector().device(),
+            d.device(),
         );
         for (i, act) in net
             .forward_layers(input, &layers)
@@ -177,7 +193,16 @@ fn open(dir: &Path, categories: Option<Vec<String>>) -> Dataset {
 
 #[test]
 fn gpu_pipeline_equals_naive_cpu_under_every_option() {
-    let net = PlantedColors::new(dissector().device());
+    equals_naive_under_every_option(dissector());
+}
+
+#[test]
+fn cpu_backend_equals_naive_cpu_under_every_option() {
+    equals_naive_under_every_option(cpu());
+}
+
+fn equals_naive_under_every_option(d: &Dissector) {
+    let net = PlantedColors::new(d.device());
     let cases = [
         (None, Alignment::ReceptiveField),
         (None, Alignment::HalfPixel),
@@ -189,7 +214,7 @@ fn gpu_pipeline_equals_naive_cpu_under_every_option() {
     for (categories, alignment) in cases {
         let ds = open(&dataset_dir(12, 7), categories.clone());
         let base = planted_options(UnionRule::Original, alignment, 0.02);
-        let acts = host_activations(&net, &ds, &base);
+        let acts = host_activations(d, &net, &ds, &base);
         let naive: Vec<_> = (0..acts.len())
             .map(|i| naive_layer(&net, &ds, &base, i, &acts[i]))
             .collect();
@@ -203,8 +228,11 @@ fn gpu_pipeline_equals_naive_cpu_under_every_option() {
                 union,
                 ..base.clone()
             };
-            let got = run(&net, &ds, &opts, None);
-            let what = format!("{categories:?} {alignment:?} {union:?}");
+            let got = run_on(d, &net, &ds, &opts, None);
+            let what = format!(
+                "{} {categories:?} {alignment:?} {union:?}",
+                d.adapter_line()
+            );
             assert_eq!(got.mode, CacheMode::Cached, "{what}");
             assert_eq!(got.categories, names, "{what}");
             for (layer, (thresholds, counts)) in got.layers.iter().zip(&naive) {

@@ -53,6 +53,17 @@ pub enum PreprocessArg {
     Lite,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendArg {
+    /// The GPU when there is a hardware adapter; the CPU when the only
+    /// adapter is a software one (e.g. lavapipe) or there is none.
+    Auto,
+    /// wgpu with the hand-written WGSL kernels.
+    Gpu,
+    /// Burn's CPU backend and the multi-threaded CPU kernels.
+    Cpu,
+}
+
 #[derive(Debug, Args)]
 pub struct DissectArgs {
     /// Architecture (see `netdissect models`), or `auto` to infer it from
@@ -96,6 +107,9 @@ pub struct DissectArgs {
     pub batch_size: Option<usize>,
     #[arg(long)]
     pub top_k: Option<usize>,
+    /// Where the network and the passes run.
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    pub backend: BackendArg,
     /// Overwrite an output folder that already holds results.
     #[arg(long)]
     pub force: bool,

@@ -13,12 +13,13 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Parser;
 
-use args::{AlignArg, Cli, Command, DissectArgs, PreprocessArg, PresetArg, UnionArg};
+use args::{AlignArg, BackendArg, Cli, Command, DissectArgs, PreprocessArg, PresetArg, UnionArg};
 use broden::{Dataset, DatasetOptions, Preprocess};
 use dissect::planted::PlantedColors;
 use dissect::{
     Alignment, DissectError, Dissector, Network, Options, PreprocessSpec, Preset, UnionRule,
 };
+use models::gpu::wgpu;
 use models::{Arch, ArchChoice, Model, PreprocessKind};
 
 /// A failure with the exit code it maps to.
@@ -172,6 +173,44 @@ impl Loaded {
     }
 }
 
+/// The engine for `--backend`: `auto` takes the GPU only when a hardware
+/// adapter exists, since on a software adapter the CPU backend is far
+/// faster.
+fn make_dissector(backend: BackendArg) -> Result<Dissector, Failure> {
+    let gpu = match backend {
+        BackendArg::Gpu => true,
+        BackendArg::Cpu => false,
+        BackendArg::Auto => {
+            let adapters = progress::adapters();
+            let hardware = adapters
+                .iter()
+                .any(|a| a.device_type != wgpu::DeviceType::Cpu);
+            if !hardware {
+                eprintln!(
+                    "note: no hardware GPU adapter ({}): using the CPU backend (--backend gpu overrides)",
+                    if adapters.is_empty() {
+                        "none found".to_string()
+                    } else {
+                        adapters
+                            .iter()
+                            .map(|a| a.name.clone())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                );
+            }
+            hardware
+        }
+    };
+    if gpu {
+        Dissector::new()
+            .context("no usable GPU adapter: on Linux without a GPU, install Mesa's software Vulkan driver (`apt-get install mesa-vulkan-drivers`), or use --backend cpu")
+            .map_err(fail(EXIT_ADAPTER))
+    } else {
+        Ok(Dissector::cpu())
+    }
+}
+
 /// The name of the planted demo network (`dissect::planted`).
 const PLANTED: &str = "planted-colors";
 
@@ -225,10 +264,8 @@ fn dissect(a: &DissectArgs) -> Result<(), Failure> {
     let dataset = Dataset::open(&a.dataset, &ds_opts).map_err(input)?;
     report::output::begin(&a.out, a.force).map_err(input)?;
 
-    let dissector = Dissector::new()
-        .context("no usable GPU adapter: on Linux without a GPU, install Mesa's software Vulkan driver (`apt-get install mesa-vulkan-drivers`)")
-        .map_err(fail(EXIT_ADAPTER))?;
-    eprintln!("adapter: {}", progress::adapter_line(dissector.adapter()));
+    let dissector = make_dissector(a.backend)?;
+    eprintln!("running on: {}", dissector.adapter_line());
     let loaded = match (choice, &a.weights) {
         (None, _) => Loaded {
             net: Box::new(PlantedColors::new(dissector.device())),

@@ -57,8 +57,16 @@ impl Bars {
     }
 }
 
-pub fn adapter_line(info: &wgpu::AdapterInfo) -> String {
-    format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type)
+/// The Vulkan, Metal and DX12 adapters of this machine.
+pub fn adapters() -> Vec<wgpu::AdapterInfo> {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends: wgpu::Backends::PRIMARY,
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    });
+    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::PRIMARY))
+        .iter()
+        .map(|a| a.get_info())
+        .collect()
 }
 
 /// Per layer: units, detectors, unique detectors by both rules, and the

@@ -14,14 +14,14 @@ use broden::{Batch, BatchOptions, Dataset};
 use burn::tensor::{Device, Tensor, TensorData};
 use kernels::count::AxisMap;
 use kernels::{
-    ActivationView, CountConfig, Counter, Counts, Gpu, HostLabels, ImageLabel, LabelPlane,
-    QuantileSketch, RoundResult, TopK, Upsample,
+    CountConfig, Counts, Gpu, HostLabels, ImageLabel, LabelPlane, RoundResult, Upsample,
 };
 use models::gpu::{self, WgpuSetup, wgpu};
 use models::{FieldMap, Model, TapId};
 use serde::{Deserialize, Serialize};
 
 use crate::DissectError;
+use crate::accel::LayerState;
 use crate::options::{Alignment, Options, UnionRule};
 use crate::results::{Dissection, LayerResult, TopImage};
 use crate::score::{LabelInfo, LayerCounts, score_units, summarize};
@@ -49,12 +49,15 @@ pub struct Progress {
     pub images_total: usize,
 }
 
-/// A dissection engine on one wgpu device (its own, or an embedding app's).
+/// A dissection engine: on one wgpu device (its own, or an embedding
+/// app's), or on the CPU (Burn's CPU backend for the network, the kernels'
+/// multi-threaded CPU twins for the passes).
 #[derive(Debug)]
 pub struct Dissector {
     device: Device,
-    gpu: Gpu,
-    /// Bytes of activations kept on the device between passes.
+    /// `None` on the CPU backend.
+    gpu: Option<Gpu>,
+    /// Bytes of activations kept between passes.
     pub cache_budget_bytes: u64,
 }
 
@@ -63,7 +66,15 @@ impl Dissector {
     /// once per process.
     pub fn new() -> Result<Self, DissectError> {
         let (device, setup) = gpu::init_wgpu()?;
-        Ok(Self::from_setup(device, &setup))
+        Ok(Self {
+            device,
+            gpu: Some(Gpu::from_parts(
+                setup.device.clone(),
+                setup.queue.clone(),
+                gpu::adapter_info(&setup),
+            )),
+            cache_budget_bytes: DEFAULT_CACHE_BUDGET,
+        })
     }
 
     /// Runs on an embedding application's wgpu objects. The app's device
@@ -74,19 +85,17 @@ impl Dissector {
         let device = gpu::init_wgpu_shared(setup)?;
         Ok(Self {
             device,
-            gpu: Gpu::from_parts(dev, queue, info),
+            gpu: Some(Gpu::from_parts(dev, queue, info)),
             cache_budget_bytes: DEFAULT_CACHE_BUDGET,
         })
     }
 
-    fn from_setup(device: Device, setup: &WgpuSetup) -> Self {
+    /// The CPU backend: no GPU needed; the fast path where the only adapter
+    /// is a software one.
+    pub fn cpu() -> Self {
         Self {
-            device,
-            gpu: Gpu::from_parts(
-                setup.device.clone(),
-                setup.queue.clone(),
-                gpu::adapter_info(setup),
-            ),
+            device: gpu::cpu_device(),
+            gpu: None,
             cache_budget_bytes: DEFAULT_CACHE_BUDGET,
         }
     }
@@ -96,14 +105,25 @@ impl Dissector {
         &self.device
     }
 
-    /// The adapter the engine runs on.
-    pub fn adapter(&self) -> &wgpu::AdapterInfo {
-        &self.gpu.info
+    /// The adapter the engine runs on (`None` on the CPU backend).
+    pub fn adapter(&self) -> Option<&wgpu::AdapterInfo> {
+        self.gpu.as_ref().map(|g| &g.info)
     }
 
-    /// The kernels' handle on the device (for tests and tools).
-    pub fn gpu(&self) -> &Gpu {
-        &self.gpu
+    /// One line naming where the engine runs.
+    pub fn adapter_line(&self) -> String {
+        match self.adapter() {
+            Some(info) => format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type),
+            None => format!(
+                "cpu ({} threads, Burn flex backend)",
+                rayon::current_num_threads()
+            ),
+        }
+    }
+
+    /// The kernels' handle on the device (`None` on the CPU backend).
+    pub fn gpu(&self) -> Option<&Gpu> {
+        self.gpu.as_ref()
     }
 
     /// Dissects `layers` of `model` over `dataset` (already opened with the
@@ -156,8 +176,8 @@ impl Dissector {
         let n_all_categories = dataset.categories.len() as u32;
 
         // Pass 1, round 1: forward, histogram, top-k; cache while it fits.
-        let mut sketches: Option<Vec<QuantileSketch>> = None;
-        let mut top_k: Option<Vec<TopK>> = None;
+        let gpu = self.gpu.as_ref();
+        let mut states: Option<Vec<LayerState>> = None;
         let mut cache: Vec<CachedBatch> = Vec::new();
         let mut cache_bytes = 0u64;
         let mut cache_ok = true;
@@ -177,24 +197,22 @@ impl Dissector {
         for batch in dataset.batches(&batch_opts) {
             let batch = batch?;
             let acts = self.forward(model, &batch, tap_ids)?;
-            if sketches.is_none() {
-                let mut s = Vec::new();
-                let mut t = Vec::new();
-                for act in &acts {
-                    let units = act.dims()[1] as u32;
-                    s.push(QuantileSketch::new(&self.gpu, units, opts.quantile)?);
-                    t.push(TopK::new(&self.gpu, units, opts.top_k as u32)?);
-                }
-                sketches = Some(s);
-                top_k = Some(t);
+            if states.is_none() {
+                let s = acts
+                    .iter()
+                    .map(|act| {
+                        let units = act.dims()[1] as u32;
+                        LayerState::new(gpu, units, opts.quantile, opts.top_k as u32)
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                states = Some(s);
             }
-            let (s, t) = (sketches.as_mut().unwrap(), top_k.as_mut().unwrap());
+            let s = states.as_mut().expect("made above");
             for (i, act) in acts.iter().enumerate() {
-                let buf = gpu::tensor_buffer(act.clone())?;
-                let view = view_of(&buf)?;
-                check_shape(&taps[i], &mut shapes[i], view.shape)?;
-                s[i].observe(&self.gpu, &view)?;
-                t[i].observe(&self.gpu, &view, batch.indices[0] as u32)?;
+                let d = act.dims();
+                let shape = [d[0] as u32, d[1] as u32, d[2] as u32, d[3] as u32];
+                check_shape(&taps[i], &mut shapes[i], shape)?;
+                s[i].observe_first(gpu, act, batch.indices[0] as u32)?;
             }
             if cache_ok {
                 let bytes: u64 = acts
@@ -215,7 +233,7 @@ impl Dissector {
             done += batch.indices.len();
             report("thresholds", 1, done);
         }
-        let (Some(mut sketches), Some(top_k)) = (sketches, top_k) else {
+        let Some(mut states) = states else {
             return Err(DissectError::Option("the dataset has no images".into()));
         };
         let mode = if cache_ok {
@@ -228,8 +246,8 @@ impl Dissector {
         let mut pass_index = 1;
         loop {
             let mut again = false;
-            for s in &mut sketches {
-                again |= s.finish_round(&self.gpu)? == RoundResult::NeedsAnotherPass;
+            for s in &mut states {
+                again |= s.finish_round(gpu)? == RoundResult::NeedsAnotherPass;
             }
             if !again {
                 break;
@@ -246,8 +264,7 @@ impl Dissector {
                 mode,
                 &mut |_, acts| {
                     for (i, act) in acts.iter().enumerate() {
-                        let buf = gpu::tensor_buffer(act.clone())?;
-                        sketches[i].observe(&self.gpu, &view_of(&buf)?)?;
+                        states[i].observe_quantile(gpu, act)?;
                     }
                     Ok(())
                 },
@@ -264,8 +281,6 @@ impl Dissector {
             .iter()
             .map(|l| (l.category as u32).min(n_all_categories.saturating_sub(1)))
             .collect();
-        let mut counters: Vec<BTreeMap<(u32, u32), Counter>> =
-            taps.iter().map(|_| BTreeMap::new()).collect();
         pass_index += 1;
         report("counts", pass_index, 0);
         let mut done = 0;
@@ -275,9 +290,9 @@ impl Dissector {
         let k = opts.top_k;
         let mut top_sets: Vec<BTreeMap<usize, Vec<(usize, usize)>>> = Vec::new();
         let mut top_maps: Vec<Vec<f32>> = Vec::new();
-        for (i, t) in top_k.iter().enumerate() {
+        for (i, state) in states.iter().enumerate() {
             let mut set: BTreeMap<usize, Vec<(usize, usize)>> = BTreeMap::new();
-            for (unit, list) in t.read(&self.gpu)?.iter().enumerate() {
+            for (unit, list) in state.top_k(gpu)?.iter().enumerate() {
                 for (slot, &(image, _)) in list.iter().enumerate() {
                     set.entry(image as usize).or_default().push((unit, slot));
                 }
@@ -297,29 +312,23 @@ impl Dissector {
                 let labels = host_labels(batch);
                 let seg = (batch.seg_height, batch.seg_width);
                 for (i, act) in acts.iter().enumerate() {
-                    let buf = gpu::tensor_buffer(act.clone())?;
-                    let view = view_of(&buf)?;
-                    let counter = match counters[i].entry(seg) {
-                        std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                        std::collections::btree_map::Entry::Vacant(e) => {
-                            let [_, units, h, w] = view.shape;
-                            let upsample =
-                                upsample_for(opts.alignment, &taps[i], &preprocess, h, w, seg)?;
-                            e.insert(Counter::new(
-                                &self.gpu,
-                                CountConfig {
-                                    n_units: units,
-                                    n_labels,
-                                    n_categories: n_all_categories,
-                                    label_category: label_category.clone(),
-                                    upsample,
-                                    max_images,
-                                },
-                            )?)
-                        }
-                    };
-                    counter.count(&self.gpu, &view, sketches[i].thresholds_buffer(), &labels)?;
-                    drop(buf);
+                    states[i].count(gpu, act, &labels, seg, |[_, units, h, w]| {
+                        Ok(CountConfig {
+                            n_units: units,
+                            n_labels,
+                            n_categories: n_all_categories,
+                            label_category: label_category.clone(),
+                            upsample: upsample_for(
+                                opts.alignment,
+                                &taps[i],
+                                &preprocess,
+                                h,
+                                w,
+                                seg,
+                            )?,
+                            max_images,
+                        })
+                    })?;
                     let [_, units, h, w] = shapes[i].map(|v| v as usize);
                     let plane = h * w;
                     for (b, &image) in batch.indices.iter().enumerate() {
@@ -328,7 +337,7 @@ impl Dissector {
                         };
                         let maps = act
                             .clone()
-                            .slice([b..b + 1])
+                            .narrow(0, b, 1)
                             .into_data()
                             .try_to_vec::<f32>()
                             .map_err(|e| DissectError::Option(format!("internal: {e:?}")))?;
@@ -359,15 +368,13 @@ impl Dissector {
         for (i, info) in taps.iter().enumerate() {
             let units = shapes[i][1];
             let mut total = Counts::zeros(units, n_labels, n_all_categories);
-            for counter in counters[i].values() {
-                total.merge(&counter.read(&self.gpu)?)?;
-            }
+            states[i].counts(gpu, &mut total)?;
             let layer_counts = layer_counts(&total, opts.union, &selected);
             let unit_scores = score_units(&layer_counts, &label_info);
             let summary = summarize(&unit_scores, &category_names, opts.iou_threshold);
-            let thresholds = sketches[i].read_thresholds(&self.gpu)?;
-            let top = top_k[i]
-                .read(&self.gpu)?
+            let thresholds = states[i].thresholds(gpu)?;
+            let top = states[i]
+                .top_k(gpu)?
                 .into_iter()
                 .map(|list| {
                     list.into_iter()
@@ -398,7 +405,7 @@ impl Dissector {
             opts.clone(),
             model.name(),
             dataset.root.display().to_string(),
-            adapter_line(&self.gpu.info),
+            self.adapter_line(),
             n_images,
             category_names,
             mode,
@@ -542,10 +549,6 @@ struct CachedBatch {
     acts: Vec<Tensor<4>>,
 }
 
-fn adapter_line(info: &wgpu::AdapterInfo) -> String {
-    format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type)
-}
-
 fn check_options(opts: &Options, layers: &[String]) -> Result<(), DissectError> {
     if layers.is_empty() {
         return Err(DissectError::Option("no layers given".into()));
@@ -573,21 +576,6 @@ fn check_options(opts: &Options, layers: &[String]) -> Result<(), DissectError> 
         )));
     }
     Ok(())
-}
-
-fn view_of(buf: &gpu::TensorBuffer) -> Result<ActivationView<'_>, DissectError> {
-    let s = buf.shape();
-    if s.len() != 4 {
-        return Err(DissectError::Option(format!(
-            "internal: tap of rank {}",
-            s.len()
-        )));
-    }
-    Ok(ActivationView {
-        buffer: buf.buffer(),
-        offset_bytes: buf.offset(),
-        shape: [s[0] as u32, s[1] as u32, s[2] as u32, s[3] as u32],
-    })
 }
 
 /// Every batch of a layer must have the same units and map size.

@@ -1,6 +1,7 @@
 //! The dissection engine: streaming passes over a dataset, scores, and the
 //! result types the CLI and report share.
 
+mod accel;
 pub mod engine;
 mod error;
 pub mod options;

@@ -7,6 +7,7 @@
 mod bench;
 pub mod count;
 pub mod cpu;
+pub mod cpu_stream;
 mod error;
 mod gpu;
 pub mod quantile;
@@ -15,6 +16,7 @@ pub mod topk;
 
 pub use bench::{BenchReport, bench_count};
 pub use count::{CountConfig, Counter, Counts, HostLabels, ImageLabel, LabelPlane, Upsample};
+pub use cpu_stream::{CpuQuantileSketch, CpuTopK};
 pub use error::KernelError;
 pub use gpu::{ActivationView, Gpu};
 pub use quantile::{QuantileSketch, RoundResult};
