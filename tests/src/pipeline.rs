@@ -415,3 +415,99 @@ fn options_are_checked_before_any_work() {
         assert!(err.contains(want), "{err:?} should mention {want:?}");
     }
 }
+
+#[test]
+fn kernels_run_on_a_burn_tensor_and_read_back_only_results() {
+    use burn::tensor::Distribution;
+    use kernels::count::Upsample;
+    use kernels::{
+        ActivationView, CountConfig, Counter, HostLabels, LabelPlane, QuantileSketch, RoundResult,
+        TopK,
+    };
+
+    let d = dissector();
+    let shared = d.gpu().expect("the wgpu engine");
+    // A handle of our own on the engine's device, so that its read-back
+    // tally counts this test's reads only.
+    let gpu = &kernels::Gpu::from_parts(
+        shared.device.clone(),
+        shared.queue.clone(),
+        shared.info.clone(),
+    );
+    // Activations made by Burn ops on the device, never uploaded by us.
+    let (n, units, h, w) = (3usize, 40usize, 9usize, 9usize);
+    let x = Tensor::<4>::random([n, units, h, w], Distribution::Normal(0.0, 1.0), d.device());
+    let act = burn::tensor::activation::relu(x.clone() * 2.0) - 0.5;
+    let host = act.clone().into_data().try_to_vec::<f32>().unwrap();
+    let act_bytes = (host.len() * 4) as u64;
+
+    let before = gpu.bytes_read_back();
+    let buf = models::gpu::tensor_buffer(act.clone()).unwrap();
+    let view = ActivationView {
+        buffer: buf.buffer(),
+        offset_bytes: buf.offset(),
+        shape: [n as u32, units as u32, h as u32, w as u32],
+    };
+    let mut sketch = QuantileSketch::new(gpu, units as u32, 0.05).unwrap();
+    while {
+        sketch.observe(gpu, &view).unwrap();
+        sketch.finish_round(gpu).unwrap() == RoundResult::NeedsAnotherPass
+    } {}
+    let mut top = TopK::new(gpu, units as u32, 2).unwrap();
+    top.observe(gpu, &view, 0).unwrap();
+    let (sh, sw) = (18u32, 18u32);
+    let n_labels = 6u32;
+    let config = CountConfig {
+        n_units: units as u32,
+        n_labels,
+        n_categories: 2,
+        label_category: vec![0, 0, 0, 1, 1, 1],
+        upsample: Upsample::half_pixel(h as u32, w as u32, sh, sw),
+        max_images: n as u32,
+    };
+    let labels = HostLabels {
+        n_images: n as u32,
+        planes: (0..n as u32)
+            .map(|image| LabelPlane {
+                image,
+                category: 0,
+                labels: (0..sh * sw).map(|p| (p * 7 + image) % n_labels).collect(),
+            })
+            .collect(),
+        image_labels: Vec::new(),
+    };
+    let mut counter = Counter::new(gpu, config.clone()).unwrap();
+    counter
+        .count(gpu, &view, sketch.thresholds_buffer(), &labels)
+        .unwrap();
+    let thresholds = sketch.read_thresholds(gpu).unwrap();
+    let top_k = top.read(gpu).unwrap();
+    let counts = counter.read(gpu).unwrap();
+
+    let read = gpu.bytes_read_back() - before;
+
+    // Only results came back: thresholds, top-k pairs and the u64 counts.
+    let results = (thresholds.len() * 4
+        + top_k.iter().map(Vec::len).sum::<usize>() * 8
+        + (counts.intersect.len()
+            + counts.unit_pixels.len()
+            + counts.unit_category_original.len()
+            + counts.unit_category_lite.len())
+            * 8) as u64;
+    assert!(read > 0);
+    assert!(
+        read <= results + 1024,
+        "read back {read} bytes for {results} bytes of results"
+    );
+    assert!(
+        read * 4 < act_bytes,
+        "read back {read} bytes of {act_bytes} bytes of activations"
+    );
+
+    // And the results are right.
+    let values = kernels::cpu::values_per_unit(&[(&host, view.shape)]);
+    assert_eq!(thresholds, kernels::cpu::quantile_thresholds(&values, 0.05));
+    let want = kernels::cpu::count(&config, &host, &thresholds, &labels).unwrap();
+    assert_eq!(counts.intersect, want.intersect);
+    assert_eq!(counts.unit_category_original, want.unit_category_original);
+}

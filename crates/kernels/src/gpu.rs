@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::KernelError;
 use crate::registry;
@@ -13,6 +14,9 @@ pub struct Gpu {
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
     pipelines: Mutex<HashMap<(&'static str, &'static str), wgpu::ComputePipeline>>,
+    /// Bytes copied back to the host through [`Gpu::read_buffer`], the only
+    /// way this crate reads the device: results only, never activations.
+    read_back: AtomicU64,
 }
 
 impl Gpu {
@@ -47,6 +51,7 @@ impl Gpu {
             queue,
             info,
             pipelines: Mutex::new(HashMap::new()),
+            read_back: AtomicU64::new(0),
         }
     }
 
@@ -115,6 +120,11 @@ impl Gpu {
         buffer
     }
 
+    /// Total bytes this handle has copied back to the host so far.
+    pub fn bytes_read_back(&self) -> u64 {
+        self.read_back.load(Ordering::Relaxed)
+    }
+
     /// Copies `len` values of `T` starting at byte `offset` of `buffer` back to the host (blocking).
     pub fn read_buffer<T: bytemuck::Pod>(
         &self,
@@ -127,6 +137,7 @@ impl Gpu {
             return Ok(Vec::new());
         }
         let padded = size.next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT);
+        self.read_back.fetch_add(padded, Ordering::Relaxed);
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
             size: padded,
