@@ -46,6 +46,13 @@ enum Cmd {
     /// Make sure a GPU adapter exists (installing lavapipe where possible)
     /// and print the adapters found.
     Adapter,
+    /// Benchmarks (release build): throughput, stage shares, memory, CPU
+    /// versus device baselines; writes target/bench/bench.md and bench.json.
+    /// Arguments go to `netdissect-dev bench` (try `--quick`, `--help`).
+    Bench {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -60,6 +67,10 @@ fn main() -> Result<()> {
             size,
         } => gen_broden(&out, images, seed, size),
         Cmd::Adapter => adapter::ensure().map(|_| ()),
+        Cmd::Bench { args } => {
+            adapter::ensure()?;
+            devtools("bench", &args)
+        }
     }
 }
 
@@ -129,6 +140,21 @@ fn dissect(out: &Path, args: &[String]) -> Result<()> {
     run(&mut cmd)?;
     println!("results: {}", root.join(out).display());
     Ok(())
+}
+
+/// Runs a `netdissect-dev` subcommand in a release build.
+fn devtools(command: &str, args: &[String]) -> Result<()> {
+    run(cargo()
+        .args([
+            "run",
+            "--release",
+            "--quiet",
+            "--package",
+            "netdissect-devtools",
+            "--",
+        ])
+        .arg(command)
+        .args(args))
 }
 
 fn test() -> Result<()> {

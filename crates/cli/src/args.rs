@@ -26,6 +26,11 @@ pub enum Command {
         /// The dataset folder (holding index.csv).
         dataset: PathBuf,
     },
+    /// Regenerate report.html from a results folder, without the network.
+    Report {
+        /// A folder written by `netdissect dissect`.
+        results: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

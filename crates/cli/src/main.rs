@@ -6,6 +6,7 @@
 
 mod args;
 mod progress;
+mod report_cmd;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -46,6 +47,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Info { dataset } => info(&dataset),
+        Command::Report { results } => report_cmd::run(&results).map_err(fail(EXIT_INPUT)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -182,6 +182,20 @@ fn a_run_writes_complete_results_and_refuses_to_overwrite_them() {
     );
     assert_eq!(tally.lines().count(), 14, "a row per unit");
 
+    // The report comes with the run, and regenerates from the saved files.
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert_eq!(html.matches("data-unit=").count(), 13, "a card per unit");
+    std::fs::remove_file(out.join("report.html")).unwrap();
+    let o = netdissect(&["report", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let again = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(
+        again == html,
+        "the regenerated report differs from the first"
+    );
+    let o = netdissect(&["report", tmp.path().join("nothing").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+
     // A second run into the same folder must not clobber it silently.
     let before = std::fs::read(out.join("results.json")).unwrap();
     let (again, _) = dissect_with(tmp.path(), &data, |_| {});

@@ -1,10 +1,16 @@
 //! Dissection outputs for people and scripts: the reference tools' tally
-//! CSV, results JSON, and (later) the HTML report with plots and strips.
+//! CSV, results JSON, and the self-contained HTML report with its SVG charts
+//! and image strips.
 //! Every file is written atomically: a temp file beside it, then a rename.
 
 mod atomic;
 mod error;
+#[cfg(test)]
+mod fixture;
+pub mod html;
 pub mod output;
+pub mod strips;
+mod svg;
 pub mod tally;
 
 pub use atomic::write_atomic;

@@ -1,5 +1,5 @@
-//! The files of a results folder: one tally CSV per layer, then
-//! `results.json`. `results.json` is written last, atomically, so a folder
+//! The files of a results folder: one tally CSV per layer, the top-image
+//! maps, the HTML report, then `results.json`. `results.json` is written last, atomically, so a folder
 //! that has it is complete; [`begin`] removes a stale one before a run.
 
 use std::path::{Path, PathBuf};
@@ -85,7 +85,9 @@ pub fn begin(dir: &Path, force: bool) -> Result<(), ReportError> {
     std::fs::create_dir_all(dir).map_err(io(dir))
 }
 
-/// Writes every output of `dissection` into `dir`; returns the paths written.
+/// Writes every output of `dissection` into `dir` (tallies, top-image maps,
+/// `report.html` with its strips, then `results.json`); returns the paths
+/// written.
 pub fn write_all(dir: &Path, dissection: &Dissection) -> Result<Vec<PathBuf>, ReportError> {
     let mut written = Vec::new();
     let mut saved = dissection.clone();
@@ -106,6 +108,7 @@ pub fn write_all(dir: &Path, dissection: &Dissection) -> Result<Vec<PathBuf>, Re
             layer.top_maps_file = Some(name);
         }
     }
+    written.push(crate::html::write_report(dir, &saved)?);
     let json = serde_json::to_vec_pretty(&saved).map_err(|e| ReportError::Io {
         path: dir.join(RESULTS_JSON),
         source: std::io::Error::other(e),

@@ -1,0 +1,17 @@
+//! `netdissect report RESULTS_DIR`: regenerates `report.html` and its image
+//! strips from a saved results folder (`results.json` and the top-image
+//! maps), without the network or a GPU.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+/// Reads the results in `results_dir` and writes the report beside them.
+pub fn run(results_dir: &Path) -> Result<()> {
+    let dissection = report::output::read_results(results_dir)
+        .with_context(|| format!("reading the results in {}", results_dir.display()))?;
+    let path = report::html::write_report(results_dir, &dissection)
+        .with_context(|| format!("writing the report into {}", results_dir.display()))?;
+    println!("{}", path.display());
+    Ok(())
+}

@@ -1,0 +1,190 @@
+//! Test fixtures for the report: a small hand-built `Dissection` whose
+//! dataset images are generated into a temp folder.
+
+use std::path::Path;
+
+use dissect::{
+    Alignment, CacheMode, CategoryBest, Dissection, LayerResult, Options, PreprocessSpec, TopImage,
+    UnionRule, UnitScore, summarize,
+};
+use image::{Rgb, RgbImage};
+
+pub(crate) const FEATURE: u32 = 8;
+pub(crate) const TOP_K: usize = 3;
+pub(crate) const N_IMAGES: usize = 6;
+/// The grey of every generated image, so overlay classes are easy to read.
+pub(crate) const GREY: u8 = 200;
+
+pub(crate) fn categories() -> Vec<String> {
+    vec!["color".into(), "object".into()]
+}
+
+pub(crate) fn options() -> Options {
+    Options {
+        quantile: 0.005,
+        iou_threshold: 0.04,
+        categories: None,
+        union: UnionRule::Lite,
+        alignment: Alignment::HalfPixel,
+        preprocess: PreprocessSpec {
+            height: 224,
+            width: 224,
+            order: "rgb".into(),
+            range: 1.0,
+            mean: [0.0; 3],
+            std: [1.0; 3],
+        },
+        split: None,
+        max_images: None,
+        batch_size: 4,
+        top_k: TOP_K,
+    }
+}
+
+/// Writes `N_IMAGES` uniform grey 224x224 PNGs to `<dataset>/images/`.
+pub(crate) fn write_images(dataset: &Path) {
+    let dir = dataset.join("images");
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in 0..N_IMAGES {
+        RgbImage::from_pixel(224, 224, Rgb([GREY; 3]))
+            .save(dir.join(format!("img{i}.png")))
+            .unwrap();
+    }
+}
+
+/// A `FEATURE x FEATURE` map that is 1 on rows `r0..r1`, columns `c0..c1`
+/// and 0 elsewhere.
+pub(crate) fn rect_map(r0: usize, r1: usize, c0: usize, c1: usize) -> Vec<f32> {
+    let n = FEATURE as usize;
+    (0..n * n)
+        .map(|i| {
+            let (y, x) = (i / n, i % n);
+            if (r0..r1).contains(&y) && (c0..c1).contains(&x) {
+                1.0
+            } else {
+                0.0
+            }
+        })
+        .collect()
+}
+
+fn best(label: Option<u32>, name: &str, iou: f64) -> CategoryBest {
+    CategoryBest {
+        label,
+        name: name.into(),
+        truth: 100,
+        activation: 100,
+        intersect: (iou * 100.0) as u64,
+        iou,
+    }
+}
+
+/// Scores of unit `u`: colour and object labels cycling through small
+/// vocabularies (one object name needs HTML escaping), IoUs spread around
+/// the threshold (some exactly on it), and the last unit scoring nothing.
+fn unit_score(u: usize, n_units: usize, salt: usize) -> UnitScore {
+    const COLORS: [&str; 3] = ["red", "green", "blue"];
+    const OBJECTS: [&str; 2] = ["dog", "cat <&> \"hat\""];
+    if u + 1 == n_units {
+        return UnitScore {
+            unit: u,
+            category: None,
+            per_category: vec![best(None, "", 0.0), best(None, "", 0.0)],
+        };
+    }
+    // Unit 0 detects an object but also a colour above the threshold, so
+    // the two counting rules differ.
+    let (color_iou, object_iou) = if u == 0 {
+        (0.05, 0.09)
+    } else {
+        (
+            ((u * 7 + salt) % 10) as f64 / 100.0,
+            ((u * 3 + 2 * salt) % 9) as f64 / 100.0,
+        )
+    };
+    let color = best(Some(1 + (u % 3) as u32), COLORS[u % 3], color_iou);
+    let object = best(Some(4 + (u % 2) as u32), OBJECTS[u % 2], object_iou);
+    let category = Some(if object_iou > color_iou { 1 } else { 0 });
+    UnitScore {
+        unit: u,
+        category,
+        per_category: vec![color, object],
+    }
+}
+
+/// A layer of `n_units` units. Unit 0's slot 0 map is high on rows 2..6,
+/// columns 2..5 and its slot 1 map on rows 0..2, columns 4..8; unit 1 has
+/// only two images; unit 2 has none; unit 3's first image does not exist.
+pub(crate) fn layer(name: &str, n_units: usize, salt: usize) -> LayerResult {
+    let plane = (FEATURE * FEATURE) as usize;
+    let mut top_images = Vec::new();
+    let mut top_maps = Vec::new();
+    for u in 0..n_units {
+        let n = match u {
+            1 => 2,
+            2 => 0,
+            _ => TOP_K,
+        };
+        let images: Vec<TopImage> = (0..n)
+            .map(|slot| {
+                let image = (u + slot) % N_IMAGES;
+                TopImage {
+                    image,
+                    path: if u == 3 && slot == 0 {
+                        "missing/nowhere.jpg".into()
+                    } else {
+                        format!("img{image}.png")
+                    },
+                    max: 1.0 - slot as f32 * 0.1,
+                }
+            })
+            .collect();
+        for slot in 0..TOP_K {
+            if slot >= n {
+                top_maps.extend(std::iter::repeat_n(f32::NAN, plane));
+            } else if u == 0 && slot == 0 {
+                top_maps.extend(rect_map(2, 6, 2, 5));
+            } else if u == 0 && slot == 1 {
+                top_maps.extend(rect_map(0, 2, 4, 8));
+            } else {
+                let r = (u + slot) % 5;
+                top_maps.extend(rect_map(r, r + 3, 1, 4 + slot));
+            }
+        }
+        top_images.push(images);
+    }
+    let units: Vec<UnitScore> = (0..n_units).map(|u| unit_score(u, n_units, salt)).collect();
+    let summary = summarize(&units, &categories(), 0.04);
+    LayerResult {
+        name: name.into(),
+        tap: format!("{name}.out"),
+        n_units,
+        feature_size: [FEATURE, FEATURE],
+        thresholds: vec![0.5; n_units],
+        top_images,
+        unit_pixels: vec![10; n_units],
+        units,
+        summary,
+        counts: None,
+        top_maps,
+        top_maps_file: None,
+    }
+}
+
+/// A two-layer dissection over the dataset folder `dataset`.
+pub(crate) fn dissection(dataset: &Path, layers: Vec<LayerResult>) -> Dissection {
+    Dissection {
+        schema_version: dissect::SCHEMA_VERSION,
+        tool_version: "test".into(),
+        model: "tiny<net>".into(),
+        dataset: dataset.display().to_string(),
+        adapter: "none".into(),
+        options: options(),
+        n_images: N_IMAGES,
+        categories: categories(),
+        mode: CacheMode::Cached,
+        passes: 2,
+        duration_secs: 1.5,
+        layers,
+    }
+}

@@ -1,0 +1,789 @@
+//! `report.html`: a self-contained page (inline CSS, SVG and a little JS; no
+//! network) with, per layer, the detector headline, bar charts of unique
+//! detectors per category by both counting rules, per-category counts, and a
+//! card per unit with its image strip; a layer comparison when the run has
+//! several layers; filters by category, label and free text.
+
+use std::collections::BTreeSet;
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+
+use dissect::{Alignment, Dissection, LayerResult, UnitScore};
+
+use crate::strips::{self, LayerStrips, StripOptions};
+use crate::svg::{BarChart, bar_chart};
+use crate::{ReportError, write_atomic};
+
+/// File name of the report in the results folder.
+pub const REPORT_HTML: &str = "report.html";
+
+/// Knobs of [`write_report_with`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ReportOptions {
+    /// The dataset's `images/` folder; by default found from
+    /// [`Dissection::dataset`] (see [`images_root`]).
+    pub images_root: Option<PathBuf>,
+    /// Thumbnail height (default [`strips::THUMB_HEIGHT`]).
+    pub thumb_height: Option<u32>,
+    /// JPEG quality of the strips (default [`strips::JPEG_QUALITY`]).
+    pub quality: Option<u8>,
+}
+
+/// Writes `report.html` and its strips (`strips/<layer>/unit-NNNN.jpg`) into
+/// `dir`; returns the report's path. Images that cannot be read are drawn as
+/// grey placeholders and listed in the report, not errors.
+pub fn write_report(dir: &Path, dissection: &Dissection) -> Result<PathBuf, ReportError> {
+    write_report_with(dir, dissection, &ReportOptions::default())
+}
+
+/// [`write_report`] with explicit options.
+pub fn write_report_with(
+    dir: &Path,
+    dissection: &Dissection,
+    opts: &ReportOptions,
+) -> Result<PathBuf, ReportError> {
+    std::fs::create_dir_all(dir).map_err(|source| ReportError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let root = opts
+        .images_root
+        .clone()
+        .unwrap_or_else(|| images_root(dir, dissection));
+    let pre = &dissection.options.preprocess;
+    let mut strip_opts = StripOptions::new(root, pre.height, pre.width);
+    if let Some(h) = opts.thumb_height.filter(|&h| h > 0) {
+        strip_opts.thumb_width = (u64::from(strip_opts.thumb_width) * u64::from(h)
+            / u64::from(strip_opts.thumb_height.max(1)))
+        .clamp(1, u64::from(4 * h)) as u32;
+        strip_opts.thumb_height = h;
+    }
+    if let Some(q) = opts.quality {
+        strip_opts.quality = q;
+    }
+    let top_k = dissection.options.top_k;
+    let strips = dissection
+        .layers
+        .iter()
+        .map(|layer| strips::write_layer_strips(dir, layer, top_k, &strip_opts))
+        .collect::<Result<Vec<_>, _>>()?;
+    let html = render_html(dissection, &strips, &strip_opts.images_root);
+    let path = dir.join(REPORT_HTML);
+    write_atomic(&path, html.as_bytes())?;
+    Ok(path)
+}
+
+/// The dataset's images folder: `<dataset>/images`, or, when the dataset
+/// path is relative and not found from the working directory, the same path
+/// taken relative to the results folder.
+pub fn images_root(results_dir: &Path, dissection: &Dissection) -> PathBuf {
+    let dataset = Path::new(&dissection.dataset);
+    let direct = dataset.join("images");
+    if direct.is_dir() || dataset.is_absolute() {
+        return direct;
+    }
+    let beside = results_dir.join(dataset).join("images");
+    if beside.is_dir() { beside } else { direct }
+}
+
+/// Escapes text for HTML element content and quoted attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+const STYLE: &str = r#"
+body{font:14px/1.4 system-ui,sans-serif;margin:0 1.5em 3em;color:#222;background:#fafafa}
+h1{font-size:1.5em;margin:.8em 0 .2em}h2{font-size:1.25em;margin:1.6em 0 .3em;border-bottom:1px solid #ccc}
+.meta{color:#555;font-size:.9em}.meta code{background:#eee;padding:0 .2em}
+.headline{font-size:1.1em;font-weight:600}
+table.counts{border-collapse:collapse;margin:.5em 0}table.counts td,table.counts th{border:1px solid #ddd;padding:2px 8px;text-align:right}
+table.counts td:first-child,table.counts th:first-child{text-align:left}
+.charts{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}
+svg.chart{background:#fff;border:1px solid #ddd}
+svg .s0{fill:#4c78a8}svg .s1{fill:#f58518}svg .s2{fill:#54a24b}
+svg .axis{stroke:#333}svg .grid{stroke:#ddd;stroke-dasharray:3 3}
+svg text{font-size:11px;fill:#333}svg .title{font-weight:600;font-size:12px}
+#filters{position:sticky;top:0;background:#fafafa;padding:.5em 0;border-bottom:1px solid #ddd;z-index:1;display:flex;gap:1em;flex-wrap:wrap;align-items:center}
+.units{display:flex;flex-direction:column;gap:6px}
+.unit{background:#fff;border:1px solid #ddd;padding:4px 6px}
+.unit .head{display:flex;gap:1em;align-items:baseline}
+.unit .label{font-weight:600}.unit .cat{color:#666}.unit .iou{font-variant-numeric:tabular-nums}
+.unit.detector{border-left:4px solid #4c78a8}
+.unit img{display:block;max-width:100%;height:auto;margin-top:3px}
+.noimg{color:#888;font-style:italic}
+.warn{color:#a33}
+[hidden]{display:none !important}
+"#;
+
+const SCRIPT: &str = r#"
+(function () {
+  var cards = Array.prototype.slice.call(document.querySelectorAll('[data-unit]'));
+  var cat = document.getElementById('f-category');
+  var lab = document.getElementById('f-label');
+  var q = document.getElementById('f-search');
+  var det = document.getElementById('f-detectors');
+  var shown = document.getElementById('shown');
+  function apply() {
+    var text = q.value.trim().toLowerCase();
+    var n = 0;
+    var perLayer = {};
+    cards.forEach(function (c) {
+      var ok = (!cat.value || c.dataset.category === cat.value) &&
+        (!lab.value || c.dataset.label === lab.value) &&
+        (!text || c.dataset.search.indexOf(text) >= 0) &&
+        (!det.checked || c.dataset.detector === '1');
+      c.hidden = !ok;
+      if (ok) { n++; perLayer[c.dataset.layer] = (perLayer[c.dataset.layer] || 0) + 1; }
+    });
+    shown.textContent = String(n);
+    document.querySelectorAll('[data-shown-layer]').forEach(function (e) {
+      e.textContent = String(perLayer[e.dataset.shownLayer] || 0);
+    });
+  }
+  // Filters may come from the address: report.html#category=object&label=dog&q=12&detectors=1
+  var p = new URLSearchParams(location.hash.slice(1));
+  if (p.has('category')) cat.value = p.get('category');
+  if (p.has('label')) lab.value = p.get('label');
+  if (p.has('q')) q.value = p.get('q');
+  if (p.get('detectors') === '1') det.checked = true;
+  [cat, lab, q, det].forEach(function (e) { e.addEventListener('input', apply); e.addEventListener('change', apply); });
+  apply();
+})();
+"#;
+
+/// The best label's category name and label name of a unit (empty strings
+/// when it has none).
+fn best_names<'a>(unit: &'a UnitScore, categories: &'a [String]) -> (&'a str, &'a str) {
+    match unit.best() {
+        Some(best) => (
+            unit.category
+                .and_then(|c| categories.get(c))
+                .map_or("", String::as_str),
+            best.name.as_str(),
+        ),
+        None => ("", ""),
+    }
+}
+
+/// Units in report order: IoU descending, then unit number.
+fn sorted_units(layer: &LayerResult) -> Vec<&UnitScore> {
+    let mut units: Vec<&UnitScore> = layer.units.iter().collect();
+    units.sort_by(|a, b| b.score().total_cmp(&a.score()).then(a.unit.cmp(&b.unit)));
+    units
+}
+
+/// Renders the page; `strips` is parallel to `dissection.layers` (a layer
+/// without an entry shows no images).
+pub fn render_html(dissection: &Dissection, strips: &[LayerStrips], images_root: &Path) -> String {
+    let mut s = String::with_capacity(64 * 1024);
+    let o = &dissection.options;
+    let _ = write!(
+        s,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Network dissection: {}</title><style>{STYLE}</style></head><body>\n",
+        escape(&dissection.model)
+    );
+    let _ = writeln!(
+        s,
+        "<h1>Network dissection of <code>{}</code></h1>",
+        escape(&dissection.model)
+    );
+    let alignment_note = match o.alignment {
+        Alignment::HalfPixel => "strips use the run's half-pixel upsampling",
+        Alignment::ReceptiveField => {
+            "the run aligned maps by receptive-field centres; strips use half-pixel centres (the network geometry is not saved), so region edges may shift by up to about half a feature cell"
+        }
+    };
+    let _ = writeln!(
+        s,
+        "<p class=\"meta\">dataset <code>{}</code> ({} images) · adapter {} · quantile {} · IoU threshold {} · union {:?} · alignment {:?} · top {} images · {} passes ({:?}) · {:.1} s · netdissect {}<br>{}</p>",
+        escape(&dissection.dataset),
+        dissection.n_images,
+        escape(&dissection.adapter),
+        o.quantile,
+        o.iou_threshold,
+        o.union,
+        o.alignment,
+        o.top_k,
+        dissection.passes,
+        dissection.mode,
+        dissection.duration_secs,
+        escape(&dissection.tool_version),
+        alignment_note,
+    );
+    let missing: BTreeSet<&str> = strips
+        .iter()
+        .flat_map(|l| &l.units)
+        .flat_map(|u| &u.missing)
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        let _ = writeln!(
+            s,
+            "<p class=\"warn\" id=\"missing\" data-missing=\"{}\">{} top images could not be read under <code>{}</code>; they show as grey placeholders (first: <code>{}</code>)</p>",
+            missing.len(),
+            missing.len(),
+            escape(&images_root.display().to_string()),
+            escape(missing.first().copied().unwrap_or("")),
+        );
+    }
+    if dissection.layers.len() > 1 {
+        comparison(&mut s, dissection);
+    }
+    filters(&mut s, dissection);
+    for (i, layer) in dissection.layers.iter().enumerate() {
+        layer_section(&mut s, dissection, layer, strips.get(i));
+    }
+    let _ = write!(s, "<script>{SCRIPT}</script>\n</body></html>\n");
+    s
+}
+
+/// Detectors and unique detectors per layer, side by side.
+fn comparison(s: &mut String, dissection: &Dissection) {
+    s.push_str("<section id=\"comparison\"><h2>Layers compared</h2><div class=\"charts\">");
+    let chart = BarChart {
+        chart: "layers",
+        layer: "",
+        title: "Detectors and unique detectors per layer",
+        series: &["detectors", "unique (top-label)", "unique (per-category)"],
+        groups: dissection
+            .layers
+            .iter()
+            .map(|l| {
+                let m = &l.summary;
+                (
+                    l.name.clone(),
+                    vec![m.detectors, m.unique_top_label, m.unique_per_category],
+                )
+            })
+            .collect(),
+    };
+    s.push_str(&bar_chart(&chart));
+    s.push_str("<table class=\"counts\"><tr><th>layer</th><th>units</th><th>detectors</th><th>unique (top-label)</th><th>unique (per-category)</th></tr>");
+    for l in &dissection.layers {
+        let m = &l.summary;
+        let _ = write!(
+            s,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&l.name),
+            m.n_units,
+            m.detectors,
+            m.unique_top_label,
+            m.unique_per_category
+        );
+    }
+    s.push_str("</table></div></section>\n");
+}
+
+/// The filter bar: category, label, free text, detectors only.
+fn filters(s: &mut String, dissection: &Dissection) {
+    let labels: BTreeSet<&str> = dissection
+        .layers
+        .iter()
+        .flat_map(|l| &l.units)
+        .map(|u| best_names(u, &dissection.categories).1)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let total: usize = dissection.layers.iter().map(|l| l.units.len()).sum();
+    s.push_str("<div id=\"filters\"><label>category <select id=\"f-category\"><option value=\"\">all</option>");
+    for c in &dissection.categories {
+        let _ = write!(s, "<option>{}</option>", escape(c));
+    }
+    s.push_str(
+        "</select></label><label>label <select id=\"f-label\"><option value=\"\">all</option>",
+    );
+    for l in &labels {
+        let _ = write!(s, "<option>{}</option>", escape(l));
+    }
+    let _ = writeln!(
+        s,
+        "</select></label><label>search <input id=\"f-search\" type=\"search\" placeholder=\"label, category or unit\"></label><label><input id=\"f-detectors\" type=\"checkbox\"> detectors only</label><span><span id=\"shown\">{total}</span> of {total} units shown</span></div>"
+    );
+}
+
+fn layer_section(
+    s: &mut String,
+    dissection: &Dissection,
+    layer: &LayerResult,
+    strips: Option<&LayerStrips>,
+) {
+    let m = &layer.summary;
+    let name = escape(&layer.name);
+    let _ = writeln!(
+        s,
+        "<section class=\"layer\" data-layer-section=\"{name}\"><h2>Layer <code>{name}</code> <span class=\"meta\">(tap <code>{}</code>, maps {}x{})</span></h2>",
+        escape(&layer.tap),
+        layer.feature_size[0],
+        layer.feature_size[1]
+    );
+    let _ = write!(
+        s,
+        "<p class=\"headline\" data-layer=\"{name}\" data-detectors=\"{}\" data-units=\"{}\" data-unique-top-label=\"{}\" data-unique-per-category=\"{}\">{}/{} units covering {} concepts with IoU &gt; {}</p>\n<p class=\"meta\">{} distinct concepts by the per-category rule (a unit counts in every category where its best IoU exceeds the threshold)</p>\n",
+        m.detectors,
+        m.n_units,
+        m.unique_top_label,
+        m.unique_per_category,
+        m.detectors,
+        m.n_units,
+        m.unique_top_label,
+        m.iou_threshold,
+        m.unique_per_category,
+    );
+    s.push_str("<div class=\"charts\">");
+    let chart = BarChart {
+        chart: "unique",
+        layer: &layer.name,
+        title: "Unique detectors per category",
+        series: &["top-label", "per-category"],
+        groups: m
+            .per_category
+            .iter()
+            .map(|c| {
+                (
+                    c.name.clone(),
+                    vec![c.unique_top_label, c.unique_per_category],
+                )
+            })
+            .collect(),
+    };
+    s.push_str(&bar_chart(&chart));
+    s.push_str("<table class=\"counts\"><tr><th>category</th><th>detectors</th><th>unique (top-label)</th><th>unique (per-category)</th></tr>");
+    for c in &m.per_category {
+        let _ = write!(
+            s,
+            "<tr data-category-row=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&c.name),
+            escape(&c.name),
+            c.detectors,
+            c.unique_top_label,
+            c.unique_per_category
+        );
+    }
+    let _ = writeln!(
+        s,
+        "<tr><th>all</th><th>{}</th><th>{}</th><th>{}</th></tr></table></div>",
+        m.detectors, m.unique_top_label, m.unique_per_category
+    );
+    let _ = writeln!(
+        s,
+        "<p class=\"meta\"><span data-shown-layer=\"{name}\">{}</span> units shown, sorted by IoU</p><div class=\"units\">",
+        layer.units.len()
+    );
+    for unit in sorted_units(layer) {
+        unit_card(s, dissection, layer, unit, strips);
+    }
+    s.push_str("</div></section>\n");
+}
+
+fn unit_card(
+    s: &mut String,
+    dissection: &Dissection,
+    layer: &LayerResult,
+    unit: &UnitScore,
+    strips: Option<&LayerStrips>,
+) {
+    let (category, label) = best_names(unit, &dissection.categories);
+    let number = unit.unit + 1;
+    let iou = unit.score();
+    let detector = unit.best().is_some() && iou > layer.summary.iou_threshold;
+    let search = format!("unit {number} {label} {category}").to_lowercase();
+    let _ = write!(
+        s,
+        "<div class=\"unit{}\" data-unit=\"{number}\" data-layer=\"{}\" data-category=\"{}\" data-label=\"{}\" data-iou=\"{iou}\" data-detector=\"{}\" data-search=\"{}\"><div class=\"head\"><span class=\"num\">unit {number}</span><span class=\"label\">{}</span><span class=\"cat\">{}</span><span class=\"iou\">IoU {iou:.4}</span></div>",
+        if detector { " detector" } else { "" },
+        escape(&layer.name),
+        escape(category),
+        escape(label),
+        u8::from(detector),
+        escape(&search),
+        if label.is_empty() {
+            "-".to_string()
+        } else {
+            escape(label)
+        },
+        escape(category),
+    );
+    let strip = strips.and_then(|l| l.units.get(unit.unit));
+    match strip.and_then(|st| st.file.as_ref().map(|f| (st, f))) {
+        Some((st, file)) => {
+            let title: Vec<String> = layer
+                .top_images
+                .get(unit.unit)
+                .map(|imgs| {
+                    imgs.iter()
+                        .take(st.n_images)
+                        .map(|t| format!("{} ({:.3})", t.path, t.max))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let _ = write!(
+                s,
+                "<img src=\"{}\" width=\"{}\" height=\"{}\" loading=\"lazy\" alt=\"top images of unit {number}\" title=\"{}\">",
+                escape(file),
+                st.width,
+                st.height,
+                escape(&title.join("\n")),
+            );
+        }
+        None => s.push_str("<span class=\"noimg\">no top images</span>"),
+    }
+    s.push_str("</div>\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::fixture;
+    use crate::strips::UnitStrip;
+
+    /// A results folder with generated images and a two-layer dissection
+    /// (5 and 7 units, different scores) of them.
+    fn two_layers(root: &Path) -> Dissection {
+        let dataset = root.join("data");
+        fixture::write_images(&dataset);
+        fixture::dissection(
+            &dataset,
+            vec![fixture::layer("conv1", 5, 0), fixture::layer("conv2", 7, 3)],
+        )
+    }
+
+    /// The value of attribute `name` in the first tag of `tag_text`.
+    fn attr<'a>(tag_text: &'a str, name: &str) -> Option<&'a str> {
+        let key = format!(" {name}=\"");
+        let start = tag_text.find(&key)? + key.len();
+        let len = tag_text[start..].find('"')?;
+        Some(&tag_text[start..start + len])
+    }
+
+    /// Every `<tag ...>` opening with `prefix`, as its text up to `>`.
+    fn tags<'a>(html: &'a str, prefix: &str) -> Vec<&'a str> {
+        html.match_indices(prefix)
+            .map(|(i, _)| {
+                let end = html[i..].find('>').map_or(html.len(), |e| i + e);
+                &html[i..end]
+            })
+            .collect()
+    }
+
+    /// Checks the bar values and headline numbers of a page (as written or
+    /// as Chromium's DOM) against the dissection's summaries.
+    fn check_numbers(html: &str, d: &Dissection) {
+        let bars = tags(html, "<g class=\"bar\"");
+        let per_layer_bars = d.layers.len() * 2 * d.categories.len();
+        assert_eq!(bars.len(), per_layer_bars + 3 * d.layers.len(), "bar count");
+        let value = |chart: &str, layer: &str, group: &str, series: &str| -> usize {
+            let found: Vec<&&str> = bars
+                .iter()
+                .filter(|b| {
+                    attr(b, "data-chart") == Some(chart)
+                        && attr(b, "data-layer") == Some(layer)
+                        && attr(b, "data-group") == Some(group)
+                        && attr(b, "data-series") == Some(series)
+                })
+                .collect();
+            assert_eq!(found.len(), 1, "{chart} {layer} {group} {series}");
+            attr(found[0], "data-value").unwrap().parse().unwrap()
+        };
+        for l in &d.layers {
+            for c in &l.summary.per_category {
+                assert_eq!(
+                    value("unique", &l.name, &c.name, "top-label"),
+                    c.unique_top_label
+                );
+                assert_eq!(
+                    value("unique", &l.name, &c.name, "per-category"),
+                    c.unique_per_category
+                );
+            }
+            let m = &l.summary;
+            assert_eq!(value("layers", "", &l.name, "detectors"), m.detectors);
+            assert_eq!(
+                value("layers", "", &l.name, "unique (top-label)"),
+                m.unique_top_label
+            );
+            assert_eq!(
+                value("layers", "", &l.name, "unique (per-category)"),
+                m.unique_per_category
+            );
+            let headline = format!(
+                "{}/{} units covering {} concepts with IoU &gt; 0.04",
+                m.detectors, m.n_units, m.unique_top_label
+            );
+            assert!(html.contains(&headline), "missing headline {headline}");
+        }
+    }
+
+    #[test]
+    fn escape_covers_markup_characters() {
+        assert_eq!(
+            escape(r#"a<b>&"c"'d"#),
+            "a&lt;b&gt;&amp;&quot;c&quot;&#39;d"
+        );
+        assert_eq!(escape("plain"), "plain");
+    }
+
+    #[test]
+    fn report_has_headlines_charts_sorted_escaped_cards_and_no_network() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = two_layers(tmp.path());
+        // The fixture must exercise both counting rules differently, or the
+        // chart check below could not tell them apart.
+        assert!(
+            d.layers
+                .iter()
+                .any(|l| l.summary.unique_top_label != l.summary.unique_per_category)
+        );
+        let out = tmp.path().join("run");
+        let path = write_report(&out, &d).unwrap();
+        assert_eq!(path, out.join(REPORT_HTML));
+        let html = std::fs::read_to_string(&path).unwrap();
+        check_numbers(&html, &d);
+        assert_eq!(html.matches(" data-unit=\"").count(), 12);
+        assert!(html.contains("id=\"comparison\""));
+        // Cards of each layer run by IoU, highest first.
+        for l in &d.layers {
+            let ious: Vec<f64> = tags(&html, "<div class=\"unit")
+                .iter()
+                .filter(|t| attr(t, "data-layer") == Some(l.name.as_str()))
+                .map(|t| attr(t, "data-iou").unwrap().parse().unwrap())
+                .collect();
+            assert_eq!(ious.len(), l.n_units);
+            assert!(ious.windows(2).all(|w| w[0] >= w[1]), "{ious:?}");
+            let best = l.units.iter().map(UnitScore::score).fold(0.0, f64::max);
+            assert_eq!(ious[0], best);
+        }
+        // User-supplied names are escaped everywhere.
+        assert!(html.contains("cat &lt;&amp;&gt; &quot;hat&quot;"));
+        assert!(!html.contains("cat <&>"));
+        assert!(html.contains("tiny&lt;net&gt;") && !html.contains("tiny<net>"));
+        // Self-contained: nothing is fetched from the network.
+        for needle in ["src=\"http", "href=\"http", "src=\"//", "@import", "url("] {
+            assert!(!html.contains(needle), "{needle}");
+        }
+        // Every linked strip exists; the unit without images has none; the
+        // unreadable image is reported.
+        let srcs: Vec<&str> = tags(&html, "<img ")
+            .iter()
+            .filter_map(|t| attr(t, "src"))
+            .collect();
+        assert_eq!(srcs.len(), 12 - 2);
+        for src in srcs {
+            assert!(out.join(src).is_file(), "{src}");
+        }
+        assert_eq!(html.matches("no top images").count(), 2);
+        let missing = tags(&html, "<p class=\"warn\" id=\"missing\"");
+        assert_eq!(attr(missing[0], "data-missing"), Some("1"));
+    }
+
+    #[test]
+    fn a_single_layer_has_no_comparison_and_a_moved_dataset_is_found_beside_the_results() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dataset = tmp.path().join("data");
+        fixture::write_images(&dataset);
+        // The dataset path as given at run time, relative to the results.
+        let d = fixture::dissection(Path::new("../data"), vec![fixture::layer("only", 4, 1)]);
+        let out = tmp.path().join("run");
+        std::fs::create_dir_all(&out).unwrap();
+        assert_eq!(images_root(&out, &d), out.join("../data/images"));
+        let html = std::fs::read_to_string(write_report(&out, &d).unwrap()).unwrap();
+        assert!(!html.contains("id=\"comparison\""));
+        // Only the fixture's deliberately missing image is missing.
+        let missing = tags(&html, "<p class=\"warn\" id=\"missing\"");
+        assert_eq!(attr(missing[0], "data-missing"), Some("1"));
+    }
+
+    #[test]
+    fn the_report_regenerates_identically_from_saved_results() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = two_layers(tmp.path());
+        let out = tmp.path().join("run");
+        crate::output::begin(&out, false).unwrap();
+        crate::output::write_all(&out, &d).unwrap();
+        let direct = std::fs::read(write_report(&out, &d).unwrap()).unwrap();
+        let strip = std::fs::read(out.join("strips/conv1/unit-0001.jpg")).unwrap();
+        std::fs::remove_dir_all(out.join("strips")).unwrap();
+        let saved = crate::output::read_results(&out).unwrap();
+        let again = std::fs::read(write_report(&out, &saved).unwrap()).unwrap();
+        assert_eq!(direct, again);
+        assert_eq!(
+            strip,
+            std::fs::read(out.join("strips/conv1/unit-0001.jpg")).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_512_unit_layer_page_stays_small() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = fixture::dissection(tmp.path(), vec![fixture::layer("layer4", 512, 0)]);
+        // Strips as written for 10 thumbnails of 96 px, with long image paths.
+        let mut d = d;
+        for images in &mut d.layers[0].top_images {
+            for t in images.iter_mut() {
+                t.path = format!("ade20k/ADE_train_{:08}.jpg", t.image);
+            }
+        }
+        let strips = LayerStrips {
+            layer: "layer4".into(),
+            units: (0..512)
+                .map(|unit| UnitStrip {
+                    unit,
+                    file: Some(format!("strips/layer4/unit-{:04}.jpg", unit + 1)),
+                    width: 978,
+                    height: 96,
+                    n_images: 10,
+                    missing: Vec::new(),
+                })
+                .collect(),
+            bytes: 0,
+        };
+        let html = render_html(&d, &[strips], tmp.path());
+        assert_eq!(html.matches(" data-unit=\"").count(), 512);
+        // Measured: about 250 KB; the strips load lazily beside it.
+        assert!(html.len() < 400_000, "{} bytes", html.len());
+    }
+
+    /// The Chromium binary: `$CHROMIUM`, else `chromium` or
+    /// `chromium-browser` on the `PATH`. The report tests fail without one:
+    /// `cargo xtask test` installs the Debian package `chromium`.
+    fn chromium() -> PathBuf {
+        if let Some(p) = std::env::var_os("CHROMIUM") {
+            return PathBuf::from(p);
+        }
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        for dir in std::env::split_paths(&path) {
+            for name in ["chromium", "chromium-browser"] {
+                let candidate = dir.join(name);
+                if candidate.is_file() {
+                    return candidate;
+                }
+            }
+        }
+        panic!("chromium not found on PATH (install the Debian package chromium, or set CHROMIUM)");
+    }
+
+    /// Runs headless Chromium on `url` with `extra` flags, stdout to
+    /// `stdout_file`, failing the test after two minutes.
+    fn run_chromium(profile: &Path, extra: &[String], url: &str, stdout_file: &Path) {
+        let mut child = Command::new(chromium())
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--allow-file-access-from-files",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .args(extra)
+            .arg(url)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(stdout_file).unwrap())
+            .stderr(std::fs::File::create(stdout_file.with_extension("stderr")).unwrap())
+            .spawn()
+            .expect("starting chromium");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                let stderr = std::fs::read_to_string(stdout_file.with_extension("stderr"))
+                    .unwrap_or_default();
+                assert!(status.success(), "chromium exited with {status}: {stderr}");
+                return;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("chromium did not finish within 120 s");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    #[test]
+    fn chromium_renders_the_report_and_its_script_filters_cards() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = two_layers(tmp.path());
+        let out = tmp.path().join("run");
+        let path = write_report(&out, &d).unwrap();
+        let url = format!("file://{}", path.display());
+
+        let shot = tmp.path().join("shot.png");
+        run_chromium(
+            &tmp.path().join("profile1"),
+            &[
+                format!("--screenshot={}", shot.display()),
+                "--window-size=1280,1600".into(),
+                "--hide-scrollbars".into(),
+            ],
+            &url,
+            &tmp.path().join("shot.log"),
+        );
+        let png = image::open(&shot)
+            .expect("chromium wrote a screenshot")
+            .to_rgb8();
+        assert_eq!(png.dimensions(), (1280, 1600));
+        // A blank or error page is nearly one colour; the report has text,
+        // bars in two series colours and dimmed strips.
+        let mut colours = std::collections::HashSet::new();
+        let mut non_white = 0usize;
+        for p in png.pixels() {
+            colours.insert(p.0);
+            if p.0.iter().any(|&c| c < 240) {
+                non_white += 1;
+            }
+        }
+        assert!(colours.len() > 50, "{} colours", colours.len());
+        assert!(non_white > 20_000, "{non_white} non-white pixels");
+        let series0 = png.pixels().filter(|p| p.0 == [0x4c, 0x78, 0xa8]).count();
+        assert!(
+            series0 > 100,
+            "the first series' bars are drawn ({series0} pixels)"
+        );
+
+        // The DOM after the script ran, filtered to colour units by the hash.
+        let dom_file = tmp.path().join("dom.html");
+        run_chromium(
+            &tmp.path().join("profile2"),
+            &["--dump-dom".into()],
+            &format!("{url}#category=color"),
+            &dom_file,
+        );
+        let dom = std::fs::read_to_string(&dom_file).unwrap();
+        assert_eq!(
+            dom.matches(" data-unit=\"").count(),
+            12,
+            "every card is in the DOM"
+        );
+        check_numbers(&dom, &d);
+        let color_units = d
+            .layers
+            .iter()
+            .flat_map(|l| &l.units)
+            .filter(|u| u.category == Some(0))
+            .count();
+        assert!(color_units > 0 && color_units < 12);
+        assert!(
+            dom.contains(&format!("<span id=\"shown\">{color_units}</span>")),
+            "the filter shows the {color_units} colour units"
+        );
+        let hidden = tags(&dom, "<div class=\"unit")
+            .iter()
+            .filter(|t| t.contains(" hidden"))
+            .count();
+        assert_eq!(hidden, 12 - color_units);
+    }
+}

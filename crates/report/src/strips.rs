@@ -1,0 +1,570 @@
+//! Image strips of the report: each unit's top images as thumbnails with the
+//! unit's thresholded activation region highlighted (inside kept, outside
+//! dimmed, a 1-px outline on the boundary), rendered on the CPU from the
+//! saved top-k maps, one JPEG per unit, units in parallel.
+//!
+//! The map is upsampled with half-pixel centres (the run's
+//! [`kernels::cpu::upsample_value`] on [`kernels::Upsample::half_pixel`]
+//! taps) whatever the run's alignment: the receptive-field geometry of the
+//! network is not saved with the results, and for display the difference is
+//! at most about half a feature cell at the region's edges.
+
+use std::path::{Path, PathBuf};
+
+use dissect::LayerResult;
+use image::imageops::FilterType;
+use image::{Rgb, RgbImage};
+use kernels::Upsample;
+use rayon::prelude::*;
+
+use crate::{ReportError, write_atomic};
+
+/// Default thumbnail height in pixels.
+pub const THUMB_HEIGHT: u32 = 96;
+/// Pixels between thumbnails in a strip.
+pub const GAP: u32 = 2;
+/// Default JPEG quality of the strips.
+pub const JPEG_QUALITY: u8 = 80;
+/// Brightness factor applied outside the unit's region.
+pub const DIM: f32 = 0.3;
+/// Colour of the outline drawn on the region's boundary.
+pub const OUTLINE: [u8; 3] = [255, 214, 0];
+/// Background of the gaps between thumbnails.
+const GAP_COLOR: [u8; 3] = [255, 255, 255];
+/// Stand-in for an image that could not be read, so the region still shows.
+const MISSING_COLOR: [u8; 3] = [150, 150, 150];
+
+/// How strips are drawn and where the dataset's images are.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StripOptions {
+    /// The dataset's `images/` folder; [`dissect::TopImage::path`] is
+    /// relative to it.
+    pub images_root: PathBuf,
+    pub thumb_width: u32,
+    pub thumb_height: u32,
+    /// JPEG quality, 1..=100.
+    pub quality: u8,
+}
+
+impl StripOptions {
+    /// Thumbnails [`THUMB_HEIGHT`] high with the aspect of the model input
+    /// (`input_height x input_width`), which is what the maps cover.
+    pub fn new(images_root: PathBuf, input_height: u32, input_width: u32) -> Self {
+        let thumb_width = if input_height == 0 || input_width == 0 {
+            THUMB_HEIGHT
+        } else {
+            let w = f64::from(THUMB_HEIGHT) * f64::from(input_width) / f64::from(input_height);
+            (w.round() as u32).clamp(1, 4 * THUMB_HEIGHT)
+        };
+        Self {
+            images_root,
+            thumb_width,
+            thumb_height: THUMB_HEIGHT,
+            quality: JPEG_QUALITY,
+        }
+    }
+}
+
+/// Where a thumbnail pixel falls relative to the unit's region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PixelClass {
+    /// Above the threshold: drawn as is.
+    Inside,
+    /// Above the threshold with a 4-neighbour below it: drawn in [`OUTLINE`].
+    Outline,
+    /// At or below the threshold (or NaN): dimmed by [`DIM`].
+    Outside,
+}
+
+/// Classifies every pixel of a `width x height` thumbnail (row-major) for an
+/// `h x w` map (`feature_size = [h, w]`) thresholded strictly at
+/// `threshold`, as the run binarizes.
+pub fn region_classes(
+    map: &[f32],
+    feature_size: [u32; 2],
+    threshold: f32,
+    width: u32,
+    height: u32,
+) -> Vec<PixelClass> {
+    let [h, w] = feature_size;
+    let (wu, hu) = (width as usize, height as usize);
+    if h == 0 || w == 0 || map.len() != (h as usize) * (w as usize) {
+        return vec![PixelClass::Outside; wu * hu];
+    }
+    let up = Upsample::half_pixel(h, w, height, width);
+    let (taps_y, taps_x) = (up.taps_y(), up.taps_x());
+    let mut inside = Vec::with_capacity(wu * hu);
+    for ty in &taps_y {
+        for tx in &taps_x {
+            inside.push(kernels::cpu::upsample_value(map, w, *ty, *tx) > threshold);
+        }
+    }
+    (0..hu)
+        .flat_map(|y| (0..wu).map(move |x| (y, x)))
+        .map(|(y, x)| {
+            if !inside[y * wu + x] {
+                return PixelClass::Outside;
+            }
+            // Neighbours beyond the thumbnail's edge do not make an outline:
+            // a region touching the border stays open there.
+            let out = |yy: usize, xx: usize| !inside[yy * wu + xx];
+            let edge = (y > 0 && out(y - 1, x))
+                || (y + 1 < hu && out(y + 1, x))
+                || (x > 0 && out(y, x - 1))
+                || (x + 1 < wu && out(y, x + 1));
+            if edge {
+                PixelClass::Outline
+            } else {
+                PixelClass::Inside
+            }
+        })
+        .collect()
+}
+
+/// Draws the classes onto `thumb` (same size, row-major classes).
+pub fn overlay(thumb: &mut RgbImage, classes: &[PixelClass]) {
+    for (pixel, class) in thumb.pixels_mut().zip(classes) {
+        match class {
+            PixelClass::Inside => {}
+            PixelClass::Outline => *pixel = Rgb(OUTLINE),
+            PixelClass::Outside => {
+                for c in &mut pixel.0 {
+                    *c = (f32::from(*c) * DIM).round() as u8;
+                }
+            }
+        }
+    }
+}
+
+/// Reads an image and resizes it to the thumbnail size; `None` when it
+/// cannot be read or decoded.
+fn load_thumb(path: &Path, width: u32, height: u32) -> Option<RgbImage> {
+    let image = image::ImageReader::open(path)
+        .ok()?
+        .with_guessed_format()
+        .ok()?
+        .decode()
+        .ok()?;
+    Some(
+        image
+            .resize_exact(width, height, FilterType::Triangle)
+            .to_rgb8(),
+    )
+}
+
+/// One unit's map in slot `slot`, if the layer has maps of the right size.
+fn unit_map(layer: &LayerResult, top_k: usize, unit: usize, slot: usize) -> Option<&[f32]> {
+    let [h, w] = layer.feature_size.map(|v| v as usize);
+    let plane = h * w;
+    if plane == 0 || layer.top_maps.len() != layer.n_units * top_k * plane || slot >= top_k {
+        return None;
+    }
+    let start = (unit * top_k + slot) * plane;
+    layer.top_maps.get(start..start + plane)
+}
+
+/// A unit's strip before encoding.
+#[derive(Debug, Clone)]
+pub struct RenderedStrip {
+    pub image: RgbImage,
+    /// Thumbnails in the strip.
+    pub n_images: usize,
+    /// Image paths (relative to the images folder) that could not be read;
+    /// their thumbnails show the region on a plain grey background.
+    pub missing: Vec<String>,
+}
+
+/// Renders the strip of `unit`: its top images (at most `top_k`) left to
+/// right, each with the region overlay. `None` when the unit has no images.
+pub fn render_unit_strip(
+    layer: &LayerResult,
+    top_k: usize,
+    unit: usize,
+    opts: &StripOptions,
+) -> Option<RenderedStrip> {
+    let images = layer.top_images.get(unit)?;
+    let n = images.len().min(top_k);
+    if n == 0 {
+        return None;
+    }
+    let (tw, th) = (opts.thumb_width.max(1), opts.thumb_height.max(1));
+    let strip_w = tw * n as u32 + GAP * (n as u32 - 1);
+    let mut strip = RgbImage::from_pixel(strip_w, th, Rgb(GAP_COLOR));
+    let threshold = layer.thresholds.get(unit).copied().unwrap_or(f32::NAN);
+    let mut missing = Vec::new();
+    for (slot, top) in images.iter().take(n).enumerate() {
+        let mut thumb =
+            load_thumb(&opts.images_root.join(&top.path), tw, th).unwrap_or_else(|| {
+                missing.push(top.path.clone());
+                RgbImage::from_pixel(tw, th, Rgb(MISSING_COLOR))
+            });
+        // Without saved maps the thumbnails are shown plain.
+        if let Some(map) = unit_map(layer, top_k, unit, slot) {
+            let classes = region_classes(map, layer.feature_size, threshold, tw, th);
+            overlay(&mut thumb, &classes);
+        }
+        image::imageops::replace(&mut strip, &thumb, i64::from(slot as u32 * (tw + GAP)), 0);
+    }
+    Some(RenderedStrip {
+        image: strip,
+        n_images: n,
+        missing,
+    })
+}
+
+/// Encodes an RGB image as JPEG.
+pub fn encode_jpeg(image: &RgbImage, quality: u8, path: &Path) -> Result<Vec<u8>, ReportError> {
+    let mut bytes = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, quality.clamp(1, 100))
+        .encode_image(image)
+        .map_err(|e| ReportError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(e),
+        })?;
+    Ok(bytes)
+}
+
+/// The strip written for one unit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnitStrip {
+    /// 0-based unit index.
+    pub unit: usize,
+    /// Path relative to the report folder, `/`-separated; `None` when the
+    /// unit has no top images.
+    pub file: Option<String>,
+    pub width: u32,
+    pub height: u32,
+    pub n_images: usize,
+    /// Image paths that could not be read.
+    pub missing: Vec<String>,
+}
+
+/// The strips of one layer, indexed by unit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerStrips {
+    pub layer: String,
+    pub units: Vec<UnitStrip>,
+    /// Total bytes of the strip files written.
+    pub bytes: u64,
+}
+
+/// Folder name (under `strips/`) of a layer: characters other than letters,
+/// digits, `-`, `_` and `.` become `_`, and dot-only names are prefixed so
+/// they cannot climb out of `strips/`.
+pub fn layer_folder_name(layer: &str) -> String {
+    let safe: String = layer
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if safe.chars().all(|c| c == '.') {
+        format!("layer{safe}")
+    } else {
+        safe
+    }
+}
+
+/// Renders and writes every unit's strip of `layer` to
+/// `report_dir/strips/<layer>/unit-NNNN.jpg` (1-based unit number),
+/// units in parallel, each file written atomically.
+pub fn write_layer_strips(
+    report_dir: &Path,
+    layer: &LayerResult,
+    top_k: usize,
+    opts: &StripOptions,
+) -> Result<LayerStrips, ReportError> {
+    let folder = layer_folder_name(&layer.name);
+    let dir = report_dir.join("strips").join(&folder);
+    std::fs::create_dir_all(&dir).map_err(|source| ReportError::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    let units = (0..layer.n_units)
+        .into_par_iter()
+        .map(|unit| {
+            let Some(rendered) = render_unit_strip(layer, top_k, unit, opts) else {
+                return Ok((
+                    UnitStrip {
+                        unit,
+                        file: None,
+                        width: 0,
+                        height: 0,
+                        n_images: 0,
+                        missing: Vec::new(),
+                    },
+                    0u64,
+                ));
+            };
+            let name = format!("unit-{:04}.jpg", unit + 1);
+            let path = dir.join(&name);
+            let bytes = encode_jpeg(&rendered.image, opts.quality, &path)?;
+            write_atomic(&path, &bytes)?;
+            Ok((
+                UnitStrip {
+                    unit,
+                    file: Some(format!("strips/{folder}/{name}")),
+                    width: rendered.image.width(),
+                    height: rendered.image.height(),
+                    n_images: rendered.n_images,
+                    missing: rendered.missing,
+                },
+                bytes.len() as u64,
+            ))
+        })
+        .collect::<Result<Vec<_>, ReportError>>()?;
+    let bytes = units.iter().map(|(_, b)| b).sum();
+    Ok(LayerStrips {
+        layer: layer.name.clone(),
+        units: units.into_iter().map(|(u, _)| u).collect(),
+        bytes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixture::{self, FEATURE, GREY, TOP_K};
+
+    /// Half-pixel linear interpolation, in f64, of the 0/1 indicator of
+    /// cells `lo..hi` of an 8-cell axis, at output pixel `d` of `8 * scale`.
+    fn profile(scale: usize, lo: usize, hi: usize, d: usize) -> f64 {
+        let src = ((d as f64 + 0.5) / scale as f64 - 0.5).clamp(0.0, 7.0);
+        let i0 = src.floor() as usize;
+        let f = src - i0 as f64;
+        let ind = |i: usize| f64::from(u8::from((lo..hi).contains(&i)));
+        ind(i0) * (1.0 - f) + ind((i0 + 1).min(7)) * f
+    }
+
+    /// The expected classes of a `size x size` thumbnail for a map that is 1
+    /// on feature rows `r0..r1`, columns `c0..c1` and 0 elsewhere,
+    /// thresholded at 0.5. The map is separable, so its bilinear upsampling
+    /// is the product of two 1-D profiles; each crosses 0.5 exactly on the
+    /// cell boundaries (fractions are odd multiples of 1/24, so never a
+    /// tie), and the region is the scaled rectangle with its corners cut
+    /// where the product of the two edge ramps falls to 0.5 or below.
+    fn expected_all(scale: usize, rect: [usize; 4], size: usize) -> Vec<PixelClass> {
+        let [r0, r1, c0, c1] = rect;
+        let inside: Vec<bool> = (0..size * size)
+            .map(|i| profile(scale, r0, r1, i / size) * profile(scale, c0, c1, i % size) > 0.5)
+            .collect();
+        (0..size * size)
+            .map(|i| {
+                let (y, x) = (i / size, i % size);
+                if !inside[i] {
+                    return PixelClass::Outside;
+                }
+                let out = |yy: usize, xx: usize| !inside[yy * size + xx];
+                let edge = (y > 0 && out(y - 1, x))
+                    || (y + 1 < size && out(y + 1, x))
+                    || (x > 0 && out(y, x - 1))
+                    || (x + 1 < size && out(y, x + 1));
+                if edge {
+                    PixelClass::Outline
+                } else {
+                    PixelClass::Inside
+                }
+            })
+            .collect()
+    }
+
+    /// Asserts equal class maps, reporting counts and the first difference
+    /// rather than 9,216 entries.
+    fn assert_classes(got: &[PixelClass], want: &[PixelClass], size: usize) {
+        assert_eq!(got.len(), want.len());
+        let diff: Vec<usize> = (0..want.len()).filter(|&i| got[i] != want[i]).collect();
+        if let Some(&i) = diff.first() {
+            panic!(
+                "{} of {} pixels differ; first at (y {}, x {}): got {:?}, want {:?}",
+                diff.len(),
+                want.len(),
+                i / size,
+                i % size,
+                got[i],
+                want[i]
+            );
+        }
+    }
+
+    #[test]
+    fn planted_rectangle_is_exactly_the_highlighted_region() {
+        let map = fixture::rect_map(2, 6, 2, 5);
+        let classes = region_classes(&map, [FEATURE, FEATURE], 0.5, 96, 96);
+        // 96 / 8 = 12 thumbnail pixels per feature cell: rows 24..72, columns 24..60.
+        assert_classes(&classes, &expected_all(12, [2, 6, 2, 5], 96), 96);
+        // Independently of the profile arithmetic: the region lies within
+        // the scaled rectangle, fills it away from the corners, and each cut
+        // corner loses 14 pixels (the pairs of ramp values (2a+1)(2b+1)/576
+        // that are at most 0.5).
+        let lit = |y: usize, x: usize| classes[y * 96 + x] != PixelClass::Outside;
+        let in_rect = |y: usize, x: usize| (24..72).contains(&y) && (24..60).contains(&x);
+        let near_corner = |y: usize, x: usize| !(30..66).contains(&y) && !(30..54).contains(&x);
+        for y in 0..96 {
+            for x in 0..96 {
+                if !in_rect(y, x) {
+                    assert!(
+                        !lit(y, x),
+                        "({y}, {x}) is lit outside the planted rectangle"
+                    );
+                } else if !near_corner(y, x) {
+                    assert!(lit(y, x), "({y}, {x}) is dark inside the planted rectangle");
+                }
+            }
+        }
+        let n_lit = classes
+            .iter()
+            .filter(|c| **c != PixelClass::Outside)
+            .count();
+        assert_eq!(n_lit, 48 * 36 - 4 * 14);
+        assert_eq!(classes[48 * 96 + 24], PixelClass::Outline);
+        assert_eq!(classes[48 * 96 + 40], PixelClass::Inside);
+    }
+
+    #[test]
+    fn regions_touching_the_border_are_open_there_and_thresholds_are_strict() {
+        let map = fixture::rect_map(0, 2, 4, 8);
+        let classes = region_classes(&map, [FEATURE, FEATURE], 0.5, 96, 96);
+        assert_classes(&classes, &expected_all(12, [0, 2, 4, 8], 96), 96);
+        assert_eq!(classes[0], PixelClass::Outside);
+        assert_eq!(
+            classes[95],
+            PixelClass::Inside,
+            "the corner is not outlined"
+        );
+        // A map equal to its threshold everywhere has no region (strict `>`),
+        // and NaN never passes.
+        let flat = vec![0.5; 64];
+        assert!(
+            region_classes(&flat, [8, 8], 0.5, 20, 20)
+                .iter()
+                .all(|c| *c == PixelClass::Outside)
+        );
+        let nan = vec![f32::NAN; 64];
+        assert!(
+            region_classes(&nan, [8, 8], 0.0, 20, 20)
+                .iter()
+                .all(|c| *c == PixelClass::Outside)
+        );
+        // A map of the wrong size draws no region rather than panicking.
+        assert!(
+            region_classes(&flat[..10], [8, 8], 0.0, 4, 4)
+                .iter()
+                .all(|c| *c == PixelClass::Outside)
+        );
+    }
+
+    /// Class of a rendered pixel by its nearest reference colour: the grey
+    /// image kept, the grey dimmed, or the outline.
+    fn pixel_class(p: &Rgb<u8>) -> PixelClass {
+        let dimmed = (f32::from(GREY) * DIM).round() as u8;
+        let refs = [
+            (PixelClass::Inside, [GREY; 3]),
+            (PixelClass::Outside, [dimmed; 3]),
+            (PixelClass::Outline, OUTLINE),
+        ];
+        let dist = |a: [u8; 3]| -> i32 {
+            a.iter()
+                .zip(p.0)
+                .map(|(&a, b)| (i32::from(a) - i32::from(b)).pow(2))
+                .sum()
+        };
+        refs.iter()
+            .min_by_key(|(_, c)| dist(*c))
+            .map(|(k, _)| *k)
+            .unwrap()
+    }
+
+    fn thumb_classes(strip: &RgbImage, slot: u32, size: u32) -> Vec<PixelClass> {
+        let x0 = slot * (size + GAP);
+        (0..size * size)
+            .map(|i| pixel_class(strip.get_pixel(x0 + i % size, i / size)))
+            .collect()
+    }
+
+    #[test]
+    fn written_strips_highlight_the_planted_regions_of_each_slot() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dataset = tmp.path().join("data");
+        fixture::write_images(&dataset);
+        let layer = fixture::layer("conv/5", 6, 0);
+        let opts = StripOptions::new(dataset.join("images"), 224, 224);
+        assert_eq!((opts.thumb_width, opts.thumb_height), (96, 96));
+
+        // In memory the classes are exact, slot by slot.
+        let rendered = render_unit_strip(&layer, TOP_K, 0, &opts).unwrap();
+        assert_eq!(rendered.n_images, TOP_K);
+        assert!(rendered.missing.is_empty());
+        assert_eq!(rendered.image.width(), 3 * 96 + 2 * GAP);
+        assert_classes(
+            &thumb_classes(&rendered.image, 0, 96),
+            &expected_all(12, [2, 6, 2, 5], 96),
+            96,
+        );
+        assert_classes(
+            &thumb_classes(&rendered.image, 1, 96),
+            &expected_all(12, [0, 2, 4, 8], 96),
+            96,
+        );
+        // Kept pixels keep the image's colour; dimmed ones are darker.
+        assert_eq!(rendered.image.get_pixel(40, 40).0, [GREY; 3]);
+        assert_eq!(rendered.image.get_pixel(5, 5).0, [60; 3]);
+
+        // The JPEG on disk agrees but for compression noise at the edges.
+        let strips = write_layer_strips(tmp.path(), &layer, TOP_K, &opts).unwrap();
+        assert_eq!(strips.units.len(), 6);
+        let file = strips.units[0].file.as_deref().unwrap();
+        assert_eq!(file, "strips/conv_5/unit-0001.jpg");
+        let decoded = image::open(tmp.path().join(file)).unwrap().to_rgb8();
+        assert_eq!(decoded.dimensions(), rendered.image.dimensions());
+        let want = expected_all(12, [2, 6, 2, 5], 96);
+        let got = thumb_classes(&decoded, 0, 96);
+        let agree = want.iter().zip(&got).filter(|(a, b)| a == b).count();
+        assert!(
+            agree * 100 >= want.len() * 98,
+            "{agree} of {} pixels agree",
+            want.len()
+        );
+        let inside_agree = want
+            .iter()
+            .zip(&got)
+            .filter(|(a, b)| **a == PixelClass::Inside && **b == PixelClass::Inside)
+            .count();
+        assert!(inside_agree * 100 >= 46 * 34 * 95, "{inside_agree}");
+    }
+
+    #[test]
+    fn short_empty_and_missing_image_lists_are_handled() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dataset = tmp.path().join("data");
+        fixture::write_images(&dataset);
+        let layer = fixture::layer("l", 6, 0);
+        let opts = StripOptions::new(dataset.join("images"), 224, 224);
+        let strips = write_layer_strips(tmp.path(), &layer, TOP_K, &opts).unwrap();
+        // Unit 1 has two images, unit 2 none, unit 3 a missing first image.
+        assert_eq!(strips.units[1].n_images, 2);
+        assert_eq!(strips.units[1].width, 2 * 96 + GAP);
+        assert_eq!(strips.units[2].file, None);
+        assert!(!tmp.path().join("strips/l/unit-0003.jpg").exists());
+        assert_eq!(
+            strips.units[3].missing,
+            vec!["missing/nowhere.jpg".to_string()]
+        );
+        assert!(tmp.path().join("strips/l/unit-0004.jpg").exists());
+        assert!(strips.bytes > 0);
+    }
+
+    #[test]
+    fn thumbnails_follow_the_input_aspect_and_layer_folders_are_safe() {
+        let o = StripOptions::new(PathBuf::new(), 224, 448);
+        assert_eq!((o.thumb_width, o.thumb_height), (192, 96));
+        let o = StripOptions::new(PathBuf::new(), 0, 448);
+        assert_eq!(o.thumb_width, 96);
+        assert_eq!(layer_folder_name("features.28"), "features.28");
+        assert_eq!(layer_folder_name("a/b c"), "a_b_c");
+        assert_eq!(layer_folder_name(".."), "layer..");
+    }
+}
