@@ -53,6 +53,13 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Train the embedded default model (release build; about 15 minutes
+    /// on 2 idle cores) and write assets/default. Arguments go to
+    /// `netdissect-dev train-default` (`--epochs`, `--train-images`, `--out`).
+    TrainDefault {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -71,6 +78,7 @@ fn main() -> Result<()> {
             adapter::ensure()?;
             devtools("bench", &args)
         }
+        Cmd::TrainDefault { args } => devtools("train-default", &args),
     }
 }
 

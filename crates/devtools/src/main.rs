@@ -3,6 +3,9 @@
 //! so that xtask itself builds in seconds and shares no build with Burn.
 
 mod bench;
+mod train;
+
+use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -18,10 +21,32 @@ struct Cli {
 enum Cmd {
     /// Benchmarks: throughput, stage shares, memory, CPU vs device baselines.
     Bench(bench::BenchArgs),
+    /// Train the embedded default model (tiny-resnet) on a generated
+    /// training set and write its weights and probe set.
+    TrainDefault {
+        #[arg(long, default_value = "assets/default")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 6)]
+        epochs: usize,
+        #[arg(long, default_value_t = 4000)]
+        train_images: usize,
+    },
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
         Cmd::Bench(args) => bench::bench(args),
+        Cmd::TrainDefault {
+            out,
+            epochs,
+            train_images,
+        } => train::train_default(
+            &out,
+            &train::TrainOptions {
+                epochs,
+                train_images,
+                ..Default::default()
+            },
+        ),
     }
 }

@@ -26,6 +26,8 @@ pub enum Arch {
     Vgg16Bn,
     GoogLeNet,
     DenseNet161,
+    /// The embedded default model ([`crate::tiny`]), trained on synthetic scenes.
+    TinyResNet,
 }
 
 /// VGG-16's `features` configuration: channel counts, `0` for a 2x2 max-pool.
@@ -35,7 +37,7 @@ pub(crate) const VGG16_CFG: [usize; 18] = [
 
 impl Arch {
     /// All architectures, in registry order.
-    pub const ALL: [Arch; 10] = [
+    pub const ALL: [Arch; 11] = [
         Arch::ResNet18,
         Arch::ResNet34,
         Arch::ResNet50,
@@ -46,6 +48,7 @@ impl Arch {
         Arch::Vgg16Bn,
         Arch::GoogLeNet,
         Arch::DenseNet161,
+        Arch::TinyResNet,
     ];
 
     /// The name used on the command line and in results (torchvision's function name).
@@ -61,6 +64,7 @@ impl Arch {
             Arch::Vgg16Bn => "vgg16_bn",
             Arch::GoogLeNet => "googlenet",
             Arch::DenseNet161 => "densenet161",
+            Arch::TinyResNet => "tiny-resnet",
         }
     }
 
@@ -76,6 +80,7 @@ impl Arch {
     pub fn input_size(self) -> u32 {
         match self {
             Arch::AlexNet => 227,
+            Arch::TinyResNet => crate::tiny::TINY_INPUT_SIZE,
             _ => 224,
         }
     }
@@ -107,6 +112,9 @@ impl Arch {
 
     /// Every tap of this architecture, in forward order.
     pub fn taps(self) -> Vec<TapInfo> {
+        if self == Arch::TinyResNet {
+            return crate::tiny::tiny_taps();
+        }
         let mut walk = Walk::default();
         match self {
             Arch::AlexNet => alexnet_taps(&mut walk),
@@ -153,7 +161,7 @@ impl FromStr for Arch {
         let wanted = name.to_ascii_lowercase().replace('-', "");
         Arch::ALL
             .into_iter()
-            .find(|a| a.name().replace('_', "") == wanted.replace('_', ""))
+            .find(|a| a.name().replace(['_', '-'], "") == wanted.replace('_', ""))
             .ok_or_else(|| ModelError::UnknownArch {
                 name: name.to_string(),
                 valid: Arch::names().into_iter().map(String::from).collect(),

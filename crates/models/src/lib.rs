@@ -3,6 +3,7 @@
 //! - [`Arch`]: the registry (names, taps with geometry, input size, default preprocessing).
 //! - [`Model`]: weights on a device; [`Model::forward_taps`] returns chosen layer activations.
 //! - [`StateDict`], [`SyntheticWeights`]: where weights come from.
+//! - [`tiny`]: `tiny-resnet`, the embedded default model, with seeded init and export.
 //! - [`gpu`]: Burn's wgpu device/queue and zero-copy access to a tensor's buffer.
 
 pub mod arch;
@@ -11,12 +12,14 @@ pub mod geometry;
 pub mod gpu;
 pub mod model;
 pub mod nets;
+pub mod tiny;
 pub mod weights;
 
 pub use arch::{Arch, PreprocessKind, TapId, TapInfo};
 pub use error::{ModelError, ShapeMismatch};
 pub use geometry::{FieldMap, GeoOp, ImageFromFeature};
 pub use model::{ArchChoice, Model, detect_arch};
+pub use tiny::{SeededInit, TinyResNet, export_state_dict, save_safetensors};
 pub use weights::{Fetch, ParamSource, StateDict, SyntheticWeights};
 
 /// Burn itself, so dependents use the same version and features.

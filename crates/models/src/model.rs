@@ -149,6 +149,28 @@ impl Model {
         &self.net
     }
 
+    /// The Burn module tree, by value (for training it; see [`Model::from_net`]).
+    pub fn into_net(self) -> Net {
+        self.net
+    }
+
+    /// Wraps a module tree taken with [`Model::into_net`] (e.g. after training) again; the
+    /// caller keeps `arch` and `num_classes` as they were.
+    pub fn from_net(arch: Arch, num_classes: usize, net: Net) -> Model {
+        Model {
+            arch,
+            num_classes,
+            net,
+        }
+    }
+
+    /// Class logits `[n, num_classes]` through the whole network, without input checks: the
+    /// training loop's forward pass (on an autodiff device it records the graph).
+    pub fn logits(net: &Net, input: Tensor<4>) -> Option<Tensor<2>> {
+        let mut collector = Collector::new(Vec::new());
+        net.trunk(input, &mut collector).map(|f| net.head(f))
+    }
+
     /// Every tap of this model's architecture, in forward order.
     pub fn taps(&self) -> Vec<TapInfo> {
         self.arch.taps()
@@ -270,6 +292,13 @@ pub fn detect_arch(state: &StateDict) -> Result<Arch, ModelError> {
             &format!("a densenet with stem {conv0:?} and blocks {blocks:?} matches no zoo model"),
             vec![Arch::DenseNet161],
         ));
+    }
+    if state.shape("layer1.0.conv1.weight").is_some()
+        && state
+            .shape("conv1.weight")
+            .is_some_and(crate::tiny::is_tiny_stem)
+    {
+        return Ok(Arch::TinyResNet);
     }
     if state.shape("layer1.0.conv1.weight").is_some() {
         let bottleneck = state.shape("layer1.0.conv3.weight").is_some();

@@ -37,7 +37,7 @@ impl Collector {
     }
 
     /// Records tap position `self.next` and reports whether the forward pass may stop.
-    fn visit(&mut self, x: &Tensor<4>) -> bool {
+    pub(crate) fn visit(&mut self, x: &Tensor<4>) -> bool {
         let here = self.next;
         self.next += 1;
         for (slot, &want) in self.slots.iter_mut().zip(&self.wanted) {
@@ -88,7 +88,7 @@ pub struct Downsample {
 }
 
 impl Block {
-    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+    pub(crate) fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let identity = match &self.downsample {
             Some(d) => d.bn.forward(d.conv.forward(x.clone())),
             None => x.clone(),
@@ -660,6 +660,7 @@ pub enum Net {
     Plain(Plain),
     GoogLeNet(GoogLeNet),
     DenseNet(DenseNet),
+    TinyResNet(crate::tiny::TinyResNet),
 }
 
 impl Net {
@@ -674,6 +675,7 @@ impl Net {
             Arch::Vgg16Bn => Net::Plain(Plain::build_vgg16(b, true, num_classes)?),
             Arch::GoogLeNet => Net::GoogLeNet(GoogLeNet::build(b, num_classes)?),
             Arch::DenseNet161 => Net::DenseNet(DenseNet::build(b, num_classes)?),
+            Arch::TinyResNet => Net::TinyResNet(crate::tiny::TinyResNet::build(b, num_classes)?),
             Arch::ResNet18
             | Arch::ResNet34
             | Arch::ResNet50
@@ -691,6 +693,7 @@ impl Net {
             Net::Plain(n) => n.trunk(x, c),
             Net::GoogLeNet(n) => n.trunk(x, c),
             Net::DenseNet(n) => n.trunk(x, c),
+            Net::TinyResNet(n) => n.trunk(x, c),
         }
     }
 
@@ -700,6 +703,7 @@ impl Net {
             Net::Plain(n) => n.head(x),
             Net::GoogLeNet(n) => n.head(x),
             Net::DenseNet(n) => n.head(x),
+            Net::TinyResNet(n) => n.head(x),
         }
     }
 }
