@@ -11,10 +11,10 @@ use crate::{ReportError, tally, write_atomic};
 /// The file that marks a complete results folder.
 pub const RESULTS_JSON: &str = "results.json";
 
-/// File name of a layer's tally; characters other than letters, digits,
-/// `-`, `_` and `.` become `_` (layer names like `features.28` stay).
-pub fn tally_file_name(layer: &str) -> String {
-    let safe: String = layer
+/// A layer name made safe for a file name: characters other than letters,
+/// digits, `-`, `_` and `.` become `_` (names like `features.28` stay).
+pub(crate) fn safe_name(layer: &str) -> String {
+    layer
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
@@ -23,8 +23,12 @@ pub fn tally_file_name(layer: &str) -> String {
                 '_'
             }
         })
-        .collect();
-    format!("{safe}-tally.csv")
+        .collect()
+}
+
+/// File name of a layer's tally (see [`safe_name`]).
+pub fn tally_file_name(layer: &str) -> String {
+    format!("{}-tally.csv", safe_name(layer))
 }
 
 /// File name of a layer's top-image activation maps (raw little-endian f32,

@@ -252,16 +252,7 @@ pub struct LayerStrips {
 /// digits, `-`, `_` and `.` become `_`, and dot-only names are prefixed so
 /// they cannot climb out of `strips/`.
 pub fn layer_folder_name(layer: &str) -> String {
-    let safe: String = layer
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let safe = crate::output::safe_name(layer);
     if safe.chars().all(|c| c == '.') {
         format!("layer{safe}")
     } else {
