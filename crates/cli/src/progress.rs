@@ -77,7 +77,7 @@ pub fn print_summary(d: &Dissection) {
         d.n_images,
         d.passes,
         match d.mode {
-            dissect::CacheMode::Cached => "activations cached on the device",
+            dissect::CacheMode::Cached => "activations cached between passes",
             dissect::CacheMode::Recomputed => "forward pass re-run per pass",
         },
         d.duration_secs,
