@@ -7,7 +7,7 @@
 use rayon::prelude::*;
 
 use crate::error::KernelError;
-use crate::quantile::{PASSES, RoundResult, key_of, rank_from_top, value_of};
+use crate::quantile::{PASSES, RoundResult, check_round, key_of, rank_from_top, value_of};
 
 /// Digit widths of the three rounds, most significant first.
 const DIGITS: [u32; 3] = [11, 11, 10];
@@ -97,30 +97,9 @@ impl CpuQuantileSketch {
     /// Picks every unit's digit; says whether the same data must be fed
     /// again.
     pub fn finish_round(&mut self) -> Result<RoundResult, KernelError> {
-        if self.round >= PASSES {
-            return Err(KernelError::Rounds(
-                "finish_round called after the last round".into(),
-            ));
-        }
-        if self.seen == 0 {
-            return Err(KernelError::Rounds(format!(
-                "round {} observed no values",
-                self.round
-            )));
-        }
-        match self.first_round_seen {
-            None => {
-                self.first_round_seen = Some(self.seen);
-                let r = rank_from_top(self.q, self.seen);
-                self.rank.iter_mut().for_each(|x| *x = r);
-            }
-            Some(first) if first != self.seen => {
-                return Err(KernelError::Rounds(format!(
-                    "round {} saw {} values per unit but round 0 saw {first}: feed the same data every round",
-                    self.round, self.seen
-                )));
-            }
-            Some(_) => {}
+        if check_round(self.round, self.seen, &mut self.first_round_seen)? {
+            let r = rank_from_top(self.q, self.seen);
+            self.rank.iter_mut().for_each(|x| *x = r);
         }
         let bits = DIGITS[self.round as usize];
         let bins = 1usize << bits;

@@ -160,34 +160,13 @@ impl QuantileSketch {
     /// Ends the current round: picks every unit's digit on the device and says whether the caller
     /// must feed the same data again. Errors when a round saw a different number of values.
     pub fn finish_round(&mut self, gpu: &Gpu) -> Result<RoundResult, KernelError> {
-        if self.round >= PASSES {
-            return Err(KernelError::Rounds(
-                "finish_round called after the last round".into(),
-            ));
-        }
-        if self.seen == 0 {
-            return Err(KernelError::Rounds(format!(
-                "round {} observed no values",
-                self.round
-            )));
-        }
-        match self.first_round_seen {
-            None => {
-                self.first_round_seen = Some(self.seen);
-                let rank = rank_from_top(self.q, self.seen);
-                let init: Vec<u32> = (0..self.n_units)
-                    .flat_map(|_| [0u32, rank as u32])
-                    .collect();
-                gpu.queue
-                    .write_buffer(&self.state, 0, bytemuck::cast_slice(&init));
-            }
-            Some(first) if first != self.seen => {
-                return Err(KernelError::Rounds(format!(
-                    "round {} saw {} values per unit but round 0 saw {first}: feed the same data every round",
-                    self.round, self.seen
-                )));
-            }
-            Some(_) => {}
+        if check_round(self.round, self.seen, &mut self.first_round_seen)? {
+            let rank = rank_from_top(self.q, self.seen);
+            let init: Vec<u32> = (0..self.n_units)
+                .flat_map(|_| [0u32, rank as u32])
+                .collect();
+            gpu.queue
+                .write_buffer(&self.state, 0, bytemuck::cast_slice(&init));
         }
         let params = gpu.uniform(
             "quantile-params",
@@ -239,6 +218,37 @@ impl QuantileSketch {
             )));
         }
         gpu.read_buffer(&self.thresholds, 0, self.n_units as usize)
+    }
+}
+
+/// The checks both sketches make when a round ends: not past the last
+/// round, some values seen, and as many as in round 0. Records round 0's
+/// count; returns `true` when this was round 0 (the caller then sets up the
+/// rank to find).
+pub(crate) fn check_round(
+    round: u32,
+    seen: u64,
+    first_round_seen: &mut Option<u64>,
+) -> Result<bool, KernelError> {
+    if round >= PASSES {
+        return Err(KernelError::Rounds(
+            "finish_round called after the last round".into(),
+        ));
+    }
+    if seen == 0 {
+        return Err(KernelError::Rounds(format!(
+            "round {round} observed no values"
+        )));
+    }
+    match *first_round_seen {
+        None => {
+            *first_round_seen = Some(seen);
+            Ok(true)
+        }
+        Some(first) if first != seen => Err(KernelError::Rounds(format!(
+            "round {round} saw {seen} values per unit but round 0 saw {first}: feed the same data every round"
+        ))),
+        Some(_) => Ok(false),
     }
 }
 
