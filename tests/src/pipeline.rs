@@ -44,6 +44,7 @@ fn dataset_dir(images: usize, seed: u64) -> PathBuf {
             images,
             seed,
             size: 224,
+            swatch_percent: 0,
         },
     )
     .unwrap();

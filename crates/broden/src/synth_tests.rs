@@ -9,7 +9,12 @@ use crate::synth::{self, CATEGORIES, SynthImage, SynthOptions};
 use crate::{BatchOptions, Dataset, DatasetOptions, LabelPlane, Preprocess};
 
 fn opts(images: usize, seed: u64, size: u32) -> SynthOptions {
-    SynthOptions { images, seed, size }
+    SynthOptions {
+        images,
+        seed,
+        size,
+        swatch_percent: 0,
+    }
 }
 
 /// Every file under `root`, by relative path.
@@ -42,9 +47,22 @@ fn csv_rows(path: &Path) -> Vec<Vec<String>> {
 /// drew and reported.
 #[test]
 fn round_trip_through_the_reader() {
+    round_trip(&opts(21, 3, 48));
+}
+
+/// The same with texture swatches, whose images have no scene label and
+/// no object, part or material plane.
+#[test]
+fn round_trip_with_swatches() {
+    round_trip(&SynthOptions {
+        swatch_percent: 40,
+        ..opts(21, 4, 48)
+    });
+}
+
+fn round_trip(o: &SynthOptions) {
     let dir = tempfile::tempdir().unwrap();
-    let o = opts(21, 3, 48);
-    let report = synth::generate(dir.path(), &o).unwrap();
+    let report = synth::generate(dir.path(), o).unwrap();
     assert_eq!((report.images, report.size, report.seg_size), (21, 48, 24));
 
     let ds = Dataset::open(dir.path(), &DatasetOptions::default()).unwrap();
@@ -67,7 +85,7 @@ fn round_trip_through_the_reader() {
         assert_eq!((batch.seg_height, batch.seg_width), (24, 24));
         let plane_len = 3 * 48 * 48;
         for (j, (&idx, labels)) in batch.indices.iter().zip(&batch.labels).enumerate() {
-            let want: SynthImage = synth::render(&o, idx).unwrap();
+            let want: SynthImage = synth::render(o, idx).unwrap();
             assert_eq!(ds.images[idx].image, want.path);
             let planes: Vec<LabelPlane> = want
                 .planes()
@@ -274,16 +292,16 @@ fn concepts_have_structure() {
                 );
             }
         }
-        here[im.scene as usize] = true;
-        here[im.texture as usize] = true;
+        here[im.scene.unwrap() as usize] = true;
+        here[im.texture.unwrap() as usize] = true;
         for (k, h) in here.iter().enumerate().skip(1) {
             occurs[k] += usize::from(*h);
         }
         let has_triangle = im.object.contains(&n("object", "triangle"));
-        if im.scene == n("scene", "forest-s") {
+        if im.scene == Some(n("scene", "forest-s")) {
             forest_triangles += usize::from(has_triangle);
         }
-        if im.scene == n("scene", "office-s") {
+        if im.scene == Some(n("scene", "office-s")) {
             office_triangles += usize::from(has_triangle);
         }
     }
@@ -333,10 +351,87 @@ fn concept_lookup_and_bad_options() {
     );
     let err = synth::generate(dir.path(), &opts(1, 1, 4)).unwrap_err();
     assert!(err.to_string().contains("size 4"), "{err}");
+    let over = SynthOptions {
+        swatch_percent: 101,
+        ..opts(1, 1, 32)
+    };
+    let err = synth::generate(dir.path(), &over).unwrap_err();
+    assert!(err.to_string().contains("swatch percentage 101"), "{err}");
     // Odd sizes work, with seg = size / 2 as broden1_227 pairs 227 with 113.
     let im = synth::render(&opts(1, 1, 27), 0).unwrap();
     assert_eq!(
         (im.seg_size, im.object.len(), im.rgb.len()),
         (13, 169, 27 * 27 * 3)
     );
+}
+
+/// With swatches the sources mix as in Broden: a swatch has a texture label,
+/// colours and nothing else; a scene image has a scene label and no
+/// texture label; the share of swatches follows the option; and the scene
+/// images are the images drawn without swatches, objects and all.
+#[test]
+fn swatches_mix_sources_as_broden() {
+    let plain = opts(200, 5, 32);
+    let mixed = SynthOptions {
+        swatch_percent: 30,
+        ..plain.clone()
+    };
+    let mut swatches = 0;
+    let mut textures = [0usize; 6];
+    let first_texture = synth::concept_number("texture", "striped").unwrap();
+    for i in 0..mixed.images {
+        let im = synth::render(&mixed, i).unwrap();
+        assert!(
+            im.color.iter().all(|&c| c != 0),
+            "image {i}: unlabelled colour"
+        );
+        match (im.scene, im.texture) {
+            (None, Some(t)) => {
+                swatches += 1;
+                textures[(t - first_texture) as usize] += 1;
+                assert_eq!(
+                    im.planes().iter().map(|(c, _)| *c).collect::<Vec<_>>(),
+                    vec![0],
+                    "image {i}: a swatch has only colours"
+                );
+                assert_eq!(im.image_labels(), vec![(5, t)]);
+            }
+            (Some(s), None) => {
+                assert_eq!(im.image_labels(), vec![(4, s)]);
+                assert!(
+                    im.object.iter().any(|&o| o != 0),
+                    "image {i}: a scene without objects"
+                );
+            }
+            other => panic!("image {i}: image-level labels {other:?}"),
+        }
+    }
+    assert!((35..=85).contains(&swatches), "{swatches} swatches of 200");
+    assert!(textures.iter().all(|&n| n > 0), "textures {textures:?}");
+
+    // Without swatches every image has both labels.
+    let a = synth::render(&plain, 0).unwrap();
+    assert!(a.scene.is_some() && a.texture.is_some());
+}
+
+/// The probe set shipped in `assets/default/probe` is byte for byte what the
+/// generator makes with the options its README states, so the README's
+/// command reproduces it.
+#[test]
+fn shipped_probe_is_reproducible() {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/default/probe");
+    let dir = tempfile::tempdir().unwrap();
+    let o = SynthOptions {
+        swatch_percent: 10,
+        ..opts(600, 7, 112)
+    };
+    synth::generate(dir.path(), &o).unwrap();
+    let (want, got) = (files(&shipped), files(dir.path()));
+    assert_eq!(
+        want.keys().collect::<Vec<_>>(),
+        got.keys().collect::<Vec<_>>()
+    );
+    for (path, bytes) in &want {
+        assert!(got[path] == *bytes, "{} differs", path.display());
+    }
 }

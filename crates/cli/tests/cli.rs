@@ -24,6 +24,7 @@ fn dataset(dir: &Path, images: usize) -> PathBuf {
             images,
             seed: 3,
             size: 224,
+            swatch_percent: 0,
         },
     )
     .unwrap();

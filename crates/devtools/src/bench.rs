@@ -898,6 +898,7 @@ fn ensure_dataset(out: &Path, images: usize) -> Result<PathBuf> {
         images,
         seed: 1,
         size: 224,
+        swatch_percent: 0,
     };
     broden::synth::generate(&dir, &opts)
         .with_context(|| format!("generating a synthetic dataset in {}", dir.display()))?;

@@ -490,6 +490,7 @@ mod tests {
             images: 32,
             seed: 99,
             size: TINY_INPUT_SIZE,
+            swatch_percent: 0,
         };
         let prep = Arch::TinyResNet.default_preprocess_spec();
         let plane = (3 * TINY_INPUT_SIZE * TINY_INPUT_SIZE) as usize;
@@ -499,7 +500,7 @@ mod tests {
         for (i, out) in data.chunks_exact_mut(plane).enumerate() {
             let image = broden::synth::render(&opts, i).unwrap_or_else(|e| panic!("{e}"));
             prep.apply(&image.rgb, out);
-            truth.push(first.map(|f| (image.scene - f) as usize));
+            truth.push(first.zip(image.scene).map(|(f, s)| (s - f) as usize));
         }
         let size = TINY_INPUT_SIZE as usize;
         let x = Tensor::<4>::from_data(

@@ -9,6 +9,14 @@
 //! `hub`, `apex`, ...). Every segmentation pixel also gets the Broden colour
 //! name (`red-c`, ...) nearest to the pixel actually drawn.
 //!
+//! With [`SynthOptions::swatch_percent`] above zero the dataset mixes its
+//! sources as Broden does: scene images (as ADE20K's) carry a scene label
+//! but no texture label, and texture swatches (as DTD's: one background
+//! pattern over the whole image, no objects) carry a texture label and
+//! colours only. Each image-level concept then covers a small share of
+//! all pixels, as in Broden, so a unit active on 0.5% of pixels can reach
+//! a high IoU with it.
+//!
 //! Image `i` depends only on the seed and `i` (its own ChaCha stream), so
 //! [`render`] reproduces any image's pixels and ground truth without the
 //! others, and [`generate`] renders in parallel yet writes byte-identical
@@ -129,6 +137,11 @@ pub struct SynthOptions {
     /// Image side in pixels; segmentations are `size / 2` (as broden1_224
     /// pairs 224 with 112).
     pub size: u32,
+    /// Percentage of images (drawn per image) that are texture swatches; at
+    /// 0 every image is a scene image with both a scene and a texture label
+    /// (the mix the default model was trained on), otherwise scene images
+    /// carry no texture label. See the module docs.
+    pub swatch_percent: u8,
 }
 
 impl Default for SynthOptions {
@@ -137,6 +150,7 @@ impl Default for SynthOptions {
             images: 200,
             seed: 1,
             size: 224,
+            swatch_percent: 0,
         }
     }
 }
@@ -152,6 +166,8 @@ impl SynthOptions {
             "images must be at least 1".to_owned()
         } else if !(8..=4096).contains(&self.size) {
             format!("size {} is not in 8..=4096", self.size)
+        } else if self.swatch_percent > 100 {
+            format!("swatch percentage {} is over 100", self.swatch_percent)
         } else {
             return Ok(());
         };
@@ -176,8 +192,11 @@ pub struct SynthImage {
     pub object: Vec<u32>,
     pub part: Vec<u32>,
     pub material: Vec<u32>,
-    pub scene: u32,
-    pub texture: u32,
+    /// The scene label; `None` for a texture swatch.
+    pub scene: Option<u32>,
+    /// The texture label; `None` for a scene image of a dataset with
+    /// swatches.
+    pub texture: Option<u32>,
 }
 
 impl SynthImage {
@@ -199,7 +218,10 @@ impl SynthImage {
 
     /// The image-level labels, as `(index into [`CATEGORIES`], number)`.
     pub fn image_labels(&self) -> Vec<(usize, u32)> {
-        vec![(SCENE, self.scene), (TEXTURE, self.texture)]
+        [(SCENE, self.scene), (TEXTURE, self.texture)]
+            .into_iter()
+            .filter_map(|(category, label)| label.map(|l| (category, l)))
+            .collect()
     }
 }
 
@@ -209,7 +231,7 @@ pub fn render(opts: &SynthOptions, index: usize) -> Result<SynthImage, BrodenErr
     opts.check()?;
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
     rng.set_stream(index as u64);
-    let layout = paint::sample(&mut rng, opts.size);
+    let layout = paint::sample(&mut rng, opts.size, opts.swatch_percent);
     let drawn = paint::draw(&layout, opts.size);
 
     let (size, seg) = (opts.size, opts.seg_size());
@@ -223,8 +245,9 @@ pub fn render(opts: &SynthOptions, index: usize) -> Result<SynthImage, BrodenErr
         object: vec![0; n],
         part: vec![0; n],
         material: vec![0; n],
-        scene: first_number(SCENE) + layout.scene as u32,
-        texture: first_number(TEXTURE) + layout.texture as u32,
+        scene: (!layout.swatch).then(|| first_number(SCENE) + layout.scene as u32),
+        texture: (layout.swatch || opts.swatch_percent == 0)
+            .then(|| first_number(TEXTURE) + layout.texture as u32),
         rgb: Vec::new(),
     };
     // Segmentation pixel (sx, sy) takes the labels of the image pixel under

@@ -197,6 +197,9 @@ struct Object {
 /// Everything random about one image, drawn before any pixel is painted.
 #[derive(Debug, Clone)]
 pub(super) struct Layout {
+    /// A texture swatch: background pattern only; `scene` then only chose
+    /// the palette.
+    pub swatch: bool,
     pub scene: usize,
     pub texture: usize,
     background: [[f32; 3]; 2],
@@ -241,12 +244,19 @@ fn uniform(rng: &mut ChaCha8Rng, lo: f32, hi: f32) -> f32 {
     lo + (hi - lo) * rng.random::<f32>()
 }
 
-/// Draws the random choices of one image of side `size`.
-pub(super) fn sample(rng: &mut ChaCha8Rng, size: u32) -> Layout {
+/// Draws the random choices of one image of side `size`, a texture swatch
+/// with probability `swatch_percent`%. (Nothing extra is drawn at 0, so
+/// datasets without swatches keep their bytes.)
+pub(super) fn sample(rng: &mut ChaCha8Rng, size: u32, swatch_percent: u8) -> Layout {
     let s = size as f32;
+    let swatch = swatch_percent > 0 && rng.random_range(0..100u8) < swatch_percent;
     let scene = rng.random_range(0..SCENES.len() as u32) as usize;
     let recipe = &RECIPES[scene];
-    let texture = pick_weighted(rng, recipe.textures, TEXTURES.len());
+    let texture = if swatch {
+        rng.random_range(0..TEXTURES.len() as u32) as usize
+    } else {
+        pick_weighted(rng, recipe.textures, TEXTURES.len())
+    };
     let (a, b) = recipe.palettes[rng.random_range(0..recipe.palettes.len() as u32) as usize];
     let (a, b) = if rng.random::<bool>() { (a, b) } else { (b, a) };
     let background = [jitter(rng, a, 10.0), jitter(rng, b, 10.0)];
@@ -255,7 +265,11 @@ pub(super) fn sample(rng: &mut ChaCha8Rng, size: u32) -> Layout {
     let vertical = rng.random::<bool>();
     let seed = rng.random::<u32>();
 
-    let n = rng.random_range(recipe.count.0..=recipe.count.1);
+    let n = if swatch {
+        0
+    } else {
+        rng.random_range(recipe.count.0..=recipe.count.1)
+    };
     let grid_start = rng.random_range(0..4u32);
     let mut objects = Vec::with_capacity(n as usize);
     for k in 0..n {
@@ -305,6 +319,7 @@ pub(super) fn sample(rng: &mut ChaCha8Rng, size: u32) -> Layout {
         });
     }
     Layout {
+        swatch,
         scene,
         texture,
         background,
