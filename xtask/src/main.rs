@@ -42,6 +42,10 @@ enum Cmd {
         /// Image size; the segmentation is half of it, as in broden1_224.
         #[arg(long, default_value_t = 224)]
         size: u32,
+        /// Percentage of images that are texture swatches (Broden's source
+        /// mix: scene images then carry no texture label).
+        #[arg(long, default_value_t = 0)]
+        swatch_percent: u8,
     },
     /// Make sure a GPU adapter exists (installing lavapipe where possible)
     /// and print the adapters found.
@@ -72,7 +76,16 @@ fn main() -> Result<()> {
             images,
             seed,
             size,
-        } => gen_broden(&out, images, seed, size),
+            swatch_percent,
+        } => gen_broden(
+            &out,
+            &broden::synth::SynthOptions {
+                images,
+                seed,
+                size,
+                swatch_percent,
+            },
+        ),
         Cmd::Adapter => adapter::ensure().map(|_| ()),
         Cmd::Bench { args } => {
             adapter::ensure()?;
@@ -121,25 +134,21 @@ fn dissect(out: &Path, args: &[String]) -> Result<()> {
     if args.is_empty() {
         let assets = root.join(DEFAULT_DIR);
         let weights = assets.join("model.safetensors");
-        if weights.is_file() {
-            let layers = std::fs::read_to_string(assets.join("layers.txt"))
-                .with_context(|| format!("reading {}", assets.join("layers.txt").display()))?;
-            let model = std::fs::read_to_string(assets.join("model.txt"))
-                .with_context(|| format!("reading {}", assets.join("model.txt").display()))?;
-            cmd.args(["--model", model.trim(), "--layers", layers.trim()]);
-            cmd.arg("--weights").arg(&weights);
-            cmd.arg("--dataset").arg(assets.join("probe"));
-        } else {
-            // Until a trained default ships: the planted demo network on a
-            // generated probe set.
-            let probe = root.join("target/netdissect-probe");
-            if !probe.join("index.csv").is_file() {
-                let _ = std::fs::remove_dir_all(&probe);
-                gen_broden(&probe, 120, 1, 224)?;
-            }
-            cmd.args(["--model", "planted-colors", "--layers", "color4,color16"]);
-            cmd.arg("--dataset").arg(&probe);
+        if !weights.is_file() {
+            bail!(
+                "{} is missing: the embedded default ships in the repository \
+                 (`cargo xtask train-default --out {DEFAULT_DIR}` remakes it)",
+                weights.display()
+            );
         }
+        let read = |name: &str| {
+            let path = assets.join(name);
+            std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+        };
+        let (model, layers) = (read("model.txt")?, read("layers.txt")?);
+        cmd.args(["--model", model.trim(), "--layers", layers.trim()]);
+        cmd.arg("--weights").arg(&weights);
+        cmd.arg("--dataset").arg(assets.join("probe"));
         cmd.arg("--force");
     } else {
         cmd.args(args);
@@ -217,13 +226,16 @@ fn ensure_chromium() -> Result<()> {
     adapter::apt_install(&["chromium"])
 }
 
-fn gen_broden(out: &Path, images: usize, seed: u64, size: u32) -> Result<()> {
+fn gen_broden(out: &Path, opts: &broden::synth::SynthOptions) -> Result<()> {
     let started = std::time::Instant::now();
-    let opts = broden::synth::SynthOptions { images, seed, size };
-    broden::synth::generate(out, &opts)
+    broden::synth::generate(out, opts)
         .with_context(|| format!("generating a synthetic Broden dataset in {}", out.display()))?;
     println!(
-        "wrote {images} images (seed {seed}, size {size}) to {} in {:.1} s",
+        "wrote {} images (seed {}, size {}, {}% swatches) to {} in {:.1} s",
+        opts.images,
+        opts.seed,
+        opts.size,
+        opts.swatch_percent,
         out.display(),
         started.elapsed().as_secs_f64()
     );

@@ -36,6 +36,10 @@ pub struct TrainOptions {
     /// Images of the probe set written beside the weights (the dissection's dataset).
     pub probe_images: usize,
     pub probe_seed: u64,
+    /// Share of the probe set that is texture swatches (see
+    /// `broden::synth::SynthOptions::swatch_percent`); training and
+    /// validation sets have none.
+    pub probe_swatch_percent: u8,
     /// Seed of the initial weights ([`SeededInit`]) and of shuffling and flips.
     pub init_seed: u64,
     pub epochs: usize,
@@ -51,8 +55,9 @@ impl Default for TrainOptions {
             train_seed: 1001,
             val_images: 400,
             val_seed: 1002,
-            probe_images: 300,
+            probe_images: 600,
             probe_seed: 7,
+            probe_swatch_percent: 10,
             init_seed: 42,
             epochs: 6,
             batch_size: 32,
@@ -68,10 +73,15 @@ struct Images {
 }
 
 fn render_set(images: usize, seed: u64, size: u32) -> Result<Images> {
-    let opts = SynthOptions { images, seed, size };
+    let opts = SynthOptions {
+        images,
+        seed,
+        size,
+        swatch_percent: 0,
+    };
     let first = synth::concept_number("scene", SCENES[0])
         .context("the synthetic generator has no scene labels")?;
-    let rendered: Vec<(Vec<u8>, u32)> = (0..images)
+    let rendered: Vec<(Vec<u8>, Option<u32>)> = (0..images)
         .into_par_iter()
         .map(|i| synth::render(&opts, i).map(|img| (img.rgb, img.scene)))
         .collect::<Result<_, _>>()
@@ -82,10 +92,10 @@ fn render_set(images: usize, seed: u64, size: u32) -> Result<Images> {
     };
     for (i, (rgb, scene)) in rendered.into_iter().enumerate() {
         let class = scene
-            .checked_sub(first)
+            .and_then(|s| s.checked_sub(first))
             .map(|c| c as usize)
             .filter(|&c| c < SCENES.len())
-            .with_context(|| format!("image {i} of seed {seed} has scene label {scene}"))?;
+            .with_context(|| format!("image {i} of seed {seed} has scene label {scene:?}"))?;
         out.rgb.push(rgb);
         out.class.push(class);
     }
@@ -246,6 +256,7 @@ pub fn train_default(out: &Path, opts: &TrainOptions) -> Result<()> {
         images: opts.probe_images,
         seed: opts.probe_seed,
         size,
+        swatch_percent: opts.probe_swatch_percent,
     };
     synth::generate(&probe, &probe_opts)
         .with_context(|| format!("generating the probe set in {}", probe.display()))?;
