@@ -31,21 +31,12 @@ enum Cmd {
     },
     /// Every check CI runs: formatting, clippy with `-D warnings`, all tests.
     Test,
-    /// Write a deterministic synthetic Broden dataset.
+    /// Write a deterministic synthetic Broden dataset: arguments go to
+    /// `netdissect synth` (`--out`, `--images`, `--seed`, `--size`,
+    /// `--swatch-percent`).
     GenBroden {
-        #[arg(long)]
-        out: PathBuf,
-        #[arg(long, default_value_t = 200)]
-        images: usize,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Image size; the segmentation is half of it, as in broden1_224.
-        #[arg(long, default_value_t = 224)]
-        size: u32,
-        /// Percentage of images that are texture swatches (Broden's source
-        /// mix: scene images then carry no texture label).
-        #[arg(long, default_value_t = 0)]
-        swatch_percent: u8,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// Make sure a GPU adapter exists (installing lavapipe where possible)
     /// and print the adapters found.
@@ -71,21 +62,16 @@ fn main() -> Result<()> {
     match cli.command {
         Cmd::Dissect { out, args } => dissect(&out, &args),
         Cmd::Test => test(),
-        Cmd::GenBroden {
-            out,
-            images,
-            seed,
-            size,
-            swatch_percent,
-        } => gen_broden(
-            &out,
-            &broden::synth::SynthOptions {
-                images,
-                seed,
-                size,
-                swatch_percent,
-            },
-        ),
+        Cmd::GenBroden { args } => run(cargo()
+            .args([
+                "run",
+                "--quiet",
+                "--package",
+                "netdissect-cli",
+                "--",
+                "synth",
+            ])
+            .args(args)),
         Cmd::Adapter => adapter::ensure().map(|_| ()),
         Cmd::Bench { args } => {
             adapter::ensure()?;
@@ -224,20 +210,4 @@ fn ensure_chromium() -> Result<()> {
     }
     eprintln!("chromium not found: installing Debian's chromium package for the report tests");
     adapter::apt_install(&["chromium"])
-}
-
-fn gen_broden(out: &Path, opts: &broden::synth::SynthOptions) -> Result<()> {
-    let started = std::time::Instant::now();
-    broden::synth::generate(out, opts)
-        .with_context(|| format!("generating a synthetic Broden dataset in {}", out.display()))?;
-    println!(
-        "wrote {} images (seed {}, size {}, {}% swatches) to {} in {:.1} s",
-        opts.images,
-        opts.seed,
-        opts.size,
-        opts.swatch_percent,
-        out.display(),
-        started.elapsed().as_secs_f64()
-    );
-    Ok(())
 }

@@ -31,6 +31,28 @@ pub enum Command {
         /// A folder written by `netdissect dissect`.
         results: PathBuf,
     },
+    /// Write a synthetic Broden-format dataset with structure in all six
+    /// categories (deterministic per seed), to try the tool without
+    /// downloads.
+    Synth(SynthArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SynthArgs {
+    /// Output folder; it must not exist or be empty.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 200)]
+    pub images: usize,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Image side in pixels; segmentations are half of it, as in broden1_224.
+    #[arg(long, default_value_t = 224)]
+    pub size: u32,
+    /// Percentage of images that are texture swatches, as Broden mixes DTD
+    /// in (scene images then carry no texture label).
+    #[arg(long, default_value_t = 0)]
+    pub swatch_percent: u8,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -115,6 +137,12 @@ pub struct DissectArgs {
     /// Where the network and the passes run.
     #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
     pub backend: BackendArg,
+    /// Activations kept between passes, in MiB: on the GPU, or in host
+    /// memory on the CPU backend. A dataset whose activations do not fit
+    /// re-runs the network on every pass instead; 0 always re-runs, so
+    /// memory stays flat in the number of images.
+    #[arg(long, default_value_t = dissect::DEFAULT_CACHE_BUDGET >> 20)]
+    pub cache_mib: u64,
     /// Overwrite an output folder that already holds results.
     #[arg(long)]
     pub force: bool,

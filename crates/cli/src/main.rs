@@ -14,7 +14,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Parser;
 
-use args::{AlignArg, BackendArg, Cli, Command, DissectArgs, PreprocessArg, PresetArg, UnionArg};
+use args::{
+    AlignArg, BackendArg, Cli, Command, DissectArgs, PreprocessArg, PresetArg, SynthArgs, UnionArg,
+};
 use broden::{Dataset, DatasetOptions, Preprocess};
 use dissect::planted::PlantedColors;
 use dissect::{
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
         }
         Command::Info { dataset } => info(&dataset),
         Command::Report { results } => report_cmd::run(&results).map_err(fail(EXIT_INPUT)),
+        Command::Synth(a) => synth(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -90,6 +93,29 @@ fn info(dir: &Path) -> Result<(), Failure> {
         .map_err(anyhow::Error::from)
         .map_err(fail(EXIT_INPUT))?;
     print!("{}", ds.summary());
+    Ok(())
+}
+
+fn synth(a: &SynthArgs) -> Result<(), Failure> {
+    let started = std::time::Instant::now();
+    let opts = broden::synth::SynthOptions {
+        images: a.images,
+        seed: a.seed,
+        size: a.size,
+        swatch_percent: a.swatch_percent,
+    };
+    broden::synth::generate(&a.out, &opts)
+        .with_context(|| format!("generating a synthetic dataset in {}", a.out.display()))
+        .map_err(fail(EXIT_INPUT))?;
+    println!(
+        "wrote {} images (seed {}, size {}, {}% swatches) to {} in {:.1} s",
+        a.images,
+        a.seed,
+        a.size,
+        a.swatch_percent,
+        a.out.display(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -266,7 +292,8 @@ fn dissect(a: &DissectArgs) -> Result<(), Failure> {
     let dataset = Dataset::open(&a.dataset, &ds_opts).map_err(input)?;
     report::output::begin(&a.out, a.force).map_err(input)?;
 
-    let dissector = make_dissector(a.backend)?;
+    let mut dissector = make_dissector(a.backend)?;
+    dissector.cache_budget_bytes = a.cache_mib.saturating_mul(1 << 20);
     eprintln!("running on: {}", dissector.adapter_line());
     let loaded = match (choice, &a.weights) {
         (None, _) => Loaded {

@@ -225,3 +225,84 @@ fn info_and_models_describe_what_they_see() {
     );
     assert_eq!(netdissect(&[]).status.code(), Some(2), "usage error");
 }
+
+/// `netdissect synth` writes what the library's generator writes for the
+/// same options, and refuses bad options and non-empty folders.
+#[test]
+fn synth_writes_the_generators_dataset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("synth");
+    let out_s = out.to_str().unwrap();
+    let args = [
+        "synth",
+        "--out",
+        out_s,
+        "--images",
+        "5",
+        "--seed",
+        "4",
+        "--size",
+        "64",
+        "--swatch-percent",
+        "40",
+    ];
+    let o = netdissect(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let want = tmp.path().join("want");
+    broden::synth::generate(
+        &want,
+        &broden::synth::SynthOptions {
+            images: 5,
+            seed: 4,
+            size: 64,
+            swatch_percent: 40,
+        },
+    )
+    .unwrap();
+    for file in [
+        "index.csv",
+        "label.csv",
+        "c_texture.csv",
+        "images/synth/000003.png",
+    ] {
+        assert_eq!(
+            std::fs::read(out.join(file)).unwrap(),
+            std::fs::read(want.join(file)).unwrap(),
+            "{file}"
+        );
+    }
+    let o = netdissect(&args);
+    assert_eq!(o.status.code(), Some(3), "non-empty folder");
+    assert!(stderr(&o).contains(out_s), "{}", stderr(&o));
+    let other = tmp.path().join("other");
+    let o = netdissect(&[
+        "synth",
+        "--out",
+        other.to_str().unwrap(),
+        "--swatch-percent",
+        "101",
+    ]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(
+        stderr(&o).contains("swatch percentage 101"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// `--cache-mib 0` re-runs the network on every pass, and results.json says
+/// so; the default keeps a small run's activations.
+#[test]
+fn cache_budget_picks_the_mode() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path(), 4);
+    for (mib, mode) in [("0", "recomputed"), ("2048", "cached")] {
+        let (o, out) = dissect_with(tmp.path(), &data, |a| {
+            a.extend(["--cache-mib", mib, "--force"].map(String::from))
+        });
+        assert!(o.status.success(), "{}", stderr(&o));
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+        assert_eq!(json["mode"], mode, "--cache-mib {mib}");
+    }
+}

@@ -9,7 +9,7 @@ pub mod planted;
 pub mod results;
 pub mod score;
 
-pub use engine::{CacheMode, Dissector, Layer, Network, Progress};
+pub use engine::{CacheMode, DEFAULT_CACHE_BUDGET, Dissector, Layer, Network, Progress};
 pub use error::DissectError;
 pub use options::{Alignment, Options, PreprocessSpec, Preset, UnionRule};
 pub use results::{Dissection, LayerResult, SCHEMA_VERSION, TopImage};
