@@ -423,7 +423,7 @@ fn shipped_probe_is_reproducible() {
     let dir = tempfile::tempdir().unwrap();
     let o = SynthOptions {
         swatch_percent: 10,
-        ..opts(600, 7, 112)
+        ..opts(500, 7, 112)
     };
     synth::generate(dir.path(), &o).unwrap();
     let (want, got) = (files(&shipped), files(dir.path()));

@@ -55,7 +55,7 @@ impl Default for TrainOptions {
             train_seed: 1001,
             val_images: 400,
             val_seed: 1002,
-            probe_images: 600,
+            probe_images: 500,
             probe_seed: 7,
             probe_swatch_percent: 10,
             init_seed: 42,
