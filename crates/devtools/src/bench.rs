@@ -46,6 +46,9 @@ pub struct BenchArgs {
     /// Skip the CPU-versus-GPU baselines.
     #[arg(long)]
     pub no_baselines: bool,
+    /// Engines to run the dissections on: `wgpu`, `cpu` or both.
+    #[arg(long, value_delimiter = ',', default_values = ["wgpu", "cpu"])]
+    pub backends: Vec<String>,
     /// Output folder for `bench.md`, `bench.json` and the generated data.
     #[arg(long, default_value = "target/bench")]
     pub out: PathBuf,
@@ -139,6 +142,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
 struct Plan {
     planted_sizes: Vec<usize>,
     resnet_sizes: Vec<usize>,
+    backends: Vec<Backend>,
     batch_size: usize,
     baselines: bool,
     quick: bool,
@@ -160,9 +164,19 @@ impl Plan {
         if args.batch_size == 0 {
             bail!("--batch-size must be at least 1");
         }
+        let backends = args
+            .backends
+            .iter()
+            .map(|name| match name.as_str() {
+                "wgpu" => Ok(Backend::Wgpu),
+                "cpu" => Ok(Backend::Cpu),
+                other => bail!("--backends: unknown backend `{other}` (wgpu, cpu)"),
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(Plan {
             planted_sizes,
             resnet_sizes,
+            backends,
             batch_size: args.batch_size,
             baselines: !args.no_baselines,
             quick: args.quick,
@@ -216,15 +230,12 @@ impl Plan {
                 jobs.push(dissect(ModelKind::ResNet18, &[layer], n, false));
             }
         }
-        // The whole engine on Burn's CPU backend, for the same configurations.
+        // The whole engine on Burn's CPU backend, for the same configurations
+        // (both cache modes: on the CPU the cache is host memory).
         let on_cpu: Vec<Job> = jobs
             .iter()
             .filter_map(|job| match job {
-                Job::Dissect {
-                    layers,
-                    recompute: false,
-                    ..
-                } if layers.len() == 2 => {
+                Job::Dissect { layers, .. } if layers.len() == 2 => {
                     let mut job = job.clone();
                     if let Job::Dissect { backend, .. } = &mut job {
                         *backend = Backend::Cpu;
@@ -235,6 +246,10 @@ impl Plan {
             })
             .collect();
         jobs.extend(on_cpu);
+        jobs.retain(|job| match job {
+            Job::Dissect { backend, .. } => self.backends.contains(backend),
+            Job::Baselines { .. } => true,
+        });
         if self.baselines {
             jobs.push(Job::Baselines {
                 quick: self.quick,
@@ -1244,6 +1259,7 @@ mod tests {
             quick: true,
             batch_size: 8,
             no_baselines: false,
+            backends: vec!["wgpu".into(), "cpu".into()],
             out: PathBuf::from("x"),
             in_process: false,
             child: None,
@@ -1253,8 +1269,8 @@ mod tests {
         assert_eq!(plan.max_images(), 80);
         let jobs = plan.jobs(Path::new("d"));
         // 3 planted sizes x 2 modes, 2 ResNet sizes, 2 single-layer runs,
-        // the 5 two-layer cached runs again on the CPU, baselines.
-        assert_eq!(jobs.len(), 6 + 2 + 2 + 5 + 1);
+        // the 8 two-layer runs again on the CPU, baselines.
+        assert_eq!(jobs.len(), 6 + 2 + 2 + 8 + 1);
         let cpu = jobs
             .iter()
             .filter(|j| {
@@ -1291,7 +1307,27 @@ mod tests {
         let jobs = Plan::from_args(&no_resnet)
             .expect("plan")
             .jobs(Path::new("d"));
-        assert_eq!(jobs.len(), 6 + 3);
+        assert_eq!(jobs.len(), 6 + 6);
+        let cpu_only = BenchArgs {
+            backends: vec!["cpu".into()],
+            ..no_resnet.clone()
+        };
+        let jobs = Plan::from_args(&cpu_only)
+            .expect("plan")
+            .jobs(Path::new("d"));
+        assert_eq!(jobs.len(), 6);
+        assert!(jobs.iter().all(|j| matches!(
+            j,
+            Job::Dissect {
+                backend: Backend::Cpu,
+                ..
+            }
+        )));
+        let unknown = BenchArgs {
+            backends: vec!["tpu".into()],
+            ..no_resnet
+        };
+        assert!(Plan::from_args(&unknown).is_err());
         let zero = BenchArgs {
             sizes: Some(vec![10, 0]),
             ..args
