@@ -87,6 +87,34 @@ pub struct Downsample {
     pub bn: BatchNorm,
 }
 
+impl Downsample {
+    /// The shortcut of block `p` (e.g. `layer2.0`): a strided 1x1
+    /// convolution and batch norm, where the block changes stride or width;
+    /// `None` (identity) otherwise.
+    pub(crate) fn build(
+        b: &mut Builder,
+        p: &str,
+        in_ch: usize,
+        out_ch: usize,
+        stride: usize,
+    ) -> Result<Option<Self>, ModelError> {
+        if stride == 1 && in_ch == out_ch {
+            return Ok(None);
+        }
+        Ok(Some(Downsample {
+            conv: b.conv(
+                &format!("{p}.downsample.0"),
+                [in_ch, out_ch],
+                1,
+                stride,
+                0,
+                false,
+            )?,
+            bn: b.batch_norm(&format!("{p}.downsample.1"), out_ch, BN_EPS)?,
+        }))
+    }
+}
+
 impl Block {
     pub(crate) fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let identity = match &self.downsample {
@@ -133,18 +161,8 @@ impl ResNet {
                 let p = format!("layer{}.{index}", stage + 1);
                 let stride = if stage > 0 && index == 0 { 2 } else { 1 };
                 let out_ch = width * expansion;
-                let downsample = if index == 0 && (stride != 1 || in_ch != out_ch) {
-                    Some(Downsample {
-                        conv: b.conv(
-                            &format!("{p}.downsample.0"),
-                            [in_ch, out_ch],
-                            1,
-                            stride,
-                            0,
-                            false,
-                        )?,
-                        bn: b.batch_norm(&format!("{p}.downsample.1"), out_ch, BN_EPS)?,
-                    })
+                let downsample = if index == 0 {
+                    Downsample::build(b, &p, in_ch, out_ch, stride)?
                 } else {
                     None
                 };

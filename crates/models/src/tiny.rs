@@ -54,18 +54,8 @@ impl TinyResNet {
             for index in 0..count {
                 let p = format!("layer{}.{index}", stage + 1);
                 let stride = if stage > 0 && index == 0 { 2 } else { 1 };
-                let downsample = if index == 0 && (stride != 1 || in_ch != width) {
-                    Some(Downsample {
-                        conv: b.conv(
-                            &format!("{p}.downsample.0"),
-                            [in_ch, width],
-                            1,
-                            stride,
-                            0,
-                            false,
-                        )?,
-                        bn: b.batch_norm(&format!("{p}.downsample.1"), width, BN_EPS)?,
-                    })
+                let downsample = if index == 0 {
+                    Downsample::build(b, &p, in_ch, width, stride)?
                 } else {
                     None
                 };
