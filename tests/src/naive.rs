@@ -5,7 +5,7 @@
 //! both sides round it the same way.
 
 use broden::Batch;
-use kernels::count::Upsample;
+use kernels::count::{AxisMap, Upsample};
 use kernels::{Counts, cpu};
 
 /// Thresholds by full sort: `r = floor(q * N) + 1`-th largest value, with
@@ -105,4 +105,34 @@ pub fn count_batch(
             }
         }
     }
+}
+
+/// The original NetDissect's receptive-field upsampling, stated here
+/// apart from the engine's `dissect::geometry` so that a wrong formula
+/// there fails the comparison: `labelprobe.py` takes
+/// `r = int(round(iw / float(sw)))`, and `upsample.centered_arange` places
+/// feature cell `i` at segmentation pixel `(size // 2 + offset) // r + i * (step // r)`
+/// (Python integer division), which grid pixel `t` samples at `t`.
+pub fn original_upsampling(
+    field: &models::FieldMap,
+    input: [u32; 2],
+    feature: [u32; 2],
+    seg: [u32; 2],
+) -> Upsample {
+    let r = (input[1] as f64 / seg[1] as f64).round() as i64;
+    assert!(r >= 1, "the original has no rule for reduction {r}");
+    let axis = |a: usize| {
+        let step = field.step[a] as i64;
+        assert!(
+            step >= r,
+            "the original has no rule for step {step} < reduction {r}"
+        );
+        let first = ((field.size[a] / 2) as i64 + field.offset[a]).div_euclid(r) as f64;
+        let spacing = (step / r) as f64;
+        AxisMap {
+            scale: 1.0 / spacing,
+            offset: -first / spacing,
+        }
+    };
+    Upsample::affine(feature[0], feature[1], seg[0], seg[1], axis(0), axis(1))
 }

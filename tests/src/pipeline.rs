@@ -10,13 +10,13 @@ use std::sync::OnceLock;
 use broden::synth::{SynthOptions, generate};
 use broden::{BatchOptions, Dataset, DatasetOptions};
 use burn::tensor::{Tensor, TensorData};
-use dissect::engine::{label_infos, layer_counts, upsample_for};
 use dissect::planted::PlantedColors;
+use dissect::score::{label_infos, layer_counts};
 use dissect::{
-    Alignment, CacheMode, Dissection, Dissector, Network, Options, PreprocessSpec, Preset,
-    UnionRule, score_units, summarize,
+    Alignment, CacheMode, Dissector, Network, Options, Outcome, PreprocessSpec, Preset, UnionRule,
+    score_units, summarize,
 };
-use kernels::Counts;
+use kernels::{Counts, Upsample};
 
 use crate::naive;
 
@@ -76,7 +76,7 @@ fn cpu() -> &'static Dissector {
     D.get_or_init(Dissector::cpu)
 }
 
-fn run(net: &dyn Network, ds: &Dataset, opts: &Options, budget: Option<u64>) -> Dissection {
+fn run(net: &dyn Network, ds: &Dataset, opts: &Options, budget: Option<u64>) -> Outcome {
     run_on(dissector(), net, ds, opts, budget)
 }
 
@@ -86,7 +86,7 @@ fn run_on(
     ds: &Dataset,
     opts: &Options,
     budget: Option<u64>,
-) -> Dissection {
+) -> Outcome {
     let budget = budget.unwrap_or(d.cache_budget_bytes);
     d.run_with_cache_budget(net, &layers(), ds, opts, budget, &mut |_| {})
         .unwrap()
@@ -167,15 +167,16 @@ fn naive_layer(
     };
     for (batch, (data, [_, _, h, w])) in ds.batches(&bopts).zip(acts) {
         let batch = batch.unwrap();
-        let up = upsample_for(
-            opts.alignment,
-            &l,
-            &opts.preprocess.to_preprocess(),
-            *h,
-            *w,
-            (batch.seg_height, batch.seg_width),
-        )
-        .unwrap();
+        let (sh, sw) = (batch.seg_height, batch.seg_width);
+        let up = match opts.alignment {
+            Alignment::HalfPixel => Upsample::half_pixel(*h, *w, sh, sw),
+            Alignment::ReceptiveField => naive::original_upsampling(
+                &l.field,
+                [opts.preprocess.height, opts.preprocess.width],
+                [*h, *w],
+                [sh, sw],
+            ),
+        };
         naive::count_batch(&mut counts, &up, data, &thresholds, &batch, &label_category);
     }
     (thresholds, counts)
@@ -229,17 +230,19 @@ fn equals_naive_under_every_option(d: &Dissector) {
                 union,
                 ..base.clone()
             };
-            let got = run_on(d, &net, &ds, &opts, None);
+            let outcome = run_on(d, &net, &ds, &opts, None);
+            let got = &outcome.dissection;
             let what = format!(
                 "{} {categories:?} {alignment:?} {union:?}",
                 d.adapter_line()
             );
             assert_eq!(got.mode, CacheMode::Cached, "{what}");
             assert_eq!(got.categories, names, "{what}");
-            for (layer, (thresholds, counts)) in got.layers.iter().zip(&naive) {
+            for ((layer, engine_counts), (thresholds, counts)) in
+                got.layers.iter().zip(&outcome.counts).zip(&naive)
+            {
                 let what = format!("{what} {}", layer.name);
                 assert_eq!(&layer.thresholds, thresholds, "{what}: thresholds");
-                let engine_counts = layer.counts.as_ref().unwrap();
                 assert_eq!(
                     engine_counts.intersect, counts.intersect,
                     "{what}: intersections"
@@ -285,6 +288,8 @@ fn recomputing_equals_caching() {
     let opts = planted_options(UnionRule::Lite, Alignment::ReceptiveField, 0.01);
     let cached = run(&net, &ds, &opts, None);
     let recomputed = run(&net, &ds, &opts, Some(0));
+    assert_eq!(cached.counts, recomputed.counts);
+    let (cached, recomputed) = (cached.dissection, recomputed.dissection);
     assert_eq!(cached.mode, CacheMode::Cached);
     assert_eq!(recomputed.mode, CacheMode::Recomputed);
     assert_eq!(cached.layers, recomputed.layers);
@@ -301,17 +306,18 @@ fn planted_colour_units_are_found_and_dead_units_are_not_detectors() {
     // Colours cover a few percent of pixels each, so the mask takes the top
     // 2% of each unit's activations.
     let opts = planted_options(UnionRule::Original, Alignment::HalfPixel, 0.02);
-    let result = run(&net, &ds, &opts, None);
+    let outcome = run(&net, &ds, &opts, None);
+    let result = &outcome.dissection;
     let color = result.categories.iter().position(|c| c == "color").unwrap();
     let planted = PlantedColors::planted();
     let layer = &result.layers[0];
+    let counts = &outcome.counts[0];
     let (mut found, mut overall) = (0, 0);
     for (unit, want) in layer.units.iter().zip(&planted) {
         let best = unit.best();
         match want {
             Some(name) => {
                 let truth = ds.labels.iter().find(|l| l.name == *name).unwrap();
-                let counts = layer.counts.as_ref().unwrap();
                 // A colour that covers under 0.5% of the pixels cannot fill a
                 // 2% mask; such units are not held to the bound.
                 let pixels = (ds.images.len() * 112 * 112) as u64;
@@ -350,12 +356,10 @@ fn planted_colour_units_are_found_and_dead_units_are_not_detectors() {
         }
     }
     // The saved maps of each unit's top images peak at the recorded maxima.
-    let [h, w] = layer.feature_size.map(|v| v as usize);
     for (unit, tops) in layer.top_images.iter().enumerate() {
         assert_eq!(tops.len(), opts.top_k, "unit {unit}");
         for (slot, top) in tops.iter().enumerate() {
-            let start = (unit * opts.top_k + slot) * h * w;
-            let map = &layer.top_maps[start..start + h * w];
+            let map = outcome.top_maps[0].map(unit, slot).unwrap();
             let max = map.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             assert_eq!(max, top.max, "unit {unit} slot {slot}");
         }

@@ -20,7 +20,8 @@ use args::{
 use broden::{Dataset, DatasetOptions, Preprocess};
 use dissect::planted::PlantedColors;
 use dissect::{
-    Alignment, DissectError, Dissector, Network, Options, PreprocessSpec, Preset, UnionRule,
+    Alignment, DissectError, Dissector, ErrorKind, Network, Options, PreprocessSpec, Preset,
+    UnionRule,
 };
 use models::gpu::wgpu;
 use models::{Arch, ArchChoice, Model, PreprocessKind};
@@ -37,6 +38,7 @@ fn fail(code: u8) -> impl FnOnce(anyhow::Error) -> Failure {
 }
 
 const EXIT_RUN: u8 = 1;
+const EXIT_USAGE: u8 = 2;
 const EXIT_INPUT: u8 = 3;
 const EXIT_ADAPTER: u8 = 4;
 
@@ -173,11 +175,12 @@ fn options(a: &DissectArgs, own: &Preprocess) -> Options {
     o
 }
 
-fn input_error(e: DissectError) -> Failure {
-    let code = match e {
-        DissectError::Dataset(_) | DissectError::Model(_) | DissectError::Option(_) => EXIT_INPUT,
-        DissectError::Layer { .. } => EXIT_INPUT,
-        _ => EXIT_RUN,
+/// A library error with the exit code of its kind.
+fn run_error(e: DissectError) -> Failure {
+    let code = match e.kind() {
+        ErrorKind::Usage => EXIT_USAGE,
+        ErrorKind::Input => EXIT_INPUT,
+        ErrorKind::Failure => EXIT_RUN,
     };
     Failure {
         code,
@@ -276,6 +279,21 @@ fn dissect(a: &DissectArgs) -> Result<(), Failure> {
         }
         Some(ArchChoice::Auto) => {}
     }
+    // Option values next, before anything is created or deleted. The
+    // model's own input size is known here except for `--model auto`,
+    // whose checks are repeated once the checkpoint is read.
+    if matches!(choice, Some(ArchChoice::Auto)) && a.weights.is_none() {
+        return Err(fail(EXIT_USAGE)(anyhow::anyhow!(
+            "--model auto needs --weights to infer the architecture from"
+        )));
+    }
+    let provisional = match choice {
+        Some(ArchChoice::Named(arch)) => arch.default_preprocess_spec(),
+        _ => PlantedColors::preprocess(),
+    };
+    options(a, &provisional)
+        .validate(&a.layers)
+        .map_err(run_error)?;
     if let Some(w) = &a.weights
         && !w.is_file()
     {
@@ -308,25 +326,26 @@ fn dissect(a: &DissectArgs) -> Result<(), Failure> {
             Loaded::zoo(Model::synthetic(arch, 1000, dissector.device()).map_err(input)?)
         }
         (Some(ArchChoice::Auto), None) => {
-            return Err(input(anyhow::anyhow!(
-                "--model auto needs --weights to infer the architecture from"
+            return Err(fail(EXIT_USAGE)(anyhow::anyhow!(
+                "--model auto needs --weights"
             )));
         }
     };
     let opts = options(a, &loaded.preprocess);
 
     let mut bars = progress::Bars::new(a.quiet);
-    let result = dissector
+    let outcome = dissector
         .run(loaded.net.as_ref(), &a.layers, &dataset, &opts, &mut |p| {
             bars.update(p)
         })
-        .map_err(input_error)?;
+        .map_err(run_error)?;
     bars.finish();
 
-    let written = report::output::write_all(&a.out, &result)
+    let result = &outcome.dissection;
+    let written = report::output::write_all(&a.out, result, &outcome.top_maps)
         .map_err(anyhow::Error::from)
         .map_err(fail(EXIT_RUN))?;
-    progress::print_summary(&result);
+    progress::print_summary(result);
     for path in written {
         eprintln!("wrote {}", path.display());
     }

@@ -8,9 +8,9 @@ use anyhow::{Context, Result};
 
 /// Reads the results in `results_dir` and writes the report beside them.
 pub fn run(results_dir: &Path) -> Result<()> {
-    let dissection = report::output::read_results(results_dir)
+    let (dissection, top_maps) = report::output::read_results(results_dir)
         .with_context(|| format!("reading the results in {}", results_dir.display()))?;
-    let path = report::html::write_report(results_dir, &dissection)
+    let path = report::html::write_report(results_dir, &dissection, &top_maps)
         .with_context(|| format!("writing the report into {}", results_dir.display()))?;
     println!("{}", path.display());
     Ok(())

@@ -119,8 +119,26 @@ fn bad_input_fails_with_a_clear_message_and_no_results() {
             Box::new(|a| {
                 set(a, "--model", "auto");
             }),
-            3,
+            2,
             "--weights",
+        ),
+        (
+            "quantile out of range",
+            Box::new(|a| a.extend(["--quantile".into(), "0".into()])),
+            2,
+            "quantile",
+        ),
+        (
+            "top-k beyond any dataset",
+            Box::new(|a| a.extend(["--top-k".into(), "18446744073709551615".into()])),
+            2,
+            "top-k",
+        ),
+        (
+            "a layer named twice",
+            Box::new(|a| set(a, "--layers", "color16,color16")),
+            2,
+            "twice",
         ),
         (
             "unknown category",
@@ -202,6 +220,12 @@ fn a_run_writes_complete_results_and_refuses_to_overwrite_them() {
     let (again, _) = dissect_with(tmp.path(), &data, |_| {});
     assert_eq!(again.status.code(), Some(3), "{}", stderr(&again));
     assert!(stderr(&again).contains("--force"));
+    assert_eq!(std::fs::read(out.join("results.json")).unwrap(), before);
+    // Nor may a forced run whose options are wrong: they are checked first.
+    let (typo, _) = dissect_with(tmp.path(), &data, |a| {
+        a.extend(["--force".into(), "--quantile".into(), "0".into()]);
+    });
+    assert_eq!(typo.status.code(), Some(2), "{}", stderr(&typo));
     assert_eq!(std::fs::read(out.join("results.json")).unwrap(), before);
 }
 

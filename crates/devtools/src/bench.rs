@@ -648,7 +648,7 @@ fn run_dissection(
     } else {
         dissector.cache_budget_bytes
     };
-    let result = dissector.run_with_cache_budget(
+    let outcome = dissector.run_with_cache_budget(
         net.as_ref(),
         layers,
         &dataset,
@@ -663,7 +663,8 @@ fn run_dissection(
     let report_dir = data.with_file_name(format!("report-{}-{images}", std::process::id()));
     let report_started = Instant::now();
     report::output::begin(&report_dir, true)?;
-    report::output::write_all(&report_dir, &result)?;
+    report::output::write_all(&report_dir, &outcome.dissection, &outcome.top_maps)?;
+    let result = outcome.dissection;
     let report_secs = report_started.elapsed().as_secs_f64();
     let _ = std::fs::remove_dir_all(&report_dir);
 

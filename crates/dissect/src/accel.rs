@@ -1,10 +1,13 @@
-//! The per-layer accumulators of a run, on the device (WGSL kernels over
-//! Burn's buffers, nothing read back but results) or on the host (the
-//! kernels' multi-threaded CPU twins over activations of Burn's CPU
-//! backend). The engine drives both through this one interface, so the two
-//! backends share every step but the arithmetic.
+//! The per-layer accumulators of a run, behind one trait: on the device
+//! (WGSL kernels over Burn's buffers, nothing read back but results) or on
+//! the host (the kernels' multi-threaded CPU twins over activations of
+//! Burn's CPU backend). The backend is chosen once, when the engine is
+//! made; the run drives either through [`Accumulator`], so the two share
+//! every step but the arithmetic.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
+use std::sync::Arc;
 
 use burn::tensor::Tensor;
 use kernels::{
@@ -16,32 +19,75 @@ use models::gpu;
 use crate::DissectError;
 
 /// Segmentation size `(sh, sw)`: one counter per size a dataset mixes.
-type Seg = (u32, u32);
+pub(crate) type Seg = (u32, u32);
 
-/// The accumulators of one layer.
-#[derive(Debug)]
-pub(crate) enum LayerState {
-    Gpu {
-        sketch: QuantileSketch,
-        top_k: TopK,
-        counters: BTreeMap<Seg, Counter>,
-    },
-    Cpu {
-        sketch: CpuQuantileSketch,
-        top_k: CpuTopK,
-        counters: BTreeMap<Seg, (CountConfig, Counts)>,
-        thresholds: Vec<f32>,
-    },
+/// Makes the counter's configuration for a new segmentation size from the
+/// activations' shape.
+pub(crate) type ConfigFn<'a> = dyn Fn([u32; 4]) -> Result<CountConfig, DissectError> + 'a;
+
+/// What the counting pass knows of a batch besides the activations.
+pub(crate) struct CountBatch<'a> {
+    pub labels: &'a HostLabels,
+    pub seg: Seg,
+    pub config: &'a ConfigFn<'a>,
 }
 
-/// A layer's activations as the CPU path needs them.
-fn host(act: &Tensor<4>) -> Result<(Vec<f32>, [u32; 4]), DissectError> {
-    let d = act.dims();
-    let data =
-        act.clone().into_data().try_to_vec::<f32>().map_err(|e| {
-            DissectError::Option(format!("internal: activations are not f32: {e:?}"))
-        })?;
-    Ok((data, [d[0] as u32, d[1] as u32, d[2] as u32, d[3] as u32]))
+/// What a pass does to one layer's accumulators.
+pub(crate) trait Accumulator: std::fmt::Debug {
+    /// First pass over a batch: quantile round 0 and top-k.
+    fn observe_first(&mut self, act: &Tensor<4>, first_image: u32) -> Result<(), DissectError>;
+    /// A later quantile round over a batch.
+    fn observe_quantile(&mut self, act: &Tensor<4>) -> Result<(), DissectError>;
+    /// Ends a quantile round over the whole dataset.
+    fn finish_round(&mut self) -> Result<RoundResult, DissectError>;
+    /// The counting pass over a batch.
+    fn count(&mut self, act: &Tensor<4>, batch: &CountBatch<'_>) -> Result<(), DissectError>;
+    /// Per unit, the top images and their maxima.
+    fn top_k(&self) -> Result<Vec<Vec<(u32, f32)>>, DissectError>;
+    fn thresholds(&self) -> Result<Vec<f32>, DissectError>;
+    /// Dataset totals, merged over segmentation sizes, into `total`.
+    fn counts(&self, total: &mut Counts) -> Result<(), DissectError>;
+}
+
+/// Where accumulators live; picked once per engine.
+#[derive(Debug, Clone)]
+pub(crate) enum Backend {
+    Device(Arc<Gpu>),
+    Host,
+}
+
+impl Backend {
+    /// The accumulators of a layer of `units` units.
+    pub fn accumulator(
+        &self,
+        units: u32,
+        q: f64,
+        k: u32,
+    ) -> Result<Box<dyn Accumulator>, DissectError> {
+        Ok(match self {
+            Backend::Device(gpu) => Box::new(DeviceLayer {
+                sketch: QuantileSketch::new(gpu, units, q)?,
+                top_k: TopK::new(gpu, units, k)?,
+                counters: BTreeMap::new(),
+                gpu: gpu.clone(),
+            }),
+            Backend::Host => Box::new(HostLayer {
+                sketch: CpuQuantileSketch::new(units, q)?,
+                top_k: CpuTopK::new(units, k),
+                counters: BTreeMap::new(),
+                thresholds: Vec::new(),
+            }),
+        })
+    }
+}
+
+/// A layer's accumulators on the device.
+#[derive(Debug)]
+struct DeviceLayer {
+    gpu: Arc<Gpu>,
+    sketch: QuantileSketch,
+    top_k: TopK,
+    counters: BTreeMap<Seg, Counter>,
 }
 
 /// Runs `f` on the device view of `act`.
@@ -59,167 +105,118 @@ fn with_view<T>(
     f(&view)
 }
 
-impl LayerState {
-    pub fn new(gpu: Option<&Gpu>, units: u32, q: f64, k: u32) -> Result<Self, DissectError> {
-        Ok(match gpu {
-            Some(gpu) => LayerState::Gpu {
-                sketch: QuantileSketch::new(gpu, units, q)?,
-                top_k: TopK::new(gpu, units, k)?,
-                counters: BTreeMap::new(),
-            },
-            None => LayerState::Cpu {
-                sketch: CpuQuantileSketch::new(units, q)?,
-                top_k: CpuTopK::new(units, k),
-                counters: BTreeMap::new(),
-                thresholds: Vec::new(),
-            },
+impl Accumulator for DeviceLayer {
+    fn observe_first(&mut self, act: &Tensor<4>, first_image: u32) -> Result<(), DissectError> {
+        with_view(act, |view| {
+            self.sketch.observe(&self.gpu, view)?;
+            self.top_k.observe(&self.gpu, view, first_image)?;
+            Ok(())
         })
     }
 
-    /// First pass over a batch: quantile round 0 and top-k.
-    pub fn observe_first(
-        &mut self,
-        gpu: Option<&Gpu>,
-        act: &Tensor<4>,
-        first_image: u32,
-    ) -> Result<(), DissectError> {
-        match (self, gpu) {
-            (LayerState::Gpu { sketch, top_k, .. }, Some(gpu)) => with_view(act, |view| {
-                sketch.observe(gpu, view)?;
-                top_k.observe(gpu, view, first_image)?;
-                Ok(())
-            }),
-            (LayerState::Cpu { sketch, top_k, .. }, _) => {
-                let (data, shape) = host(act)?;
-                sketch.observe(&data, shape)?;
-                top_k.observe(&data, shape, first_image)?;
-                Ok(())
-            }
-            _ => Err(missing_gpu()),
-        }
+    fn observe_quantile(&mut self, act: &Tensor<4>) -> Result<(), DissectError> {
+        with_view(act, |view| Ok(self.sketch.observe(&self.gpu, view)?))
     }
 
-    /// A later quantile round over a batch.
-    pub fn observe_quantile(
-        &mut self,
-        gpu: Option<&Gpu>,
-        act: &Tensor<4>,
-    ) -> Result<(), DissectError> {
-        match (self, gpu) {
-            (LayerState::Gpu { sketch, .. }, Some(gpu)) => {
-                with_view(act, |view| Ok(sketch.observe(gpu, view)?))
-            }
-            (LayerState::Cpu { sketch, .. }, _) => {
-                let (data, shape) = host(act)?;
-                Ok(sketch.observe(&data, shape)?)
-            }
-            _ => Err(missing_gpu()),
-        }
+    fn finish_round(&mut self) -> Result<RoundResult, DissectError> {
+        Ok(self.sketch.finish_round(&self.gpu)?)
     }
 
-    pub fn finish_round(&mut self, gpu: Option<&Gpu>) -> Result<RoundResult, DissectError> {
-        match (self, gpu) {
-            (LayerState::Gpu { sketch, .. }, Some(gpu)) => Ok(sketch.finish_round(gpu)?),
-            (
-                LayerState::Cpu {
-                    sketch, thresholds, ..
-                },
-                _,
-            ) => {
-                let r = sketch.finish_round()?;
-                if r == RoundResult::Done {
-                    *thresholds = sketch.thresholds()?;
-                }
-                Ok(r)
-            }
-            _ => Err(missing_gpu()),
-        }
+    fn count(&mut self, act: &Tensor<4>, batch: &CountBatch<'_>) -> Result<(), DissectError> {
+        with_view(act, |view| {
+            let counter = match self.counters.entry(batch.seg) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => e.insert(Counter::new(&self.gpu, (batch.config)(view.shape)?)?),
+            };
+            let thresholds = self.sketch.thresholds_buffer();
+            Ok(counter.count(&self.gpu, view, thresholds, batch.labels)?)
+        })
     }
 
-    /// The counting pass over a batch; `config` makes the counter's
-    /// configuration for a new segmentation size from the batch's shape.
-    pub fn count(
-        &mut self,
-        gpu: Option<&Gpu>,
-        act: &Tensor<4>,
-        labels: &HostLabels,
-        seg: Seg,
-        config: impl FnOnce([u32; 4]) -> Result<CountConfig, DissectError>,
-    ) -> Result<(), DissectError> {
-        match (self, gpu) {
-            (
-                LayerState::Gpu {
-                    sketch, counters, ..
-                },
-                Some(gpu),
-            ) => with_view(act, |view| {
-                let counter = match counters.entry(seg) {
-                    std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                    std::collections::btree_map::Entry::Vacant(e) => {
-                        e.insert(Counter::new(gpu, config(view.shape)?)?)
-                    }
-                };
-                Ok(counter.count(gpu, view, sketch.thresholds_buffer(), labels)?)
-            }),
-            (
-                LayerState::Cpu {
-                    counters,
-                    thresholds,
-                    ..
-                },
-                _,
-            ) => {
-                let (data, shape) = host(act)?;
-                let (cfg, total) = match counters.entry(seg) {
-                    std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                    std::collections::btree_map::Entry::Vacant(e) => {
-                        let cfg = config(shape)?;
-                        let zeros = Counts::zeros(cfg.n_units, cfg.n_labels, cfg.n_categories);
-                        e.insert((cfg, zeros))
-                    }
-                };
-                let batch = kernels::cpu::count(cfg, &data, thresholds, labels)?;
-                Ok(total.merge(&batch)?)
-            }
-            _ => Err(missing_gpu()),
-        }
+    fn top_k(&self) -> Result<Vec<Vec<(u32, f32)>>, DissectError> {
+        Ok(self.top_k.read(&self.gpu)?)
     }
 
-    pub fn top_k(&self, gpu: Option<&Gpu>) -> Result<Vec<Vec<(u32, f32)>>, DissectError> {
-        match (self, gpu) {
-            (LayerState::Gpu { top_k, .. }, Some(gpu)) => Ok(top_k.read(gpu)?),
-            (LayerState::Cpu { top_k, .. }, _) => Ok(top_k.read()),
-            _ => Err(missing_gpu()),
-        }
+    fn thresholds(&self) -> Result<Vec<f32>, DissectError> {
+        Ok(self.sketch.read_thresholds(&self.gpu)?)
     }
 
-    pub fn thresholds(&self, gpu: Option<&Gpu>) -> Result<Vec<f32>, DissectError> {
-        match (self, gpu) {
-            (LayerState::Gpu { sketch, .. }, Some(gpu)) => Ok(sketch.read_thresholds(gpu)?),
-            (LayerState::Cpu { sketch, .. }, _) => Ok(sketch.thresholds()?),
-            _ => Err(missing_gpu()),
-        }
-    }
-
-    /// Dataset totals, merged over segmentation sizes, into `total`.
-    pub fn counts(&self, gpu: Option<&Gpu>, total: &mut Counts) -> Result<(), DissectError> {
-        match (self, gpu) {
-            (LayerState::Gpu { counters, .. }, Some(gpu)) => {
-                for c in counters.values() {
-                    total.merge(&c.read(gpu)?)?;
-                }
-            }
-            (LayerState::Cpu { counters, .. }, _) => {
-                for (_, c) in counters.values() {
-                    total.merge(c)?;
-                }
-            }
-            _ => return Err(missing_gpu()),
+    fn counts(&self, total: &mut Counts) -> Result<(), DissectError> {
+        for c in self.counters.values() {
+            total.merge(&c.read(&self.gpu)?)?;
         }
         Ok(())
     }
 }
 
-fn missing_gpu() -> DissectError {
-    DissectError::Option("internal: a device accumulator without a device".into())
+/// A layer's accumulators on the host.
+#[derive(Debug)]
+struct HostLayer {
+    sketch: CpuQuantileSketch,
+    top_k: CpuTopK,
+    counters: BTreeMap<Seg, (CountConfig, Counts)>,
+    /// Set when the last quantile round is done.
+    thresholds: Vec<f32>,
+}
+
+/// A layer's activations as the host path needs them.
+pub(crate) fn host(act: &Tensor<4>) -> Result<(Vec<f32>, [u32; 4]), DissectError> {
+    let d = act.dims();
+    let data = act
+        .clone()
+        .into_data()
+        .try_to_vec::<f32>()
+        .map_err(|e| DissectError::Internal(format!("activations are not f32: {e:?}")))?;
+    Ok((data, [d[0] as u32, d[1] as u32, d[2] as u32, d[3] as u32]))
+}
+
+impl Accumulator for HostLayer {
+    fn observe_first(&mut self, act: &Tensor<4>, first_image: u32) -> Result<(), DissectError> {
+        let (data, shape) = host(act)?;
+        self.sketch.observe(&data, shape)?;
+        self.top_k.observe(&data, shape, first_image)?;
+        Ok(())
+    }
+
+    fn observe_quantile(&mut self, act: &Tensor<4>) -> Result<(), DissectError> {
+        let (data, shape) = host(act)?;
+        Ok(self.sketch.observe(&data, shape)?)
+    }
+
+    fn finish_round(&mut self) -> Result<RoundResult, DissectError> {
+        let r = self.sketch.finish_round()?;
+        if r == RoundResult::Done {
+            self.thresholds = self.sketch.thresholds()?;
+        }
+        Ok(r)
+    }
+
+    fn count(&mut self, act: &Tensor<4>, batch: &CountBatch<'_>) -> Result<(), DissectError> {
+        let (data, shape) = host(act)?;
+        let (cfg, total) = match self.counters.entry(batch.seg) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                let cfg = (batch.config)(shape)?;
+                let zeros = Counts::zeros(cfg.n_units, cfg.n_labels, cfg.n_categories);
+                e.insert((cfg, zeros))
+            }
+        };
+        let counts = kernels::cpu::count(cfg, &data, &self.thresholds, batch.labels)?;
+        Ok(total.merge(&counts)?)
+    }
+
+    fn top_k(&self) -> Result<Vec<Vec<(u32, f32)>>, DissectError> {
+        Ok(self.top_k.read())
+    }
+
+    fn thresholds(&self) -> Result<Vec<f32>, DissectError> {
+        Ok(self.sketch.thresholds()?)
+    }
+
+    fn counts(&self, total: &mut Counts) -> Result<(), DissectError> {
+        for (_, c) in self.counters.values() {
+            total.merge(c)?;
+        }
+        Ok(())
+    }
 }

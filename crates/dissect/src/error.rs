@@ -1,4 +1,18 @@
-//! Errors of a dissection run.
+//! Errors of a dissection run, each with the kind of failure it is, so a
+//! shell can tell the user's mistakes from the program's.
+
+/// What kind of failure an error is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// An option value out of range: the caller's usage (CLI exit 2).
+    Usage,
+    /// Input that cannot be dissected: a dataset, checkpoint or layer name
+    /// (CLI exit 3).
+    Input,
+    /// A failure while running that is not the input's fault: the device,
+    /// or a bug (CLI exit 1).
+    Failure,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DissectError {
@@ -8,10 +22,32 @@ pub enum DissectError {
     Model(#[from] models::ModelError),
     #[error(transparent)]
     Kernel(#[from] kernels::KernelError),
+    /// An option value out of range, found before any work starts.
     #[error("invalid option: {0}")]
-    Option(String),
+    Usage(String),
+    /// Input that cannot be dissected and is not one file's fault (an empty
+    /// image selection, a network that rejects the input).
+    #[error("{0}")]
+    Input(String),
     #[error("layer `{layer}`: {message}")]
     Layer { layer: String, message: String },
-    #[error("the dissection was cancelled")]
-    Cancelled,
+    /// A failure of this program, not of its input.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl DissectError {
+    /// The kind of failure, for exit codes.
+    pub fn kind(&self) -> ErrorKind {
+        use models::ModelError as M;
+        match self {
+            DissectError::Usage(_) => ErrorKind::Usage,
+            DissectError::Dataset(_) | DissectError::Input(_) | DissectError::Layer { .. } => {
+                ErrorKind::Input
+            }
+            DissectError::Model(M::NotWgpu { .. } | M::Wgpu { .. }) => ErrorKind::Failure,
+            DissectError::Model(_) => ErrorKind::Input,
+            DissectError::Kernel(_) | DissectError::Internal(_) => ErrorKind::Failure,
+        }
+    }
 }

@@ -1,16 +1,32 @@
 //! The dissection engine: streaming passes over a dataset, scores, and the
 //! result types the CLI and report share.
+//!
+//! Embedding in a wgpu application: make a [`Dissector`] on the app's own
+//! device and queue ([`Dissector::with_wgpu`] with a [`WgpuSetup`]),
+//! implement [`Network`] for the app's Burn model (each [`Layer`] carries
+//! its receptive-field [`FieldMap`]), and call [`Dissector::run`]. See
+//! `examples/embed.rs`.
 
 mod accel;
 pub mod engine;
 mod error;
+pub mod geometry;
 pub mod options;
 pub mod planted;
 pub mod results;
+mod run;
 pub mod score;
 
 pub use engine::{CacheMode, DEFAULT_CACHE_BUDGET, Dissector, Layer, Network, Progress};
-pub use error::DissectError;
+pub use error::{DissectError, ErrorKind};
 pub use options::{Alignment, Options, PreprocessSpec, Preset, UnionRule};
-pub use results::{Dissection, LayerResult, SCHEMA_VERSION, TopImage};
+pub use results::{
+    Dissection, FieldRecord, LayerResult, Outcome, SCHEMA_VERSION, TopImage, TopMaps,
+};
 pub use score::{CategoryBest, LabelInfo, LayerCounts, Summary, UnitScore, score_units, summarize};
+
+/// What an embedding application needs besides the engine: the types of
+/// Burn's wgpu runtime setup, the tensor types, and layer geometry.
+pub use burn::tensor::{Device, Tensor};
+pub use models::gpu::{WgpuSetup, wgpu};
+pub use models::{FieldMap, GeoOp};

@@ -4,6 +4,8 @@
 use broden::{ChannelOrder, Preprocess};
 use serde::{Deserialize, Serialize};
 
+use crate::DissectError;
+
 /// Which pixels of a unit count in the IoU denominator of a label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -137,7 +139,63 @@ impl Options {
             top_k: 10,
         }
     }
+
+    /// Checks every value's range, and that layers are named. Cheap and
+    /// independent of the data, so callers run it before they create or
+    /// delete anything.
+    pub fn validate(&self, layers: &[String]) -> Result<(), DissectError> {
+        let usage = |m: String| Err(DissectError::Usage(m));
+        if layers.is_empty() {
+            return usage("no layers given".into());
+        }
+        if let Some(dup) = layers
+            .iter()
+            .enumerate()
+            .find_map(|(i, l)| layers[..i].contains(l).then_some(l))
+        {
+            return usage(format!("layer `{dup}` is named twice"));
+        }
+        if !(self.quantile > 0.0 && self.quantile < 1.0) {
+            return usage(format!("quantile must be in (0, 1), got {}", self.quantile));
+        }
+        if !(0.0..=1.0).contains(&self.iou_threshold) {
+            return usage(format!(
+                "IoU threshold must be in [0, 1], got {}",
+                self.iou_threshold
+            ));
+        }
+        if self.batch_size == 0 || self.batch_size > MAX_BATCH {
+            return usage(format!(
+                "batch size must be in 1..={MAX_BATCH}, got {}",
+                self.batch_size
+            ));
+        }
+        if self.top_k > MAX_TOP_K {
+            return usage(format!(
+                "top-k must be at most {MAX_TOP_K}, got {}",
+                self.top_k
+            ));
+        }
+        if self.max_images == Some(0) {
+            return usage("max images must be at least 1".into());
+        }
+        let p = &self.preprocess;
+        if p.height == 0 || p.width == 0 {
+            return usage(format!(
+                "input size must be positive, got {}x{}",
+                p.height, p.width
+            ));
+        }
+        Ok(())
+    }
 }
+
+/// The largest batch: the count kernels' u32 per-batch counters stay far
+/// from overflow below it.
+pub const MAX_BATCH: usize = 4096;
+/// The most top images kept per unit (the run also keeps at most one per
+/// image of the dataset).
+pub const MAX_TOP_K: usize = 1000;
 
 #[cfg(test)]
 mod tests {
@@ -166,5 +224,37 @@ mod tests {
         assert!(json.contains("\"alignment\":\"half-pixel\""), "{json}");
         let back: Options = serde_json::from_str(&json).unwrap();
         assert_eq!(back, o);
+    }
+
+    #[test]
+    fn out_of_range_values_are_usage_errors() {
+        let good = Options::preset(Preset::Original, &Preprocess::torchvision(224));
+        let layers = vec!["layer4".to_string()];
+        good.validate(&layers).unwrap();
+        type Change = fn(&mut Options);
+        let cases: [(Change, &str); 7] = [
+            (|o| o.quantile = 0.0, "quantile"),
+            (|o| o.quantile = f64::NAN, "quantile"),
+            (|o| o.iou_threshold = 1.5, "IoU"),
+            (|o| o.batch_size = 0, "batch size"),
+            (|o| o.top_k = usize::MAX, "top-k"),
+            (|o| o.max_images = Some(0), "max images"),
+            (|o| o.preprocess.width = 0, "input size"),
+        ];
+        for (change, what) in cases {
+            let mut o = good.clone();
+            change(&mut o);
+            let err = o.validate(&layers).unwrap_err();
+            assert!(matches!(err, DissectError::Usage(_)), "{err}");
+            assert!(err.to_string().contains(what), "{what}: {err}");
+        }
+        let twice = vec!["layer4".to_string(), "layer4".to_string()];
+        assert!(
+            good.validate(&twice)
+                .unwrap_err()
+                .to_string()
+                .contains("twice")
+        );
+        assert!(matches!(good.validate(&[]), Err(DissectError::Usage(_))));
     }
 }

@@ -78,7 +78,7 @@ impl Network for PlantedColors {
 
     fn layer(&self, name: &str) -> Result<Layer, DissectError> {
         let index = LAYERS.iter().position(|(n, _)| *n == name).ok_or_else(|| {
-            DissectError::Option(format!(
+            DissectError::Input(format!(
                 "planted-colors has no layer `{name}`; valid layers: {}",
                 Self::layer_names().join(", ")
             ))
@@ -98,7 +98,7 @@ impl Network for PlantedColors {
     ) -> Result<Vec<Tensor<4>>, DissectError> {
         let [n, c, _, _] = input.dims();
         if c != 3 {
-            return Err(DissectError::Option(format!(
+            return Err(DissectError::Input(format!(
                 "planted-colors takes 3 input channels, got {c}"
             )));
         }

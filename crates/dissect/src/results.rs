@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use models::FieldMap;
+
 use crate::engine::CacheMode;
 use crate::options::Options;
 use crate::score::{Summary, UnitScore};
@@ -20,7 +22,7 @@ pub struct TopImage {
     pub max: f32,
 }
 
-/// The dissection of one layer.
+/// The dissection of one layer, as saved.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LayerResult {
     /// The name the user asked for.
@@ -30,6 +32,10 @@ pub struct LayerResult {
     pub n_units: usize,
     /// `[h, w]` of the activation maps.
     pub feature_size: [u32; 2],
+    /// The tap's receptive-field geometry, for drawing regions as the run
+    /// upsampled them (absent in results from before it was saved).
+    #[serde(default)]
+    pub field: Option<FieldRecord>,
     /// Per unit, `T_k`: `P(a > T_k) = quantile`.
     pub thresholds: Vec<f32>,
     /// Per unit, the top images by maximum activation.
@@ -38,19 +44,137 @@ pub struct LayerResult {
     pub unit_pixels: Vec<u64>,
     pub units: Vec<UnitScore>,
     pub summary: Summary,
-    /// The raw dataset totals (all categories), for tools and tests; not
-    /// saved in `results.json`.
-    #[serde(skip)]
-    pub counts: Option<kernels::Counts>,
-    /// The activation maps of each unit's top images, `[unit][slot][h][w]`
-    /// (slot as in `top_images`; NaN where a unit has fewer than `top_k`
-    /// images). Saved beside `results.json` as raw little-endian f32, in
-    /// the file named by `top_maps_file`.
-    #[serde(skip)]
-    pub top_maps: Vec<f32>,
-    /// File name (in the results folder) of `top_maps`, once written.
+    /// File name (in the results folder) of the layer's [`TopMaps`], when
+    /// it has any.
     #[serde(default)]
     pub top_maps_file: Option<String>,
+}
+
+/// A receptive-field map as saved: per axis `[y, x]`, see [`FieldMap`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldRecord {
+    pub offset: [i64; 2],
+    pub size: [u64; 2],
+    pub step: [u64; 2],
+}
+
+impl From<FieldMap> for FieldRecord {
+    fn from(f: FieldMap) -> Self {
+        Self {
+            offset: f.offset,
+            size: f.size,
+            step: f.step,
+        }
+    }
+}
+
+impl From<FieldRecord> for FieldMap {
+    fn from(f: FieldRecord) -> Self {
+        FieldMap {
+            offset: f.offset,
+            size: f.size,
+            step: f.step,
+        }
+    }
+}
+
+/// The activation maps of each unit's top images, `[unit][slot][h][w]`
+/// (slot as in [`LayerResult::top_images`]; NaN where a unit has fewer
+/// images than slots). Saved beside `results.json` as raw little-endian
+/// f32.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TopMaps {
+    pub n_units: usize,
+    /// Slots per unit.
+    pub k: usize,
+    /// `[h, w]` of one map.
+    pub size: [usize; 2],
+    pub values: Vec<f32>,
+}
+
+impl TopMaps {
+    /// All slots empty (NaN).
+    pub fn empty(n_units: usize, k: usize, size: [usize; 2]) -> Self {
+        Self {
+            n_units,
+            k,
+            size,
+            values: vec![f32::NAN; n_units * k * size[0] * size[1]],
+        }
+    }
+
+    /// Maps read back from `values`, which must hold exactly their size.
+    pub fn from_values(
+        n_units: usize,
+        k: usize,
+        size: [usize; 2],
+        values: Vec<f32>,
+    ) -> Result<Self, String> {
+        let want = n_units * k * size[0] * size[1];
+        if values.len() != want {
+            return Err(format!(
+                "{} values, expected {want} ({n_units} units x {k} images x {}x{})",
+                values.len(),
+                size[0],
+                size[1]
+            ));
+        }
+        Ok(Self {
+            n_units,
+            k,
+            size,
+            values,
+        })
+    }
+
+    fn range(&self, unit: usize, slot: usize) -> Option<std::ops::Range<usize>> {
+        let plane = self.size[0] * self.size[1];
+        (unit < self.n_units && slot < self.k && plane > 0).then(|| {
+            let start = (unit * self.k + slot) * plane;
+            start..start + plane
+        })
+    }
+
+    /// The map of `unit`'s image in `slot`.
+    pub fn map(&self, unit: usize, slot: usize) -> Option<&[f32]> {
+        self.values.get(self.range(unit, slot)?)
+    }
+
+    /// The map of `unit`'s image in `slot`, to fill in.
+    pub fn map_mut(&mut self, unit: usize, slot: usize) -> Option<&mut [f32]> {
+        let range = self.range(unit, slot)?;
+        self.values.get_mut(range)
+    }
+}
+
+/// A layer name made safe for a file name: characters other than letters,
+/// digits, `-`, `_` and `.` become `_` (names like `features.28` stay).
+pub fn safe_file_stem(layer: &str) -> String {
+    layer
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// File name of a layer's [`TopMaps`].
+pub fn top_maps_file_name(layer: &str) -> String {
+    format!("{}-topmaps.f32", safe_file_stem(layer))
+}
+
+/// What a run hands back: the saved results, and per layer (parallel to
+/// `dissection.layers`) what is not saved in `results.json`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub dissection: Dissection,
+    /// The raw dataset totals (all categories), for tools and tests.
+    pub counts: Vec<kernels::Counts>,
+    pub top_maps: Vec<TopMaps>,
 }
 
 /// Everything a run produced.
@@ -72,35 +196,4 @@ pub struct Dissection {
     pub passes: u32,
     pub duration_secs: f64,
     pub layers: Vec<LayerResult>,
-}
-
-impl Dissection {
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        options: Options,
-        model: String,
-        dataset: String,
-        adapter: String,
-        n_images: usize,
-        categories: Vec<String>,
-        mode: CacheMode,
-        passes: u32,
-        duration_secs: f64,
-        layers: Vec<LayerResult>,
-    ) -> Self {
-        Self {
-            schema_version: SCHEMA_VERSION,
-            tool_version: env!("CARGO_PKG_VERSION").to_string(),
-            model,
-            dataset,
-            adapter,
-            options,
-            n_images,
-            categories,
-            mode,
-            passes,
-            duration_secs,
-            layers,
-        }
-    }
 }

@@ -5,7 +5,11 @@
 //! where `cat(l)` is the label's primary category and `act` is the unit's
 //! pixel count under the chosen union rule. A zero denominator scores 0.
 
+use broden::Dataset;
+use kernels::Counts;
 use serde::{Deserialize, Serialize};
+
+use crate::options::UnionRule;
 
 /// The counts of one layer, accumulated over the whole dataset, with the
 /// union rule already chosen.
@@ -198,6 +202,49 @@ pub fn summarize(units: &[UnitScore], category_names: &[String], iou_threshold: 
         unique_top_label: per_category.iter().map(|c| c.unique_top_label).sum(),
         unique_per_category: per_category.iter().map(|c| c.unique_per_category).sum(),
         per_category,
+    }
+}
+
+/// Scoring's view of the dataset's labels: a label's category is its
+/// position among the selected categories (`None` when not selected).
+pub fn label_infos(dataset: &Dataset) -> Vec<LabelInfo> {
+    dataset
+        .labels
+        .iter()
+        .enumerate()
+        .map(|(n, l)| LabelInfo {
+            name: l.name.clone(),
+            category: if n == 0 {
+                None
+            } else {
+                dataset.selected.iter().position(|&c| c == l.category)
+            },
+        })
+        .collect()
+}
+
+/// The counts of the `selected` categories (indices into all categories)
+/// under `union`.
+pub fn layer_counts(total: &Counts, union: UnionRule, selected: &[usize]) -> LayerCounts {
+    let n_cat = total.n_categories as usize;
+    let per_cat = match union {
+        UnionRule::Original => &total.unit_category_original,
+        UnionRule::Lite => &total.unit_category_lite,
+    };
+    let units = total.n_units as usize;
+    let mut unit_category = Vec::with_capacity(units * selected.len());
+    for k in 0..units {
+        for &c in selected {
+            unit_category.push(per_cat[k * n_cat + c]);
+        }
+    }
+    LayerCounts {
+        n_units: units,
+        n_labels: total.n_labels as usize,
+        n_categories: selected.len(),
+        intersect: total.intersect.clone(),
+        label_pixels: total.label_pixels.clone(),
+        unit_category,
     }
 }
 

@@ -115,30 +115,6 @@ impl Upsample {
         Upsample { h, w, sh, sw, y, x }
     }
 
-    /// Receptive-field centres (original NetDissect): map cell `i` of an axis sits at seg pixel
-    /// `first_centre + i * spacing`, so `src = (dst - first_centre) / spacing`.
-    pub fn from_centres(
-        h: u32,
-        w: u32,
-        sh: u32,
-        sw: u32,
-        first_centre: [f64; 2],
-        spacing: [f64; 2],
-    ) -> Upsample {
-        let axis = |c: f64, s: f64| AxisMap {
-            scale: 1.0 / s,
-            offset: -c / s,
-        };
-        Upsample {
-            h,
-            w,
-            sh,
-            sw,
-            y: axis(first_centre[0], spacing[0]),
-            x: axis(first_centre[1], spacing[1]),
-        }
-    }
-
     /// Checks sizes and coefficients.
     pub fn validate(&self) -> Result<(), KernelError> {
         if self.h == 0 || self.w == 0 || self.sh == 0 || self.sw == 0 {
@@ -782,6 +758,12 @@ mod tests {
     use crate::gpu::tests::gpu;
     use crate::testutil::{Rng, bits, upload_padded};
 
+    /// Cells at 3.5 + 8 i on the grid: an off-grid receptive-field placement.
+    const CENTRES_3_5_BY_8: AxisMap = AxisMap {
+        scale: 1.0 / 8.0,
+        offset: -3.5 / 8.0,
+    };
+
     fn config(n_units: u32, up: Upsample, max_images: u32) -> CountConfig {
         let n_labels = 11;
         CountConfig {
@@ -913,7 +895,7 @@ mod tests {
             Upsample::half_pixel(56, 56, 112, 112),
             Upsample::half_pixel(5, 9, 5, 3),
             // Receptive-field centres: first centre at 3.5 seg pixels, spacing 8 (beyond both edges).
-            Upsample::from_centres(7, 7, 60, 61, [3.5, 3.5], [8.0, 8.0]),
+            Upsample::affine(7, 7, 60, 61, CENTRES_3_5_BY_8, CENTRES_3_5_BY_8),
         ];
         for up in cases {
             let cfg = config(2, up, 2);
@@ -968,7 +950,7 @@ mod tests {
             (2, Upsample::half_pixel(56, 56, 112, 112), vec![1]),
             (
                 2,
-                Upsample::from_centres(7, 7, 60, 61, [3.5, 3.5], [8.0, 8.0]),
+                Upsample::affine(7, 7, 60, 61, CENTRES_3_5_BY_8, CENTRES_3_5_BY_8),
                 vec![2],
             ),
             (2048, Upsample::half_pixel(2, 3, 4, 5), vec![1, 1]),

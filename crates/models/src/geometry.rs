@@ -5,9 +5,8 @@
 //! map `(offset = -padding, size = dilation * (kernel - 1) + 1, step = stride)`, and stacking
 //! layer 2 on layer 1 gives `size = (size2 - 1) * step1 + size1`,
 //! `offset = offset2 * step1 + offset1`, `step = step1 * step2`. Feature cell `i` then covers
-//! input pixels `[i * step + offset, i * step + offset + size)` and its centre, the point the
-//! original samples bilinear upsampling at, is `i * step + offset + size / 2` (integer
-//! division, as `centered_arange` does). Where paths branch (a residual shortcut, an
+//! input pixels `[i * step + offset, i * step + offset + size)`. Where its centre falls on a
+//! segmentation grid, and so where upsampling samples it, is `dissect::geometry`'s one rule. Where paths branch (a residual shortcut, an
 //! inception module) the original keeps the path with the largest field; so do we, by
 //! listing only that path. Dilation is not in the original (Caffe's models had none); it
 //! enters through the effective kernel size.
@@ -103,29 +102,6 @@ impl FieldMap {
         }
         out
     }
-
-    /// Input coordinate of the receptive-field centre of feature index `index` on `axis`
-    /// (0 = y, 1 = x), by the original's integer rule `index * step + offset + size / 2`.
-    pub fn centre(&self, axis: usize, index: u64) -> i64 {
-        (index * self.step[axis]) as i64 + self.offset[axis] + (self.size[axis] / 2) as i64
-    }
-
-    /// The affine map from feature index to input coordinate of its receptive-field centre,
-    /// per axis: `input = stride * index + offset`. This is what upsampling "at receptive-field
-    /// centres" samples at.
-    pub fn image_from_feature(&self) -> ImageFromFeature {
-        ImageFromFeature {
-            stride: [self.step[0] as f64, self.step[1] as f64],
-            offset: [self.centre(0, 0) as f64, self.centre(1, 0) as f64],
-        }
-    }
-}
-
-/// `input_coordinate = stride[axis] * feature_index + offset[axis]`, axes `[y, x]`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ImageFromFeature {
-    pub stride: [f64; 2],
-    pub offset: [f64; 2],
 }
 
 /// Spatial output size of the layers `ops` for an input of `input` = `[height, width]`;
@@ -150,12 +126,6 @@ mod tests {
         assert_eq!(fm.offset, [-5, -5]);
         assert_eq!(fm.size, [11, 11]);
         assert_eq!(fm.step, [4, 4]);
-        // centre of cell 0 = -5 + 11/2 = 0; of cell 3 = 12.
-        assert_eq!(fm.centre(0, 0), 0);
-        assert_eq!(fm.centre(1, 3), 12);
-        let map = fm.image_from_feature();
-        assert_eq!(map.stride, [4.0, 4.0]);
-        assert_eq!(map.offset, [0.0, 0.0]);
     }
 
     #[test]
@@ -163,7 +133,6 @@ mod tests {
         // Caffe AlexNet conv1: 11x11 stride 4 no pad: (0, 11, 4), centre 5.
         let fm = FieldMap::of_path(&[GeoOp::conv(11, 4, 0)]);
         assert_eq!((fm.offset[0], fm.size[0], fm.step[0]), (0, 11, 4));
-        assert_eq!(fm.centre(0, 0), 5);
     }
 
     #[test]

@@ -17,7 +17,7 @@ pub mod weights;
 
 pub use arch::{Arch, PreprocessKind, TapId, TapInfo};
 pub use error::{ModelError, ShapeMismatch};
-pub use geometry::{FieldMap, GeoOp, ImageFromFeature};
+pub use geometry::{FieldMap, GeoOp};
 pub use model::{ArchChoice, Model, detect_arch};
 pub use tiny::{SeededInit, TinyResNet, export_state_dict, save_safetensors};
 pub use weights::{Fetch, ParamSource, StateDict, SyntheticWeights};

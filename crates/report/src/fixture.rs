@@ -5,7 +5,7 @@ use std::path::Path;
 
 use dissect::{
     Alignment, CacheMode, CategoryBest, Dissection, LayerResult, Options, PreprocessSpec, TopImage,
-    UnionRule, UnitScore, summarize,
+    TopMaps, UnionRule, UnitScore, summarize,
 };
 use image::{Rgb, RgbImage};
 
@@ -115,7 +115,7 @@ fn unit_score(u: usize, n_units: usize, salt: usize) -> UnitScore {
 /// A layer of `n_units` units. Unit 0's slot 0 map is high on rows 2..6,
 /// columns 2..5 and its slot 1 map on rows 0..2, columns 4..8; unit 1 has
 /// only two images; unit 2 has none; unit 3's first image does not exist.
-pub(crate) fn layer(name: &str, n_units: usize, salt: usize) -> LayerResult {
+pub(crate) fn layer(name: &str, n_units: usize, salt: usize) -> (LayerResult, TopMaps) {
     let plane = (FEATURE * FEATURE) as usize;
     let mut top_images = Vec::new();
     let mut top_maps = Vec::new();
@@ -155,25 +155,32 @@ pub(crate) fn layer(name: &str, n_units: usize, salt: usize) -> LayerResult {
     }
     let units: Vec<UnitScore> = (0..n_units).map(|u| unit_score(u, n_units, salt)).collect();
     let summary = summarize(&units, &categories(), 0.04);
-    LayerResult {
+    let result = LayerResult {
         name: name.into(),
         tap: format!("{name}.out"),
         n_units,
         feature_size: [FEATURE, FEATURE],
+        field: None,
         thresholds: vec![0.5; n_units],
         top_images,
         unit_pixels: vec![10; n_units],
         units,
         summary,
-        counts: None,
-        top_maps,
-        top_maps_file: None,
-    }
+        top_maps_file: Some(dissect::results::top_maps_file_name(name)),
+    };
+    let f = FEATURE as usize;
+    let maps = TopMaps::from_values(n_units, TOP_K, [f, f], top_maps).expect("sized above");
+    (result, maps)
 }
 
-/// A two-layer dissection over the dataset folder `dataset`.
-pub(crate) fn dissection(dataset: &Path, layers: Vec<LayerResult>) -> Dissection {
-    Dissection {
+/// A dissection of `layers` over the dataset folder `dataset`, and the
+/// layers' top maps.
+pub(crate) fn dissection(
+    dataset: &Path,
+    layers: Vec<(LayerResult, TopMaps)>,
+) -> (Dissection, Vec<TopMaps>) {
+    let (layers, maps): (Vec<_>, Vec<_>) = layers.into_iter().unzip();
+    let d = Dissection {
         schema_version: dissect::SCHEMA_VERSION,
         tool_version: "test".into(),
         model: "tiny<net>".into(),
@@ -186,5 +193,6 @@ pub(crate) fn dissection(dataset: &Path, layers: Vec<LayerResult>) -> Dissection
         passes: 2,
         duration_secs: 1.5,
         layers,
-    }
+    };
+    (d, maps)
 }

@@ -8,9 +8,9 @@ use std::collections::BTreeSet;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
-use dissect::{Alignment, Dissection, LayerResult, UnitScore};
+use dissect::{Alignment, Dissection, LayerResult, TopMaps, UnitScore};
 
-use crate::strips::{self, LayerStrips, StripOptions};
+use crate::strips::{self, LayerStrips, MapGeometry, StripOptions};
 use crate::svg::{BarChart, bar_chart};
 use crate::{ReportError, write_atomic};
 
@@ -32,14 +32,20 @@ pub struct ReportOptions {
 /// Writes `report.html` and its strips (`strips/<layer>/unit-NNNN.jpg`) into
 /// `dir`; returns the report's path. Images that cannot be read are drawn as
 /// grey placeholders and listed in the report, not errors.
-pub fn write_report(dir: &Path, dissection: &Dissection) -> Result<PathBuf, ReportError> {
-    write_report_with(dir, dissection, &ReportOptions::default())
+/// `top_maps` is parallel to `dissection.layers`.
+pub fn write_report(
+    dir: &Path,
+    dissection: &Dissection,
+    top_maps: &[TopMaps],
+) -> Result<PathBuf, ReportError> {
+    write_report_with(dir, dissection, top_maps, &ReportOptions::default())
 }
 
 /// [`write_report`] with explicit options.
 pub fn write_report_with(
     dir: &Path,
     dissection: &Dissection,
+    top_maps: &[TopMaps],
     opts: &ReportOptions,
 ) -> Result<PathBuf, ReportError> {
     std::fs::create_dir_all(dir).map_err(|source| ReportError::Io {
@@ -61,11 +67,16 @@ pub fn write_report_with(
     if let Some(q) = opts.quality {
         strip_opts.quality = q;
     }
-    let top_k = dissection.options.top_k;
+    let none = TopMaps::default();
     let strips = dissection
         .layers
         .iter()
-        .map(|layer| strips::write_layer_strips(dir, layer, top_k, &strip_opts))
+        .enumerate()
+        .map(|(i, layer)| {
+            let maps = top_maps.get(i).unwrap_or(&none);
+            let geometry = MapGeometry::of(layer, &dissection.options);
+            strips::write_layer_strips(dir, layer, maps, &geometry, &strip_opts)
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let html = render_html(dissection, &strips, &strip_opts.images_root);
     let path = dir.join(REPORT_HTML);
@@ -198,10 +209,14 @@ pub fn render_html(dissection: &Dissection, strips: &[LayerStrips], images_root:
         "<h1>Network dissection of <code>{}</code></h1>",
         escape(&dissection.model)
     );
+    let geometry_saved = dissection.layers.iter().all(|l| l.field.is_some());
     let alignment_note = match o.alignment {
         Alignment::HalfPixel => "strips use the run's half-pixel upsampling",
+        Alignment::ReceptiveField if geometry_saved => {
+            "strips place each map at its receptive-field centres, as the run counted"
+        }
         Alignment::ReceptiveField => {
-            "the run aligned maps by receptive-field centres; strips use half-pixel centres (the network geometry is not saved), so region edges may shift by up to about half a feature cell"
+            "the run aligned maps by receptive-field centres; these results predate saved geometry, so strips use half-pixel centres and region edges may shift by up to about half a feature cell"
         }
     };
     let _ = writeln!(
@@ -451,7 +466,7 @@ mod tests {
 
     /// A results folder with generated images and a two-layer dissection
     /// (5 and 7 units, different scores) of them.
-    fn two_layers(root: &Path) -> Dissection {
+    fn two_layers(root: &Path) -> (Dissection, Vec<TopMaps>) {
         let dataset = root.join("data");
         fixture::write_images(&dataset);
         fixture::dissection(
@@ -538,7 +553,7 @@ mod tests {
     #[test]
     fn report_has_headlines_charts_sorted_escaped_cards_and_no_network() {
         let tmp = tempfile::tempdir().unwrap();
-        let d = two_layers(tmp.path());
+        let (d, maps) = two_layers(tmp.path());
         // The fixture must exercise both counting rules differently, or the
         // chart check below could not tell them apart.
         assert!(
@@ -547,7 +562,7 @@ mod tests {
                 .any(|l| l.summary.unique_top_label != l.summary.unique_per_category)
         );
         let out = tmp.path().join("run");
-        let path = write_report(&out, &d).unwrap();
+        let path = write_report(&out, &d, &maps).unwrap();
         assert_eq!(path, out.join(REPORT_HTML));
         let html = std::fs::read_to_string(&path).unwrap();
         check_numbers(&html, &d);
@@ -594,11 +609,12 @@ mod tests {
         let dataset = tmp.path().join("data");
         fixture::write_images(&dataset);
         // The dataset path as given at run time, relative to the results.
-        let d = fixture::dissection(Path::new("../data"), vec![fixture::layer("only", 4, 1)]);
+        let (d, maps) =
+            fixture::dissection(Path::new("../data"), vec![fixture::layer("only", 4, 1)]);
         let out = tmp.path().join("run");
         std::fs::create_dir_all(&out).unwrap();
         assert_eq!(images_root(&out, &d), out.join("../data/images"));
-        let html = std::fs::read_to_string(write_report(&out, &d).unwrap()).unwrap();
+        let html = std::fs::read_to_string(write_report(&out, &d, &maps).unwrap()).unwrap();
         assert!(!html.contains("id=\"comparison\""));
         // Only the fixture's deliberately missing image is missing.
         let missing = tags(&html, "<p class=\"warn\" id=\"missing\"");
@@ -608,15 +624,22 @@ mod tests {
     #[test]
     fn the_report_regenerates_identically_from_saved_results() {
         let tmp = tempfile::tempdir().unwrap();
-        let d = two_layers(tmp.path());
+        let (d, maps) = two_layers(tmp.path());
         let out = tmp.path().join("run");
         crate::output::begin(&out, false).unwrap();
-        crate::output::write_all(&out, &d).unwrap();
-        let direct = std::fs::read(write_report(&out, &d).unwrap()).unwrap();
+        crate::output::write_all(&out, &d, &maps).unwrap();
+        let direct = std::fs::read(write_report(&out, &d, &maps).unwrap()).unwrap();
         let strip = std::fs::read(out.join("strips/conv1/unit-0001.jpg")).unwrap();
         std::fs::remove_dir_all(out.join("strips")).unwrap();
-        let saved = crate::output::read_results(&out).unwrap();
-        let again = std::fs::read(write_report(&out, &saved).unwrap()).unwrap();
+        let (saved, saved_maps) = crate::output::read_results(&out).unwrap();
+        assert_eq!(saved, d);
+        assert_eq!(saved_maps.len(), maps.len());
+        for (a, b) in saved_maps.iter().zip(&maps) {
+            // NaN slots compare by bits.
+            let bits = |m: &TopMaps| m.values.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(a), bits(b));
+        }
+        let again = std::fs::read(write_report(&out, &saved, &saved_maps).unwrap()).unwrap();
         assert_eq!(direct, again);
         assert_eq!(
             strip,
@@ -627,9 +650,8 @@ mod tests {
     #[test]
     fn a_512_unit_layer_page_stays_small() {
         let tmp = tempfile::tempdir().unwrap();
-        let d = fixture::dissection(tmp.path(), vec![fixture::layer("layer4", 512, 0)]);
+        let (mut d, _) = fixture::dissection(tmp.path(), vec![fixture::layer("layer4", 512, 0)]);
         // Strips as written for 10 thumbnails of 96 px, with long image paths.
-        let mut d = d;
         for images in &mut d.layers[0].top_images {
             for t in images.iter_mut() {
                 t.path = format!("ade20k/ADE_train_{:08}.jpg", t.image);
@@ -716,9 +738,9 @@ mod tests {
     #[test]
     fn chromium_renders_the_report_and_its_script_filters_cards() {
         let tmp = tempfile::tempdir().unwrap();
-        let d = two_layers(tmp.path());
+        let (d, maps) = two_layers(tmp.path());
         let out = tmp.path().join("run");
-        let path = write_report(&out, &d).unwrap();
+        let path = write_report(&out, &d, &maps).unwrap();
         let url = format!("file://{}", path.display());
 
         let shot = tmp.path().join("shot.png");

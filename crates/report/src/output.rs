@@ -4,26 +4,17 @@
 
 use std::path::{Path, PathBuf};
 
-use dissect::Dissection;
+use dissect::{Dissection, TopMaps};
 
 use crate::{ReportError, tally, write_atomic};
 
 /// The file that marks a complete results folder.
 pub const RESULTS_JSON: &str = "results.json";
 
-/// A layer name made safe for a file name: characters other than letters,
-/// digits, `-`, `_` and `.` become `_` (names like `features.28` stay).
+/// A layer name made safe for a file name (see
+/// [`dissect::results::safe_file_stem`]).
 pub(crate) fn safe_name(layer: &str) -> String {
-    layer
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    dissect::results::safe_file_stem(layer)
 }
 
 /// File name of a layer's tally (see [`safe_name`]).
@@ -31,44 +22,41 @@ pub fn tally_file_name(layer: &str) -> String {
     format!("{}-tally.csv", safe_name(layer))
 }
 
-/// File name of a layer's top-image activation maps (raw little-endian f32,
-/// `[unit][slot][h][w]`).
-pub fn top_maps_file_name(layer: &str) -> String {
-    tally_file_name(layer).replace("-tally.csv", "-topmaps.f32")
-}
-
-/// Loads the top-image maps of every layer that has them into
-/// `LayerResult::top_maps`, checking their size against the layer's shape.
-pub fn load_top_maps(dir: &Path, dissection: &mut Dissection) -> Result<(), ReportError> {
+/// Loads the top-image maps of every layer (empty for a layer saved
+/// without them), checking their size against the layer's shape.
+pub fn load_top_maps(dir: &Path, dissection: &Dissection) -> Result<Vec<TopMaps>, ReportError> {
     let k = dissection.options.top_k;
-    for layer in &mut dissection.layers {
-        let Some(name) = &layer.top_maps_file else {
-            continue;
-        };
-        let path = dir.join(name);
-        let bytes = std::fs::read(&path).map_err(|source| ReportError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        let [h, w] = layer.feature_size.map(|v| v as usize);
-        let want = layer.n_units * k * h * w * 4;
-        if bytes.len() != want {
-            return Err(ReportError::Malformed {
-                path,
+    dissection
+        .layers
+        .iter()
+        .map(|layer| {
+            let [h, w] = layer.feature_size.map(|v| v as usize);
+            let Some(name) = &layer.top_maps_file else {
+                return Ok(TopMaps::default());
+            };
+            let path = dir.join(name);
+            let bytes = std::fs::read(&path).map_err(|source| ReportError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            let malformed = |message: String| ReportError::Malformed {
+                path: path.clone(),
                 row: 0,
-                message: format!(
-                    "{} bytes, expected {want} ({} units x {k} images x {h}x{w} f32)",
-                    bytes.len(),
-                    layer.n_units
-                ),
-            });
-        }
-        layer.top_maps = bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-    }
-    Ok(())
+                message,
+            };
+            if bytes.len() % 4 != 0 {
+                return Err(malformed(format!(
+                    "{} bytes is not whole f32s",
+                    bytes.len()
+                )));
+            }
+            let values = bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            TopMaps::from_values(layer.n_units, k, [h, w], values).map_err(malformed)
+        })
+        .collect()
 }
 
 /// Prepares `dir` for a run: creates it, and unless `force`, refuses a
@@ -89,31 +77,28 @@ pub fn begin(dir: &Path, force: bool) -> Result<(), ReportError> {
     std::fs::create_dir_all(dir).map_err(io(dir))
 }
 
-/// Writes every output of `dissection` into `dir` (tallies, top-image maps,
-/// `report.html` with its strips, then `results.json`); returns the paths
-/// written.
-pub fn write_all(dir: &Path, dissection: &Dissection) -> Result<Vec<PathBuf>, ReportError> {
+/// Writes every output of a run into `dir` (tallies, top-image maps,
+/// `report.html` with its strips, then `results.json`); `top_maps` is
+/// parallel to `dissection.layers`. Returns the paths written.
+pub fn write_all(
+    dir: &Path,
+    dissection: &Dissection,
+    top_maps: &[TopMaps],
+) -> Result<Vec<PathBuf>, ReportError> {
     let mut written = Vec::new();
-    let mut saved = dissection.clone();
-    for layer in &mut saved.layers {
+    for (layer, maps) in dissection.layers.iter().zip(top_maps) {
         let path = dir.join(tally_file_name(&layer.name));
         tally::write(&path, &layer.units, &dissection.categories)?;
         written.push(path);
-        if !layer.top_maps.is_empty() {
-            let name = top_maps_file_name(&layer.name);
-            let bytes: Vec<u8> = layer
-                .top_maps
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect();
-            let path = dir.join(&name);
+        if let Some(name) = &layer.top_maps_file {
+            let bytes: Vec<u8> = maps.values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let path = dir.join(name);
             write_atomic(&path, &bytes)?;
             written.push(path);
-            layer.top_maps_file = Some(name);
         }
     }
-    written.push(crate::html::write_report(dir, &saved)?);
-    let json = serde_json::to_vec_pretty(&saved).map_err(|e| ReportError::Io {
+    written.push(crate::html::write_report(dir, dissection, top_maps)?);
+    let json = serde_json::to_vec_pretty(dissection).map_err(|e| ReportError::Io {
         path: dir.join(RESULTS_JSON),
         source: std::io::Error::other(e),
     })?;
@@ -123,8 +108,8 @@ pub fn write_all(dir: &Path, dissection: &Dissection) -> Result<Vec<PathBuf>, Re
     Ok(written)
 }
 
-/// Reads `results.json` of a results folder.
-pub fn read_results(dir: &Path) -> Result<Dissection, ReportError> {
+/// Reads `results.json` of a results folder, and the layers' top maps.
+pub fn read_results(dir: &Path) -> Result<(Dissection, Vec<TopMaps>), ReportError> {
     let path = dir.join(RESULTS_JSON);
     let text = std::fs::read_to_string(&path).map_err(|source| ReportError::Io {
         path: path.clone(),
@@ -147,14 +132,14 @@ pub fn read_results(dir: &Path) -> Result<Dissection, ReportError> {
             ),
         });
     }
-    let mut dissection: Dissection =
+    let dissection: Dissection =
         serde_json::from_value(value).map_err(|e| ReportError::Malformed {
             path,
             row: 0,
             message: e.to_string(),
         })?;
-    load_top_maps(dir, &mut dissection)?;
-    Ok(dissection)
+    let maps = load_top_maps(dir, &dissection)?;
+    Ok((dissection, maps))
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use dissect::LayerResult;
+use dissect::{Alignment, FieldMap, LayerResult, TopMaps};
 use image::imageops::FilterType;
 use image::{Rgb, RgbImage};
 use kernels::Upsample;
@@ -76,29 +76,96 @@ pub enum PixelClass {
     Outside,
 }
 
-/// Classifies every pixel of a `width x height` thumbnail (row-major) for an
-/// `h x w` map (`feature_size = [h, w]`) thresholded strictly at
-/// `threshold`, as the run binarizes.
+/// How a layer's maps are upsampled onto a picture of the model input.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MapGeometry {
+    pub alignment: Alignment,
+    /// The tap's receptive fields (receptive-field alignment falls back to
+    /// half-pixel without them, as in results saved before they were).
+    pub field: Option<FieldMap>,
+    /// `[height, width]` of the model input.
+    pub input: [u32; 2],
+    /// `[h, w]` of the maps.
+    pub feature: [u32; 2],
+}
+
+impl MapGeometry {
+    /// The geometry of `layer` in a run with `options`.
+    pub fn of(layer: &LayerResult, options: &dissect::Options) -> Self {
+        Self {
+            alignment: options.alignment,
+            field: layer.field.map(FieldMap::from),
+            input: [options.preprocess.height, options.preprocess.width],
+            feature: layer.feature_size,
+        }
+    }
+}
+
+/// Where each pixel of a `width x height` thumbnail falls relative to the
+/// unit's region: the map upsampled as the run did ([`dissect::geometry`])
+/// and thresholded strictly at `threshold`. With receptive-field alignment
+/// the region is found on the input's own grid (where the original's rule
+/// is exact) and each thumbnail pixel takes the input pixel under its
+/// centre.
 pub fn region_classes(
     map: &[f32],
-    feature_size: [u32; 2],
+    geometry: &MapGeometry,
     threshold: f32,
     width: u32,
     height: u32,
 ) -> Vec<PixelClass> {
-    let [h, w] = feature_size;
+    let [h, w] = geometry.feature;
     let (wu, hu) = (width as usize, height as usize);
-    if h == 0 || w == 0 || map.len() != (h as usize) * (w as usize) {
-        return vec![PixelClass::Outside; wu * hu];
+    let upsampled = |grid: [u32; 2]| {
+        let up = match geometry.field {
+            Some(field) => dissect::geometry::upsampling(
+                geometry.alignment,
+                &field,
+                geometry.input,
+                [h, w],
+                grid,
+            )
+            .ok()?,
+            None => Upsample::half_pixel(h, w, grid[0], grid[1]),
+        };
+        Some(inside_mask(map, &up, threshold))
+    };
+    let inside = if h == 0 || w == 0 || map.len() != (h as usize) * (w as usize) {
+        None
+    } else if geometry.alignment == Alignment::ReceptiveField && geometry.field.is_some() {
+        let [ih, iw] = geometry.input;
+        upsampled(geometry.input).map(|grid| {
+            let pick = |t: usize, n: u32, of: u32| {
+                (((t as f64 + 0.5) * f64::from(of) / f64::from(n)) as usize).min(of as usize - 1)
+            };
+            (0..hu)
+                .flat_map(|y| (0..wu).map(move |x| (y, x)))
+                .map(|(y, x)| grid[pick(y, height, ih) * iw as usize + pick(x, width, iw)])
+                .collect()
+        })
+    } else {
+        upsampled([height, width])
+    };
+    match inside {
+        Some(inside) => classes_of(&inside, wu, hu),
+        None => vec![PixelClass::Outside; wu * hu],
     }
-    let up = Upsample::half_pixel(h, w, height, width);
+}
+
+/// The upsampled map above `threshold`, row-major on `up`'s grid.
+fn inside_mask(map: &[f32], up: &Upsample, threshold: f32) -> Vec<bool> {
     let (taps_y, taps_x) = (up.taps_y(), up.taps_x());
-    let mut inside = Vec::with_capacity(wu * hu);
+    let mut inside = Vec::with_capacity(taps_y.len() * taps_x.len());
     for ty in &taps_y {
         for tx in &taps_x {
-            inside.push(kernels::cpu::upsample_value(map, w, *ty, *tx) > threshold);
+            inside.push(kernels::cpu::upsample_value(map, up.w, *ty, *tx) > threshold);
         }
     }
+    inside
+}
+
+/// Outline, inside or outside for each pixel of a `wu x hu` mask.
+fn classes_of(inside: &[bool], wu: usize, hu: usize) -> Vec<PixelClass> {
     (0..hu)
         .flat_map(|y| (0..wu).map(move |x| (y, x)))
         .map(|(y, x)| {
@@ -152,17 +219,6 @@ fn load_thumb(path: &Path, width: u32, height: u32) -> Option<RgbImage> {
     )
 }
 
-/// One unit's map in slot `slot`, if the layer has maps of the right size.
-fn unit_map(layer: &LayerResult, top_k: usize, unit: usize, slot: usize) -> Option<&[f32]> {
-    let [h, w] = layer.feature_size.map(|v| v as usize);
-    let plane = h * w;
-    if plane == 0 || layer.top_maps.len() != layer.n_units * top_k * plane || slot >= top_k {
-        return None;
-    }
-    let start = (unit * top_k + slot) * plane;
-    layer.top_maps.get(start..start + plane)
-}
-
 /// A unit's strip before encoding.
 #[derive(Debug, Clone)]
 pub struct RenderedStrip {
@@ -178,12 +234,13 @@ pub struct RenderedStrip {
 /// right, each with the region overlay. `None` when the unit has no images.
 pub fn render_unit_strip(
     layer: &LayerResult,
-    top_k: usize,
+    maps: &TopMaps,
+    geometry: &MapGeometry,
     unit: usize,
     opts: &StripOptions,
 ) -> Option<RenderedStrip> {
     let images = layer.top_images.get(unit)?;
-    let n = images.len().min(top_k);
+    let n = images.len();
     if n == 0 {
         return None;
     }
@@ -199,8 +256,8 @@ pub fn render_unit_strip(
                 RgbImage::from_pixel(tw, th, Rgb(MISSING_COLOR))
             });
         // Without saved maps the thumbnails are shown plain.
-        if let Some(map) = unit_map(layer, top_k, unit, slot) {
-            let classes = region_classes(map, layer.feature_size, threshold, tw, th);
+        if let Some(map) = maps.map(unit, slot) {
+            let classes = region_classes(map, geometry, threshold, tw, th);
             overlay(&mut thumb, &classes);
         }
         image::imageops::replace(&mut strip, &thumb, i64::from(slot as u32 * (tw + GAP)), 0);
@@ -266,7 +323,8 @@ pub fn layer_folder_name(layer: &str) -> String {
 pub fn write_layer_strips(
     report_dir: &Path,
     layer: &LayerResult,
-    top_k: usize,
+    maps: &TopMaps,
+    geometry: &MapGeometry,
     opts: &StripOptions,
 ) -> Result<LayerStrips, ReportError> {
     let folder = layer_folder_name(&layer.name);
@@ -278,7 +336,7 @@ pub fn write_layer_strips(
     let units = (0..layer.n_units)
         .into_par_iter()
         .map(|unit| {
-            let Some(rendered) = render_unit_strip(layer, top_k, unit, opts) else {
+            let Some(rendered) = render_unit_strip(layer, maps, geometry, unit, opts) else {
                 return Ok((
                     UnitStrip {
                         unit,
@@ -320,6 +378,16 @@ pub fn write_layer_strips(
 mod tests {
     use super::*;
     use crate::fixture::{self, FEATURE, GREY, TOP_K};
+
+    /// Half-pixel maps of `feature` cells on a 224 input.
+    fn half(feature: u32) -> MapGeometry {
+        MapGeometry {
+            alignment: Alignment::HalfPixel,
+            field: None,
+            input: [224, 224],
+            feature: [feature, feature],
+        }
+    }
 
     /// Half-pixel linear interpolation, in f64, of the 0/1 indicator of
     /// cells `lo..hi` of an 8-cell axis, at output pixel `d` of `8 * scale`.
@@ -384,7 +452,7 @@ mod tests {
     #[test]
     fn planted_rectangle_is_exactly_the_highlighted_region() {
         let map = fixture::rect_map(2, 6, 2, 5);
-        let classes = region_classes(&map, [FEATURE, FEATURE], 0.5, 96, 96);
+        let classes = region_classes(&map, &half(FEATURE), 0.5, 96, 96);
         // 96 / 8 = 12 thumbnail pixels per feature cell: rows 24..72, columns 24..60.
         assert_classes(&classes, &expected_all(12, [2, 6, 2, 5], 96), 96);
         // Independently of the profile arithmetic: the region lies within
@@ -416,9 +484,48 @@ mod tests {
     }
 
     #[test]
+    fn receptive_field_regions_sit_where_the_run_upsampled() {
+        // 8 cells of a field (offset -4, size 28, step 28) on a 224 input:
+        // by the original rule on the input's grid (reduction 1), cell i is
+        // at input pixel 28 // 2 - 4 + 28 i = 10 + 28 i. Row 3 alone is
+        // high, so the upsampled value at input row j is
+        // 1 - |(j - 10) / 28 - 3| and exceeds 0.5 exactly for |j - 94| < 14.
+        // Thumbnail row y shows input row floor((y + 0.5) * 224 / 96).
+        let map = fixture::rect_map(3, 4, 0, 8);
+        let geometry = MapGeometry {
+            alignment: Alignment::ReceptiveField,
+            field: Some(FieldMap {
+                offset: [-4, -4],
+                size: [28, 28],
+                step: [28, 28],
+            }),
+            input: [224, 224],
+            feature: [FEATURE, FEATURE],
+        };
+        let classes = region_classes(&map, &geometry, 0.5, 96, 96);
+        for y in 0..96 {
+            let j = ((y as f64 + 0.5) * 224.0 / 96.0) as i64;
+            let want = (j - 94).abs() < 14;
+            for x in 0..96 {
+                let lit = classes[y * 96 + x] != PixelClass::Outside;
+                assert_eq!(lit, want, "thumbnail pixel ({y}, {x}), input row {j}");
+            }
+        }
+        // Half-pixel centres sit at 14 + 28 i: the region moves down.
+        let other = region_classes(&map, &half(FEATURE), 0.5, 96, 96);
+        let first_lit = |c: &[PixelClass]| c.iter().position(|p| *p != PixelClass::Outside);
+        assert!(
+            first_lit(&other) > first_lit(&classes),
+            "{:?} {:?}",
+            first_lit(&other),
+            first_lit(&classes)
+        );
+    }
+
+    #[test]
     fn regions_touching_the_border_are_open_there_and_thresholds_are_strict() {
         let map = fixture::rect_map(0, 2, 4, 8);
-        let classes = region_classes(&map, [FEATURE, FEATURE], 0.5, 96, 96);
+        let classes = region_classes(&map, &half(FEATURE), 0.5, 96, 96);
         assert_classes(&classes, &expected_all(12, [0, 2, 4, 8], 96), 96);
         assert_eq!(classes[0], PixelClass::Outside);
         assert_eq!(
@@ -430,19 +537,19 @@ mod tests {
         // and NaN never passes.
         let flat = vec![0.5; 64];
         assert!(
-            region_classes(&flat, [8, 8], 0.5, 20, 20)
+            region_classes(&flat, &half(8), 0.5, 20, 20)
                 .iter()
                 .all(|c| *c == PixelClass::Outside)
         );
         let nan = vec![f32::NAN; 64];
         assert!(
-            region_classes(&nan, [8, 8], 0.0, 20, 20)
+            region_classes(&nan, &half(8), 0.0, 20, 20)
                 .iter()
                 .all(|c| *c == PixelClass::Outside)
         );
         // A map of the wrong size draws no region rather than panicking.
         assert!(
-            region_classes(&flat[..10], [8, 8], 0.0, 4, 4)
+            region_classes(&flat[..10], &half(8), 0.0, 4, 4)
                 .iter()
                 .all(|c| *c == PixelClass::Outside)
         );
@@ -481,12 +588,12 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dataset = tmp.path().join("data");
         fixture::write_images(&dataset);
-        let layer = fixture::layer("conv/5", 6, 0);
+        let (layer, maps) = fixture::layer("conv/5", 6, 0);
         let opts = StripOptions::new(dataset.join("images"), 224, 224);
         assert_eq!((opts.thumb_width, opts.thumb_height), (96, 96));
 
         // In memory the classes are exact, slot by slot.
-        let rendered = render_unit_strip(&layer, TOP_K, 0, &opts).unwrap();
+        let rendered = render_unit_strip(&layer, &maps, &half(FEATURE), 0, &opts).unwrap();
         assert_eq!(rendered.n_images, TOP_K);
         assert!(rendered.missing.is_empty());
         assert_eq!(rendered.image.width(), 3 * 96 + 2 * GAP);
@@ -505,7 +612,7 @@ mod tests {
         assert_eq!(rendered.image.get_pixel(5, 5).0, [60; 3]);
 
         // The JPEG on disk agrees but for compression noise at the edges.
-        let strips = write_layer_strips(tmp.path(), &layer, TOP_K, &opts).unwrap();
+        let strips = write_layer_strips(tmp.path(), &layer, &maps, &half(FEATURE), &opts).unwrap();
         assert_eq!(strips.units.len(), 6);
         let file = strips.units[0].file.as_deref().unwrap();
         assert_eq!(file, "strips/conv_5/unit-0001.jpg");
@@ -532,9 +639,9 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dataset = tmp.path().join("data");
         fixture::write_images(&dataset);
-        let layer = fixture::layer("l", 6, 0);
+        let (layer, maps) = fixture::layer("l", 6, 0);
         let opts = StripOptions::new(dataset.join("images"), 224, 224);
-        let strips = write_layer_strips(tmp.path(), &layer, TOP_K, &opts).unwrap();
+        let strips = write_layer_strips(tmp.path(), &layer, &maps, &half(FEATURE), &opts).unwrap();
         // Unit 1 has two images, unit 2 none, unit 3 a missing first image.
         assert_eq!(strips.units[1].n_images, 2);
         assert_eq!(strips.units[1].width, 2 * 96 + GAP);

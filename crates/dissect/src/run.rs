@@ -1,0 +1,473 @@
+//! One dissection run: the network, the dataset, the activation cache and
+//! the per-layer accumulators, with one method per pass and one for the
+//! scores.
+//!
+//! Every pass is a [`Run::sweep`] over the dataset: the first runs the
+//! network and keeps the activations while they fit the cache budget; a
+//! later one replays them from the cache, or runs the network again when
+//! they did not fit ([`CacheMode`]).
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use broden::{Batch, BatchOptions, Dataset};
+use burn::tensor::{Tensor, TensorData};
+use kernels::{CountConfig, Counts, RoundResult};
+
+use crate::DissectError;
+use crate::accel::{Accumulator, CountBatch, Seg};
+use crate::engine::{CacheMode, Dissector, Layer, Network, Progress, host_labels};
+use crate::geometry;
+use crate::options::Options;
+use crate::results::{Dissection, LayerResult, Outcome, SCHEMA_VERSION, TopImage, TopMaps};
+use crate::score::{label_infos, layer_counts, score_units, summarize};
+
+/// What a pass does with one batch: every layer's accumulators, the batch
+/// (labels only when replayed from the cache) and the activations of every
+/// layer.
+type PassFn<'a> = dyn FnMut(&mut [LayerRun], &Batch, &[Tensor<4>]) -> Result<(), DissectError> + 'a;
+
+/// One layer of a run: its accumulators and its activations' shape.
+#[derive(Debug)]
+pub(crate) struct LayerRun {
+    acc: Box<dyn Accumulator>,
+    shape: [u32; 4],
+}
+
+/// Activations kept between passes, within a budget.
+#[derive(Debug)]
+struct Cache {
+    budget: u64,
+    bytes: u64,
+    /// The first image of each batch and its activations, in order.
+    batches: Vec<(usize, Vec<Tensor<4>>)>,
+    overflowed: bool,
+}
+
+impl Cache {
+    fn offer(&mut self, first: usize, acts: &[Tensor<4>]) {
+        if self.overflowed {
+            return;
+        }
+        let bytes: u64 = acts
+            .iter()
+            .map(|a| a.shape().num_elements() as u64 * 4)
+            .sum();
+        if self.bytes + bytes <= self.budget {
+            self.bytes += bytes;
+            self.batches.push((first, acts.to_vec()));
+        } else {
+            self.overflowed = true;
+            self.batches.clear();
+        }
+    }
+
+    fn mode(&self) -> CacheMode {
+        if self.overflowed {
+            CacheMode::Recomputed
+        } else {
+            CacheMode::Cached
+        }
+    }
+
+    /// The activations of the `index`-th batch, which starts at `first`.
+    fn get(&self, index: usize, first: usize) -> Result<Vec<Tensor<4>>, DissectError> {
+        match self.batches.get(index) {
+            Some((f, acts)) if *f == first => Ok(acts.clone()),
+            _ => Err(DissectError::Internal(
+                "cached activations out of step with the dataset".into(),
+            )),
+        }
+    }
+}
+
+/// A dissection in progress.
+pub(crate) struct Run<'a> {
+    engine: &'a Dissector,
+    net: &'a dyn Network,
+    dataset: &'a Dataset,
+    /// The options in effect (top-k capped at the number of images).
+    opts: Options,
+    names: &'a [String],
+    taps: Vec<Layer>,
+    batch_opts: BatchOptions,
+    cache: Cache,
+    /// Empty until the first batch gives the layers' shapes.
+    layers: Vec<LayerRun>,
+    /// Passes over the data so far.
+    passes: u32,
+    progress: &'a mut dyn FnMut(&Progress),
+}
+
+impl<'a> Run<'a> {
+    /// Resolves the layers; `opts` must have been validated.
+    pub fn new(
+        engine: &'a Dissector,
+        net: &'a dyn Network,
+        names: &'a [String],
+        dataset: &'a Dataset,
+        opts: &Options,
+        cache_budget_bytes: u64,
+        progress: &'a mut dyn FnMut(&Progress),
+    ) -> Result<Self, DissectError> {
+        if dataset.images.is_empty() {
+            return Err(DissectError::Input(format!(
+                "{}: no images to dissect (after the split and image limit)",
+                dataset.root.display()
+            )));
+        }
+        let taps = names
+            .iter()
+            .map(|name| net.layer(name))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut opts = opts.clone();
+        opts.top_k = opts.top_k.min(dataset.images.len());
+        let batch_opts = BatchOptions {
+            batch_size: opts.batch_size,
+            preprocess: opts.preprocess.to_preprocess(),
+            prefetch: 2,
+            labels_only: false,
+        };
+        Ok(Self {
+            engine,
+            net,
+            dataset,
+            opts,
+            names,
+            taps,
+            batch_opts,
+            cache: Cache {
+                budget: cache_budget_bytes,
+                bytes: 0,
+                batches: Vec::new(),
+                overflowed: false,
+            },
+            layers: Vec::new(),
+            passes: 0,
+            progress,
+        })
+    }
+
+    /// Pass 1 (quantile round 0 and top-k images) and the further quantile
+    /// rounds until every threshold is exact.
+    pub fn thresholds(&mut self) -> Result<(), DissectError> {
+        self.sweep("thresholds", &mut |layers, batch, acts| {
+            for (layer, act) in layers.iter_mut().zip(acts) {
+                layer.acc.observe_first(act, batch.indices[0] as u32)?;
+            }
+            Ok(())
+        })?;
+        loop {
+            let mut again = false;
+            for layer in &mut self.layers {
+                again |= layer.acc.finish_round()? == RoundResult::NeedsAnotherPass;
+            }
+            if !again {
+                return Ok(());
+            }
+            self.sweep("thresholds (refine)", &mut |layers, _, acts| {
+                for (layer, act) in layers.iter_mut().zip(acts) {
+                    layer.acc.observe_quantile(act)?;
+                }
+                Ok(())
+            })?;
+        }
+    }
+
+    /// The counting pass: upsample, binarize, count; and the maps of each
+    /// unit's top images, for the report.
+    pub fn counts(&mut self) -> Result<Vec<TopMaps>, DissectError> {
+        let mut tops = self
+            .layers
+            .iter()
+            .map(|l| TopCollector::new(l.acc.as_ref(), l.shape, self.opts.top_k))
+            .collect::<Result<Vec<_>, _>>()?;
+        let setup = CountSetup::new(self.dataset, &self.opts);
+        let taps = self.taps.clone();
+        self.sweep("counts", &mut |layers, batch, acts| {
+            let labels = host_labels(batch);
+            let seg = (batch.seg_height, batch.seg_width);
+            for (i, act) in acts.iter().enumerate() {
+                let config = |shape| setup.config(&taps[i], shape, seg);
+                let counting = CountBatch {
+                    labels: &labels,
+                    seg,
+                    config: &config,
+                };
+                layers[i].acc.count(act, &counting)?;
+                tops[i].collect(batch, act)?;
+            }
+            Ok(())
+        })?;
+        Ok(tops.into_iter().map(|t| t.maps).collect())
+    }
+
+    /// Scores every layer from its totals.
+    pub fn finish(self, top_maps: Vec<TopMaps>, started: Instant) -> Result<Outcome, DissectError> {
+        let categories: Vec<String> = self
+            .dataset
+            .selected
+            .iter()
+            .map(|&c| self.dataset.categories[c].name.clone())
+            .collect();
+        let mut layers = Vec::new();
+        let mut counts = Vec::new();
+        for i in 0..self.layers.len() {
+            let (result, total) = self.layer_result(i, &categories)?;
+            layers.push(result);
+            counts.push(total);
+        }
+        let dissection = Dissection {
+            schema_version: SCHEMA_VERSION,
+            tool_version: env!("CARGO_PKG_VERSION").to_string(),
+            model: self.net.name(),
+            dataset: self.dataset.root.display().to_string(),
+            adapter: self.engine.adapter_line(),
+            options: self.opts,
+            n_images: self.dataset.images.len(),
+            categories,
+            mode: self.cache.mode(),
+            passes: self.passes,
+            duration_secs: started.elapsed().as_secs_f64(),
+            layers,
+        };
+        Ok(Outcome {
+            dissection,
+            counts,
+            top_maps,
+        })
+    }
+
+    fn layer_result(
+        &self,
+        i: usize,
+        categories: &[String],
+    ) -> Result<(LayerResult, Counts), DissectError> {
+        let (layer, tap) = (&self.layers[i], &self.taps[i]);
+        let ds = self.dataset;
+        let [_, units, h, w] = layer.shape;
+        let mut total = Counts::zeros(units, ds.labels.len() as u32, ds.categories.len() as u32);
+        layer.acc.counts(&mut total)?;
+        let scores = score_units(
+            &layer_counts(&total, self.opts.union, &ds.selected),
+            &label_infos(ds),
+        );
+        let top_images = layer
+            .acc
+            .top_k()?
+            .into_iter()
+            .map(|list| {
+                list.into_iter()
+                    .map(|(image, max)| TopImage {
+                        image: image as usize,
+                        path: ds.images[image as usize].image.clone(),
+                        max,
+                    })
+                    .collect()
+            })
+            .collect();
+        let name = self.names[i].clone();
+        let result = LayerResult {
+            top_maps_file: (self.opts.top_k > 0).then(|| crate::results::top_maps_file_name(&name)),
+            name,
+            tap: tap.name.clone(),
+            n_units: units as usize,
+            feature_size: [h, w],
+            field: Some(tap.field.into()),
+            thresholds: layer.acc.thresholds()?,
+            top_images,
+            unit_pixels: total.unit_pixels.clone(),
+            summary: summarize(&scores, categories, self.opts.iou_threshold),
+            units: scores,
+        };
+        Ok((result, total))
+    }
+
+    /// One pass over the data: `each` sees every batch with every layer's
+    /// activations, from the cache when the first pass kept them.
+    fn sweep(&mut self, pass: &'static str, each: &mut PassFn<'_>) -> Result<(), DissectError> {
+        self.passes += 1;
+        let first = self.passes == 1;
+        let replay = !first && self.cache.mode() == CacheMode::Cached;
+        let opts = BatchOptions {
+            labels_only: replay,
+            ..self.batch_opts.clone()
+        };
+        let mut done = 0;
+        self.report(pass, done);
+        for (index, batch) in self.dataset.batches(&opts).enumerate() {
+            let batch = batch?;
+            let acts = if replay {
+                self.cache.get(index, batch.indices[0])?
+            } else {
+                self.forward(&batch)?
+            };
+            if first {
+                self.cache.offer(batch.indices[0], &acts);
+            }
+            self.check_shapes(&acts)?;
+            each(&mut self.layers, &batch, &acts)?;
+            done += batch.indices.len();
+            self.report(pass, done);
+        }
+        Ok(())
+    }
+
+    fn report(&mut self, pass: &'static str, images_done: usize) {
+        (self.progress)(&Progress {
+            pass,
+            pass_index: self.passes,
+            passes: kernels::quantile::PASSES + 1,
+            images_done,
+            images_total: self.dataset.images.len(),
+        });
+    }
+
+    /// Runs the network to the deepest layer and returns every layer's
+    /// activations.
+    fn forward(&self, batch: &Batch) -> Result<Vec<Tensor<4>>, DissectError> {
+        let n = batch.indices.len();
+        let data = TensorData::new(
+            batch.pixels.clone(),
+            [n, 3, batch.height as usize, batch.width as usize],
+        );
+        let input = Tensor::<4>::from_data(data, self.engine.device());
+        let acts = self.net.forward_layers(input, &self.taps)?;
+        if acts.len() != self.taps.len() {
+            return Err(DissectError::Internal(format!(
+                "{} returned {} activations for {} layers",
+                self.net.name(),
+                acts.len(),
+                self.taps.len()
+            )));
+        }
+        Ok(acts)
+    }
+
+    /// Makes the accumulators at the first batch; then every batch of a
+    /// layer must have the same units and map size.
+    fn check_shapes(&mut self, acts: &[Tensor<4>]) -> Result<(), DissectError> {
+        let shapes = acts.iter().map(|a| {
+            let d = a.dims();
+            [d[0] as u32, d[1] as u32, d[2] as u32, d[3] as u32]
+        });
+        if self.layers.is_empty() {
+            for shape in shapes {
+                let acc = self.engine.backend().accumulator(
+                    shape[1],
+                    self.opts.quantile,
+                    self.opts.top_k as u32,
+                )?;
+                self.layers.push(LayerRun { acc, shape });
+            }
+            return Ok(());
+        }
+        for ((layer, tap), shape) in self.layers.iter().zip(&self.taps).zip(shapes) {
+            if layer.shape[1..] != shape[1..] {
+                return Err(DissectError::Layer {
+                    layer: tap.name.clone(),
+                    message: format!(
+                        "activation shape changed between batches: {:?} then {:?} (images of different sizes?)",
+                        &layer.shape[1..],
+                        &shape[1..]
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What every counter's configuration shares.
+struct CountSetup {
+    n_labels: u32,
+    n_categories: u32,
+    label_category: Vec<u32>,
+    opts: Options,
+}
+
+impl CountSetup {
+    fn new(dataset: &Dataset, opts: &Options) -> Self {
+        let n_categories = dataset.categories.len() as u32;
+        Self {
+            n_labels: dataset.labels.len() as u32,
+            n_categories,
+            label_category: dataset.labels.iter().map(|l| l.category as u32).collect(),
+            opts: opts.clone(),
+        }
+    }
+
+    /// The counter for `tap`'s activations of `shape` on a `seg` grid.
+    fn config(&self, tap: &Layer, shape: [u32; 4], seg: Seg) -> Result<CountConfig, DissectError> {
+        let [_, units, h, w] = shape;
+        let p = &self.opts.preprocess;
+        Ok(CountConfig {
+            n_units: units,
+            n_labels: self.n_labels,
+            n_categories: self.n_categories,
+            label_category: self.label_category.clone(),
+            upsample: geometry::upsampling(
+                self.opts.alignment,
+                &tap.field,
+                [p.height, p.width],
+                [h, w],
+                [seg.0, seg.1],
+            )?,
+            max_images: self.opts.batch_size as u32,
+        })
+    }
+}
+
+/// Collects the maps of each unit's top images during the counting pass:
+/// the only activations read back, k per unit.
+struct TopCollector {
+    /// For each image among some unit's top images, its `(unit, slot)`s.
+    by_image: BTreeMap<usize, Vec<(usize, usize)>>,
+    maps: TopMaps,
+}
+
+impl TopCollector {
+    fn new(acc: &dyn Accumulator, shape: [u32; 4], k: usize) -> Result<Self, DissectError> {
+        let mut by_image: BTreeMap<usize, Vec<(usize, usize)>> = BTreeMap::new();
+        for (unit, list) in acc.top_k()?.iter().enumerate() {
+            for (slot, &(image, _)) in list.iter().enumerate() {
+                by_image
+                    .entry(image as usize)
+                    .or_default()
+                    .push((unit, slot));
+            }
+        }
+        let [_, units, h, w] = shape.map(|v| v as usize);
+        Ok(Self {
+            by_image,
+            maps: TopMaps::empty(units, k, [h, w]),
+        })
+    }
+
+    fn collect(&mut self, batch: &Batch, act: &Tensor<4>) -> Result<(), DissectError> {
+        let plane = self.maps.size[0] * self.maps.size[1];
+        for (b, image) in batch.indices.iter().enumerate() {
+            let Some(slots) = self.by_image.get(image) else {
+                continue;
+            };
+            let maps = act
+                .clone()
+                .narrow(0, b, 1)
+                .into_data()
+                .try_to_vec::<f32>()
+                .map_err(|e| DissectError::Internal(format!("reading a top map: {e:?}")))?;
+            for &(unit, slot) in slots {
+                let src = maps.get(unit * plane..(unit + 1) * plane);
+                match (self.maps.map_mut(unit, slot), src) {
+                    (Some(dst), Some(src)) => dst.copy_from_slice(src),
+                    _ => {
+                        return Err(DissectError::Internal(format!(
+                            "top map of unit {unit}, slot {slot} out of range"
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
