@@ -177,20 +177,54 @@ fn test() -> Result<()> {
         .output()
         .is_ok_and(|o| o.status.success());
     if nextest {
-        run(cargo().args([
-            "nextest",
-            "run",
-            "--workspace",
-            "--no-fail-fast",
-            "--failure-output",
-            "final",
-        ]))?;
-        // nextest does not run doctests.
+        // Doc tests first: their per-crate "0 passed" lines must not be the
+        // run's last word.
         run(cargo().args(["test", "--workspace", "--doc"]))?;
+        let status = cargo()
+            .args([
+                "nextest",
+                "run",
+                "--workspace",
+                "--no-fail-fast",
+                "--failure-output",
+                "final",
+            ])
+            .status()
+            .context("running cargo nextest")?;
+        let junit = workspace_root().join("target/nextest/default/junit.xml");
+        match std::fs::read_to_string(&junit) {
+            Ok(xml) => {
+                let (tests, failed) = junit_totals(&xml);
+                println!("{} passed, {failed} failed", tests - failed);
+            }
+            Err(e) => eprintln!("no test totals: {}: {e}", junit.display()),
+        }
+        if !status.success() {
+            bail!("tests failed");
+        }
     } else {
         run(cargo().args(["test", "--workspace", "--no-fail-fast"]))?;
     }
     Ok(())
+}
+
+/// `(tests, failures + errors)` from nextest's JUnit report: the counts on
+/// its `<testsuites>` element.
+fn junit_totals(xml: &str) -> (u64, u64) {
+    let Some(start) = xml.find("<testsuites") else {
+        return (0, 0);
+    };
+    let tag = &xml[start..start + xml[start..].find('>').unwrap_or(0)];
+    let attr = |name: &str| -> u64 {
+        let key = format!(" {name}=\"");
+        tag.find(&key)
+            .and_then(|i| {
+                let rest = &tag[i + key.len()..];
+                rest[..rest.find('"')?].parse().ok()
+            })
+            .unwrap_or(0)
+    };
+    (attr("tests"), attr("failures") + attr("errors"))
 }
 
 /// The report tests render pages in headless Chromium; install Debian's
@@ -210,4 +244,19 @@ fn ensure_chromium() -> Result<()> {
     }
     eprintln!("chromium not found: installing Debian's chromium package for the report tests");
     adapter::apt_install(&["chromium"])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::junit_totals;
+
+    #[test]
+    fn totals_come_from_the_testsuites_element() {
+        let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
+<testsuites name="nextest-run" tests="118" failures="2" errors="1" uuid="x" time="61.2">
+    <testsuite name="a" tests="3" disabled="0" errors="0" failures="0"></testsuite>
+</testsuites>"#;
+        assert_eq!(junit_totals(xml), (118, 3));
+        assert_eq!(junit_totals("not xml"), (0, 0));
+    }
 }
