@@ -1,6 +1,10 @@
 // Upsample-binarize-count: the intersections and unions of Network Dissection, counted per batch
 // without materialising upsampled maps, then folded into 64-bit totals.
 //
+// `mark_live`: one invocation per (image, unit) map: live[image][unit] = 1 when some value of
+// the map is strictly above the unit's threshold. A bilinear sample never exceeds the largest of
+// its four neighbours (the clamp in `sample`), so a map that is not live has an empty mask:
+// `count_pixels` skips it, on a workgroup-uniform test.
 // `count_pixels`: one workgroup per (256 seg pixels, unit, image). Each invocation samples the
 // unit's h x w map bilinearly at its seg pixel through per-axis taps (two source indices and two
 // weights per row and per column, computed on the host), keeps the pixel when the sample is
@@ -33,6 +37,7 @@
 //   8: acc              u32 pairs: intersect [n_units * n_labels], unit pixels [n_units],
 //                       original union [n_units * n_categories], lite union [n_units * n_categories]
 //   9: probe            f32 [n_images * n_units * sh * sw] samples (upsample_probe only, for tests)
+//  10: live             u32 [n_images * n_units]: 1 when the map has a value above the threshold
 
 struct Params {
     elem_offset: u32,
@@ -93,8 +98,13 @@ var<storage, read_write> acc: array<u32>;
 @binding(9)
 var<storage, read_write> probe: array<f32>;
 
+@group(0)
+@binding(10)
+var<storage, read_write> live: array<u32>;
+
 var<workgroup> wg_count: atomic<u32>;
 var<workgroup> wg_bits: atomic<u32>;
+var<workgroup> wg_live: u32;
 
 // Identity that the compiler cannot see through (params.never is always 0): blocks FMA contraction.
 fn opaque(x: f32) -> f32 {
@@ -132,20 +142,47 @@ fn sample(image: u32, unit: u32, y: u32, x: u32) -> f32 {
     return select(select(s, lo, s < lo), hi, s > hi);
 }
 
+@compute @workgroup_size(64)
+fn mark_live(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let i = (wg.y * nwg.x + wg.x) * 64u + li;
+    if i >= params.n_images * params.n_units {
+        return;
+    }
+    let plane = params.h * params.w;
+    let base = params.elem_offset + i * plane;
+    let t = thresholds[i % params.n_units];
+    var any = 0u;
+    for (var j = 0u; j < plane; j = j + 1u) {
+        if acts[base + j] > t {
+            any = 1u;
+            break;
+        }
+    }
+    live[i] = any;
+}
+
 @compute @workgroup_size(256)
 fn count_pixels(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
+    let unit = wg.y;
+    let image = wg.z;
     if li == 0u {
         atomicStore(&wg_count, 0u);
         atomicStore(&wg_bits, 0u);
+        wg_live = live[image * params.n_units + unit];
     }
-    workgroupBarrier();
+    // Also the barrier for the stores above; uniform, so the whole workgroup leaves together.
+    if workgroupUniformLoad(&wg_live) == 0u {
+        return;
+    }
     let n_pixels = params.sh * params.sw;
     let p = wg.x * 256u + li;
-    let unit = wg.y;
-    let image = wg.z;
     if p < n_pixels {
         let s = sample(image, unit, p / params.sw, p % params.sw);
         if s > thresholds[unit] {

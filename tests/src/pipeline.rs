@@ -2,19 +2,22 @@
 //! planted detectors found by dissection.
 //!
 //! Fixtures: synthetic Broden datasets made by `broden::synth::generate`
-//! (seeded) in a temp folder, and the hand-built `PlantedColors` network.
+//! (seeded) in a temp folder, the hand-built `PlantedColors` network, and
+//! `TiesNet` (piecewise-constant maps) below.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use broden::synth::{SynthOptions, generate};
 use broden::{BatchOptions, Dataset, DatasetOptions};
+use burn::tensor::module::avg_pool2d;
+use burn::tensor::ops::AvgPoolOptions;
 use burn::tensor::{Tensor, TensorData};
 use dissect::planted::PlantedColors;
 use dissect::score::{label_infos, layer_counts};
 use dissect::{
-    Alignment, CacheMode, Dissector, Network, Options, Outcome, PreprocessSpec, Preset, UnionRule,
-    score_units, summarize,
+    Alignment, CacheMode, DissectError, Dissector, FieldMap, GeoOp, Layer, Network, Options,
+    Outcome, PreprocessSpec, Preset, UnionRule, score_units, summarize,
 };
 use kernels::{Counts, Upsample};
 
@@ -77,18 +80,19 @@ fn cpu() -> &'static Dissector {
 }
 
 fn run(net: &dyn Network, ds: &Dataset, opts: &Options, budget: Option<u64>) -> Outcome {
-    run_on(dissector(), net, ds, opts, budget)
+    run_on(dissector(), net, &layers(), ds, opts, budget)
 }
 
 fn run_on(
     d: &Dissector,
     net: &dyn Network,
+    names: &[String],
     ds: &Dataset,
     opts: &Options,
     budget: Option<u64>,
 ) -> Outcome {
     let budget = budget.unwrap_or(d.cache_budget_bytes);
-    d.run_with_cache_budget(net, &layers(), ds, opts, budget, &mut |_| {})
+    d.run_with_cache_budget(net, names, ds, opts, budget, &mut |_| {})
         .unwrap()
 }
 
@@ -97,10 +101,11 @@ fn run_on(
 fn host_activations(
     d: &Dissector,
     net: &dyn Network,
+    names: &[String],
     ds: &Dataset,
     opts: &Options,
 ) -> Vec<Vec<(Vec<f32>, [u32; 4])>> {
-    let layers: Vec<_> = layers().iter().map(|l| net.layer(l).unwrap()).collect();
+    let layers: Vec<_> = names.iter().map(|l| net.layer(l).unwrap()).collect();
     let bopts = BatchOptions {
         batch_size: opts.batch_size,
         preprocess: opts.preprocess.to_preprocess(),
@@ -140,9 +145,9 @@ fn host_activations(
 /// The naive CPU dissection of one layer: thresholds and counts.
 fn naive_layer(
     net: &dyn Network,
+    name: &str,
     ds: &Dataset,
     opts: &Options,
-    layer: usize,
     acts: &[(Vec<f32>, [u32; 4])],
 ) -> (Vec<f32>, Counts) {
     let units = acts[0].1[1] as usize;
@@ -158,7 +163,7 @@ fn naive_layer(
     let n_cat = ds.categories.len() as u32;
     let label_category: Vec<u32> = ds.labels.iter().map(|l| l.category as u32).collect();
     let mut counts = Counts::zeros(units as u32, n_labels, n_cat);
-    let l = net.layer(&layers()[layer]).unwrap();
+    let l = net.layer(name).unwrap();
     let bopts = BatchOptions {
         batch_size: opts.batch_size,
         preprocess: opts.preprocess.to_preprocess(),
@@ -216,9 +221,9 @@ fn equals_naive_under_every_option(d: &Dissector) {
     for (categories, alignment) in cases {
         let ds = open(&dataset_dir(12, 7), categories.clone());
         let base = planted_options(UnionRule::Original, alignment, 0.02);
-        let acts = host_activations(d, &net, &ds, &base);
+        let acts = host_activations(d, &net, &layers(), &ds, &base);
         let naive: Vec<_> = (0..acts.len())
-            .map(|i| naive_layer(&net, &ds, &base, i, &acts[i]))
+            .map(|i| naive_layer(&net, &layers()[i], &ds, &base, &acts[i]))
             .collect();
         let names: Vec<String> = ds
             .selected
@@ -230,7 +235,7 @@ fn equals_naive_under_every_option(d: &Dissector) {
                 union,
                 ..base.clone()
             };
-            let outcome = run_on(d, &net, &ds, &opts, None);
+            let outcome = run_on(d, &net, &layers(), &ds, &opts, None);
             let got = &outcome.dissection;
             let what = format!(
                 "{} {categories:?} {alignment:?} {union:?}",
@@ -515,4 +520,72 @@ fn kernels_run_on_a_burn_tensor_and_read_back_only_results() {
     let want = kernels::cpu::count(&config, &host, &thresholds, &labels).unwrap();
     assert_eq!(counts.intersect, want.intersect);
     assert_eq!(counts.unit_category_original, want.unit_category_original);
+}
+
+/// Piecewise-constant maps, so that many (unit, image) maxima equal their
+/// unit's threshold exactly: unit 0 is the image's mean value rounded to a
+/// multiple of 1/16, constant over the 7x7 map; unit 1 the mean of each
+/// 32x32 block of channel 0, rounded to a multiple of 1/2.
+struct TiesNet;
+
+impl Network for TiesNet {
+    fn name(&self) -> String {
+        "ties".into()
+    }
+
+    fn layer(&self, name: &str) -> Result<Layer, DissectError> {
+        match name {
+            "steps" => Ok(Layer {
+                name: name.into(),
+                index: 0,
+                field: FieldMap::of_path(&[GeoOp::pool(32, 32, 0, false)]),
+            }),
+            _ => Err(DissectError::Input(format!("ties has no layer `{name}`"))),
+        }
+    }
+
+    fn forward_layers(
+        &self,
+        input: Tensor<4>,
+        _layers: &[Layer],
+    ) -> Result<Vec<Tensor<4>>, DissectError> {
+        let pooled = avg_pool2d(input, AvgPoolOptions::new([32, 32]));
+        let [n, _, h, w] = pooled.dims();
+        let steps = |x: Tensor<4>, per: f32| x.mul_scalar(per).round().div_scalar(per);
+        let whole = pooled.clone().mean_dim(1).mean_dim(2).mean_dim(3);
+        let unit0 = steps(whole, 16.0).expand([n, 1, h, w]);
+        let unit1 = steps(pooled.narrow(1, 0, 1), 2.0);
+        Ok(vec![Tensor::cat(vec![unit0, unit1], 1)])
+    }
+}
+
+#[test]
+fn maxima_equal_to_the_threshold_count_as_the_naive_implementation_does() {
+    let ds = open(&dataset_dir(12, 7), None);
+    let names = vec!["steps".to_string()];
+    for d in [dissector(), cpu()] {
+        for q in [0.2, 0.4] {
+            let what = format!("{} q {q}", d.adapter_line());
+            let opts = planted_options(UnionRule::Original, Alignment::HalfPixel, q);
+            let acts = host_activations(d, &TiesNet, &names, &ds, &opts);
+            let (thresholds, counts) = naive_layer(&TiesNet, "steps", &ds, &opts, &acts[0]);
+            // The case is real: some (unit, image) map peaks exactly at the
+            // unit's threshold (an empty mask by the strict rule).
+            let at_threshold = acts[0].iter().any(|(data, [_, c, h, w])| {
+                let plane = (h * w) as usize;
+                data.chunks(plane).enumerate().any(|(i, map)| {
+                    let max = map.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    max == thresholds[i % *c as usize]
+                })
+            });
+            assert!(at_threshold, "{what}: no map peaks at its threshold");
+            assert!(counts.unit_pixels.iter().sum::<u64>() > 0, "{what}");
+            let outcome = run_on(d, &TiesNet, &names, &ds, &opts, None);
+            assert_eq!(
+                outcome.dissection.layers[0].thresholds, thresholds,
+                "{what}"
+            );
+            assert_eq!(outcome.counts[0], counts, "{what}");
+        }
+    }
 }

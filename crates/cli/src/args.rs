@@ -140,9 +140,10 @@ pub struct DissectArgs {
     /// Activations kept between passes, in MiB: on the GPU, or in host
     /// memory on the CPU backend. A dataset whose activations do not fit
     /// re-runs the network on every pass instead; 0 always re-runs, so
-    /// memory stays flat in the number of images.
-    #[arg(long, default_value_t = dissect::DEFAULT_CACHE_BUDGET >> 20)]
-    pub cache_mib: u64,
+    /// memory stays flat in the number of images. Default: a quarter of the
+    /// available memory on the CPU backend, 2048 on a GPU.
+    #[arg(long)]
+    pub cache_mib: Option<u64>,
     /// Overwrite an output folder that already holds results.
     #[arg(long)]
     pub force: bool,

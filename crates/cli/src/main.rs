@@ -311,8 +311,22 @@ fn dissect(a: &DissectArgs) -> Result<(), Failure> {
     report::output::begin(&a.out, a.force).map_err(input)?;
 
     let mut dissector = make_dissector(a.backend)?;
-    dissector.cache_budget_bytes = a.cache_mib.saturating_mul(1 << 20);
+    let cache_note = match a.cache_mib {
+        Some(mib) => {
+            dissector.cache_budget_bytes = mib.saturating_mul(1 << 20);
+            "--cache-mib"
+        }
+        None => {
+            let (bytes, why) = dissector.default_cache_budget();
+            dissector.cache_budget_bytes = bytes;
+            why
+        }
+    };
     eprintln!("running on: {}", dissector.adapter_line());
+    eprintln!(
+        "activation cache: {} MiB ({cache_note})",
+        dissector.cache_budget_bytes >> 20
+    );
     let loaded = match (choice, &a.weights) {
         (None, _) => Loaded {
             net: Box::new(PlantedColors::new(dissector.device())),

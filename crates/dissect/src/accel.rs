@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use burn::tensor::Tensor;
 use kernels::{
-    ActivationView, CountConfig, Counter, Counts, CpuQuantileSketch, CpuTopK, Gpu, HostLabels,
+    ActivationView, CountConfig, Counter, Counts, CpuRankSelect, CpuTopK, Gpu, HostLabels,
     QuantileSketch, RoundResult, TopK,
 };
 use models::gpu;
@@ -57,12 +57,23 @@ pub(crate) enum Backend {
 }
 
 impl Backend {
-    /// The accumulators of a layer of `units` units.
+    /// Passes over the data a run makes at most: the device's radix select
+    /// takes three rounds; the host's rank select one. Then the counts.
+    pub fn max_passes(&self) -> u32 {
+        match self {
+            Backend::Device(_) => kernels::quantile::PASSES + 1,
+            Backend::Host => 2,
+        }
+    }
+
+    /// The accumulators of a layer of `units` units, each of which will see
+    /// `values_per_unit` activations in a pass.
     pub fn accumulator(
         &self,
         units: u32,
         q: f64,
         k: u32,
+        values_per_unit: u64,
     ) -> Result<Box<dyn Accumulator>, DissectError> {
         Ok(match self {
             Backend::Device(gpu) => Box::new(DeviceLayer {
@@ -72,7 +83,7 @@ impl Backend {
                 gpu: gpu.clone(),
             }),
             Backend::Host => Box::new(HostLayer {
-                sketch: CpuQuantileSketch::new(units, q)?,
+                select: CpuRankSelect::new(units, q, values_per_unit)?,
                 top_k: CpuTopK::new(units, k),
                 counters: BTreeMap::new(),
                 thresholds: Vec::new(),
@@ -149,13 +160,13 @@ impl Accumulator for DeviceLayer {
     }
 }
 
-/// A layer's accumulators on the host.
+/// A layer's accumulators on the host: the thresholds in one pass.
 #[derive(Debug)]
 struct HostLayer {
-    sketch: CpuQuantileSketch,
+    select: CpuRankSelect,
     top_k: CpuTopK,
     counters: BTreeMap<Seg, (CountConfig, Counts)>,
-    /// Set when the last quantile round is done.
+    /// Set when the threshold pass is done.
     thresholds: Vec<f32>,
 }
 
@@ -173,22 +184,20 @@ pub(crate) fn host(act: &Tensor<4>) -> Result<(Vec<f32>, [u32; 4]), DissectError
 impl Accumulator for HostLayer {
     fn observe_first(&mut self, act: &Tensor<4>, first_image: u32) -> Result<(), DissectError> {
         let (data, shape) = host(act)?;
-        self.sketch.observe(&data, shape)?;
+        self.select.observe(&data, shape)?;
         self.top_k.observe(&data, shape, first_image)?;
         Ok(())
     }
 
-    fn observe_quantile(&mut self, act: &Tensor<4>) -> Result<(), DissectError> {
-        let (data, shape) = host(act)?;
-        Ok(self.sketch.observe(&data, shape)?)
+    fn observe_quantile(&mut self, _act: &Tensor<4>) -> Result<(), DissectError> {
+        Err(DissectError::Internal(
+            "the host thresholds take one pass; no refine round".into(),
+        ))
     }
 
     fn finish_round(&mut self) -> Result<RoundResult, DissectError> {
-        let r = self.sketch.finish_round()?;
-        if r == RoundResult::Done {
-            self.thresholds = self.sketch.thresholds()?;
-        }
-        Ok(r)
+        self.thresholds = self.select.thresholds()?;
+        Ok(RoundResult::Done)
     }
 
     fn count(&mut self, act: &Tensor<4>, batch: &CountBatch<'_>) -> Result<(), DissectError> {
@@ -210,7 +219,7 @@ impl Accumulator for HostLayer {
     }
 
     fn thresholds(&self) -> Result<Vec<f32>, DissectError> {
-        Ok(self.sketch.thresholds()?)
+        Ok(self.thresholds.clone())
     }
 
     fn counts(&self, total: &mut Counts) -> Result<(), DissectError> {

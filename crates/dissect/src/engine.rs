@@ -54,7 +54,8 @@ pub struct Progress {
 pub struct Dissector {
     device: Device,
     backend: Backend,
-    /// Bytes of activations kept between passes.
+    /// Bytes of activations kept between passes; by default
+    /// [`Dissector::default_cache_budget`].
     pub cache_budget_bytes: u64,
 }
 
@@ -90,10 +91,30 @@ impl Dissector {
     /// The CPU backend: no GPU needed; the fast path where the only adapter
     /// is a software one.
     pub fn cpu() -> Self {
-        Self {
+        let mut d = Self {
             device: gpu::cpu_device(),
             backend: Backend::Host,
-            cache_budget_bytes: DEFAULT_CACHE_BUDGET,
+            cache_budget_bytes: 0,
+        };
+        d.cache_budget_bytes = d.default_cache_budget().0;
+        d
+    }
+
+    /// The cache budget this machine gives, and where it comes from: on the
+    /// CPU backend a quarter of the host memory available now (Linux
+    /// `MemAvailable`); on a GPU [`DEFAULT_CACHE_BUDGET`], since wgpu does
+    /// not report an adapter's memory.
+    pub fn default_cache_budget(&self) -> (u64, &'static str) {
+        match (&self.backend, available_host_memory()) {
+            (Backend::Host, Some(bytes)) => (
+                (bytes / 4).clamp(MIN_CACHE_BUDGET, MAX_CACHE_BUDGET),
+                "a quarter of the available host memory",
+            ),
+            (Backend::Host, None) => (DEFAULT_CACHE_BUDGET, "host memory unknown: the default"),
+            (Backend::Device(_), _) => (
+                DEFAULT_CACHE_BUDGET,
+                "the default: wgpu does not report adapter memory",
+            ),
         }
     }
 
@@ -239,8 +260,19 @@ impl Network for Model {
     }
 }
 
-/// 2 GiB of activations stay on the device by default.
+/// 2 GiB of activations stay on a GPU by default.
 pub const DEFAULT_CACHE_BUDGET: u64 = 2 << 30;
+/// Bounds of the host cache budget taken from the machine.
+const MIN_CACHE_BUDGET: u64 = 256 << 20;
+const MAX_CACHE_BUDGET: u64 = 64 << 30;
+
+/// `MemAvailable` of `/proc/meminfo`, in bytes (Linux only).
+fn available_host_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
 
 /// The batch's labels in the kernels' host form.
 pub fn host_labels(batch: &Batch) -> HostLabels {

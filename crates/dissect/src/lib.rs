@@ -21,7 +21,7 @@ pub use engine::{CacheMode, DEFAULT_CACHE_BUDGET, Dissector, Layer, Network, Pro
 pub use error::{DissectError, ErrorKind};
 pub use options::{Alignment, Options, PreprocessSpec, Preset, UnionRule};
 pub use results::{
-    Dissection, FieldRecord, LayerResult, Outcome, SCHEMA_VERSION, TopImage, TopMaps,
+    Dissection, FieldRecord, LayerResult, Outcome, SCHEMA_VERSION, Timings, TopImage, TopMaps,
 };
 pub use score::{CategoryBest, LabelInfo, LayerCounts, Summary, UnitScore, score_units, summarize};
 

@@ -195,5 +195,25 @@ pub struct Dissection {
     /// Passes over the data (threshold rounds plus the counting pass).
     pub passes: u32,
     pub duration_secs: f64,
+    /// Where the time went (absent in results from before it was saved).
+    #[serde(default)]
+    pub timings: Timings,
     pub layers: Vec<LayerResult>,
+}
+
+/// Seconds spent in each stage of a run, summed over its passes. On a GPU
+/// the work is queued asynchronously, so a stage's time may show up in the
+/// next one that waits for the device; on the CPU backend they are exact.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Timings {
+    /// Waiting for decoded batches.
+    pub decode_secs: f64,
+    /// The network's forward passes.
+    pub forward_secs: f64,
+    /// Threshold and top-k accumulation.
+    pub thresholds_secs: f64,
+    /// Upsampling, binarizing and counting, and the top maps.
+    pub counts_secs: f64,
+    /// Scores and result assembly.
+    pub score_secs: f64,
 }

@@ -19,13 +19,35 @@ use crate::accel::{Accumulator, CountBatch, Seg};
 use crate::engine::{CacheMode, Dissector, Layer, Network, Progress, host_labels};
 use crate::geometry;
 use crate::options::Options;
-use crate::results::{Dissection, LayerResult, Outcome, SCHEMA_VERSION, TopImage, TopMaps};
+use crate::results::{
+    Dissection, LayerResult, Outcome, SCHEMA_VERSION, Timings, TopImage, TopMaps,
+};
 use crate::score::{label_infos, layer_counts, score_units, summarize};
 
 /// What a pass does with one batch: every layer's accumulators, the batch
 /// (labels only when replayed from the cache) and the activations of every
 /// layer.
 type PassFn<'a> = dyn FnMut(&mut [LayerRun], &Batch, &[Tensor<4>]) -> Result<(), DissectError> + 'a;
+
+/// The passes over the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// Thresholds (or their first radix round) and top-k images.
+    Thresholds,
+    /// A further radix round of the device's thresholds.
+    Refine,
+    Counts,
+}
+
+impl Pass {
+    fn label(self) -> &'static str {
+        match self {
+            Pass::Thresholds => "thresholds",
+            Pass::Refine => "thresholds (refine)",
+            Pass::Counts => "counts",
+        }
+    }
+}
 
 /// One layer of a run: its accumulators and its activations' shape.
 #[derive(Debug)]
@@ -96,6 +118,7 @@ pub(crate) struct Run<'a> {
     layers: Vec<LayerRun>,
     /// Passes over the data so far.
     passes: u32,
+    timings: Timings,
     progress: &'a mut dyn FnMut(&Progress),
 }
 
@@ -144,6 +167,7 @@ impl<'a> Run<'a> {
             },
             layers: Vec::new(),
             passes: 0,
+            timings: Timings::default(),
             progress,
         })
     }
@@ -151,7 +175,7 @@ impl<'a> Run<'a> {
     /// Pass 1 (quantile round 0 and top-k images) and the further quantile
     /// rounds until every threshold is exact.
     pub fn thresholds(&mut self) -> Result<(), DissectError> {
-        self.sweep("thresholds", &mut |layers, batch, acts| {
+        self.sweep(Pass::Thresholds, &mut |layers, batch, acts| {
             for (layer, act) in layers.iter_mut().zip(acts) {
                 layer.acc.observe_first(act, batch.indices[0] as u32)?;
             }
@@ -165,7 +189,7 @@ impl<'a> Run<'a> {
             if !again {
                 return Ok(());
             }
-            self.sweep("thresholds (refine)", &mut |layers, _, acts| {
+            self.sweep(Pass::Refine, &mut |layers, _, acts| {
                 for (layer, act) in layers.iter_mut().zip(acts) {
                     layer.acc.observe_quantile(act)?;
                 }
@@ -184,7 +208,7 @@ impl<'a> Run<'a> {
             .collect::<Result<Vec<_>, _>>()?;
         let setup = CountSetup::new(self.dataset, &self.opts);
         let taps = self.taps.clone();
-        self.sweep("counts", &mut |layers, batch, acts| {
+        self.sweep(Pass::Counts, &mut |layers, batch, acts| {
             let labels = host_labels(batch);
             let seg = (batch.seg_height, batch.seg_width);
             for (i, act) in acts.iter().enumerate() {
@@ -203,7 +227,12 @@ impl<'a> Run<'a> {
     }
 
     /// Scores every layer from its totals.
-    pub fn finish(self, top_maps: Vec<TopMaps>, started: Instant) -> Result<Outcome, DissectError> {
+    pub fn finish(
+        mut self,
+        top_maps: Vec<TopMaps>,
+        started: Instant,
+    ) -> Result<Outcome, DissectError> {
+        let scoring = Instant::now();
         let categories: Vec<String> = self
             .dataset
             .selected
@@ -217,6 +246,7 @@ impl<'a> Run<'a> {
             layers.push(result);
             counts.push(total);
         }
+        self.timings.score_secs = scoring.elapsed().as_secs_f64();
         let dissection = Dissection {
             schema_version: SCHEMA_VERSION,
             tool_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -229,6 +259,7 @@ impl<'a> Run<'a> {
             mode: self.cache.mode(),
             passes: self.passes,
             duration_secs: started.elapsed().as_secs_f64(),
+            timings: self.timings,
             layers,
         };
         Ok(Outcome {
@@ -285,7 +316,7 @@ impl<'a> Run<'a> {
 
     /// One pass over the data: `each` sees every batch with every layer's
     /// activations, from the cache when the first pass kept them.
-    fn sweep(&mut self, pass: &'static str, each: &mut PassFn<'_>) -> Result<(), DissectError> {
+    fn sweep(&mut self, pass: Pass, each: &mut PassFn<'_>) -> Result<(), DissectError> {
         self.passes += 1;
         let first = self.passes == 1;
         let replay = !first && self.cache.mode() == CacheMode::Cached;
@@ -295,8 +326,15 @@ impl<'a> Run<'a> {
         };
         let mut done = 0;
         self.report(pass, done);
-        for (index, batch) in self.dataset.batches(&opts).enumerate() {
+        let mut batches = self.dataset.batches(&opts).enumerate();
+        loop {
+            let clock = Instant::now();
+            let Some((index, batch)) = batches.next() else {
+                break;
+            };
             let batch = batch?;
+            let decoded = Instant::now();
+            self.timings.decode_secs += (decoded - clock).as_secs_f64();
             let acts = if replay {
                 self.cache.get(index, batch.indices[0])?
             } else {
@@ -306,18 +344,25 @@ impl<'a> Run<'a> {
                 self.cache.offer(batch.indices[0], &acts);
             }
             self.check_shapes(&acts)?;
+            let forwarded = Instant::now();
+            self.timings.forward_secs += (forwarded - decoded).as_secs_f64();
             each(&mut self.layers, &batch, &acts)?;
+            let work = forwarded.elapsed().as_secs_f64();
+            match pass {
+                Pass::Counts => self.timings.counts_secs += work,
+                Pass::Thresholds | Pass::Refine => self.timings.thresholds_secs += work,
+            }
             done += batch.indices.len();
             self.report(pass, done);
         }
         Ok(())
     }
 
-    fn report(&mut self, pass: &'static str, images_done: usize) {
+    fn report(&mut self, pass: Pass, images_done: usize) {
         (self.progress)(&Progress {
-            pass,
+            pass: pass.label(),
             pass_index: self.passes,
-            passes: kernels::quantile::PASSES + 1,
+            passes: self.engine.backend().max_passes(),
             images_done,
             images_total: self.dataset.images.len(),
         });
@@ -352,11 +397,14 @@ impl<'a> Run<'a> {
             [d[0] as u32, d[1] as u32, d[2] as u32, d[3] as u32]
         });
         if self.layers.is_empty() {
+            let images = self.dataset.images.len() as u64;
             for shape in shapes {
+                let values = images * u64::from(shape[2]) * u64::from(shape[3]);
                 let acc = self.engine.backend().accumulator(
                     shape[1],
                     self.opts.quantile,
                     self.opts.top_k as u32,
+                    values,
                 )?;
                 self.layers.push(LayerRun { acc, shape });
             }

@@ -454,6 +454,9 @@ pub struct Counter {
     consts: wgpu::Buffer,
     batch_intersect: wgpu::Buffer,
     batch_units: wgpu::Buffer,
+    /// Per (image, unit) of a batch: 1 when some value of the map is above
+    /// the unit's threshold (`mark_live`), else the pixels are skipped.
+    live: wgpu::Buffer,
     acc: wgpu::Buffer,
     acc_words: u64,
     /// Truth counts need no activations, so they are summed on the host.
@@ -506,6 +509,7 @@ impl Counter {
             consts: gpu.storage_init("count-consts", &consts),
             batch_intersect: gpu.storage("count-batch-intersect", u * l * 4),
             batch_units: gpu.storage("count-batch-units", config.max_images as u64 * u * 8),
+            live: gpu.storage("count-live", config.max_images as u64 * u * 4),
             acc: gpu.storage("count-acc", acc_words * 4),
             acc_words,
             label_pixels: vec![0; l as usize],
@@ -645,6 +649,18 @@ impl Counter {
         dispatch(
             gpu,
             &mut encoder,
+            &gpu.pipeline(COUNT, "mark_live"),
+            &[
+                whole(0, &params),
+                view_entry(1, view, &bound),
+                whole(2, thresholds),
+                whole(10, &self.live),
+            ],
+            linear_groups(n_images as u64 * c.n_units as u64, 64),
+        );
+        dispatch(
+            gpu,
+            &mut encoder,
             &gpu.pipeline(COUNT, "count_pixels"),
             &[
                 whole(0, &params),
@@ -655,6 +671,7 @@ impl Counter {
                 whole(5, &meta_buf),
                 whole(6, &self.batch_intersect),
                 whole(7, &self.batch_units),
+                whole(10, &self.live),
             ],
             [(n_pixels as u32).div_ceil(256), c.n_units, n_images],
         );

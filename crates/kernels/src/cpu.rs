@@ -161,6 +161,12 @@ pub fn count(
             let mut lite = vec![0u64; n_cat];
             for b in 0..n_images {
                 let map = &data[(b * n_units + u) * plane..(b * n_units + u + 1) * plane];
+                // A sample never exceeds the largest of its four neighbours
+                // (see `upsample_value`), so a map with no value above the
+                // threshold has an empty mask and adds nothing anywhere.
+                if !map.iter().any(|&v| v > thresholds[u]) {
+                    continue;
+                }
                 let planes: Vec<&[u32]> = labels
                     .planes
                     .iter()

@@ -7,6 +7,7 @@
 mod bench;
 pub mod count;
 pub mod cpu;
+pub mod cpu_select;
 pub mod cpu_stream;
 mod error;
 mod gpu;
@@ -16,6 +17,7 @@ pub mod topk;
 
 pub use bench::{BenchReport, bench_count};
 pub use count::{CountConfig, Counter, Counts, HostLabels, ImageLabel, LabelPlane, Upsample};
+pub use cpu_select::CpuRankSelect;
 pub use cpu_stream::{CpuQuantileSketch, CpuTopK};
 pub use error::KernelError;
 pub use gpu::{ActivationView, Gpu};

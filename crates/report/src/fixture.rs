@@ -192,6 +192,7 @@ pub(crate) fn dissection(
         mode: CacheMode::Cached,
         passes: 2,
         duration_secs: 1.5,
+        timings: Default::default(),
         layers,
     };
     (d, maps)

@@ -1,0 +1,213 @@
+//! Exact per-unit thresholds in one pass over host activations.
+//!
+//! The threshold of a unit is its `r`-th largest value, with
+//! `r = rank_from_top(q, N)` ([`crate::quantile`]'s rule) and `N` the
+//! number of values the unit will see, which a dissection knows before its
+//! first batch (images times map size). So one pass can keep, per unit,
+//! only the candidates that can still be among the `r` largest: every key
+//! (the order-preserving [`key_of`], NaN lowest, `-0` equal to `+0`) until
+//! the unit holds `2r`; then it keeps the `r` largest and their minimum
+//! becomes the unit's floor, and from then on a key enters only when it is
+//! above the floor. The floor only rises.
+//!
+//! Why this is exact: after a compaction the unit holds `r` keys, each at
+//! or above the floor; every key it drops (then or later) is at or below
+//! the floor. Adding keys no larger than the `r`-th largest of a set does
+//! not change its `r`-th largest, so the `r`-th largest of what is kept is
+//! the `r`-th largest of everything seen. Memory is at most `2r` keys per
+//! unit, `8 q N` bytes.
+
+use rayon::prelude::*;
+
+use crate::error::KernelError;
+use crate::quantile::{key_of, rank_from_top, value_of};
+
+/// One-pass exact thresholds (see the module docs).
+#[derive(Debug)]
+pub struct CpuRankSelect {
+    /// Values each unit will see in all.
+    total: u64,
+    seen: u64,
+    /// The rank from the top of the threshold, 1-based.
+    rank: usize,
+    /// Per unit: candidate keys, and the floor once set.
+    units: Vec<(Vec<u32>, Option<u32>)>,
+}
+
+impl CpuRankSelect {
+    /// Thresholds at quantile `q` of `n_units` units that will each see
+    /// `values_per_unit` values.
+    pub fn new(n_units: u32, q: f64, values_per_unit: u64) -> Result<Self, KernelError> {
+        if n_units == 0 || values_per_unit == 0 || !(0.0..=1.0).contains(&q) {
+            return Err(KernelError::Config(format!(
+                "rank select needs units, values and q in [0, 1], got {n_units} units, \
+                 {values_per_unit} values, q = {q}"
+            )));
+        }
+        let rank = usize::try_from(rank_from_top(q, values_per_unit)).map_err(|_| {
+            KernelError::Config(format!("rank too large for {values_per_unit} values"))
+        })?;
+        Ok(Self {
+            total: values_per_unit,
+            seen: 0,
+            rank,
+            units: vec![(Vec::new(), None); n_units as usize],
+        })
+    }
+
+    /// Bytes held for candidates now.
+    pub fn candidate_bytes(&self) -> usize {
+        self.units.iter().map(|(keys, _)| keys.capacity() * 4).sum()
+    }
+
+    /// Adds one batch `[n, units, h, w]`.
+    pub fn observe(&mut self, data: &[f32], shape: [u32; 4]) -> Result<(), KernelError> {
+        let [n, c, h, w] = shape.map(|v| v as usize);
+        if c != self.units.len() || data.len() != n * c * h * w {
+            return Err(KernelError::Shape {
+                what: "cpu rank-select batch",
+                expected: format!("[n, {}, h, w] with n*c*h*w values", self.units.len()),
+                got: format!("{shape:?} with {} values", data.len()),
+            });
+        }
+        let plane = h * w;
+        let seen = self.seen + (n * plane) as u64;
+        if seen > self.total {
+            return Err(KernelError::Rounds(format!(
+                "{seen} values per unit observed, more than the {} announced",
+                self.total
+            )));
+        }
+        let r = self.rank;
+        self.units
+            .par_iter_mut()
+            .enumerate()
+            .for_each(|(u, (keys, floor))| {
+                for b in 0..n {
+                    let map = &data[(b * c + u) * plane..(b * c + u + 1) * plane];
+                    match *floor {
+                        Some(f) => keys.extend(map.iter().map(|&v| key_of(v)).filter(|&k| k > f)),
+                        None => keys.extend(map.iter().map(|&v| key_of(v))),
+                    }
+                    if keys.len() >= 2 * r {
+                        *floor = Some(keep_largest(keys, r));
+                    }
+                }
+            });
+        self.seen = seen;
+        Ok(())
+    }
+
+    /// The thresholds, once every announced value has been observed.
+    pub fn thresholds(&self) -> Result<Vec<f32>, KernelError> {
+        if self.seen != self.total {
+            return Err(KernelError::Rounds(format!(
+                "thresholds read after {} of {} values per unit",
+                self.seen, self.total
+            )));
+        }
+        let r = self.rank;
+        Ok(self
+            .units
+            .par_iter()
+            .map(|(keys, _)| {
+                let mut keys = keys.clone();
+                value_of(keep_largest(&mut keys, r))
+            })
+            .collect())
+    }
+}
+
+/// Keeps the `r` largest of `keys` (at least `r` of them) and returns the
+/// smallest kept, the `r`-th largest.
+fn keep_largest(keys: &mut Vec<u32>, r: usize) -> u32 {
+    let (_, &mut nth, _) = keys.select_nth_unstable_by(r - 1, |a, b| b.cmp(a));
+    keys.truncate(r);
+    nth
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu;
+    use crate::testutil::Rng;
+
+    /// Feeds `batches` (`[n, units, h, w]` each) and compares with the
+    /// plain reference (a full sort per unit).
+    fn check(q: f64, units: u32, plane: [u32; 2], batches: &[Vec<f32>]) {
+        let [h, w] = plane;
+        let per_image = (units * h * w) as usize;
+        let total: usize = batches.iter().map(|b| b.len() / per_image).sum();
+        let values = (total * (h * w) as usize) as u64;
+        let mut select = CpuRankSelect::new(units, q, values).unwrap();
+        let mut refs = Vec::new();
+        for data in batches {
+            let n = (data.len() / per_image) as u32;
+            select.observe(data, [n, units, h, w]).unwrap();
+            refs.push((data.as_slice(), [n, units, h, w]));
+        }
+        let want = cpu::quantile_thresholds(&cpu::values_per_unit(&refs), q);
+        let got = select.thresholds().unwrap();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(&want), "q {q}, {units} units, {plane:?}");
+    }
+
+    #[test]
+    fn random_batches_match_the_full_sort() {
+        let mut rng = Rng::new(21);
+        for (q, units, plane, sizes) in [
+            (0.005, 3, [7, 7], vec![4, 5, 1, 9]),
+            (0.02, 2, [3, 5], vec![1; 30]),
+            (0.5, 4, [2, 2], vec![3, 3]),
+            (0.999, 1, [4, 4], vec![2, 7]),
+            (0.0, 2, [5, 5], vec![6]),
+        ] {
+            let batches: Vec<Vec<f32>> = sizes
+                .iter()
+                .map(|&n| rng.floats((n * units * plane[0] * plane[1]) as usize, -3.0, 3.0))
+                .collect();
+            check(q, units, plane, &batches);
+        }
+    }
+
+    #[test]
+    fn ties_nan_signed_zeros_and_a_rising_floor_match_the_full_sort() {
+        let mut rng = Rng::new(22);
+        let specials = [f32::NAN, -0.0, 0.0, 1.0, f32::INFINITY, f32::NEG_INFINITY];
+        // Many equal values around the threshold, NaN and both zeros, in
+        // batches small enough that the floor is set and raised many times.
+        let batches: Vec<Vec<f32>> = (0..40)
+            .map(|_| {
+                (0..2 * 16)
+                    .map(|_| {
+                        let i = (rng.uniform(0.0, 8.0) as usize).min(7);
+                        if i < specials.len() {
+                            specials[i]
+                        } else {
+                            rng.uniform(0.0, 2.0).round()
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        for q in [0.01, 0.1, 0.3, 0.9] {
+            check(q, 2, [4, 4], &batches);
+        }
+        // All NaN: the threshold is NaN, as the reference says.
+        check(0.1, 1, [2, 2], &[vec![f32::NAN; 8]]);
+    }
+
+    #[test]
+    fn counts_are_checked() {
+        let mut s = CpuRankSelect::new(1, 0.1, 8).unwrap();
+        assert!(s.thresholds().is_err(), "nothing seen yet");
+        s.observe(&[1.0; 4], [1, 1, 2, 2]).unwrap();
+        assert!(
+            s.observe(&[1.0; 8], [2, 1, 2, 2]).is_err(),
+            "more than announced"
+        );
+        assert!(s.observe(&[1.0; 3], [1, 1, 2, 2]).is_err(), "wrong shape");
+        assert!(CpuRankSelect::new(0, 0.1, 8).is_err());
+        assert!(CpuRankSelect::new(1, 0.1, 0).is_err());
+    }
+}
