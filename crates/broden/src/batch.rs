@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use image::{DynamicImage, ImageReader, RgbImage, imageops::FilterType};
 use rayon::prelude::*;
 
-use crate::{BrodenError, Dataset, ImageRecord, LabelEntry, Preprocess};
+use crate::{BrodenError, Dataset, ImageRecord, KnownLabels, LabelEntry, Preprocess};
 
 /// One segmentation PNG decoded: a label number per pixel at the image's
 /// segmentation size (`sh * sw`, row-major); 0 = unlabelled.
@@ -115,7 +115,7 @@ impl Drop for Batches {
 struct Source {
     root: PathBuf,
     images: Vec<ImageRecord>,
-    max_label: u32,
+    known: KnownLabels,
     opts: BatchOptions,
 }
 
@@ -131,7 +131,7 @@ impl Dataset {
         let source = Source {
             root: self.root.clone(),
             images: self.images.clone(),
-            max_label: self.max_label(),
+            known: KnownLabels::of(&self.labels),
             opts: opts.clone(),
         };
         let handle = {
@@ -206,7 +206,7 @@ fn decode_batch(src: &Source, range: std::ops::Range<usize>) -> Result<Batch, Br
     let p = &src.opts.preprocess;
     let indices: Vec<usize> = range.collect();
     let first = &src.images[indices[0]];
-    let labels_of = |i: usize| decode_labels(&src.root, &src.images[i], src.max_label);
+    let labels_of = |i: usize| decode_labels(&src.root, &src.images[i], &src.known);
     let (pixels, results): (Vec<f32>, Vec<Result<ImageLabels, BrodenError>>) =
         if src.opts.labels_only {
             (
@@ -264,7 +264,18 @@ fn decode_image(
     p: &Preprocess,
     out: &mut [f32],
 ) -> Result<(), BrodenError> {
-    let rgb: RgbImage = open_image(&root.join("images").join(&rec.image))?.into_rgb8();
+    let path = root.join("images").join(&rec.image);
+    let rgb: RgbImage = open_image(&path)?.into_rgb8();
+    if rgb.dimensions() != (rec.iw, rec.ih) {
+        return Err(BrodenError::ImageSizeMismatch {
+            path,
+            row: rec.row,
+            width: rec.iw,
+            height: rec.ih,
+            found_width: rgb.width(),
+            found_height: rgb.height(),
+        });
+    }
     let rgb = if rgb.dimensions() == (p.width, p.height) {
         rgb
     } else {
@@ -281,7 +292,7 @@ fn decode_image(
 fn decode_labels(
     root: &Path,
     rec: &ImageRecord,
-    max_label: u32,
+    known: &KnownLabels,
 ) -> Result<ImageLabels, BrodenError> {
     let mut out = ImageLabels::default();
     for (category, entries) in rec.labels.iter().enumerate() {
@@ -290,7 +301,7 @@ fn decode_labels(
                 LabelEntry::Image(n) => out.image_labels.push((category, *n)),
                 LabelEntry::Pixel(file) => {
                     let path = root.join("images").join(file);
-                    let labels = decode_plane(&path, rec, max_label)?;
+                    let labels = decode_plane(&path, rec, known)?;
                     out.planes.push(LabelPlane { category, labels });
                 }
             }
@@ -299,7 +310,12 @@ fn decode_labels(
     Ok(out)
 }
 
-fn decode_plane(path: &Path, rec: &ImageRecord, max_label: u32) -> Result<Vec<u32>, BrodenError> {
+fn decode_plane(
+    path: &Path,
+    rec: &ImageRecord,
+    known: &KnownLabels,
+) -> Result<Vec<u32>, BrodenError> {
+    let max_label = known.max();
     let (width, height, channels, raw) = match open_image(path)? {
         DynamicImage::ImageRgb8(im) => (im.width(), im.height(), 3, im.into_raw()),
         DynamicImage::ImageRgba8(im) => (im.width(), im.height(), 4, im.into_raw()),
@@ -334,6 +350,15 @@ fn decode_plane(path: &Path, rec: &ImageRecord, max_label: u32) -> Result<Vec<u3
                 y: i as u32 / width,
                 label,
                 max: max_label,
+            });
+        }
+        if !known.contains(label) {
+            return Err(BrodenError::UnlistedPixelLabel {
+                path: path.to_owned(),
+                row: rec.row,
+                x: i as u32 % width,
+                y: i as u32 / width,
+                label,
             });
         }
         labels.push(label);

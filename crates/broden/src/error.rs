@@ -75,6 +75,24 @@ pub enum BrodenError {
         label: u64,
         max: u32,
     },
+    /// An image-level label that `label.csv` does not list.
+    #[error("{path}, row {row}: label {label} is not in label.csv")]
+    UnlistedLabel {
+        path: PathBuf,
+        row: usize,
+        label: u32,
+    },
+    /// A segmentation PNG pixel whose label `label.csv` does not list.
+    #[error(
+        "{path} (index.csv row {row}): pixel ({x}, {y}) has label {label}, which label.csv does not list"
+    )]
+    UnlistedPixelLabel {
+        path: PathBuf,
+        row: usize,
+        x: u32,
+        y: u32,
+        label: u32,
+    },
     /// A segmentation PNG pixel whose label is beyond the largest label.
     #[error(
         "{path} (index.csv row {row}): pixel ({x}, {y}) has label {label}, largest label is {max}"
@@ -86,6 +104,18 @@ pub enum BrodenError {
         y: u32,
         label: u32,
         max: u32,
+    },
+    /// An image whose size is not the row's `ih, iw`.
+    #[error(
+        "{path} (index.csv row {row}): image is {found_width}x{found_height}, index.csv says iw={width} ih={height}"
+    )]
+    ImageSizeMismatch {
+        path: PathBuf,
+        row: usize,
+        width: u32,
+        height: u32,
+        found_width: u32,
+        found_height: u32,
     },
     /// A segmentation PNG whose size is not the row's `sh, sw`.
     #[error(

@@ -24,5 +24,7 @@ mod synth_tests;
 
 pub use batch::{Batch, BatchOptions, Batches, ImageLabels, LabelPlane};
 pub use error::BrodenError;
-pub use model::{Category, CategoryLabel, Dataset, DatasetOptions, ImageRecord, Label, LabelEntry};
+pub use model::{
+    Category, CategoryLabel, Dataset, DatasetOptions, ImageRecord, KnownLabels, Label, LabelEntry,
+};
 pub use preprocess::{ChannelOrder, Preprocess};

@@ -19,6 +19,8 @@ pub struct Category {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Label {
     pub number: u32,
+    /// False for numbers that `label.csv` skips: no mask or cell may use them.
+    pub listed: bool,
     pub name: String,
     /// Index into [`Dataset::categories`] of the label's primary category:
     /// the category in whose `c_<category>.csv` the label has the largest
@@ -102,4 +104,35 @@ pub struct Dataset {
     /// The images kept, in `index.csv` order. Cells of categories that are
     /// not selected are empty.
     pub images: Vec<ImageRecord>,
+}
+
+/// The label numbers a mask pixel or an image-level cell may hold: those
+/// `label.csv` lists, and 0 (unlabelled).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KnownLabels {
+    max: u32,
+    /// Numbers up to `max` that `label.csv` skips, ascending.
+    unlisted: Vec<u32>,
+}
+
+impl KnownLabels {
+    pub fn of(labels: &[Label]) -> Self {
+        Self {
+            max: labels.len().saturating_sub(1) as u32,
+            unlisted: labels
+                .iter()
+                .filter(|l| !l.listed)
+                .map(|l| l.number)
+                .collect(),
+        }
+    }
+
+    /// The largest label number.
+    pub fn max(&self) -> u32 {
+        self.max
+    }
+
+    pub fn contains(&self, n: u32) -> bool {
+        n <= self.max && (self.unlisted.is_empty() || self.unlisted.binary_search(&n).is_err())
+    }
 }

@@ -13,7 +13,7 @@ use rayon::prelude::*;
 
 use crate::{
     BatchOptions, BrodenError, Category, CategoryLabel, Dataset, DatasetOptions, ImageRecord,
-    Label, LabelEntry, Preprocess,
+    KnownLabels, Label, LabelEntry, Preprocess,
 };
 
 /// The non-category columns of `index.csv`.
@@ -216,6 +216,7 @@ fn read_labels(root: &Path, categories: &[Category]) -> Result<Vec<Label>, Brode
         let r = &t.rows[row - 1];
         parsed.push(Label {
             number: t.number(row, number, "a label number")?,
+            listed: true,
             name: r[name].clone(),
             category: 0,
             frequency: t.number(row, frequency, "a count")?,
@@ -253,6 +254,7 @@ fn read_labels(root: &Path, categories: &[Category]) -> Result<Vec<Label>, Brode
         .map(|(n, l)| {
             l.unwrap_or_else(|| Label {
                 number: n as u32,
+                listed: n == 0,
                 name: String::new(),
                 category: 0,
                 frequency: 0,
@@ -335,8 +337,9 @@ fn parse_cell(
     t: &Table,
     row: usize,
     col: usize,
-    max_label: u32,
+    known: &KnownLabels,
 ) -> Result<Vec<LabelEntry>, BrodenError> {
+    let max_label = known.max();
     let mut out = Vec::new();
     for part in t.rows[row - 1][col].split(';').filter(|s| !s.is_empty()) {
         if part.bytes().all(|b| b.is_ascii_digit()) {
@@ -349,6 +352,13 @@ fn parse_cell(
                     row,
                     label: n,
                     max: max_label,
+                });
+            }
+            if !known.contains(n as u32) {
+                return Err(BrodenError::UnlistedLabel {
+                    path: t.path.clone(),
+                    row,
+                    label: n as u32,
                 });
             }
             out.push(LabelEntry::Image(n as u32));
@@ -433,6 +443,7 @@ impl Dataset {
         let selected = select_categories(&categories, opts.categories.as_deref())?;
         let mut labels = read_labels(root, &categories)?;
         let max_label = (labels.len() - 1) as u32;
+        let known = KnownLabels::of(&labels);
         let category_labels = categories
             .iter()
             .map(|c| read_category_labels(root, c, max_label))
@@ -500,7 +511,7 @@ impl Dataset {
             check_relative(&t.path, row, &record.image)?;
             for &(col, cat) in &columns {
                 if selected.contains(&cat) {
-                    record.labels[cat] = parse_cell(&t, row, col, max_label)?;
+                    record.labels[cat] = parse_cell(&t, row, col, &known)?;
                 }
             }
             for entry in record.labels.iter().flatten() {

@@ -607,6 +607,40 @@ fn broken_datasets_give_specific_errors() {
             message: "label 11 is out of range",
         },
         Case {
+            name: "image label that label.csv skips",
+            mutate: |r| replace(r, "index.csv", "4,4,7,", "4,4,9,"),
+            opts: all,
+            is_variant: |e| {
+                matches!(
+                    e,
+                    E::UnlistedLabel {
+                        row: 2,
+                        label: 9,
+                        ..
+                    }
+                )
+            },
+            message: "label 9 is not in label.csv",
+        },
+        Case {
+            name: "pixel label that label.csv skips",
+            mutate: |r| seg_png(r, "o2.png", 4, 4, |x, _| if x == 3 { 9 } else { 8 }),
+            opts: all,
+            is_variant: |e| {
+                matches!(
+                    e,
+                    E::UnlistedPixelLabel {
+                        row: 2,
+                        x: 3,
+                        y: 0,
+                        label: 9,
+                        ..
+                    }
+                )
+            },
+            message: "which label.csv does not list",
+        },
+        Case {
             name: "c_ file label out of range",
             mutate: |r| replace(r, "c_color.csv", "2,2,blue", "2,12,blue"),
             opts: all,
@@ -665,6 +699,26 @@ fn broken_datasets_give_specific_errors() {
                 )
             },
             message: "image is 5x4, index.csv says sw=4 sh=4",
+        },
+        Case {
+            name: "image size unlike index.csv",
+            mutate: |r| {
+                RgbImage::from_pixel(8, 7, Rgb([1, 2, 3]))
+                    .save(r.join("images/img2.png"))
+                    .expect("img2")
+            },
+            opts: all,
+            is_variant: |e| {
+                matches!(
+                    e,
+                    E::ImageSizeMismatch {
+                        row: 2,
+                        found_height: 7,
+                        ..
+                    }
+                )
+            },
+            message: "image is 8x7, index.csv says iw=8 ih=8",
         },
         Case {
             name: "corrupt png bytes",

@@ -21,10 +21,14 @@ pub enum Command {
     Dissect(Box<DissectArgs>),
     /// List the architectures and their layer (tap) names.
     Models,
-    /// Validate a Broden-format dataset and print its statistics.
+    /// Validate a Broden-format dataset (its CSV files, then every image
+    /// and mask decoded) and print its statistics.
     Info {
         /// The dataset folder (holding index.csv).
         dataset: PathBuf,
+        /// Check the CSV files only, without decoding images and masks.
+        #[arg(long)]
+        no_decode: bool,
     },
     /// Regenerate report.html from a results folder, without the network.
     Report {

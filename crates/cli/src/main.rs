@@ -50,8 +50,11 @@ fn main() -> ExitCode {
             models_list();
             Ok(())
         }
-        Command::Info { dataset } => info(&dataset),
-        Command::Report { results } => report_cmd::run(&results).map_err(fail(EXIT_INPUT)),
+        Command::Info { dataset, no_decode } => info(&dataset, no_decode),
+        Command::Report { results } => report_cmd::run(&results).map_err(|step| match step {
+            report_cmd::Step::Read(e) => fail(EXIT_INPUT)(e),
+            report_cmd::Step::Write(e) => fail(EXIT_RUN)(e),
+        }),
         Command::Synth(a) => synth(&a),
     };
     match result {
@@ -90,11 +93,39 @@ fn models_list() {
     }
 }
 
-fn info(dir: &Path) -> Result<(), Failure> {
+fn info(dir: &Path, no_decode: bool) -> Result<(), Failure> {
     let ds = Dataset::open(dir, &DatasetOptions::default())
         .map_err(anyhow::Error::from)
         .map_err(fail(EXIT_INPUT))?;
     print!("{}", ds.summary());
+    if no_decode {
+        println!("images and masks not decoded (--no-decode)");
+        return Ok(());
+    }
+    // Decode every image and mask as a dissection would, at each image's
+    // own size, so that what `dissect` rejects is rejected here too.
+    let started = std::time::Instant::now();
+    let (h, w) = ds.images.first().map_or((1, 1), |r| (r.ih, r.iw));
+    let opts = broden::BatchOptions {
+        batch_size: 32,
+        preprocess: Preprocess {
+            height: h,
+            width: w,
+            ..Preprocess::torchvision(h)
+        },
+        prefetch: 2,
+        labels_only: false,
+    };
+    let (mut images, mut masks) = (0usize, 0usize);
+    for batch in ds.batches(&opts) {
+        let batch = batch.map_err(input)?;
+        images += batch.indices.len();
+        masks += batch.labels.iter().map(|l| l.planes.len()).sum::<usize>();
+    }
+    println!(
+        "decoded {images} images and {masks} masks: ok ({:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -173,6 +204,16 @@ fn options(a: &DissectArgs, own: &Preprocess) -> Options {
         o.top_k = k;
     }
     o
+}
+
+/// An output error: the folder's contents are the user's input (3); failing
+/// to write is a run failure (1).
+fn output_error(e: report::ReportError) -> Failure {
+    let code = match e {
+        report::ReportError::Exists { .. } | report::ReportError::Foreign { .. } => EXIT_INPUT,
+        _ => EXIT_RUN,
+    };
+    fail(code)(e.into())
 }
 
 /// A library error with the exit code of its kind.
@@ -308,7 +349,7 @@ fn dissect(a: &DissectArgs) -> Result<(), Failure> {
         max_images: a.max_images,
     };
     let dataset = Dataset::open(&a.dataset, &ds_opts).map_err(input)?;
-    report::output::begin(&a.out, a.force).map_err(input)?;
+    let staging = report::output::Staging::begin(&a.out, a.force).map_err(output_error)?;
 
     let mut dissector = make_dissector(a.backend)?;
     let cache_note = match a.cache_mib {
@@ -356,11 +397,15 @@ fn dissect(a: &DissectArgs) -> Result<(), Failure> {
     bars.finish();
 
     let result = &outcome.dissection;
-    let written = report::output::write_all(&a.out, result, &outcome.top_maps)
-        .map_err(anyhow::Error::from)
-        .map_err(fail(EXIT_RUN))?;
+    let written = report::output::write_all(staging.path(), result, &outcome.top_maps)
+        .map_err(output_error)?;
+    let staged = staging.path().to_path_buf();
+    let dest = staging.commit().map_err(output_error)?;
     progress::print_summary(result);
     for path in written {
+        let path = path
+            .strip_prefix(&staged)
+            .map_or(path.clone(), |p| dest.join(p));
         eprintln!("wrote {}", path.display());
     }
     Ok(())

@@ -330,3 +330,98 @@ fn cache_budget_picks_the_mode() {
         assert_eq!(json["mode"], mode, "--cache-mib {mib}");
     }
 }
+
+/// Every file of a folder, relative path to contents.
+fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut std::collections::BTreeMap<PathBuf, Vec<u8>>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                let rel = path.strip_prefix(root).unwrap().to_path_buf();
+                out.insert(rel, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+#[test]
+fn forced_runs_that_fail_keep_the_old_results_and_replaced_folders_keep_nothing_old() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path(), 5);
+    let two = |a: &mut Vec<String>| set(a, "--layers", "color4,color16");
+    let (o, out) = dissect_with(tmp.path(), &data, two);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let before = snapshot(&out);
+    assert!(before.contains_key(Path::new("color16-tally.csv")));
+
+    // A corrupt image, found mid-run: exit 3, the old folder untouched,
+    // nothing left beside it.
+    let broken = tmp.path().join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    let copy = dataset(&broken, 5);
+    // The generator names images `synth/NNNNNN.png`; its masks carry a suffix.
+    let image = copy.join("images/synth/000003.png");
+    let bytes = std::fs::read(&image).unwrap();
+    std::fs::write(&image, &bytes[..bytes.len() / 3]).unwrap();
+    let (o, _) = dissect_with(tmp.path(), &copy, |a| {
+        two(a);
+        a.push("--force".into());
+    });
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert_eq!(snapshot(&out), before, "the previous results are intact");
+    let beside: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(beside.is_empty(), "leftovers: {beside:?}");
+
+    // A forced run with one layer: the other layer's files are gone.
+    let (o, _) = dissect_with(tmp.path(), &data, |a| a.push("--force".into()));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let after = snapshot(&out);
+    assert!(after.contains_key(Path::new("color4-tally.csv")));
+    assert!(
+        !after
+            .keys()
+            .any(|k| k.to_string_lossy().contains("color16")),
+        "{:?}",
+        after.keys().collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_folder_of_other_files_is_never_replaced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path(), 3);
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("notes.txt"), "mine").unwrap();
+    let (o, _) = dissect_with(tmp.path(), &data, |a| a.push("--force".into()));
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("notes.txt"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(out.join("notes.txt")).unwrap(), b"mine");
+}
+
+#[test]
+fn info_decodes_every_image_and_mask() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path(), 4);
+    let o = netdissect(&["info", data.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("decoded 4 images"));
+    // A zero-byte image passes the CSV checks but not decoding.
+    let image = data.join("images/synth/000002.png");
+    std::fs::write(&image, b"").unwrap();
+    let o = netdissect(&["info", data.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let name = image.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(stderr(&o).contains(&name), "{}", stderr(&o));
+    let o = netdissect(&["info", "--no-decode", data.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}

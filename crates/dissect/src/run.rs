@@ -297,6 +297,21 @@ impl<'a> Run<'a> {
                     .collect()
             })
             .collect();
+        let thresholds = layer.acc.thresholds()?;
+        let bad: Vec<String> = (thresholds.iter().enumerate())
+            .filter(|(_, t)| !t.is_finite())
+            .map(|(u, _)| u.to_string())
+            .collect();
+        if !bad.is_empty() {
+            return Err(DissectError::Layer {
+                layer: tap.name.clone(),
+                message: format!(
+                    "the thresholds of units {} are NaN or infinite: the network's activations \
+                     are (check the weights and the input preprocessing)",
+                    bad.join(", ")
+                ),
+            });
+        }
         let name = self.names[i].clone();
         let result = LayerResult {
             top_maps_file: (self.opts.top_k > 0).then(|| crate::results::top_maps_file_name(&name)),
@@ -305,7 +320,7 @@ impl<'a> Run<'a> {
             n_units: units as usize,
             feature_size: [h, w],
             field: Some(tap.field.into()),
-            thresholds: layer.acc.thresholds()?,
+            thresholds,
             top_images,
             unit_pixels: total.unit_pixels.clone(),
             summary: summarize(&scores, categories, self.opts.iou_threshold),

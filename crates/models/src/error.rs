@@ -45,6 +45,13 @@ pub enum ModelError {
         shapes: Vec<ShapeMismatch>,
     },
 
+    /// Tensors whose values cannot be those of a working network.
+    #[error("{}: {}", path.display(), problems.join("; "))]
+    BadValues {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
+
     /// `auto` could not infer a single architecture from the checkpoint.
     #[error("{}: cannot infer the architecture ({reason}); candidates: {}", path.display(), candidates.join(", "))]
     AmbiguousArch {

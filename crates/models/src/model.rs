@@ -68,6 +68,12 @@ impl Model {
                 shapes: builder.shapes,
             });
         }
+        if !builder.bad_values.is_empty() {
+            return Err(ModelError::BadValues {
+                path: origin.to_path_buf(),
+                problems: builder.bad_values,
+            });
+        }
         Ok(Model {
             arch,
             num_classes,
@@ -106,7 +112,7 @@ impl Model {
             .unwrap_or(1000);
         let mut builder = Builder::new(&mut state, device);
         let net = Net::build(arch, &mut builder, num_classes)?;
-        let (missing, shapes) = (builder.missing, builder.shapes);
+        let (missing, shapes, bad_values) = (builder.missing, builder.shapes, builder.bad_values);
         // GoogLeNet's auxiliary classifiers only matter in training.
         let unexpected = state.unused(|key| {
             arch == Arch::GoogLeNet && (key.starts_with("aux1.") || key.starts_with("aux2."))
@@ -118,6 +124,12 @@ impl Model {
                 missing,
                 unexpected,
                 shapes,
+            });
+        }
+        if !bad_values.is_empty() {
+            return Err(ModelError::BadValues {
+                path: path.to_path_buf(),
+                problems: bad_values,
             });
         }
         Ok(Model {

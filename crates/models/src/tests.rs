@@ -583,3 +583,40 @@ fn state_dict_keys_cover_every_parameter() {
         assert_eq!((keys.len(), unique.len()), (count, count), "{arch}");
     }
 }
+
+/// Synthetic weights with one tensor's values replaced.
+struct Poisoned {
+    key: &'static str,
+    value: f32,
+}
+
+impl ParamSource for Poisoned {
+    fn fetch(&mut self, key: &str, shape: &[usize]) -> Result<Fetch, ModelError> {
+        let mut v = SyntheticWeights::values(key, shape);
+        if key == self.key {
+            v[1] = self.value;
+        }
+        Ok(Fetch::Values(v))
+    }
+}
+
+#[test]
+fn nan_infinite_weights_and_negative_variances_are_refused_by_name() {
+    let device = gpu::cpu_device();
+    for (key, value, want) in [
+        ("conv1.weight", f32::NAN, "NaN or infinite"),
+        ("fc.bias", f32::INFINITY, "NaN or infinite"),
+        ("bn1.running_var", -0.5, "negative variances"),
+    ] {
+        let mut source = Poisoned { key, value };
+        let origin = Path::new("poisoned.pth");
+        let err = Model::from_source(Arch::TinyResNet, 10, &mut source, origin, &device)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains(key) && err.contains(want) && err.contains("poisoned.pth"),
+            "{key}: {err}"
+        );
+    }
+}

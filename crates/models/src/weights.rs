@@ -379,6 +379,9 @@ pub(crate) struct Builder<'a> {
     pub(crate) device: Device,
     pub(crate) missing: Vec<String>,
     pub(crate) shapes: Vec<ShapeMismatch>,
+    /// Tensors whose values cannot be right: NaN or infinite values, or a
+    /// negative BatchNorm variance (one line each).
+    pub(crate) bad_values: Vec<String>,
 }
 
 impl<'a> Builder<'a> {
@@ -388,6 +391,25 @@ impl<'a> Builder<'a> {
             device: device.clone(),
             missing: Vec::new(),
             shapes: Vec::new(),
+            bad_values: Vec::new(),
+        }
+    }
+
+    /// Records what is wrong with the values of `key`, if anything.
+    fn check_values(&mut self, key: &str, values: &[f32]) {
+        let non_finite = values.iter().filter(|v| !v.is_finite()).count();
+        if non_finite > 0 {
+            self.bad_values.push(format!(
+                "{key}: {non_finite} of {} values are NaN or infinite",
+                values.len()
+            ));
+        }
+        if key.ends_with("running_var") {
+            let negative = values.iter().filter(|v| **v < 0.0).count();
+            if negative > 0 {
+                self.bad_values
+                    .push(format!("{key}: {negative} negative variances"));
+            }
         }
     }
 
@@ -396,7 +418,10 @@ impl<'a> Builder<'a> {
     fn values(&mut self, key: &str, shape: &[usize]) -> Result<Vec<f32>, ModelError> {
         let count = shape.iter().product();
         Ok(match self.source.fetch(key, shape)? {
-            Fetch::Values(v) if v.len() == count => v,
+            Fetch::Values(v) if v.len() == count => {
+                self.check_values(key, &v);
+                v
+            }
             Fetch::Values(v) => {
                 self.shapes.push(ShapeMismatch {
                     key: key.to_string(),

@@ -12,6 +12,8 @@ pub enum ReportError {
     },
     #[error("{path} exists: the folder holds complete results (use --force to replace them)")]
     Exists { path: PathBuf },
+    #[error("{path} holds {file}, which is not a netdissect result: choose a new or empty folder")]
+    Foreign { path: PathBuf, file: String },
     #[error("{path}, row {row}: {message}")]
     Malformed {
         path: PathBuf,

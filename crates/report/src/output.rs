@@ -61,7 +61,9 @@ pub fn load_top_maps(dir: &Path, dissection: &Dissection) -> Result<Vec<TopMaps>
 
 /// Prepares `dir` for a run: creates it, and unless `force`, refuses a
 /// folder that already holds complete results. Removes a previous
-/// `results.json` so that the folder never looks complete mid-run.
+/// `results.json` so that the folder never looks complete mid-run. (The CLI
+/// writes through [`Staging`] instead, which keeps the old results until
+/// the new ones are complete.)
 pub fn begin(dir: &Path, force: bool) -> Result<(), ReportError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -75,6 +77,127 @@ pub fn begin(dir: &Path, force: bool) -> Result<(), ReportError> {
         std::fs::remove_file(&marker).map_err(io(&marker))?;
     }
     std::fs::create_dir_all(dir).map_err(io(dir))
+}
+
+/// A results folder written aside and swapped in whole when complete.
+///
+/// The run writes into a fresh folder beside the destination
+/// (`.<name>.staging-<pid>-<n>`); [`Staging::commit`] then moves the
+/// destination's old results aside, renames the new folder into place and
+/// deletes the old one. So a failed or interrupted run never touches the
+/// previous results, a replaced folder keeps nothing of the old run (no
+/// tallies of layers no longer asked for), and two runs into one folder
+/// each swap in a whole folder of their own: the last one wins, never a
+/// mix. Dropping an uncommitted `Staging` deletes its folder.
+#[derive(Debug)]
+pub struct Staging {
+    dest: PathBuf,
+    dir: PathBuf,
+    committed: bool,
+}
+
+/// What a folder may hold for [`Staging`] to replace it: the files a run
+/// writes, and nothing else of the user's.
+fn is_result_file(name: &str) -> bool {
+    name == RESULTS_JSON
+        || name == crate::html::REPORT_HTML
+        || name == "strips"
+        || name.ends_with("-tally.csv")
+        || name.ends_with("-topmaps.f32")
+        || name.starts_with(".tmp")
+}
+
+impl Staging {
+    /// Checks `dest` (complete results are refused unless `force`; a folder
+    /// with files that are not results is refused always) and makes the
+    /// staging folder beside it.
+    pub fn begin(dest: &Path, force: bool) -> Result<Staging, ReportError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| ReportError::Io { path, source }
+        };
+        if dest.exists() {
+            let entries = std::fs::read_dir(dest).map_err(io(dest))?;
+            for entry in entries {
+                let name = entry.map_err(io(dest))?.file_name();
+                let name = name.to_string_lossy();
+                if !is_result_file(&name) {
+                    return Err(ReportError::Foreign {
+                        path: dest.to_path_buf(),
+                        file: name.into_owned(),
+                    });
+                }
+            }
+            let marker = dest.join(RESULTS_JSON);
+            if marker.exists() && !force {
+                return Err(ReportError::Exists { path: marker });
+            }
+        }
+        let parent = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        std::fs::create_dir_all(&parent).map_err(io(&parent))?;
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "results".into());
+        for n in 0..1000 {
+            let dir = parent.join(format!(".{name}.staging-{}-{n}", std::process::id()));
+            match std::fs::create_dir(&dir) {
+                Ok(()) => {
+                    return Ok(Staging {
+                        dest: dest.to_path_buf(),
+                        dir,
+                        committed: false,
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(io(&dir)(e)),
+            }
+        }
+        Err(io(&parent)(std::io::Error::other(
+            "no free name for a staging folder (1000 taken)",
+        )))
+    }
+
+    /// The folder to write into.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Puts the staged folder in place of the destination.
+    pub fn commit(mut self) -> Result<PathBuf, ReportError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| ReportError::Io { path, source }
+        };
+        let old = self.dir.with_extension("old");
+        let had_old = match std::fs::rename(&self.dest, &old) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => return Err(io(&self.dest)(e)),
+        };
+        if let Err(e) = std::fs::rename(&self.dir, &self.dest) {
+            if had_old {
+                let _ = std::fs::rename(&old, &self.dest);
+            }
+            return Err(io(&self.dest)(e));
+        }
+        self.committed = true;
+        if had_old {
+            std::fs::remove_dir_all(&old).map_err(io(&old))?;
+        }
+        Ok(self.dest.clone())
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
 }
 
 /// Writes every output of a run into `dir` (tallies, top-image maps,
@@ -169,6 +292,54 @@ mod tests {
             !out.join(RESULTS_JSON).exists(),
             "a forced run starts incomplete"
         );
+    }
+
+    #[test]
+    fn staging_replaces_results_whole_and_keeps_them_on_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("run");
+        // A first run into a new folder.
+        let s = Staging::begin(&out, false).unwrap();
+        std::fs::write(s.path().join("layer1-tally.csv"), "one").unwrap();
+        std::fs::write(s.path().join(RESULTS_JSON), "{1}").unwrap();
+        assert!(!out.exists(), "nothing in place before the commit");
+        assert_eq!(s.commit().unwrap(), out);
+        assert_eq!(
+            std::fs::read_to_string(out.join(RESULTS_JSON)).unwrap(),
+            "{1}"
+        );
+        // Without --force it is refused; with it, a failed run keeps it.
+        let err = Staging::begin(&out, false).unwrap_err().to_string();
+        assert!(err.contains("--force"), "{err}");
+        let failed = Staging::begin(&out, true).unwrap();
+        let staged = failed.path().to_path_buf();
+        std::fs::write(staged.join(RESULTS_JSON), "{half}").unwrap();
+        drop(failed);
+        assert!(!staged.exists(), "an uncommitted staging folder is removed");
+        assert_eq!(
+            std::fs::read_to_string(out.join(RESULTS_JSON)).unwrap(),
+            "{1}"
+        );
+        // A forced run with other layers leaves nothing of the old one.
+        let s = Staging::begin(&out, true).unwrap();
+        std::fs::write(s.path().join("layer4-tally.csv"), "four").unwrap();
+        std::fs::write(s.path().join(RESULTS_JSON), "{2}").unwrap();
+        s.commit().unwrap();
+        assert!(!out.join("layer1-tally.csv").exists());
+        assert_eq!(
+            std::fs::read_to_string(out.join(RESULTS_JSON)).unwrap(),
+            "{2}"
+        );
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "no staging or old folders left: {left:?}");
+    }
+
+    #[test]
+    fn staging_never_replaces_a_folder_of_other_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("thesis.tex"), "mine").unwrap();
+        let err = Staging::begin(dir.path(), true).unwrap_err().to_string();
+        assert!(err.contains("thesis.tex"), "{err}");
     }
 
     #[test]
