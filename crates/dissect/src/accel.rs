@@ -12,7 +12,7 @@ use std::sync::Arc;
 use burn::tensor::Tensor;
 use kernels::{
     ActivationView, CountConfig, Counter, Counts, CpuRankSelect, CpuTopK, Gpu, HostLabels,
-    QuantileSketch, RoundResult, TopK,
+    QuantileSketch, RankSelect, RoundResult, TopK,
 };
 use models::gpu;
 
@@ -47,6 +47,8 @@ pub(crate) trait Accumulator: std::fmt::Debug {
     fn thresholds(&self) -> Result<Vec<f32>, DissectError>;
     /// Dataset totals, merged over segmentation sizes, into `total`.
     fn counts(&self, total: &mut Counts) -> Result<(), DissectError>;
+    /// Passes over the data the thresholds take.
+    fn threshold_passes(&self) -> u32;
 }
 
 /// Where accumulators live; picked once per engine.
@@ -57,27 +59,24 @@ pub(crate) enum Backend {
 }
 
 impl Backend {
-    /// Passes over the data a run makes at most: the device's radix select
-    /// takes three rounds; the host's rank select one. Then the counts.
-    pub fn max_passes(&self) -> u32 {
-        match self {
-            Backend::Device(_) => kernels::quantile::PASSES + 1,
-            Backend::Host => 2,
-        }
-    }
-
     /// The accumulators of a layer of `units` units, each of which will see
-    /// `values_per_unit` activations in a pass.
+    /// `values_per_unit` activations in a pass, at most `batch_values` in
+    /// one batch. On the device the thresholds take one pass where the
+    /// candidates fit the binding limit, else three radix rounds.
     pub fn accumulator(
         &self,
         units: u32,
         q: f64,
         k: u32,
         values_per_unit: u64,
+        batch_values: u64,
     ) -> Result<Box<dyn Accumulator>, DissectError> {
         Ok(match self {
             Backend::Device(gpu) => Box::new(DeviceLayer {
-                sketch: QuantileSketch::new(gpu, units, q)?,
+                thresholds: match RankSelect::new(gpu, units, q, values_per_unit, batch_values) {
+                    Ok(select) => DeviceThresholds::OnePass(select),
+                    Err(_) => DeviceThresholds::Radix(QuantileSketch::new(gpu, units, q)?),
+                },
                 top_k: TopK::new(gpu, units, k)?,
                 counters: BTreeMap::new(),
                 gpu: gpu.clone(),
@@ -92,11 +91,27 @@ impl Backend {
     }
 }
 
+/// How a device layer finds its thresholds.
+#[derive(Debug)]
+enum DeviceThresholds {
+    OnePass(RankSelect),
+    Radix(QuantileSketch),
+}
+
+impl DeviceThresholds {
+    fn buffer(&self) -> &gpu::wgpu::Buffer {
+        match self {
+            DeviceThresholds::OnePass(s) => s.thresholds_buffer(),
+            DeviceThresholds::Radix(s) => s.thresholds_buffer(),
+        }
+    }
+}
+
 /// A layer's accumulators on the device.
 #[derive(Debug)]
 struct DeviceLayer {
     gpu: Arc<Gpu>,
-    sketch: QuantileSketch,
+    thresholds: DeviceThresholds,
     top_k: TopK,
     counters: BTreeMap<Seg, Counter>,
 }
@@ -119,18 +134,30 @@ fn with_view<T>(
 impl Accumulator for DeviceLayer {
     fn observe_first(&mut self, act: &Tensor<4>, first_image: u32) -> Result<(), DissectError> {
         with_view(act, |view| {
-            self.sketch.observe(&self.gpu, view)?;
+            match &mut self.thresholds {
+                DeviceThresholds::OnePass(s) => s.observe(&self.gpu, view)?,
+                DeviceThresholds::Radix(s) => s.observe(&self.gpu, view)?,
+            }
             self.top_k.observe(&self.gpu, view, first_image)?;
             Ok(())
         })
     }
 
     fn observe_quantile(&mut self, act: &Tensor<4>) -> Result<(), DissectError> {
-        with_view(act, |view| Ok(self.sketch.observe(&self.gpu, view)?))
+        match &mut self.thresholds {
+            DeviceThresholds::Radix(s) => with_view(act, |view| Ok(s.observe(&self.gpu, view)?)),
+            DeviceThresholds::OnePass(_) => Err(one_pass()),
+        }
     }
 
     fn finish_round(&mut self) -> Result<RoundResult, DissectError> {
-        Ok(self.sketch.finish_round(&self.gpu)?)
+        match &mut self.thresholds {
+            DeviceThresholds::OnePass(s) => {
+                s.finish(&self.gpu)?;
+                Ok(RoundResult::Done)
+            }
+            DeviceThresholds::Radix(s) => Ok(s.finish_round(&self.gpu)?),
+        }
     }
 
     fn count(&mut self, act: &Tensor<4>, batch: &CountBatch<'_>) -> Result<(), DissectError> {
@@ -139,7 +166,7 @@ impl Accumulator for DeviceLayer {
                 Entry::Occupied(e) => e.into_mut(),
                 Entry::Vacant(e) => e.insert(Counter::new(&self.gpu, (batch.config)(view.shape)?)?),
             };
-            let thresholds = self.sketch.thresholds_buffer();
+            let thresholds = self.thresholds.buffer();
             Ok(counter.count(&self.gpu, view, thresholds, batch.labels)?)
         })
     }
@@ -149,7 +176,10 @@ impl Accumulator for DeviceLayer {
     }
 
     fn thresholds(&self) -> Result<Vec<f32>, DissectError> {
-        Ok(self.sketch.read_thresholds(&self.gpu)?)
+        Ok(match &self.thresholds {
+            DeviceThresholds::OnePass(s) => s.read_thresholds(&self.gpu)?,
+            DeviceThresholds::Radix(s) => s.read_thresholds(&self.gpu)?,
+        })
     }
 
     fn counts(&self, total: &mut Counts) -> Result<(), DissectError> {
@@ -157,6 +187,13 @@ impl Accumulator for DeviceLayer {
             total.merge(&c.read(&self.gpu)?)?;
         }
         Ok(())
+    }
+
+    fn threshold_passes(&self) -> u32 {
+        match self.thresholds {
+            DeviceThresholds::OnePass(_) => 1,
+            DeviceThresholds::Radix(_) => kernels::quantile::PASSES,
+        }
     }
 }
 
@@ -190,9 +227,7 @@ impl Accumulator for HostLayer {
     }
 
     fn observe_quantile(&mut self, _act: &Tensor<4>) -> Result<(), DissectError> {
-        Err(DissectError::Internal(
-            "the host thresholds take one pass; no refine round".into(),
-        ))
+        Err(one_pass())
     }
 
     fn finish_round(&mut self) -> Result<RoundResult, DissectError> {
@@ -228,4 +263,12 @@ impl Accumulator for HostLayer {
         }
         Ok(())
     }
+
+    fn threshold_passes(&self) -> u32 {
+        1
+    }
+}
+
+fn one_pass() -> DissectError {
+    DissectError::Internal("one-pass thresholds have no refine round".into())
 }

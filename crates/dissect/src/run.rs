@@ -377,7 +377,12 @@ impl<'a> Run<'a> {
         (self.progress)(&Progress {
             pass: pass.label(),
             pass_index: self.passes,
-            passes: self.engine.backend().max_passes(),
+            passes: 1 + self
+                .layers
+                .iter()
+                .map(|l| l.acc.threshold_passes())
+                .max()
+                .unwrap_or(1),
             images_done,
             images_total: self.dataset.images.len(),
         });
@@ -414,12 +419,13 @@ impl<'a> Run<'a> {
         if self.layers.is_empty() {
             let images = self.dataset.images.len() as u64;
             for shape in shapes {
-                let values = images * u64::from(shape[2]) * u64::from(shape[3]);
+                let plane = u64::from(shape[2]) * u64::from(shape[3]);
                 let acc = self.engine.backend().accumulator(
                     shape[1],
                     self.opts.quantile,
                     self.opts.top_k as u32,
-                    values,
+                    images * plane,
+                    self.opts.batch_size as u64 * plane,
                 )?;
                 self.layers.push(LayerRun { acc, shape });
             }

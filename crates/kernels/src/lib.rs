@@ -13,6 +13,7 @@ mod error;
 mod gpu;
 pub mod quantile;
 pub mod registry;
+pub mod select;
 pub mod topk;
 
 pub use bench::{BenchReport, bench_count};
@@ -22,6 +23,7 @@ pub use cpu_stream::{CpuQuantileSketch, CpuTopK};
 pub use error::KernelError;
 pub use gpu::{ActivationView, Gpu};
 pub use quantile::{QuantileSketch, RoundResult};
+pub use select::RankSelect;
 pub use topk::{ImageMax, TopK};
 
 #[cfg(test)]

@@ -10,6 +10,8 @@ pub const QUANTILE: &str = "quantile";
 pub const TOPK: &str = "topk";
 /// Name of the upsample-binarize-count shader.
 pub const COUNT: &str = "count";
+/// Name of the one-pass rank-select shader.
+pub const SELECT: &str = "select";
 
 /// Every shader, by name (its file is `shaders/<name>.wgsl`).
 pub const SHADERS: &[(&str, &str)] = &[
@@ -17,6 +19,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     (QUANTILE, include_str!("../../../shaders/quantile.wgsl")),
     (TOPK, include_str!("../../../shaders/topk.wgsl")),
     (COUNT, include_str!("../../../shaders/count.wgsl")),
+    (SELECT, include_str!("../../../shaders/select.wgsl")),
 ];
 
 /// The WGSL source of shader `name`, if registered.

@@ -142,6 +142,7 @@ impl Staging {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "results".into());
+        remove_stale(&parent, &name);
         for n in 0..1000 {
             let dir = parent.join(format!(".{name}.staging-{}-{n}", std::process::id()));
             match std::fs::create_dir(&dir) {
@@ -189,6 +190,28 @@ impl Staging {
             std::fs::remove_dir_all(&old).map_err(io(&old))?;
         }
         Ok(self.dest.clone())
+    }
+}
+
+/// Removes the staging folders of `name` left by runs that were killed
+/// (their process is gone; Linux only, where `/proc` tells).
+fn remove_stale(parent: &Path, name: &str) {
+    let prefix = format!(".{name}.staging-");
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    for entry in entries.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = file.strip_prefix(&prefix) else {
+            continue;
+        };
+        let pid = rest.split(['-', '.']).next().unwrap_or("");
+        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
@@ -332,6 +355,23 @@ mod tests {
         );
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(left.len(), 1, "no staging or old folders left: {left:?}");
+    }
+
+    #[test]
+    fn staging_folders_of_killed_runs_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("run");
+        // No process has pid 4294967; this one is alive.
+        let dead = dir.path().join(".run.staging-4294967-0");
+        let alive = dir
+            .path()
+            .join(format!(".run.staging-{}-7", std::process::id()));
+        std::fs::create_dir_all(&dead).unwrap();
+        std::fs::create_dir_all(&alive).unwrap();
+        let s = Staging::begin(&out, false).unwrap();
+        assert!(!dead.exists() || !Path::new("/proc/self").exists());
+        assert!(alive.exists());
+        drop(s);
     }
 
     #[test]

@@ -1,0 +1,311 @@
+//! Exact per-unit thresholds in one pass on the device (`shaders/select.wgsl`): the device twin of
+//! [`crate::CpuRankSelect`], with the same rank rule as [`crate::quantile`] and the same answer.
+//!
+//! A dissection knows how many values each unit will see before its first batch (images times map
+//! size), so the rank `r` of the threshold is known too. Each unit keeps candidate keys above a
+//! floor that rises whenever it holds `2r` of them (a workgroup per unit then selects the `r`-th
+//! largest in workgroup memory and keeps `r`). Device memory: `units * (3r + B)` u32, where `B` is
+//! the most values of one unit in a batch. Nothing is read back but the thresholds.
+
+use crate::error::KernelError;
+use crate::gpu::{ActivationView, Gpu, dispatch, linear_groups, view_entry, whole};
+use crate::quantile::rank_from_top;
+use crate::registry::SELECT;
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    elem_offset: u32,
+    n_elems: u32,
+    n_units: u32,
+    plane: u32,
+    cap: u32,
+    rank: u32,
+    last: u32,
+    pad: u32,
+}
+
+/// One-pass exact thresholds on the device (see the module docs).
+#[derive(Debug)]
+pub struct RankSelect {
+    n_units: u32,
+    rank: u32,
+    cap: u32,
+    /// Values per unit announced, seen so far, and the most in one batch.
+    total: u64,
+    seen: u64,
+    batch_max: u64,
+    done: bool,
+    cand: wgpu::Buffer,
+    state: wgpu::Buffer,
+    scratch: wgpu::Buffer,
+    thresholds: wgpu::Buffer,
+}
+
+impl RankSelect {
+    /// Device bytes a select of these sizes needs (see [`RankSelect::new`]).
+    pub fn bytes_needed(
+        n_units: u32,
+        q: f64,
+        values_per_unit: u64,
+        batch_values_per_unit: u64,
+    ) -> u64 {
+        let r = rank_from_top(q, values_per_unit);
+        u64::from(n_units) * (3 * r + batch_values_per_unit) * 4
+    }
+
+    /// Thresholds at quantile `q` of `n_units` units that will each see `values_per_unit` values,
+    /// at most `batch_values_per_unit` of them in one batch. Errors when the buffers exceed the
+    /// device's binding limit (the caller can fall back to [`crate::QuantileSketch`]).
+    pub fn new(
+        gpu: &Gpu,
+        n_units: u32,
+        q: f64,
+        values_per_unit: u64,
+        batch_values_per_unit: u64,
+    ) -> Result<RankSelect, KernelError> {
+        if n_units == 0
+            || values_per_unit == 0
+            || batch_values_per_unit == 0
+            || !(0.0..=1.0).contains(&q)
+        {
+            return Err(KernelError::Config(format!(
+                "rank select needs units, values and q in [0, 1], got {n_units} units, \
+                 {values_per_unit} values ({batch_values_per_unit} per batch), q = {q}"
+            )));
+        }
+        let rank = rank_from_top(q, values_per_unit);
+        let cap = 2 * rank + batch_values_per_unit;
+        let max = gpu.device.limits().max_storage_buffer_binding_size;
+        let cand_bytes = u64::from(n_units) * cap * 4;
+        if cand_bytes > max || cap > u64::from(u32::MAX) || values_per_unit > u64::from(u32::MAX) {
+            return Err(KernelError::Config(format!(
+                "{n_units} units need {cand_bytes} bytes of threshold candidates, above the device \
+                 binding limit {max}"
+            )));
+        }
+        Ok(RankSelect {
+            n_units,
+            rank: rank as u32,
+            cap: cap as u32,
+            total: values_per_unit,
+            seen: 0,
+            batch_max: batch_values_per_unit,
+            done: false,
+            cand: gpu.storage("select-candidates", cand_bytes),
+            state: gpu.storage("select-state", u64::from(n_units) * 12),
+            scratch: gpu.storage("select-scratch", u64::from(n_units) * rank * 4),
+            thresholds: gpu.storage("select-thresholds", u64::from(n_units) * 4),
+        })
+    }
+
+    fn params(&self, elem_offset: u32, n_elems: u32, plane: u32, last: bool) -> Params {
+        Params {
+            elem_offset,
+            n_elems,
+            n_units: self.n_units,
+            plane,
+            cap: self.cap,
+            rank: self.rank,
+            last: u32::from(last),
+            pad: 0,
+        }
+    }
+
+    fn compact(&self, gpu: &Gpu, encoder: &mut wgpu::CommandEncoder, params: &wgpu::Buffer) {
+        dispatch(
+            gpu,
+            encoder,
+            &gpu.pipeline(SELECT, "compact"),
+            &[
+                whole(0, params),
+                whole(2, &self.cand),
+                whole(3, &self.state),
+                whole(4, &self.scratch),
+                whole(5, &self.thresholds),
+            ],
+            linear_groups(u64::from(self.n_units), 1),
+        );
+    }
+
+    /// Adds one batch and submits it (one submission: collect, then compact).
+    pub fn observe(&mut self, gpu: &Gpu, view: &ActivationView) -> Result<(), KernelError> {
+        let [n, c, h, w] = view.shape;
+        if c != self.n_units {
+            return Err(KernelError::Shape {
+                what: "rank-select batch units",
+                expected: self.n_units.to_string(),
+                got: c.to_string(),
+            });
+        }
+        let per_unit = u64::from(n) * u64::from(h) * u64::from(w);
+        if self.done || per_unit > self.batch_max || self.seen + per_unit > self.total {
+            return Err(KernelError::Rounds(format!(
+                "a batch of {per_unit} values per unit after {} of {} (at most {} per batch{})",
+                self.seen,
+                self.total,
+                self.batch_max,
+                if self.done { ", after the last" } else { "" }
+            )));
+        }
+        let bound = view.bind(gpu)?;
+        let n_elems = view.len();
+        if n_elems + u64::from(bound.elem_offset) > u64::from(u32::MAX) {
+            return Err(KernelError::Overflow {
+                what: "rank-select batch elements",
+                value: n_elems,
+                limit: u64::from(u32::MAX),
+            });
+        }
+        self.seen += per_unit;
+        let params = gpu.uniform(
+            "select-params",
+            &self.params(bound.elem_offset, n_elems as u32, h * w, false),
+        );
+        let mut encoder = gpu.device.create_command_encoder(&Default::default());
+        dispatch(
+            gpu,
+            &mut encoder,
+            &gpu.pipeline(SELECT, "collect"),
+            &[
+                whole(0, &params),
+                view_entry(1, view, &bound),
+                whole(2, &self.cand),
+                whole(3, &self.state),
+            ],
+            linear_groups(n_elems, 256),
+        );
+        self.compact(gpu, &mut encoder, &params);
+        gpu.queue.submit([encoder.finish()]);
+        Ok(())
+    }
+
+    /// Selects every unit's threshold, once every announced value was observed.
+    pub fn finish(&mut self, gpu: &Gpu) -> Result<(), KernelError> {
+        if self.done || self.seen != self.total {
+            return Err(KernelError::Rounds(format!(
+                "thresholds selected after {} of {} values per unit",
+                self.seen, self.total
+            )));
+        }
+        let params = gpu.uniform("select-params", &self.params(0, 0, 1, true));
+        let mut encoder = gpu.device.create_command_encoder(&Default::default());
+        self.compact(gpu, &mut encoder, &params);
+        gpu.queue.submit([encoder.finish()]);
+        self.done = true;
+        Ok(())
+    }
+
+    /// f32 threshold per unit, on the device (valid after [`RankSelect::finish`]).
+    pub fn thresholds_buffer(&self) -> &wgpu::Buffer {
+        &self.thresholds
+    }
+
+    /// Reads the thresholds back; errors before [`RankSelect::finish`].
+    pub fn read_thresholds(&self, gpu: &Gpu) -> Result<Vec<f32>, KernelError> {
+        if !self.done {
+            return Err(KernelError::Rounds("thresholds read before finish".into()));
+        }
+        gpu.read_buffer(&self.thresholds, 0, self.n_units as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu;
+    use crate::gpu::tests::gpu;
+    use crate::testutil::{Rng, upload_padded};
+
+    /// Feeds `batches` of `[n, units, h, w]` and compares with the full-sort reference, bit for bit.
+    fn check(q: f64, units: u32, plane: [u32; 2], batches: &[Vec<f32>]) {
+        let gpu = gpu();
+        let [h, w] = plane;
+        let per_image = (units * h * w) as usize;
+        let images: usize = batches.iter().map(|b| b.len() / per_image).sum();
+        let most = batches.iter().map(|b| b.len() / per_image).max().unwrap();
+        let total = (images * (h * w) as usize) as u64;
+        let mut select =
+            RankSelect::new(gpu, units, q, total, (most * (h * w) as usize) as u64).unwrap();
+        let mut refs = Vec::new();
+        for data in batches {
+            let n = (data.len() / per_image) as u32;
+            let buf = upload_padded(gpu, data, 3);
+            let view = ActivationView {
+                buffer: &buf,
+                offset_bytes: 12,
+                shape: [n, units, h, w],
+            };
+            select.observe(gpu, &view).unwrap();
+            refs.push((data.as_slice(), [n, units, h, w]));
+        }
+        select.finish(gpu).unwrap();
+        let want = cpu::quantile_thresholds(&cpu::values_per_unit(&refs), q);
+        let got = select.read_thresholds(gpu).unwrap();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(&want), "q {q}, {units} units, {plane:?}");
+    }
+
+    #[test]
+    fn random_batches_match_the_full_sort() {
+        let mut rng = Rng::new(31);
+        for (q, units, plane, sizes) in [
+            (0.005, 3, [7, 7], vec![4, 5, 1, 9, 3]),
+            (0.02, 2, [3, 5], vec![1; 30]),
+            (0.5, 4, [2, 2], vec![3, 3]),
+            (0.999, 1, [4, 4], vec![2, 7]),
+            (0.0, 300, [2, 3], vec![2, 2]),
+        ] {
+            let batches: Vec<Vec<f32>> = sizes
+                .iter()
+                .map(|&n| rng.floats((n * units * plane[0] * plane[1]) as usize, -3.0, 3.0))
+                .collect();
+            check(q, units, plane, &batches);
+        }
+    }
+
+    #[test]
+    fn ties_nan_signed_zeros_and_many_compactions_match_the_full_sort() {
+        let mut rng = Rng::new(32);
+        let specials = [f32::NAN, -0.0, 0.0, 1.0, f32::INFINITY, f32::NEG_INFINITY];
+        let batches: Vec<Vec<f32>> = (0..40)
+            .map(|_| {
+                (0..2 * 2 * 16)
+                    .map(|_| {
+                        let i = (rng.uniform(0.0, 8.0) as usize).min(7);
+                        if i < specials.len() {
+                            specials[i]
+                        } else {
+                            rng.uniform(0.0, 2.0).round()
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        for q in [0.01, 0.1, 0.3, 0.9] {
+            check(q, 2, [4, 4], &batches);
+        }
+        check(0.1, 1, [2, 2], &[vec![f32::NAN; 8]]);
+    }
+
+    #[test]
+    fn batches_beyond_the_announcement_are_refused() {
+        let gpu = gpu();
+        let mut s = RankSelect::new(gpu, 1, 0.1, 8, 4).unwrap();
+        let buf = upload_padded(gpu, &[1.0; 8], 0);
+        let view = |n| ActivationView {
+            buffer: &buf,
+            offset_bytes: 0,
+            shape: [n, 1, 2, 2],
+        };
+        assert!(
+            s.observe(gpu, &view(2)).is_err(),
+            "more per batch than announced"
+        );
+        s.observe(gpu, &view(1)).unwrap();
+        assert!(s.finish(gpu).is_err(), "4 of 8 values seen");
+        s.observe(gpu, &view(1)).unwrap();
+        s.finish(gpu).unwrap();
+        assert!(s.observe(gpu, &view(1)).is_err(), "after the last");
+    }
+}
