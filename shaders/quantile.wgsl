@@ -7,6 +7,8 @@
 // that holds the wanted rank and narrows prefix and rank. After the third round the prefix is the
 // exact key of the threshold, written to `thresholds` as a float.
 //
+// key_of and value_of come from keys.wgsl, which the registry prepends.
+//
 // Bindings (group 0):
 //   0: params      uniform Params
 //   1: acts        f32 NCHW activations of one batch, starting at element params.elem_offset
@@ -46,31 +48,6 @@ var<storage, read_write> state: array<u32>;
 var<storage, read_write> thresholds: array<f32>;
 
 const BINS: u32 = 2048u;
-
-// Order-preserving key; the NaN test is on the bits because `v != v` may be folded away.
-fn key_of(v: f32) -> u32 {
-    var b = bitcast<u32>(v);
-    if (b & 0x7fffffffu) > 0x7f800000u {
-        return 0u;
-    }
-    if b == 0x80000000u {
-        b = 0u;
-    }
-    if (b & 0x80000000u) != 0u {
-        return ~b;
-    }
-    return b | 0x80000000u;
-}
-
-fn value_of(k: u32) -> f32 {
-    if k == 0u {
-        return bitcast<f32>(0x7fc00000u);
-    }
-    if (k & 0x80000000u) != 0u {
-        return bitcast<f32>(k & 0x7fffffffu);
-    }
-    return bitcast<f32>(~k);
-}
 
 @compute @workgroup_size(256)
 fn histogram(

@@ -11,6 +11,8 @@
 // the r-th largest of the candidates is always that of everything seen. With `params.last` set,
 // `compact` selects for every unit and writes T as the unit's threshold.
 //
+// key_of and value_of come from keys.wgsl, which the registry prepends.
+//
 // Bindings (group 0):
 //   0: params      uniform Params
 //   1: acts        f32 NCHW activations of one batch, starting at element params.elem_offset
@@ -53,31 +55,6 @@ var<storage, read_write> scratch: array<u32>;
 @group(0)
 @binding(5)
 var<storage, read_write> thresholds: array<f32>;
-
-// Order-preserving key (as quantile.wgsl); the NaN test is on the bits.
-fn key_of(v: f32) -> u32 {
-    var b = bitcast<u32>(v);
-    if (b & 0x7fffffffu) > 0x7f800000u {
-        return 0u;
-    }
-    if b == 0x80000000u {
-        b = 0u;
-    }
-    if (b & 0x80000000u) != 0u {
-        return ~b;
-    }
-    return b | 0x80000000u;
-}
-
-fn value_of(k: u32) -> f32 {
-    if k == 0u {
-        return bitcast<f32>(0x7fc00000u);
-    }
-    if (k & 0x80000000u) != 0u {
-        return bitcast<f32>(k & 0x7fffffffu);
-    }
-    return bitcast<f32>(~k);
-}
 
 @compute @workgroup_size(256)
 fn collect(

@@ -6,6 +6,8 @@
 // k (key, image) slots; larger key first, equal keys by lower image index. Empty slots hold key 0
 // and image 0xffffffff, which every real entry beats.
 //
+// key_of and value_of come from keys.wgsl, which the registry prepends.
+//
 // Bindings (group 0):
 //   0: params  uniform Params
 //   1: acts    f32 NCHW activations of one batch, from element params.elem_offset (image_max only)
@@ -40,30 +42,6 @@ var<storage, read_write> maxes: array<f32>;
 var<storage, read_write> slots: array<u32>;
 
 var<workgroup> partial: array<u32, 256>;
-
-fn key_of(v: f32) -> u32 {
-    var b = bitcast<u32>(v);
-    if (b & 0x7fffffffu) > 0x7f800000u {
-        return 0u;
-    }
-    if b == 0x80000000u {
-        b = 0u;
-    }
-    if (b & 0x80000000u) != 0u {
-        return ~b;
-    }
-    return b | 0x80000000u;
-}
-
-fn value_of(k: u32) -> f32 {
-    if k == 0u {
-        return bitcast<f32>(0x7fc00000u);
-    }
-    if (k & 0x80000000u) != 0u {
-        return bitcast<f32>(k & 0x7fffffffu);
-    }
-    return bitcast<f32>(~k);
-}
 
 @compute @workgroup_size(256)
 fn image_max(

@@ -92,6 +92,7 @@ fn workspace_root() -> PathBuf {
 /// it exits non-zero.
 fn run(cmd: &mut Command) -> Result<()> {
     cmd.current_dir(workspace_root());
+    quiet_mesa(cmd);
     let line = format!("{cmd:?}");
     eprintln!("$ {line}");
     let status = cmd
@@ -101,6 +102,26 @@ fn run(cmd: &mut Command) -> Result<()> {
         bail!("{line} failed with {status}");
     }
     Ok(())
+}
+
+/// Mesa's Vulkan loader prints "XDG_RUNTIME_DIR is invalid or not set" on
+/// machines without a desktop session, which reads like a failure. Where
+/// the variable is unset, children get a private runtime folder of their
+/// own; a set one (a real session, which a display needs) is left alone.
+fn quiet_mesa(cmd: &mut Command) {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_some() {
+        return;
+    }
+    let user = std::env::var("USER").unwrap_or_else(|_| "user".into());
+    let dir = std::env::temp_dir().join(format!("netdissect-xdg-{user}"));
+    if std::fs::create_dir_all(&dir).is_ok() {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+        }
+        cmd.env("XDG_RUNTIME_DIR", &dir);
+    }
 }
 
 fn cargo() -> Command {
@@ -114,8 +135,17 @@ const DEFAULT_DIR: &str = "assets/default";
 fn dissect(out: &Path, args: &[String]) -> Result<()> {
     adapter::ensure()?;
     let root = workspace_root();
+    let built = root.join("target/debug/netdissect").exists();
+    eprintln!(
+        "building the netdissect CLI (debug profile){}",
+        if built {
+            ""
+        } else {
+            ": a first build compiles Burn and wgpu, about 7 minutes on 2 cores"
+        }
+    );
     let mut cmd = cargo();
-    cmd.args(["run", "--quiet", "--package", "netdissect-cli", "--"]);
+    cmd.args(["run", "--package", "netdissect-cli", "--"]);
     cmd.arg("dissect");
     if args.is_empty() {
         let assets = root.join(DEFAULT_DIR);

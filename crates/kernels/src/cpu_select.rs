@@ -129,72 +129,23 @@ fn keep_largest(keys: &mut Vec<u32>, r: usize) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cpu;
-    use crate::testutil::Rng;
-
-    /// Feeds `batches` (`[n, units, h, w]` each) and compares with the
-    /// plain reference (a full sort per unit).
-    fn check(q: f64, units: u32, plane: [u32; 2], batches: &[Vec<f32>]) {
-        let [h, w] = plane;
-        let per_image = (units * h * w) as usize;
-        let total: usize = batches.iter().map(|b| b.len() / per_image).sum();
-        let values = (total * (h * w) as usize) as u64;
-        let mut select = CpuRankSelect::new(units, q, values).unwrap();
-        let mut refs = Vec::new();
-        for data in batches {
-            let n = (data.len() / per_image) as u32;
-            select.observe(data, [n, units, h, w]).unwrap();
-            refs.push((data.as_slice(), [n, units, h, w]));
-        }
-        let want = cpu::quantile_thresholds(&cpu::values_per_unit(&refs), q);
-        let got = select.thresholds().unwrap();
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(&got), bits(&want), "q {q}, {units} units, {plane:?}");
-    }
+    use crate::testutil::{bits, rank_cases};
 
     #[test]
-    fn random_batches_match_the_full_sort() {
-        let mut rng = Rng::new(21);
-        for (q, units, plane, sizes) in [
-            (0.005, 3, [7, 7], vec![4, 5, 1, 9]),
-            (0.02, 2, [3, 5], vec![1; 30]),
-            (0.5, 4, [2, 2], vec![3, 3]),
-            (0.999, 1, [4, 4], vec![2, 7]),
-            (0.0, 2, [5, 5], vec![6]),
-        ] {
-            let batches: Vec<Vec<f32>> = sizes
-                .iter()
-                .map(|&n| rng.floats((n * units * plane[0] * plane[1]) as usize, -3.0, 3.0))
-                .collect();
-            check(q, units, plane, &batches);
+    fn random_and_adversarial_batches_match_the_full_sort() {
+        for case in rank_cases(21) {
+            let [h, w] = case.plane;
+            let per_image = (case.units * h * w) as usize;
+            let images: usize = case.batches.iter().map(|b| b.len() / per_image).sum();
+            let values = (images * (h * w) as usize) as u64;
+            let mut select = CpuRankSelect::new(case.units, case.q, values).unwrap();
+            for data in &case.batches {
+                let n = (data.len() / per_image) as u32;
+                select.observe(data, [n, case.units, h, w]).unwrap();
+            }
+            let got = select.thresholds().unwrap();
+            assert_eq!(bits(&got), bits(&case.want()), "q {}, {:?}", case.q, case.plane);
         }
-    }
-
-    #[test]
-    fn ties_nan_signed_zeros_and_a_rising_floor_match_the_full_sort() {
-        let mut rng = Rng::new(22);
-        let specials = [f32::NAN, -0.0, 0.0, 1.0, f32::INFINITY, f32::NEG_INFINITY];
-        // Many equal values around the threshold, NaN and both zeros, in
-        // batches small enough that the floor is set and raised many times.
-        let batches: Vec<Vec<f32>> = (0..40)
-            .map(|_| {
-                (0..2 * 16)
-                    .map(|_| {
-                        let i = (rng.uniform(0.0, 8.0) as usize).min(7);
-                        if i < specials.len() {
-                            specials[i]
-                        } else {
-                            rng.uniform(0.0, 2.0).round()
-                        }
-                    })
-                    .collect()
-            })
-            .collect();
-        for q in [0.01, 0.1, 0.3, 0.9] {
-            check(q, 2, [4, 4], &batches);
-        }
-        // All NaN: the threshold is NaN, as the reference says.
-        check(0.1, 1, [2, 2], &[vec![f32::NAN; 8]]);
     }
 
     #[test]

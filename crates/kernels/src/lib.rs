@@ -67,4 +67,81 @@ pub(crate) mod testutil {
     pub(crate) fn bits(v: &[f32]) -> Vec<u32> {
         v.iter().map(|x| x.to_bits()).collect()
     }
+
+    /// Batches `[n, units, h, w]` of one rank-select case.
+    pub(crate) struct RankCase {
+        pub q: f64,
+        pub units: u32,
+        pub plane: [u32; 2],
+        pub batches: Vec<Vec<f32>>,
+    }
+
+    impl RankCase {
+        /// The full-sort reference thresholds of the case.
+        pub(crate) fn want(&self) -> Vec<f32> {
+            let [h, w] = self.plane;
+            let per_image = (self.units * h * w) as usize;
+            let refs: Vec<(&[f32], [u32; 4])> = self
+                .batches
+                .iter()
+                .map(|b| (b.as_slice(), [(b.len() / per_image) as u32, self.units, h, w]))
+                .collect();
+            crate::cpu::quantile_thresholds(&crate::cpu::values_per_unit(&refs), self.q)
+        }
+    }
+
+    /// Random batches of uneven sizes, from the paper's quantile to
+    /// nearly 1, and many units; then ties, NaN, signed zeros and
+    /// infinities in many small batches, so floors rise often.
+    pub(crate) fn rank_cases(seed: u64) -> Vec<RankCase> {
+        let mut rng = Rng::new(seed);
+        let mut cases = Vec::new();
+        for (q, units, plane, sizes) in [
+            (0.005, 3, [7, 7], vec![4, 5, 1, 9, 3]),
+            (0.02, 2, [3, 5], vec![1; 30]),
+            (0.5, 4, [2, 2], vec![3, 3]),
+            (0.999, 1, [4, 4], vec![2, 7]),
+            (0.0, 300, [2, 3], vec![2, 2]),
+        ] {
+            let batches = sizes
+                .iter()
+                .map(|&n| rng.floats((n * units * plane[0] * plane[1]) as usize, -3.0, 3.0))
+                .collect();
+            cases.push(RankCase {
+                q,
+                units,
+                plane,
+                batches,
+            });
+        }
+        let specials = [f32::NAN, -0.0, 0.0, 1.0, f32::INFINITY, f32::NEG_INFINITY];
+        let ties: Vec<Vec<f32>> = (0..40)
+            .map(|_| {
+                (0..2 * 2 * 16)
+                    .map(|_| {
+                        let i = (rng.uniform(0.0, 8.0) as usize).min(7);
+                        match specials.get(i) {
+                            Some(&v) => v,
+                            None => rng.uniform(0.0, 2.0).round(),
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        for q in [0.01, 0.1, 0.3, 0.9] {
+            cases.push(RankCase {
+                q,
+                units: 2,
+                plane: [4, 4],
+                batches: ties.clone(),
+            });
+        }
+        cases.push(RankCase {
+            q: 0.1,
+            units: 1,
+            plane: [2, 2],
+            batches: vec![vec![f32::NAN; 8]],
+        });
+        cases
+    }
 }

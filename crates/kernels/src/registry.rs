@@ -13,13 +13,28 @@ pub const COUNT: &str = "count";
 /// Name of the one-pass rank-select shader.
 pub const SELECT: &str = "select";
 
+/// The file of the shared key functions (not a shader of its own).
+pub const KEYS_PART: &str = "keys.wgsl";
+
+/// A shader that selects by rank: `shaders/keys.wgsl` (the order-preserving
+/// float keys), then the file itself.
+macro_rules! with_keys {
+    ($file:literal) => {
+        concat!(
+            include_str!("../../../shaders/keys.wgsl"),
+            "\n",
+            include_str!(concat!("../../../shaders/", $file))
+        )
+    };
+}
+
 /// Every shader, by name (its file is `shaders/<name>.wgsl`).
 pub const SHADERS: &[(&str, &str)] = &[
     (SMOKE, include_str!("../../../shaders/smoke.wgsl")),
-    (QUANTILE, include_str!("../../../shaders/quantile.wgsl")),
-    (TOPK, include_str!("../../../shaders/topk.wgsl")),
+    (QUANTILE, with_keys!("quantile.wgsl")),
+    (TOPK, with_keys!("topk.wgsl")),
     (COUNT, include_str!("../../../shaders/count.wgsl")),
-    (SELECT, include_str!("../../../shaders/select.wgsl")),
+    (SELECT, with_keys!("select.wgsl")),
 ];
 
 /// The WGSL source of shader `name`, if registered.
@@ -83,9 +98,16 @@ mod tests {
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
         on_disk.sort();
-        let mut registered: Vec<String> =
-            SHADERS.iter().map(|(n, _)| format!("{n}.wgsl")).collect();
+        // keys.wgsl is a part that the rank-selecting shaders start with.
+        let mut registered: Vec<String> = SHADERS
+            .iter()
+            .map(|(n, _)| format!("{n}.wgsl"))
+            .chain([KEYS_PART.to_string()])
+            .collect();
         registered.sort();
+        for name in [QUANTILE, TOPK, SELECT] {
+            assert!(source(name).unwrap().contains("fn key_of"), "{name}");
+        }
         assert_eq!(on_disk, registered);
     }
 

@@ -213,79 +213,32 @@ impl RankSelect {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cpu;
     use crate::gpu::tests::gpu;
-    use crate::testutil::{Rng, upload_padded};
+    use crate::testutil::{bits, rank_cases, upload_padded};
 
-    /// Feeds `batches` of `[n, units, h, w]` and compares with the full-sort reference, bit for bit.
-    fn check(q: f64, units: u32, plane: [u32; 2], batches: &[Vec<f32>]) {
+    #[test]
+    fn random_and_adversarial_batches_match_the_full_sort() {
         let gpu = gpu();
-        let [h, w] = plane;
-        let per_image = (units * h * w) as usize;
-        let images: usize = batches.iter().map(|b| b.len() / per_image).sum();
-        let most = batches.iter().map(|b| b.len() / per_image).max().unwrap();
-        let total = (images * (h * w) as usize) as u64;
-        let mut select =
-            RankSelect::new(gpu, units, q, total, (most * (h * w) as usize) as u64).unwrap();
-        let mut refs = Vec::new();
-        for data in batches {
-            let n = (data.len() / per_image) as u32;
-            let buf = upload_padded(gpu, data, 3);
-            let view = ActivationView {
-                buffer: &buf,
-                offset_bytes: 12,
-                shape: [n, units, h, w],
-            };
-            select.observe(gpu, &view).unwrap();
-            refs.push((data.as_slice(), [n, units, h, w]));
+        for case in rank_cases(31) {
+            let [h, w] = case.plane;
+            let per_image = (case.units * h * w) as usize;
+            let sizes: Vec<u32> = case.batches.iter().map(|b| (b.len() / per_image) as u32).collect();
+            let total = u64::from(sizes.iter().sum::<u32>() * h * w);
+            let most = u64::from(sizes.iter().max().unwrap() * h * w);
+            let mut select = RankSelect::new(gpu, case.units, case.q, total, most).unwrap();
+            for (data, &n) in case.batches.iter().zip(&sizes) {
+                let buf = upload_padded(gpu, data, 3);
+                let view = ActivationView {
+                    buffer: &buf,
+                    offset_bytes: 12,
+                    shape: [n, case.units, h, w],
+                };
+                select.observe(gpu, &view).unwrap();
+            }
+            select.finish(gpu).unwrap();
+            let got = select.read_thresholds(gpu).unwrap();
+            assert_eq!(bits(&got), bits(&case.want()), "q {}, {:?}", case.q, case.plane);
         }
-        select.finish(gpu).unwrap();
-        let want = cpu::quantile_thresholds(&cpu::values_per_unit(&refs), q);
-        let got = select.read_thresholds(gpu).unwrap();
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(&got), bits(&want), "q {q}, {units} units, {plane:?}");
-    }
-
-    #[test]
-    fn random_batches_match_the_full_sort() {
-        let mut rng = Rng::new(31);
-        for (q, units, plane, sizes) in [
-            (0.005, 3, [7, 7], vec![4, 5, 1, 9, 3]),
-            (0.02, 2, [3, 5], vec![1; 30]),
-            (0.5, 4, [2, 2], vec![3, 3]),
-            (0.999, 1, [4, 4], vec![2, 7]),
-            (0.0, 300, [2, 3], vec![2, 2]),
-        ] {
-            let batches: Vec<Vec<f32>> = sizes
-                .iter()
-                .map(|&n| rng.floats((n * units * plane[0] * plane[1]) as usize, -3.0, 3.0))
-                .collect();
-            check(q, units, plane, &batches);
-        }
-    }
-
-    #[test]
-    fn ties_nan_signed_zeros_and_many_compactions_match_the_full_sort() {
-        let mut rng = Rng::new(32);
-        let specials = [f32::NAN, -0.0, 0.0, 1.0, f32::INFINITY, f32::NEG_INFINITY];
-        let batches: Vec<Vec<f32>> = (0..40)
-            .map(|_| {
-                (0..2 * 2 * 16)
-                    .map(|_| {
-                        let i = (rng.uniform(0.0, 8.0) as usize).min(7);
-                        if i < specials.len() {
-                            specials[i]
-                        } else {
-                            rng.uniform(0.0, 2.0).round()
-                        }
-                    })
-                    .collect()
-            })
-            .collect();
-        for q in [0.01, 0.1, 0.3, 0.9] {
-            check(q, 2, [4, 4], &batches);
-        }
-        check(0.1, 1, [2, 2], &[vec![f32::NAN; 8]]);
     }
 
     #[test]

@@ -221,17 +221,26 @@ pub fn render_html(dissection: &Dissection, strips: &[LayerStrips], images_root:
     };
     let _ = writeln!(
         s,
-        "<p class=\"meta\">dataset <code>{}</code> ({} images) · adapter {} · quantile {} · IoU threshold {} · union {:?} · alignment {:?} · top {} images · {} passes ({:?}) · {:.1} s · netdissect {}<br>{}</p>",
+        "<p class=\"meta\">dataset <code>{}</code> ({} images) · adapter {} · quantile {} · IoU threshold {} · union: {} · upsampling: {} · top {} images · {} passes over the data ({}) · {:.1} s · netdissect {}<br>{}</p>",
         escape(&dissection.dataset),
         dissection.n_images,
         escape(&dissection.adapter),
         o.quantile,
         o.iou_threshold,
-        o.union,
-        o.alignment,
+        match o.union {
+            dissect::UnionRule::Original => "category present in the image (original NetDissect)",
+            dissect::UnionRule::Lite => "category under the unit's mask (NetDissect-Lite)",
+        },
+        match o.alignment {
+            Alignment::ReceptiveField => "receptive-field centres (original NetDissect)",
+            Alignment::HalfPixel => "half-pixel centres (NetDissect-Lite)",
+        },
         o.top_k,
         dissection.passes,
-        dissection.mode,
+        match dissection.mode {
+            dissect::CacheMode::Cached => "activations cached between passes",
+            dissect::CacheMode::Recomputed => "the network re-run for each pass",
+        },
         dissection.duration_secs,
         escape(&dissection.tool_version),
         alignment_note,
