@@ -342,23 +342,26 @@ fn decode_plane(
     let mut labels = Vec::with_capacity(width as usize * height as usize);
     for (i, px) in raw.chunks_exact(channels).enumerate() {
         let label = u32::from(px[0]) + 256 * u32::from(px[1]);
-        if label > max_label {
-            return Err(BrodenError::PixelLabelOutOfRange {
-                path: path.to_owned(),
-                row: rec.row,
-                x: i as u32 % width,
-                y: i as u32 / width,
-                label,
-                max: max_label,
-            });
-        }
         if !known.contains(label) {
-            return Err(BrodenError::UnlistedPixelLabel {
-                path: path.to_owned(),
-                row: rec.row,
-                x: i as u32 % width,
-                y: i as u32 / width,
-                label,
+            let (path, row) = (path.to_owned(), rec.row);
+            let (x, y) = (i as u32 % width, i as u32 / width);
+            return Err(if label > max_label {
+                BrodenError::PixelLabelOutOfRange {
+                    path,
+                    row,
+                    x,
+                    y,
+                    label,
+                    max: max_label,
+                }
+            } else {
+                BrodenError::UnlistedPixelLabel {
+                    path,
+                    row,
+                    x,
+                    y,
+                    label,
+                }
             });
         }
         labels.push(label);

@@ -144,7 +144,13 @@ mod tests {
                 select.observe(data, [n, case.units, h, w]).unwrap();
             }
             let got = select.thresholds().unwrap();
-            assert_eq!(bits(&got), bits(&case.want()), "q {}, {:?}", case.q, case.plane);
+            assert_eq!(
+                bits(&got),
+                bits(&case.want()),
+                "q {}, {:?}",
+                case.q,
+                case.plane
+            );
         }
     }
 

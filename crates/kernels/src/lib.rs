@@ -84,7 +84,12 @@ pub(crate) mod testutil {
             let refs: Vec<(&[f32], [u32; 4])> = self
                 .batches
                 .iter()
-                .map(|b| (b.as_slice(), [(b.len() / per_image) as u32, self.units, h, w]))
+                .map(|b| {
+                    (
+                        b.as_slice(),
+                        [(b.len() / per_image) as u32, self.units, h, w],
+                    )
+                })
                 .collect();
             crate::cpu::quantile_thresholds(&crate::cpu::values_per_unit(&refs), self.q)
         }

@@ -222,7 +222,11 @@ mod tests {
         for case in rank_cases(31) {
             let [h, w] = case.plane;
             let per_image = (case.units * h * w) as usize;
-            let sizes: Vec<u32> = case.batches.iter().map(|b| (b.len() / per_image) as u32).collect();
+            let sizes: Vec<u32> = case
+                .batches
+                .iter()
+                .map(|b| (b.len() / per_image) as u32)
+                .collect();
             let total = u64::from(sizes.iter().sum::<u32>() * h * w);
             let most = u64::from(sizes.iter().max().unwrap() * h * w);
             let mut select = RankSelect::new(gpu, case.units, case.q, total, most).unwrap();
@@ -237,7 +241,13 @@ mod tests {
             }
             select.finish(gpu).unwrap();
             let got = select.read_thresholds(gpu).unwrap();
-            assert_eq!(bits(&got), bits(&case.want()), "q {}, {:?}", case.q, case.plane);
+            assert_eq!(
+                bits(&got),
+                bits(&case.want()),
+                "q {}, {:?}",
+                case.q,
+                case.plane
+            );
         }
     }
 

@@ -9,6 +9,7 @@
 //! network is not saved with the results, and for display the difference is
 //! at most about half a feature cell at the region's edges.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use dissect::{Alignment, FieldMap, LayerResult, TopMaps};
@@ -203,6 +204,26 @@ pub fn overlay(thumb: &mut RgbImage, classes: &[PixelClass]) {
     }
 }
 
+/// The thumbnails of a layer's top images, each decoded and resized once
+/// however many units share the image (`None`: it could not be read).
+pub type Thumbs = HashMap<String, Option<RgbImage>>;
+
+/// Loads the thumbnail of every image among `layer`'s top images, in
+/// parallel.
+pub fn load_thumbs(layer: &LayerResult, opts: &StripOptions) -> Thumbs {
+    let paths: HashSet<&str> = layer
+        .top_images
+        .iter()
+        .flatten()
+        .map(|t| t.path.as_str())
+        .collect();
+    let (tw, th) = (opts.thumb_width.max(1), opts.thumb_height.max(1));
+    paths
+        .into_par_iter()
+        .map(|p| (p.to_string(), load_thumb(&opts.images_root.join(p), tw, th)))
+        .collect()
+}
+
 /// Reads an image and resizes it to the thumbnail size; `None` when it
 /// cannot be read or decoded.
 fn load_thumb(path: &Path, width: u32, height: u32) -> Option<RgbImage> {
@@ -236,6 +257,7 @@ pub fn render_unit_strip(
     layer: &LayerResult,
     maps: &TopMaps,
     geometry: &MapGeometry,
+    thumbs: &Thumbs,
     unit: usize,
     opts: &StripOptions,
 ) -> Option<RenderedStrip> {
@@ -250,11 +272,11 @@ pub fn render_unit_strip(
     let threshold = layer.thresholds.get(unit).copied().unwrap_or(f32::NAN);
     let mut missing = Vec::new();
     for (slot, top) in images.iter().take(n).enumerate() {
-        let mut thumb =
-            load_thumb(&opts.images_root.join(&top.path), tw, th).unwrap_or_else(|| {
-                missing.push(top.path.clone());
-                RgbImage::from_pixel(tw, th, Rgb(MISSING_COLOR))
-            });
+        let loaded = thumbs.get(&top.path).cloned().flatten();
+        let mut thumb = loaded.unwrap_or_else(|| {
+            missing.push(top.path.clone());
+            RgbImage::from_pixel(tw, th, Rgb(MISSING_COLOR))
+        });
         // Without saved maps the thumbnails are shown plain.
         if let Some(map) = maps.map(unit, slot) {
             let classes = region_classes(map, geometry, threshold, tw, th);
@@ -333,10 +355,12 @@ pub fn write_layer_strips(
         path: dir.clone(),
         source,
     })?;
+    let thumbs = load_thumbs(layer, opts);
     let units = (0..layer.n_units)
         .into_par_iter()
         .map(|unit| {
-            let Some(rendered) = render_unit_strip(layer, maps, geometry, unit, opts) else {
+            let Some(rendered) = render_unit_strip(layer, maps, geometry, &thumbs, unit, opts)
+            else {
                 return Ok((
                     UnitStrip {
                         unit,
@@ -593,7 +617,15 @@ mod tests {
         assert_eq!((opts.thumb_width, opts.thumb_height), (96, 96));
 
         // In memory the classes are exact, slot by slot.
-        let rendered = render_unit_strip(&layer, &maps, &half(FEATURE), 0, &opts).unwrap();
+        let rendered = render_unit_strip(
+            &layer,
+            &maps,
+            &half(FEATURE),
+            &load_thumbs(&layer, &opts),
+            0,
+            &opts,
+        )
+        .unwrap();
         assert_eq!(rendered.n_images, TOP_K);
         assert!(rendered.missing.is_empty());
         assert_eq!(rendered.image.width(), 3 * 96 + 2 * GAP);
