@@ -173,7 +173,11 @@ impl Staging {
             let path = path.to_path_buf();
             move |source| ReportError::Io { path, source }
         };
-        let old = self.dir.with_extension("old");
+        // Unique to this run, as the staging folder is: concurrent runs into
+        // one destination never share it.
+        let mut old_name = self.dir.file_name().unwrap_or_default().to_os_string();
+        old_name.push(".old");
+        let old = self.dir.with_file_name(old_name);
         let had_old = match std::fs::rename(&self.dest, &old) {
             Ok(()) => true,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
