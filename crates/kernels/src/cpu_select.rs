@@ -129,28 +129,17 @@ fn keep_largest(keys: &mut Vec<u32>, r: usize) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{bits, rank_cases};
+    use crate::testutil::rank_cases;
 
     #[test]
     fn random_and_adversarial_batches_match_the_full_sort() {
         for case in rank_cases(21) {
-            let [h, w] = case.plane;
-            let per_image = (case.units * h * w) as usize;
-            let images: usize = case.batches.iter().map(|b| b.len() / per_image).sum();
-            let values = (images * (h * w) as usize) as u64;
+            let (values, _) = case.values_per_unit();
             let mut select = CpuRankSelect::new(case.units, case.q, values).unwrap();
-            for data in &case.batches {
-                let n = (data.len() / per_image) as u32;
-                select.observe(data, [n, case.units, h, w]).unwrap();
+            for (data, shape) in case.batches.iter().zip(case.shapes()) {
+                select.observe(data, shape).unwrap();
             }
-            let got = select.thresholds().unwrap();
-            assert_eq!(
-                bits(&got),
-                bits(&case.want()),
-                "q {}, {:?}",
-                case.q,
-                case.plane
-            );
+            case.check(&select.thresholds().unwrap());
         }
     }
 

@@ -77,6 +77,30 @@ pub(crate) mod testutil {
     }
 
     impl RankCase {
+        /// The `[n, units, h, w]` shape of every batch.
+        pub(crate) fn shapes(&self) -> Vec<[u32; 4]> {
+            let [h, w] = self.plane;
+            let per_image = (self.units * h * w) as usize;
+            (self.batches.iter())
+                .map(|b| [(b.len() / per_image) as u32, self.units, h, w])
+                .collect()
+        }
+
+        /// Values per unit over all batches, and the most in one batch.
+        pub(crate) fn values_per_unit(&self) -> (u64, u64) {
+            let plane = u64::from(self.plane[0] * self.plane[1]);
+            let (total, most) = (self.shapes().iter())
+                .map(|s| u64::from(s[0]))
+                .fold((0, 0), |(t, m), n| (t + n, m.max(n)));
+            (total * plane, most * plane)
+        }
+
+        /// Asserts that `got` is the reference, bit for bit.
+        pub(crate) fn check(&self, got: &[f32]) {
+            let what = format!("q {}, {} units, {:?}", self.q, self.units, self.plane);
+            assert_eq!(bits(got), bits(&self.want()), "{what}");
+        }
+
         /// The full-sort reference thresholds of the case.
         pub(crate) fn want(&self) -> Vec<f32> {
             let [h, w] = self.plane;

@@ -214,40 +214,25 @@ impl RankSelect {
 mod tests {
     use super::*;
     use crate::gpu::tests::gpu;
-    use crate::testutil::{bits, rank_cases, upload_padded};
+    use crate::testutil::{rank_cases, upload_padded};
 
     #[test]
     fn random_and_adversarial_batches_match_the_full_sort() {
         let gpu = gpu();
         for case in rank_cases(31) {
-            let [h, w] = case.plane;
-            let per_image = (case.units * h * w) as usize;
-            let sizes: Vec<u32> = case
-                .batches
-                .iter()
-                .map(|b| (b.len() / per_image) as u32)
-                .collect();
-            let total = u64::from(sizes.iter().sum::<u32>() * h * w);
-            let most = u64::from(sizes.iter().max().unwrap() * h * w);
+            let (total, most) = case.values_per_unit();
             let mut select = RankSelect::new(gpu, case.units, case.q, total, most).unwrap();
-            for (data, &n) in case.batches.iter().zip(&sizes) {
+            for (data, shape) in case.batches.iter().zip(case.shapes()) {
                 let buf = upload_padded(gpu, data, 3);
                 let view = ActivationView {
                     buffer: &buf,
                     offset_bytes: 12,
-                    shape: [n, case.units, h, w],
+                    shape,
                 };
                 select.observe(gpu, &view).unwrap();
             }
             select.finish(gpu).unwrap();
-            let got = select.read_thresholds(gpu).unwrap();
-            assert_eq!(
-                bits(&got),
-                bits(&case.want()),
-                "q {}, {:?}",
-                case.q,
-                case.plane
-            );
+            case.check(&select.read_thresholds(gpu).unwrap());
         }
     }
 
