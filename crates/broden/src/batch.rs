@@ -120,6 +120,21 @@ struct Source {
 }
 
 impl Dataset {
+    /// Decodes the labels of one image, `images[index]`, checked as a batch
+    /// checks them (e.g. for drawing a concept's mask over a top image).
+    pub fn image_labels(&self, index: usize) -> Result<ImageLabels, BrodenError> {
+        let rec = self
+            .images
+            .get(index)
+            .ok_or_else(|| BrodenError::InvalidOptions {
+                message: format!(
+                    "image {index} is out of range: the dataset has {} images",
+                    self.images.len()
+                ),
+            })?;
+        decode_labels(&self.root, rec, &KnownLabels::of(&self.labels))
+    }
+
     /// Consecutive batches of at most `opts.batch_size` images (at least 1),
     /// cut early where the segmentation size changes, so a batch never mixes
     /// sizes. Images are resized bilinearly to the preprocess size when they

@@ -117,25 +117,40 @@ pub struct DissectArgs {
     /// below override single settings.
     #[arg(long, value_enum, default_value_t = PresetArg::Original)]
     pub preset: PresetArg,
+    /// Share of a unit's activations above its threshold T_k (both
+    /// presets: 0.005, the top 0.5%).
     #[arg(long)]
     pub quantile: Option<f64>,
+    /// A unit is a detector when its best IoU is above this (both presets:
+    /// 0.04).
     #[arg(long)]
     pub iou_threshold: Option<f64>,
     /// Comma-separated categories to score (default: all).
     #[arg(long, value_delimiter = ',')]
     pub categories: Option<Vec<String>>,
+    /// Which unit pixels enter a label's IoU union: `original`, the
+    /// unit's pixels in images where the label's category is present;
+    /// `lite`, all of the unit's pixels.
     #[arg(long, value_enum)]
     pub union: Option<UnionArg>,
+    /// How maps are laid on the image: `receptive-field`, at the units'
+    /// receptive-field centres (original NetDissect); `half-pixel`,
+    /// stretched corner to corner (NetDissect-Lite).
     #[arg(long, value_enum)]
     pub upsample: Option<AlignArg>,
+    /// Input normalisation (default: the model's own).
     #[arg(long, value_enum)]
     pub preprocess: Option<PreprocessArg>,
+    /// Only images of this `index.csv` split (e.g. `train`).
     #[arg(long)]
     pub split: Option<String>,
+    /// Only the first N images (after --split).
     #[arg(long)]
     pub max_images: Option<usize>,
+    /// Images per forward pass.
     #[arg(long)]
     pub batch_size: Option<usize>,
+    /// Top images kept per unit, for the report's strips.
     #[arg(long)]
     pub top_k: Option<usize>,
     /// Where the network and the passes run.

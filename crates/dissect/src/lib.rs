@@ -23,7 +23,10 @@ pub use options::{Alignment, Options, PreprocessSpec, Preset, UnionRule};
 pub use results::{
     Dissection, FieldRecord, LayerResult, Outcome, SCHEMA_VERSION, Timings, TopImage, TopMaps,
 };
-pub use score::{CategoryBest, LabelInfo, LayerCounts, Summary, UnitScore, score_units, summarize};
+pub use score::{
+    CategoryBest, LabelInfo, LabelScore, LayerCounts, Summary, TOP_LABELS, UnitScore, score_units,
+    summarize,
+};
 
 /// What an embedding application needs besides the engine: the types of
 /// Burn's wgpu runtime setup, the tensor types, and layer geometry.

@@ -58,6 +58,24 @@ pub struct UnitScore {
     pub category: Option<usize>,
     /// The best label per category, in category order.
     pub per_category: Vec<CategoryBest>,
+    /// The unit's [`TOP_LABELS`] best labels over all categories with a
+    /// positive IoU, best first (`top[0]` is [`UnitScore::best`] when that
+    /// scores above 0). Absent in results from before it was saved.
+    #[serde(default)]
+    pub top: Vec<LabelScore>,
+}
+
+/// How many labels [`UnitScore::top`] keeps.
+pub const TOP_LABELS: usize = 3;
+
+/// One of a unit's best labels overall.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabelScore {
+    pub label: u32,
+    pub name: String,
+    /// The label's primary category index.
+    pub category: usize,
+    pub iou: f64,
 }
 
 impl UnitScore {
@@ -98,6 +116,7 @@ pub fn score_units(counts: &LayerCounts, labels: &[LabelInfo]) -> Vec<UnitScore>
                     iou: 0.0,
                 })
                 .collect();
+            let mut top: Vec<LabelScore> = Vec::with_capacity(TOP_LABELS + 1);
             for (number, info) in labels.iter().enumerate().take(counts.n_labels) {
                 let Some(c) = info.category else { continue };
                 if number == 0 || c >= n_cat {
@@ -107,6 +126,17 @@ pub fn score_units(counts: &LayerCounts, labels: &[LabelInfo]) -> Vec<UnitScore>
                 let truth = counts.label_pixels[number];
                 let act = counts.unit_category[unit * n_cat + c];
                 let value = iou(inter, act, truth);
+                if value > 0.0 {
+                    keep_top(
+                        &mut top,
+                        LabelScore {
+                            label: number as u32,
+                            name: info.name.clone(),
+                            category: c,
+                            iou: value,
+                        },
+                    );
+                }
                 let best = &mut per_category[c];
                 if best.label.is_none() || value > best.iou {
                     *best = CategoryBest {
@@ -131,9 +161,27 @@ pub fn score_units(counts: &LayerCounts, labels: &[LabelInfo]) -> Vec<UnitScore>
                 unit,
                 category,
                 per_category,
+                top,
             }
         })
         .collect()
+}
+
+/// Inserts `entry` into `top` (sorted best first, at most [`TOP_LABELS`]
+/// long). Order: IoU descending, then category, then label number, the
+/// tie rules of [`UnitScore::best`], so `top[0]` is the best label.
+fn keep_top(top: &mut Vec<LabelScore>, entry: LabelScore) {
+    let before = |a: &LabelScore, b: &LabelScore| {
+        b.iou
+            .total_cmp(&a.iou)
+            .then(a.category.cmp(&b.category))
+            .then(a.label.cmp(&b.label))
+    };
+    let at = top.partition_point(|t| before(t, &entry).is_lt());
+    if at < TOP_LABELS {
+        top.insert(at, entry);
+        top.truncate(TOP_LABELS);
+    }
 }
 
 /// Detector counts of one layer.
@@ -308,5 +356,66 @@ mod tests {
         assert_eq!(s.per_category[1].detectors, 1);
         let strict = summarize(&units, &names, 0.6);
         assert_eq!(strict.detectors, 0, "the threshold is strict");
+    }
+
+    #[test]
+    fn top_labels_are_the_best_three_over_all_categories_and_agree_with_best() {
+        // Random small counts (many exact ties) over 9 labels in 3 categories;
+        // the top list is checked against sorting every label's IoU.
+        let mut seed = 0x2545_f491_u64;
+        let mut next = |m: u64| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (seed >> 33) % m
+        };
+        let labels: Vec<LabelInfo> = (0..10)
+            .map(|l| LabelInfo {
+                name: format!("l{l}"),
+                category: (l > 0).then_some((l % 3) as usize),
+            })
+            .collect();
+        for _ in 0..200 {
+            let (n_units, n_labels, n_cat) = (4, 10, 3);
+            let label_pixels: Vec<u64> = (0..n_labels).map(|_| 1 + next(6)).collect();
+            let unit_category: Vec<u64> = (0..n_units * n_cat).map(|_| next(6)).collect();
+            let intersect: Vec<u64> = (0..n_units * n_labels)
+                .map(|i| {
+                    next(label_pixels[i % n_labels] + 1).min(unit_category[(i / n_labels) * n_cat])
+                })
+                .collect();
+            let counts = LayerCounts {
+                n_units,
+                n_labels,
+                n_categories: n_cat,
+                intersect,
+                label_pixels,
+                unit_category,
+            };
+            for unit in score_units(&counts, &labels) {
+                let mut all: Vec<(f64, usize, u32)> = (1..n_labels)
+                    .map(|l| {
+                        let c = l % 3;
+                        let v = iou(
+                            counts.intersect[unit.unit * n_labels + l],
+                            counts.unit_category[unit.unit * n_cat + c],
+                            counts.label_pixels[l],
+                        );
+                        (v, c, l as u32)
+                    })
+                    .filter(|t| t.0 > 0.0)
+                    .collect();
+                all.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+                let want: Vec<(f64, usize, u32)> = all.into_iter().take(TOP_LABELS).collect();
+                let got: Vec<(f64, usize, u32)> = unit
+                    .top
+                    .iter()
+                    .map(|t| (t.iou, t.category, t.label))
+                    .collect();
+                assert_eq!(got, want);
+                if let (Some(first), Some(best)) = (unit.top.first(), unit.best()) {
+                    assert_eq!(Some(first.label), best.label);
+                    assert_eq!(Some(first.category), unit.category);
+                }
+            }
+        }
     }
 }

@@ -3,11 +3,11 @@
 
 use std::path::Path;
 
+use broden::write::{ImageData, LabelSpec, PlaneData, Writer};
 use dissect::{
-    Alignment, CacheMode, CategoryBest, Dissection, LayerResult, Options, PreprocessSpec, TopImage,
-    TopMaps, UnionRule, UnitScore, summarize,
+    Alignment, CacheMode, CategoryBest, Dissection, LabelScore, LayerResult, Options,
+    PreprocessSpec, TopImage, TopMaps, UnionRule, UnitScore, summarize,
 };
-use image::{Rgb, RgbImage};
 
 pub(crate) const FEATURE: u32 = 8;
 pub(crate) const TOP_K: usize = 3;
@@ -41,15 +41,78 @@ pub(crate) fn options() -> Options {
     }
 }
 
-/// Writes `N_IMAGES` uniform grey 224x224 PNGs to `<dataset>/images/`.
+/// Segmentation size of the generated images.
+pub(crate) const SEG: u32 = 112;
+
+/// Label `label`'s pixels in image `i`'s segmentation: colour `1 + i % 3`
+/// on the top half; the object `4` ("dog") on the left half of even images
+/// and `5` on the left half of odd ones.
+pub(crate) fn seg_has(i: usize, label: u32, y: u32, x: u32) -> bool {
+    let half = SEG / 2;
+    match label {
+        1..=3 => label == 1 + (i % 3) as u32 && y < half,
+        4 | 5 => label == 4 + (i % 2) as u32 && x < half,
+        _ => false,
+    }
+}
+
+/// Writes a Broden dataset of `N_IMAGES` uniform grey 224x224 PNGs
+/// (`images/img{i}.png`) with the labels of [`seg_has`], through the
+/// project's Broden writer.
 pub(crate) fn write_images(dataset: &Path) {
-    let dir = dataset.join("images");
-    std::fs::create_dir_all(&dir).unwrap();
+    let label = |name: &str, category| LabelSpec {
+        name: name.into(),
+        category,
+        syns: Vec::new(),
+    };
+    let labels = vec![
+        label("red", 0),
+        label("green", 0),
+        label("blue", 0),
+        label("dog", 1),
+        label("cat <&> \"hat\"", 1),
+    ];
+    let mut writer = Writer::create(dataset, categories(), labels).unwrap();
+    let rgb = vec![GREY; 224 * 224 * 3];
     for i in 0..N_IMAGES {
-        RgbImage::from_pixel(224, 224, Rgb([GREY; 3]))
-            .save(dir.join(format!("img{i}.png")))
+        let plane = |labels: &[u32]| -> Vec<u32> {
+            (0..SEG * SEG)
+                .map(|p| {
+                    let (y, x) = (p / SEG, p % SEG);
+                    labels
+                        .iter()
+                        .copied()
+                        .find(|&l| seg_has(i, l, y, x))
+                        .unwrap_or(0)
+                })
+                .collect()
+        };
+        let (color, object) = (plane(&[1, 2, 3]), plane(&[4, 5]));
+        let path = format!("img{i}.png");
+        writer
+            .add(&ImageData {
+                path: &path,
+                split: "train",
+                width: 224,
+                height: 224,
+                rgb: &rgb,
+                seg_width: SEG,
+                seg_height: SEG,
+                planes: vec![
+                    PlaneData {
+                        category: 0,
+                        labels: &color,
+                    },
+                    PlaneData {
+                        category: 1,
+                        labels: &object,
+                    },
+                ],
+                image_labels: Vec::new(),
+            })
             .unwrap();
     }
+    writer.finish().unwrap();
 }
 
 /// A `FEATURE x FEATURE` map that is 1 on rows `r0..r1`, columns `c0..c1`
@@ -90,6 +153,7 @@ fn unit_score(u: usize, n_units: usize, salt: usize) -> UnitScore {
             unit: u,
             category: None,
             per_category: vec![best(None, "", 0.0), best(None, "", 0.0)],
+            top: Vec::new(),
         };
     }
     // Unit 0 detects an object but also a colour above the threshold, so
@@ -105,10 +169,22 @@ fn unit_score(u: usize, n_units: usize, salt: usize) -> UnitScore {
     let color = best(Some(1 + (u % 3) as u32), COLORS[u % 3], color_iou);
     let object = best(Some(4 + (u % 2) as u32), OBJECTS[u % 2], object_iou);
     let category = Some(if object_iou > color_iou { 1 } else { 0 });
+    let mut top: Vec<LabelScore> = [(&color, 0), (&object, 1)]
+        .into_iter()
+        .filter(|(b, _)| b.iou > 0.0)
+        .map(|(b, c)| LabelScore {
+            label: b.label.unwrap_or(0),
+            name: b.name.clone(),
+            category: c,
+            iou: b.iou,
+        })
+        .collect();
+    top.sort_by(|a, b| b.iou.total_cmp(&a.iou).then(a.category.cmp(&b.category)));
     UnitScore {
         unit: u,
         category,
         per_category: vec![color, object],
+        top,
     }
 }
 

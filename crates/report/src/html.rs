@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use dissect::{Alignment, Dissection, LayerResult, TopMaps, UnitScore};
 
+use crate::concepts::ConceptSource;
 use crate::strips::{self, LayerStrips, MapGeometry, StripOptions};
 use crate::svg::{BarChart, bar_chart};
 use crate::{ReportError, write_atomic};
@@ -27,6 +28,8 @@ pub struct ReportOptions {
     pub thumb_height: Option<u32>,
     /// JPEG quality of the strips (default [`strips::JPEG_QUALITY`]).
     pub quality: Option<u8>,
+    /// Draw no concept strips (they need the dataset's segmentation).
+    pub no_concepts: bool,
 }
 
 /// Writes `report.html` and its strips (`strips/<layer>/unit-NNNN.jpg`) into
@@ -68,6 +71,11 @@ pub fn write_report_with(
         strip_opts.quality = q;
     }
     let none = TopMaps::default();
+    let source = if opts.no_concepts {
+        Err("not asked for".to_string())
+    } else {
+        ConceptSource::open(&strip_opts.images_root)
+    };
     let strips = dissection
         .layers
         .iter()
@@ -75,10 +83,20 @@ pub fn write_report_with(
         .map(|(i, layer)| {
             let maps = top_maps.get(i).unwrap_or(&none);
             let geometry = MapGeometry::of(layer, &dissection.options);
-            strips::write_layer_strips(dir, layer, maps, &geometry, &strip_opts)
+            let masks = source
+                .as_ref()
+                .ok()
+                .map(|s| s.layer_masks(layer, strip_opts.thumb_width, strip_opts.thumb_height));
+            strips::write_layer_strips(dir, layer, maps, &geometry, masks.as_ref(), &strip_opts)
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let html = render_html(dissection, &strips, &strip_opts.images_root);
+    let unavailable = source.err().filter(|_| !opts.no_concepts);
+    let html = render_html(
+        dissection,
+        &strips,
+        &strip_opts.images_root,
+        unavailable.as_deref(),
+    );
     let path = dir.join(REPORT_HTML);
     write_atomic(&path, html.as_bytes())?;
     Ok(path)
@@ -134,6 +152,9 @@ svg text{font-size:11px;fill:#333}svg .title{font-weight:600;font-size:12px}
 .unit img{display:block;max-width:100%;height:auto;margin-top:3px}
 .noimg{color:#888;font-style:italic}
 .warn{color:#a33}
+.unit ol.top{margin:2px 0 0;padding:0;list-style:none;display:flex;gap:1.2em;color:#444;font-size:.92em}
+.unit ol.top li:first-child{font-weight:600}.unit ol.top .cat{color:#888}
+.swatch{display:inline-block;width:.9em;height:.9em;vertical-align:-.1em;background:rgb(0,190,255);border:1px solid #888}
 [hidden]{display:none !important}
 "#;
 
@@ -170,6 +191,19 @@ const SCRIPT: &str = r#"
   if (p.get('detectors') === '1') det.checked = true;
   [cat, lab, q, det].forEach(function (e) { e.addEventListener('input', apply); e.addEventListener('change', apply); });
   apply();
+  // The concept-mask toggle swaps every strip for its concept twin.
+  var masks = document.getElementById('f-masks');
+  if (masks) {
+    var swap = function () {
+      document.querySelectorAll('img[data-concept-src]').forEach(function (img) {
+        if (!img.dataset.regionSrc) img.dataset.regionSrc = img.getAttribute('src');
+        img.setAttribute('src', masks.checked ? img.dataset.conceptSrc : img.dataset.regionSrc);
+      });
+    };
+    if (p.get('masks') === '1') masks.checked = true;
+    masks.addEventListener('change', swap);
+    swap();
+  }
 })();
 "#;
 
@@ -195,8 +229,14 @@ fn sorted_units(layer: &LayerResult) -> Vec<&UnitScore> {
 }
 
 /// Renders the page; `strips` is parallel to `dissection.layers` (a layer
-/// without an entry shows no images).
-pub fn render_html(dissection: &Dissection, strips: &[LayerStrips], images_root: &Path) -> String {
+/// without an entry shows no images). `concepts_unavailable` says why no
+/// concept strips could be drawn, when that was asked for and failed.
+pub fn render_html(
+    dissection: &Dissection,
+    strips: &[LayerStrips],
+    images_root: &Path,
+    concepts_unavailable: Option<&str>,
+) -> String {
     let mut s = String::with_capacity(64 * 1024);
     let o = &dissection.options;
     let _ = write!(
@@ -261,10 +301,21 @@ pub fn render_html(dissection: &Dissection, strips: &[LayerStrips], images_root:
             escape(missing.first().copied().unwrap_or("")),
         );
     }
+    if let Some(why) = concepts_unavailable {
+        let _ = writeln!(
+            s,
+            "<p class=\"meta\" id=\"no-concepts\">Concept masks are not shown: the dataset's segmentation could not be read ({}).</p>",
+            escape(why)
+        );
+    }
     if dissection.layers.len() > 1 {
         comparison(&mut s, dissection);
     }
-    filters(&mut s, dissection);
+    let has_concepts = strips
+        .iter()
+        .flat_map(|l| &l.units)
+        .any(|u| u.concept_file.is_some());
+    filters(&mut s, dissection, has_concepts);
     for (i, layer) in dissection.layers.iter().enumerate() {
         layer_section(&mut s, dissection, layer, strips.get(i));
     }
@@ -309,8 +360,9 @@ fn comparison(s: &mut String, dissection: &Dissection) {
     s.push_str("</table></div></section>\n");
 }
 
-/// The filter bar: category, label, free text, detectors only.
-fn filters(s: &mut String, dissection: &Dissection) {
+/// The filter bar: category, label, free text, detectors only, and the
+/// concept-mask toggle when there are concept strips.
+fn filters(s: &mut String, dissection: &Dissection, has_concepts: bool) {
     let labels: BTreeSet<&str> = dissection
         .layers
         .iter()
@@ -329,9 +381,13 @@ fn filters(s: &mut String, dissection: &Dissection) {
     for l in &labels {
         let _ = write!(s, "<option>{}</option>", escape(l));
     }
+    s.push_str("</select></label><label>search <input id=\"f-search\" type=\"search\" placeholder=\"label, category or unit\"></label><label><input id=\"f-detectors\" type=\"checkbox\"> detectors only</label>");
+    if has_concepts {
+        s.push_str("<label title=\"Tints, in each top image, the pixels the dataset labels with the unit's best concept; the yellow outline stays the unit's region\"><input id=\"f-masks\" type=\"checkbox\"> show concept masks <span class=\"swatch\"></span></label>");
+    }
     let _ = writeln!(
         s,
-        "</select></label><label>search <input id=\"f-search\" type=\"search\" placeholder=\"label, category or unit\"></label><label><input id=\"f-detectors\" type=\"checkbox\"> detectors only</label><span><span id=\"shown\">{total}</span> of {total} units shown</span></div>"
+        "<span><span id=\"shown\">{total}</span> of {total} units shown</span></div>"
     );
 }
 
@@ -437,6 +493,7 @@ fn unit_card(
         },
         escape(category),
     );
+    top_labels(s, dissection, unit);
     let strip = strips.and_then(|l| l.units.get(unit.unit));
     match strip.and_then(|st| st.file.as_ref().map(|f| (st, f))) {
         Some((st, file)) => {
@@ -450,9 +507,12 @@ fn unit_card(
                         .collect()
                 })
                 .unwrap_or_default();
+            let concept = st.concept_file.as_ref().map_or(String::new(), |c| {
+                format!(" data-concept-src=\"{}\"", escape(c))
+            });
             let _ = write!(
                 s,
-                "<img src=\"{}\" width=\"{}\" height=\"{}\" loading=\"lazy\" alt=\"top images of unit {number}\" title=\"{}\">",
+                "<img src=\"{}\"{concept} width=\"{}\" height=\"{}\" loading=\"lazy\" alt=\"top images of unit {number}\" title=\"{}\">",
                 escape(file),
                 st.width,
                 st.height,
@@ -462,6 +522,42 @@ fn unit_card(
         None => s.push_str("<span class=\"noimg\">no top images</span>"),
     }
     s.push_str("</div>\n");
+}
+
+/// The unit's top concepts over all categories with their IoUs; results
+/// saved before the list was kept show each category's best instead.
+fn top_labels(s: &mut String, dissection: &Dissection, unit: &UnitScore) {
+    let category = |c: usize| dissection.categories.get(c).map_or("", String::as_str);
+    let entries: Vec<(&str, &str, f64)> = if unit.top.is_empty() {
+        let mut bests: Vec<(&str, &str, f64)> = unit
+            .per_category
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.label.is_some() && b.iou > 0.0)
+            .map(|(c, b)| (b.name.as_str(), category(c), b.iou))
+            .collect();
+        bests.sort_by(|a, b| b.2.total_cmp(&a.2));
+        bests.truncate(dissect::TOP_LABELS);
+        bests
+    } else {
+        unit.top
+            .iter()
+            .map(|t| (t.name.as_str(), category(t.category), t.iou))
+            .collect()
+    };
+    if entries.is_empty() {
+        return;
+    }
+    s.push_str("<ol class=\"top\">");
+    for (name, cat, iou) in entries {
+        let _ = write!(
+            s,
+            "<li data-iou=\"{iou:.6}\">{} <span class=\"cat\">{}</span> {iou:.3}</li>",
+            escape(name),
+            escape(cat),
+        );
+    }
+    s.push_str("</ol>");
 }
 
 #[cfg(test)]
@@ -610,6 +706,41 @@ mod tests {
         assert_eq!(html.matches("no top images").count(), 2);
         let missing = tags(&html, "<p class=\"warn\" id=\"missing\"");
         assert_eq!(attr(missing[0], "data-missing"), Some("1"));
+        // Each card lists the unit's top concepts, best first.
+        let cards: Vec<&str> = html.split("<div class=\"unit").skip(1).collect();
+        for l in &d.layers {
+            for u in &l.units {
+                let card = cards
+                    .iter()
+                    .find(|c| {
+                        attr(c, "data-layer") == Some(l.name.as_str())
+                            && attr(c, "data-unit") == Some((u.unit + 1).to_string().as_str())
+                    })
+                    .unwrap();
+                let card = &card[..card.find("</div>\n").unwrap_or(card.len())];
+                let ious: Vec<f64> = tags(card, "<li data-iou")
+                    .iter()
+                    .map(|t| attr(t, "data-iou").unwrap().parse().unwrap())
+                    .collect();
+                let want: Vec<f64> = u.top.iter().map(|t| (t.iou * 1e6).round() / 1e6).collect();
+                assert_eq!(ious, want, "{} unit {}", l.name, u.unit);
+            }
+        }
+        // Units with a best label and images have a concept strip on disk;
+        // the toggle is offered.
+        let concept_srcs: Vec<&str> = tags(&html, "<img ")
+            .iter()
+            .filter_map(|t| attr(t, "data-concept-src"))
+            .collect();
+        assert_eq!(
+            concept_srcs.len(),
+            12 - 2 - 2,
+            "units with images and a label"
+        );
+        for src in concept_srcs {
+            assert!(out.join(src).is_file(), "{src}");
+        }
+        assert!(html.contains("id=\"f-masks\"") && !html.contains("id=\"no-concepts\""));
     }
 
     #[test]
@@ -628,6 +759,17 @@ mod tests {
         // Only the fixture's deliberately missing image is missing.
         let missing = tags(&html, "<p class=\"warn\" id=\"missing\"");
         assert_eq!(attr(missing[0], "data-missing"), Some("1"));
+        assert!(html.contains("id=\"f-masks\""));
+
+        // Without the dataset's index the page says why no masks are shown.
+        std::fs::remove_file(dataset.join("index.csv")).unwrap();
+        let html = std::fs::read_to_string(write_report(&out, &d, &maps).unwrap()).unwrap();
+        assert!(
+            html.contains("id=\"no-concepts\""),
+            "the missing index is named"
+        );
+        assert!(html.contains("index.csv"));
+        assert!(!html.contains("id=\"f-masks\"") && !html.contains("data-concept-src=\""));
     }
 
     #[test]
@@ -672,6 +814,7 @@ mod tests {
                 .map(|unit| UnitStrip {
                     unit,
                     file: Some(format!("strips/layer4/unit-{:04}.jpg", unit + 1)),
+                    concept_file: Some(format!("strips/layer4/unit-{:04}-concept.jpg", unit + 1)),
                     width: 978,
                     height: 96,
                     n_images: 10,
@@ -680,7 +823,7 @@ mod tests {
                 .collect(),
             bytes: 0,
         };
-        let html = render_html(&d, &[strips], tmp.path());
+        let html = render_html(&d, &[strips], tmp.path(), None);
         assert_eq!(html.matches(" data-unit=\"").count(), 512);
         // Measured: about 250 KB; the strips load lazily beside it.
         assert!(html.len() < 400_000, "{} bytes", html.len());
@@ -816,5 +959,25 @@ mod tests {
             .filter(|t| t.contains(" hidden"))
             .count();
         assert_eq!(hidden, 12 - color_units);
+
+        // `#masks=1` ticks the toggle, which swaps every strip for its
+        // concept twin.
+        let masks_file = tmp.path().join("masks.html");
+        run_chromium(
+            &tmp.path().join("profile3"),
+            &["--dump-dom".into()],
+            &format!("{url}#masks=1"),
+            &masks_file,
+        );
+        let dom = std::fs::read_to_string(&masks_file).unwrap();
+        let imgs: Vec<&str> = tags(&dom, "<img ")
+            .into_iter()
+            .filter(|t| t.contains("data-concept-src"))
+            .collect();
+        assert_eq!(imgs.len(), 8);
+        for img in imgs {
+            assert_eq!(attr(img, "src"), attr(img, "data-concept-src"), "{img}");
+            assert!(attr(img, "src").unwrap().ends_with("-concept.jpg"));
+        }
     }
 }

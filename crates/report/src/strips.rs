@@ -1,13 +1,13 @@
 //! Image strips of the report: each unit's top images as thumbnails with the
 //! unit's thresholded activation region highlighted (inside kept, outside
 //! dimmed, a 1-px outline on the boundary), rendered on the CPU from the
-//! saved top-k maps, one JPEG per unit, units in parallel.
+//! saved top-k maps, one JPEG per unit, units in parallel. Where the
+//! dataset's segmentation can be read, a second strip per unit also tints
+//! the unit's best label's mask ([`crate::concepts`]).
 //!
-//! The map is upsampled with half-pixel centres (the run's
-//! [`kernels::cpu::upsample_value`] on [`kernels::Upsample::half_pixel`]
-//! taps) whatever the run's alignment: the receptive-field geometry of the
-//! network is not saved with the results, and for display the difference is
-//! at most about half a feature cell at the region's edges.
+//! Maps are upsampled as the run upsampled them, from the geometry saved
+//! with the results ([`dissect::geometry`]); results saved before the
+//! geometry was fall back to half-pixel centres.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -18,6 +18,7 @@ use image::{Rgb, RgbImage};
 use kernels::Upsample;
 use rayon::prelude::*;
 
+use crate::concepts::ConceptMasks;
 use crate::{ReportError, write_atomic};
 
 /// Default thumbnail height in pixels.
@@ -30,6 +31,10 @@ pub const JPEG_QUALITY: u8 = 80;
 pub const DIM: f32 = 0.3;
 /// Colour of the outline drawn on the region's boundary.
 pub const OUTLINE: [u8; 3] = [255, 214, 0];
+/// Tint of the concept's mask in the concept strips.
+pub const CONCEPT: [u8; 3] = [0, 190, 255];
+/// How much of [`CONCEPT`] a masked pixel takes.
+pub const CONCEPT_ALPHA: f32 = 0.5;
 /// Background of the gaps between thumbnails.
 const GAP_COLOR: [u8; 3] = [255, 255, 255];
 /// Stand-in for an image that could not be read, so the region still shows.
@@ -204,6 +209,20 @@ pub fn overlay(thumb: &mut RgbImage, classes: &[PixelClass]) {
     }
 }
 
+/// Tints the pixels of `thumb` under `mask` with [`CONCEPT`], leaving the
+/// region's outline as drawn.
+pub fn tint(thumb: &mut RgbImage, mask: &[bool], classes: Option<&[PixelClass]>) {
+    for (i, (pixel, &on)) in thumb.pixels_mut().zip(mask).enumerate() {
+        let outline = classes.is_some_and(|c| c.get(i) == Some(&PixelClass::Outline));
+        if on && !outline {
+            for (c, t) in pixel.0.iter_mut().zip(CONCEPT) {
+                *c = (f32::from(*c) * (1.0 - CONCEPT_ALPHA) + f32::from(t) * CONCEPT_ALPHA).round()
+                    as u8;
+            }
+        }
+    }
+}
+
 /// The thumbnails of a layer's top images, each decoded and resized once
 /// however many units share the image (`None`: it could not be read).
 pub type Thumbs = HashMap<String, Option<RgbImage>>;
@@ -244,6 +263,9 @@ fn load_thumb(path: &Path, width: u32, height: u32) -> Option<RgbImage> {
 #[derive(Debug, Clone)]
 pub struct RenderedStrip {
     pub image: RgbImage,
+    /// The same strip with the unit's best label's mask tinted, when
+    /// concept masks were given and the unit has a best label.
+    pub concept: Option<RgbImage>,
     /// Thumbnails in the strip.
     pub n_images: usize,
     /// Image paths (relative to the images folder) that could not be read;
@@ -252,12 +274,14 @@ pub struct RenderedStrip {
 }
 
 /// Renders the strip of `unit`: its top images (at most `top_k`) left to
-/// right, each with the region overlay. `None` when the unit has no images.
+/// right, each with the region overlay, and with `concepts` the concept
+/// strip beside it. `None` when the unit has no images.
 pub fn render_unit_strip(
     layer: &LayerResult,
     maps: &TopMaps,
     geometry: &MapGeometry,
     thumbs: &Thumbs,
+    concepts: Option<&ConceptMasks>,
     unit: usize,
     opts: &StripOptions,
 ) -> Option<RenderedStrip> {
@@ -269,6 +293,15 @@ pub fn render_unit_strip(
     let (tw, th) = (opts.thumb_width.max(1), opts.thumb_height.max(1));
     let strip_w = tw * n as u32 + GAP * (n as u32 - 1);
     let mut strip = RgbImage::from_pixel(strip_w, th, Rgb(GAP_COLOR));
+    let label = layer
+        .units
+        .get(unit)
+        .and_then(|u| u.best())
+        .and_then(|b| b.label);
+    let concepts = concepts
+        .filter(|c| (c.width, c.height) == (tw, th))
+        .zip(label);
+    let mut concept_strip = concepts.map(|_| strip.clone());
     let threshold = layer.thresholds.get(unit).copied().unwrap_or(f32::NAN);
     let mut missing = Vec::new();
     for (slot, top) in images.iter().take(n).enumerate() {
@@ -278,14 +311,25 @@ pub fn render_unit_strip(
             RgbImage::from_pixel(tw, th, Rgb(MISSING_COLOR))
         });
         // Without saved maps the thumbnails are shown plain.
-        if let Some(map) = maps.map(unit, slot) {
-            let classes = region_classes(map, geometry, threshold, tw, th);
-            overlay(&mut thumb, &classes);
+        let classes = maps
+            .map(unit, slot)
+            .map(|map| region_classes(map, geometry, threshold, tw, th));
+        if let Some(classes) = &classes {
+            overlay(&mut thumb, classes);
         }
-        image::imageops::replace(&mut strip, &thumb, i64::from(slot as u32 * (tw + GAP)), 0);
+        let x = i64::from(slot as u32 * (tw + GAP));
+        if let (Some(out), Some((masks, label))) = (&mut concept_strip, concepts) {
+            let mut tinted = thumb.clone();
+            if let Some(mask) = masks.get(&top.path, label) {
+                tint(&mut tinted, mask, classes.as_deref());
+            }
+            image::imageops::replace(out, &tinted, x, 0);
+        }
+        image::imageops::replace(&mut strip, &thumb, x, 0);
     }
     Some(RenderedStrip {
         image: strip,
+        concept: concept_strip,
         n_images: n,
         missing,
     })
@@ -311,6 +355,8 @@ pub struct UnitStrip {
     /// Path relative to the report folder, `/`-separated; `None` when the
     /// unit has no top images.
     pub file: Option<String>,
+    /// The concept strip beside it, when one was drawn.
+    pub concept_file: Option<String>,
     pub width: u32,
     pub height: u32,
     pub n_images: usize,
@@ -340,13 +386,15 @@ pub fn layer_folder_name(layer: &str) -> String {
 }
 
 /// Renders and writes every unit's strip of `layer` to
-/// `report_dir/strips/<layer>/unit-NNNN.jpg` (1-based unit number),
-/// units in parallel, each file written atomically.
+/// `report_dir/strips/<layer>/unit-NNNN.jpg` (1-based unit number), and
+/// with `concepts` its concept strip to `unit-NNNN-concept.jpg`, units in
+/// parallel, each file written atomically.
 pub fn write_layer_strips(
     report_dir: &Path,
     layer: &LayerResult,
     maps: &TopMaps,
     geometry: &MapGeometry,
+    concepts: Option<&ConceptMasks>,
     opts: &StripOptions,
 ) -> Result<LayerStrips, ReportError> {
     let folder = layer_folder_name(&layer.name);
@@ -359,12 +407,14 @@ pub fn write_layer_strips(
     let units = (0..layer.n_units)
         .into_par_iter()
         .map(|unit| {
-            let Some(rendered) = render_unit_strip(layer, maps, geometry, &thumbs, unit, opts)
+            let Some(rendered) =
+                render_unit_strip(layer, maps, geometry, &thumbs, concepts, unit, opts)
             else {
                 return Ok((
                     UnitStrip {
                         unit,
                         file: None,
+                        concept_file: None,
                         width: 0,
                         height: 0,
                         n_images: 0,
@@ -377,16 +427,29 @@ pub fn write_layer_strips(
             let path = dir.join(&name);
             let bytes = encode_jpeg(&rendered.image, opts.quality, &path)?;
             write_atomic(&path, &bytes)?;
+            let mut written = bytes.len() as u64;
+            let concept_file = match &rendered.concept {
+                Some(image) => {
+                    let name = format!("unit-{:04}-concept.jpg", unit + 1);
+                    let path = dir.join(&name);
+                    let bytes = encode_jpeg(image, opts.quality, &path)?;
+                    write_atomic(&path, &bytes)?;
+                    written += bytes.len() as u64;
+                    Some(format!("strips/{folder}/{name}"))
+                }
+                None => None,
+            };
             Ok((
                 UnitStrip {
                     unit,
                     file: Some(format!("strips/{folder}/{name}")),
+                    concept_file,
                     width: rendered.image.width(),
                     height: rendered.image.height(),
                     n_images: rendered.n_images,
                     missing: rendered.missing,
                 },
-                bytes.len() as u64,
+                written,
             ))
         })
         .collect::<Result<Vec<_>, ReportError>>()?;
@@ -622,10 +685,12 @@ mod tests {
             &maps,
             &half(FEATURE),
             &load_thumbs(&layer, &opts),
+            None,
             0,
             &opts,
         )
         .unwrap();
+        assert!(rendered.concept.is_none());
         assert_eq!(rendered.n_images, TOP_K);
         assert!(rendered.missing.is_empty());
         assert_eq!(rendered.image.width(), 3 * 96 + 2 * GAP);
@@ -644,7 +709,8 @@ mod tests {
         assert_eq!(rendered.image.get_pixel(5, 5).0, [60; 3]);
 
         // The JPEG on disk agrees but for compression noise at the edges.
-        let strips = write_layer_strips(tmp.path(), &layer, &maps, &half(FEATURE), &opts).unwrap();
+        let strips =
+            write_layer_strips(tmp.path(), &layer, &maps, &half(FEATURE), None, &opts).unwrap();
         assert_eq!(strips.units.len(), 6);
         let file = strips.units[0].file.as_deref().unwrap();
         assert_eq!(file, "strips/conv_5/unit-0001.jpg");
@@ -673,7 +739,8 @@ mod tests {
         fixture::write_images(&dataset);
         let (layer, maps) = fixture::layer("l", 6, 0);
         let opts = StripOptions::new(dataset.join("images"), 224, 224);
-        let strips = write_layer_strips(tmp.path(), &layer, &maps, &half(FEATURE), &opts).unwrap();
+        let strips =
+            write_layer_strips(tmp.path(), &layer, &maps, &half(FEATURE), None, &opts).unwrap();
         // Unit 1 has two images, unit 2 none, unit 3 a missing first image.
         assert_eq!(strips.units[1].n_images, 2);
         assert_eq!(strips.units[1].width, 2 * 96 + GAP);
@@ -696,5 +763,81 @@ mod tests {
         assert_eq!(layer_folder_name("features.28"), "features.28");
         assert_eq!(layer_folder_name("a/b c"), "a_b_c");
         assert_eq!(layer_folder_name(".."), "layer..");
+    }
+
+    #[test]
+    fn concept_strips_tint_the_best_labels_mask_and_keep_the_region_outline() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dataset = tmp.path().join("data");
+        fixture::write_images(&dataset);
+        let (layer, maps) = fixture::layer("l", 6, 0);
+        let opts = StripOptions::new(dataset.join("images"), 224, 224);
+        let source = crate::concepts::ConceptSource::open(&opts.images_root).unwrap();
+        let masks = source.layer_masks(&layer, 96, 96);
+        // Unit 0's best label is the object `dog` (4); its top images are
+        // img0 (dog on the left half), img1 and img2.
+        assert_eq!(layer.units[0].best().unwrap().label, Some(4));
+        let thumbs = load_thumbs(&layer, &opts);
+        let rendered = render_unit_strip(
+            &layer,
+            &maps,
+            &half(FEATURE),
+            &thumbs,
+            Some(&masks),
+            0,
+            &opts,
+        )
+        .unwrap();
+        let plain = &rendered.image;
+        let concept = rendered.concept.as_ref().expect("a concept strip");
+        assert_eq!(concept.dimensions(), plain.dimensions());
+        for slot in 0..TOP_K {
+            let image = slot; // (unit 0 + slot) % N_IMAGES
+            let classes = thumb_classes(plain, slot as u32, 96);
+            for y in 0..96u32 {
+                for x in 0..96u32 {
+                    let px = slot as u32 * (96 + GAP) + x;
+                    // The segmentation pixel under the thumbnail pixel's centre.
+                    let centre =
+                        |t: u32| ((f64::from(t) + 0.5) * f64::from(fixture::SEG) / 96.0) as u32;
+                    let on = fixture::seg_has(image, 4, centre(y), centre(x));
+                    let outline = classes[(y * 96 + x) as usize] == PixelClass::Outline;
+                    let (a, b) = (plain.get_pixel(px, y).0, concept.get_pixel(px, y).0);
+                    if on && !outline {
+                        let want: Vec<u8> = a
+                            .iter()
+                            .zip(CONCEPT)
+                            .map(|(&c, t)| {
+                                (f32::from(c) * (1.0 - CONCEPT_ALPHA)
+                                    + f32::from(t) * CONCEPT_ALPHA)
+                                    .round() as u8
+                            })
+                            .collect();
+                        assert_eq!(b.to_vec(), want, "slot {slot} ({x}, {y})");
+                    } else {
+                        assert_eq!(a, b, "slot {slot} ({x}, {y}) is not the concept's");
+                    }
+                }
+            }
+        }
+        // Written beside the plain strip; a unit without a label gets none.
+        let strips = write_layer_strips(
+            tmp.path(),
+            &layer,
+            &maps,
+            &half(FEATURE),
+            Some(&masks),
+            &opts,
+        )
+        .unwrap();
+        assert_eq!(
+            strips.units[0].concept_file.as_deref(),
+            Some("strips/l/unit-0001-concept.jpg")
+        );
+        assert!(tmp.path().join("strips/l/unit-0001-concept.jpg").exists());
+        assert_eq!(
+            strips.units[5].concept_file, None,
+            "the last unit scores nothing"
+        );
     }
 }

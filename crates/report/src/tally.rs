@@ -162,10 +162,13 @@ pub fn read(path: &Path) -> Result<Tally, ReportError> {
                     })?,
             ),
         };
+        // The tally keeps only each category's best; the overall top list
+        // is not in it.
         units.push(UnitScore {
             unit: unit - 1,
             category,
             per_category,
+            top: Vec::new(),
         });
     }
     Ok(Tally {
