@@ -35,10 +35,31 @@ pub enum Command {
         /// A folder written by `netdissect dissect`.
         results: PathBuf,
     },
+    /// Compare several result folders (models, layers, training snapshots):
+    /// the paper's figures as compare.html (SVG) and compare.csv.
+    Compare(CompareArgs),
     /// Write a synthetic Broden-format dataset with structure in all six
     /// categories (deterministic per seed), to try the tool without
     /// downloads.
     Synth(SynthArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CompareArgs {
+    /// Folders written by `netdissect dissect`.
+    #[arg(required = true, num_args = 1..)]
+    pub runs: Vec<PathBuf>,
+    /// Where compare.html and compare.csv go.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Names to show, one per run in the order given (default: the model
+    /// name, or the folder name where runs share a model).
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+    /// Draw the line over runs in the order given (snapshots of one model
+    /// whose names carry a step are ordered by step without it).
+    #[arg(long)]
+    pub ordered: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -101,9 +122,12 @@ pub struct DissectArgs {
     /// the checkpoint.
     #[arg(long)]
     pub model: String,
-    /// Checkpoint: .pth, .pth.tar or .safetensors.
-    #[arg(long)]
-    pub weights: Option<PathBuf>,
+    /// Checkpoint: .pth, .pth.tar or .safetensors. Several checkpoints of
+    /// one architecture (or a quoted glob, e.g. 'ckpt/*.pth') are each
+    /// dissected into a subfolder of --out named after the file, and then
+    /// compared there (compare.html, compare.csv).
+    #[arg(long, num_args = 1..)]
+    pub weights: Vec<PathBuf>,
     /// Comma-separated layer names, e.g. `layer3,layer4`.
     #[arg(long, value_delimiter = ',')]
     pub layers: Vec<String>,

@@ -8,14 +8,15 @@ mod args;
 mod progress;
 mod report_cmd;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 
 use args::{
-    AlignArg, BackendArg, Cli, Command, DissectArgs, PreprocessArg, PresetArg, SynthArgs, UnionArg,
+    AlignArg, BackendArg, Cli, Command, CompareArgs, DissectArgs, PreprocessArg, PresetArg,
+    SynthArgs, UnionArg,
 };
 use broden::{Dataset, DatasetOptions, Preprocess};
 use dissect::planted::PlantedColors;
@@ -55,6 +56,7 @@ fn main() -> ExitCode {
             report_cmd::Step::Read(e) => fail(EXIT_INPUT)(e),
             report_cmd::Step::Write(e) => fail(EXIT_RUN)(e),
         }),
+        Command::Compare(a) => compare(&a),
         Command::Synth(a) => synth(&a),
     };
     match result {
@@ -126,6 +128,32 @@ fn info(dir: &Path, no_decode: bool) -> Result<(), Failure> {
         "decoded {images} images and {masks} masks: ok ({:.1} s)",
         started.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+fn compare(a: &CompareArgs) -> Result<(), Failure> {
+    if a.labels.len() > a.runs.len() {
+        return Err(fail(EXIT_USAGE)(anyhow::anyhow!(
+            "{} --label values for {} runs: give at most one per run",
+            a.labels.len(),
+            a.runs.len()
+        )));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some(dup) = a
+        .runs
+        .iter()
+        .find(|r| !seen.insert(r.canonicalize().unwrap_or((*r).clone())))
+    {
+        return Err(input(anyhow::anyhow!("{} is given twice", dup.display())));
+    }
+    let comparison = report::compare::Comparison::load(&a.runs, &a.labels, a.ordered)
+        .context("reading the runs to compare")
+        .map_err(fail(EXIT_INPUT))?;
+    let written = comparison.write(&a.out).map_err(output_error)?;
+    for path in written {
+        println!("{}", path.display());
+    }
     Ok(())
 }
 
@@ -323,9 +351,15 @@ fn dissect(a: &DissectArgs) -> Result<(), Failure> {
     // Option values next, before anything is created or deleted. The
     // model's own input size is known here except for `--model auto`,
     // whose checks are repeated once the checkpoint is read.
-    if matches!(choice, Some(ArchChoice::Auto)) && a.weights.is_none() {
+    let weights = checkpoints(&a.weights)?;
+    if matches!(choice, Some(ArchChoice::Auto)) && weights.is_empty() {
         return Err(fail(EXIT_USAGE)(anyhow::anyhow!(
             "--model auto needs --weights to infer the architecture from"
+        )));
+    }
+    if choice.is_none() && !weights.is_empty() {
+        return Err(fail(EXIT_USAGE)(anyhow::anyhow!(
+            "{PLANTED} has built-in weights: drop --weights"
         )));
     }
     let provisional = match choice {
@@ -335,21 +369,26 @@ fn dissect(a: &DissectArgs) -> Result<(), Failure> {
     options(a, &provisional)
         .validate(&a.layers)
         .map_err(run_error)?;
-    if let Some(w) = &a.weights
-        && !w.is_file()
-    {
-        return Err(input(anyhow::anyhow!(
-            "{}: weights file not found",
-            w.display()
-        )));
-    }
     let ds_opts = DatasetOptions {
         split: a.split.clone(),
         categories: a.categories.clone(),
         max_images: a.max_images,
     };
     let dataset = Dataset::open(&a.dataset, &ds_opts).map_err(input)?;
-    let staging = report::output::Staging::begin(&a.out, a.force).map_err(output_error)?;
+    // One output folder per checkpoint when there are several, each
+    // checked before any work starts.
+    let targets: Vec<(Option<PathBuf>, PathBuf)> = if weights.len() > 1 {
+        weights
+            .iter()
+            .map(|w| (Some(w.clone()), a.out.join(checkpoint_stem(w))))
+            .collect()
+    } else {
+        vec![(weights.first().cloned(), a.out.clone())]
+    };
+    let stagings = targets
+        .iter()
+        .map(|(_, out)| report::output::Staging::begin(out, a.force).map_err(output_error))
+        .collect::<Result<Vec<_>, _>>()?;
 
     let mut dissector = make_dissector(a.backend)?;
     let cache_note = match a.cache_mib {
@@ -368,7 +407,105 @@ fn dissect(a: &DissectArgs) -> Result<(), Failure> {
         "activation cache: {} MiB ({cache_note})",
         dissector.cache_budget_bytes >> 20
     );
-    let loaded = match (choice, &a.weights) {
+    let mut runs = Vec::new();
+    let n = targets.len();
+    for (i, ((w, _), staging)) in targets.iter().zip(stagings).enumerate() {
+        if n > 1 {
+            eprintln!(
+                "checkpoint {} of {n}: {}",
+                i + 1,
+                w.as_deref()
+                    .map_or(String::new(), |w| w.display().to_string())
+            );
+        }
+        let dissection = dissect_one(a, choice, w.as_deref(), &dataset, &dissector, staging)?;
+        runs.push(dissection);
+    }
+    if n > 1 {
+        let runs = runs
+            .into_iter()
+            .zip(&targets)
+            .map(|(dissection, (_, out))| report::compare::Run {
+                dir: out.clone(),
+                label: String::new(),
+                step: None,
+                dissection,
+            })
+            .collect();
+        let comparison = report::compare::Comparison::new(runs, &[], false);
+        for path in comparison.write(&a.out).map_err(output_error)? {
+            eprintln!("wrote {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// The checkpoints of `--weights`: each path as given, or, where it does
+/// not exist and holds a wildcard, the files matching it in name order. A
+/// missing file, a pattern matching nothing, or two checkpoints with one
+/// folder name are errors.
+fn checkpoints(given: &[PathBuf]) -> Result<Vec<PathBuf>, Failure> {
+    let mut out = Vec::new();
+    for path in given {
+        let text = path.to_string_lossy();
+        if !path.exists() && text.contains(['*', '?', '[']) {
+            let mut matched: Vec<PathBuf> = glob::glob(&text)
+                .map_err(|e| input(anyhow::anyhow!("--weights {text}: {e}")))?
+                .filter_map(Result::ok)
+                .filter(|p| p.is_file())
+                .collect();
+            if matched.is_empty() {
+                return Err(input(anyhow::anyhow!("--weights {text} matches no file")));
+            }
+            matched.sort();
+            out.extend(matched);
+        } else if path.is_file() {
+            out.push(path.clone());
+        } else {
+            return Err(input(anyhow::anyhow!(
+                "{}: weights file not found",
+                path.display()
+            )));
+        }
+    }
+    let mut stems = std::collections::BTreeMap::new();
+    for w in &out {
+        if let Some(first) = stems.insert(checkpoint_stem(w), w) {
+            return Err(input(anyhow::anyhow!(
+                "{} and {} would share the output folder {}: give checkpoints distinct names",
+                first.display(),
+                w.display(),
+                checkpoint_stem(w)
+            )));
+        }
+    }
+    Ok(out)
+}
+
+/// The folder name of a checkpoint's results: its file name without
+/// `.safetensors`, `.pth.tar`, `.pth` or `.pt`.
+fn checkpoint_stem(path: &Path) -> String {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "weights".into());
+    [".safetensors", ".pth.tar", ".pth", ".pt", ".tar"]
+        .iter()
+        .find_map(|ext| name.strip_suffix(ext))
+        .filter(|s| !s.is_empty())
+        .map_or(name.clone(), str::to_string)
+}
+
+/// Loads one network, dissects it and writes its folder through `staging`.
+fn dissect_one(
+    a: &DissectArgs,
+    choice: Option<ArchChoice>,
+    weights: Option<&Path>,
+    dataset: &Dataset,
+    dissector: &Dissector,
+    staging: report::output::Staging,
+) -> Result<dissect::Dissection, Failure> {
+    let loaded = match (choice, weights) {
         (None, _) => Loaded {
             net: Box::new(PlantedColors::new(dissector.device())),
             preprocess: PlantedColors::preprocess(),
@@ -389,12 +526,13 @@ fn dissect(a: &DissectArgs) -> Result<(), Failure> {
     let opts = options(a, &loaded.preprocess);
 
     let mut bars = progress::Bars::new(a.quiet);
-    let outcome = dissector
-        .run(loaded.net.as_ref(), &a.layers, &dataset, &opts, &mut |p| {
+    let mut outcome = dissector
+        .run(loaded.net.as_ref(), &a.layers, dataset, &opts, &mut |p| {
             bars.update(p)
         })
         .map_err(run_error)?;
     bars.finish();
+    outcome.dissection.weights = weights.map(|w| w.display().to_string());
 
     let result = &outcome.dissection;
     let written = report::output::write_all(staging.path(), result, &outcome.top_maps)
@@ -408,5 +546,5 @@ fn dissect(a: &DissectArgs) -> Result<(), Failure> {
             .map_or(path.clone(), |p| dest.join(p));
         eprintln!("wrote {}", path.display());
     }
-    Ok(())
+    Ok(outcome.dissection)
 }

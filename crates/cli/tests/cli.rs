@@ -425,3 +425,136 @@ fn info_decodes_every_image_and_mask() {
     let o = netdissect(&["info", "--no-decode", data.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+#[test]
+fn several_checkpoints_are_dissected_into_subfolders_and_compared() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path(), 6);
+    // Two snapshots of the embedded default model (the same weights under
+    // two step names: this checks the plumbing, not training).
+    let ckpt = tmp.path().join("ckpt");
+    std::fs::create_dir_all(&ckpt).unwrap();
+    let model =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/default/model.safetensors");
+    for step in [200, 100] {
+        std::fs::copy(&model, ckpt.join(format!("snap-{step}.safetensors"))).unwrap();
+    }
+    let out = tmp.path().join("out");
+    let pattern = ckpt.join("snap-*.safetensors");
+    let args = |out: &Path, weights: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = ["dissect", "--model", "tiny-resnet", "--layers", "layer4"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        v.push("--weights".into());
+        v.extend(weights.iter().map(|s| s.to_string()));
+        v.extend(
+            [
+                "--dataset",
+                data.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+                "--backend",
+                "cpu",
+                "--quiet",
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
+        v
+    };
+    let run = |v: Vec<String>| netdissect(&v.iter().map(String::as_str).collect::<Vec<_>>());
+    let o = run(args(&out, &[pattern.to_str().unwrap()]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    for step in [100, 200] {
+        let json: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join(format!("snap-{step}/results.json"))).unwrap(),
+        )
+        .unwrap();
+        let weights = json["weights"].as_str().unwrap();
+        assert!(
+            weights.ends_with(&format!("snap-{step}.safetensors")),
+            "{weights}"
+        );
+        assert!(out.join(format!("snap-{step}/report.html")).is_file());
+    }
+    let csv = std::fs::read_to_string(out.join("compare.csv")).unwrap();
+    let runs: Vec<&str> = csv
+        .lines()
+        .skip(1)
+        .filter(|l| l.contains(",all,"))
+        .map(|l| l.split(',').nth(1).unwrap())
+        .collect();
+    assert_eq!(runs, ["snap-100", "snap-200"], "snapshots by step: {csv}");
+    let html = std::fs::read_to_string(out.join("compare.html")).unwrap();
+    assert!(html.contains("Interpretability over training"));
+
+    // `compare` on the folders, with labels in the order given.
+    let cmp = tmp.path().join("cmp");
+    let (a, b) = (out.join("snap-200"), out.join("snap-100"));
+    let o = netdissect(&[
+        "compare",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--out",
+        cmp.to_str().unwrap(),
+        "--label",
+        "late",
+        "--label",
+        "early",
+        "--ordered",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let csv = std::fs::read_to_string(cmp.join("compare.csv")).unwrap();
+    assert!(
+        csv.lines().nth(1).unwrap().starts_with("1,late,200,"),
+        "{csv}"
+    );
+    let o = netdissect(&[
+        "compare",
+        a.to_str().unwrap(),
+        "--out",
+        cmp.to_str().unwrap(),
+        "--label",
+        "x",
+        "--label",
+        "y",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = netdissect(&[
+        "compare",
+        a.to_str().unwrap(),
+        tmp.path().join("none").to_str().unwrap(),
+        "--out",
+        cmp.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("results.json"), "{}", stderr(&o));
+
+    // Two checkpoints that would share a folder, or a pattern matching
+    // nothing, fail before anything is written.
+    let other = tmp.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::copy(&model, other.join("snap-100.safetensors")).unwrap();
+    let clash = tmp.path().join("clash");
+    let o = run(args(
+        &clash,
+        &[
+            ckpt.join("snap-100.safetensors").to_str().unwrap(),
+            other.join("snap-100.safetensors").to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("share the output folder"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!clash.exists());
+    let o = run(args(
+        &clash,
+        &[ckpt.join("nothing-*.pth").to_str().unwrap()],
+    ));
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("matches no file"), "{}", stderr(&o));
+}

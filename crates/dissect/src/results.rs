@@ -183,6 +183,11 @@ pub struct Dissection {
     pub schema_version: u32,
     pub tool_version: String,
     pub model: String,
+    /// The checkpoint, as given (absent for untrained or built-in weights,
+    /// and in results from before it was saved). Set by the caller: the
+    /// engine sees a network, not its file.
+    #[serde(default)]
+    pub weights: Option<String>,
     /// The dataset folder, as given.
     pub dataset: String,
     pub adapter: String,

@@ -251,6 +251,7 @@ impl<'a> Run<'a> {
             schema_version: SCHEMA_VERSION,
             tool_version: env!("CARGO_PKG_VERSION").to_string(),
             model: self.net.name(),
+            weights: None,
             dataset: self.dataset.root.display().to_string(),
             adapter: self.engine.adapter_line(),
             options: self.opts,

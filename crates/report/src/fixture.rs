@@ -1,7 +1,9 @@
 //! Test fixtures for the report: a small hand-built `Dissection` whose
 //! dataset images are generated into a temp folder.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use broden::write::{ImageData, LabelSpec, PlaneData, Writer};
 use dissect::{
@@ -260,6 +262,7 @@ pub(crate) fn dissection(
         schema_version: dissect::SCHEMA_VERSION,
         tool_version: "test".into(),
         model: "tiny<net>".into(),
+        weights: None,
         dataset: dataset.display().to_string(),
         adapter: "none".into(),
         options: options(),
@@ -272,4 +275,62 @@ pub(crate) fn dissection(
         layers,
     };
     (d, maps)
+}
+
+/// The Chromium binary: `$CHROMIUM`, else `chromium` or
+/// `chromium-browser` on the `PATH`. The report tests fail without one:
+/// `cargo xtask test` installs the Debian package `chromium`.
+fn chromium() -> PathBuf {
+    if let Some(p) = std::env::var_os("CHROMIUM") {
+        return PathBuf::from(p);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        for name in ["chromium", "chromium-browser"] {
+            let candidate = dir.join(name);
+            if candidate.is_file() {
+                return candidate;
+            }
+        }
+    }
+    panic!("chromium not found on PATH (install the Debian package chromium, or set CHROMIUM)");
+}
+
+/// Runs headless Chromium on `url` with `extra` flags, stdout to
+/// `stdout_file`, failing the test after two minutes.
+pub(crate) fn run_chromium(profile: &Path, extra: &[String], url: &str, stdout_file: &Path) {
+    let mut child = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--allow-file-access-from-files",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(extra)
+        .arg(url)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(stdout_file).unwrap())
+        .stderr(std::fs::File::create(stdout_file.with_extension("stderr")).unwrap())
+        .spawn()
+        .expect("starting chromium");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let stderr =
+                std::fs::read_to_string(stdout_file.with_extension("stderr")).unwrap_or_default();
+            assert!(status.success(), "chromium exited with {status}: {stderr}");
+            return;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("chromium did not finish within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

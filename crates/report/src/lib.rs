@@ -4,6 +4,7 @@
 //! Every file is written atomically: a temp file beside it, then a rename.
 
 mod atomic;
+pub mod compare;
 pub mod concepts;
 mod error;
 #[cfg(test)]

@@ -260,6 +260,13 @@ pub fn write_all(
 
 /// Reads `results.json` of a results folder, and the layers' top maps.
 pub fn read_results(dir: &Path) -> Result<(Dissection, Vec<TopMaps>), ReportError> {
+    let dissection = read_dissection(dir)?;
+    let maps = load_top_maps(dir, &dissection)?;
+    Ok((dissection, maps))
+}
+
+/// Reads `results.json` of a results folder, checking its schema version.
+pub fn read_dissection(dir: &Path) -> Result<Dissection, ReportError> {
     let path = dir.join(RESULTS_JSON);
     let text = std::fs::read_to_string(&path).map_err(|source| ReportError::Io {
         path: path.clone(),
@@ -282,14 +289,11 @@ pub fn read_results(dir: &Path) -> Result<(Dissection, Vec<TopMaps>), ReportErro
             ),
         });
     }
-    let dissection: Dissection =
-        serde_json::from_value(value).map_err(|e| ReportError::Malformed {
-            path,
-            row: 0,
-            message: e.to_string(),
-        })?;
-    let maps = load_top_maps(dir, &dissection)?;
-    Ok((dissection, maps))
+    serde_json::from_value(value).map_err(|e| ReportError::Malformed {
+        path,
+        row: 0,
+        message: e.to_string(),
+    })
 }
 
 #[cfg(test)]
