@@ -176,7 +176,7 @@ fn naive_layer(
         let up = match opts.alignment {
             Alignment::HalfPixel => Upsample::half_pixel(*h, *w, sh, sw),
             Alignment::ReceptiveField => naive::original_upsampling(
-                &l.field,
+                l.field.as_ref().expect("zoo layers have receptive fields"),
                 [opts.preprocess.height, opts.preprocess.width],
                 [*h, *w],
                 [sh, sw],
@@ -539,7 +539,7 @@ impl Network for TiesNet {
             "steps" => Ok(Layer {
                 name: name.into(),
                 index: 0,
-                field: FieldMap::of_path(&[GeoOp::pool(32, 32, 0, false)]),
+                field: Some(FieldMap::of_path(&[GeoOp::pool(32, 32, 0, false)])),
             }),
             _ => Err(DissectError::Input(format!("ties has no layer `{name}`"))),
         }
@@ -589,4 +589,172 @@ fn maxima_equal_to_the_threshold_count_as_the_naive_implementation_does() {
             assert_eq!(outcome.counts[0], counts, "{what}");
         }
     }
+}
+
+/// Writes each layer's activations (as `host_activations` returns them) to
+/// `<dir>/<layer>.npy`, rows in dataset order; `encode` turns the
+/// `[n, c, h, w]` values into the file.
+fn record(
+    dir: &Path,
+    names: &[String],
+    acts: &[Vec<(Vec<f32>, [u32; 4])>],
+    encode: impl Fn(&[f32], [usize; 4]) -> Vec<u8>,
+) {
+    for (name, batches) in names.iter().zip(acts) {
+        let [_, c, h, w] = batches[0].1.map(|v| v as usize);
+        let values: Vec<f32> = batches
+            .iter()
+            .flat_map(|(v, _)| v.iter().copied())
+            .collect();
+        let n = values.len() / (c * h * w);
+        std::fs::write(
+            dir.join(format!("{name}.npy")),
+            encode(&values, [n, c, h, w]),
+        )
+        .unwrap();
+    }
+}
+
+/// Two runs agree on everything but the network's name and geometry.
+fn assert_same_outcome(want: &Outcome, got: &Outcome) {
+    assert_eq!(got.counts, want.counts, "raw counts");
+    assert_eq!(got.ious, want.ious, "IoU matrices");
+    assert_eq!(got.top_maps, want.top_maps, "top maps");
+    let (a, b) = (&want.dissection, &got.dissection);
+    assert_eq!(
+        (a.n_images, &a.categories, &a.options),
+        (b.n_images, &b.categories, &b.options)
+    );
+    for (x, y) in a.layers.iter().zip(&b.layers) {
+        assert_eq!(x.thresholds, y.thresholds, "{} thresholds", x.name);
+        assert_eq!(x.top_images, y.top_images, "{} top images", x.name);
+        assert_eq!(x.unit_pixels, y.unit_pixels);
+        assert_eq!(x.units, y.units, "{} scores", x.name);
+        assert_eq!(x.summary, y.summary);
+        assert_eq!(x.feature_size, y.feature_size);
+    }
+}
+
+#[test]
+fn recorded_activations_of_resnet18_dissect_exactly_as_the_network_does() {
+    use dissect::npy;
+    use dissect::recorded::{Recorded, TokenLayout};
+    let d = cpu();
+    let arch = models::Arch::ResNet18;
+    let model = models::Model::synthetic(arch, 1000, d.device()).unwrap();
+    let ds = open(&dataset_dir(10, 5), None);
+    let mut opts = Options::preset(Preset::Original, &arch.default_preprocess_spec());
+    opts.alignment = Alignment::HalfPixel;
+    opts.batch_size = 4;
+    opts.top_k = 3;
+    let names = vec!["layer3".to_string(), "layer4".to_string()];
+    let direct = run_on(d, &model, &names, &ds, &opts, None);
+    let acts = host_activations(d, &model, &names, &ds, &opts);
+
+    // float32 N x C x H x W, as a forward hook saves them.
+    let tmp = tempfile::tempdir().unwrap();
+    record(tmp.path(), &names, &acts, |v, s| npy::encode_f32(&s, v));
+    let open_recorded = |dir: &Path, names: &[String], tokens| {
+        Recorded::open(dir, names, ds.images.len(), tokens)
+            .unwrap()
+            .on(d.device())
+    };
+    let recorded = open_recorded(tmp.path(), &names, TokenLayout::default());
+    let got = run_on(d, &recorded, &names, &ds, &opts, None);
+    assert_same_outcome(&direct, &got);
+    assert!(got.dissection.layers.iter().all(|l| l.field.is_none()));
+    assert!(direct.dissection.layers[1].summary.n_units == 512);
+
+    // float16 tokens (N x (1 + h*w) x C, a class token first) on a 7x7
+    // grid dissect as the same values rounded to f16 in N x C x H x W.
+    let layer4 = &names[1..];
+    let rounded: Vec<Vec<(Vec<f32>, [u32; 4])>> = vec![
+        acts[1]
+            .iter()
+            .map(|(v, s)| {
+                (
+                    v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect(),
+                    *s,
+                )
+            })
+            .collect(),
+    ];
+    let plain = tempfile::tempdir().unwrap();
+    record(plain.path(), layer4, &rounded, |v, s| {
+        npy::encode_f32(&s, v)
+    });
+    let tokens = tempfile::tempdir().unwrap();
+    record(tokens.path(), layer4, &rounded, |v, [n, c, h, w]| {
+        let t = 1 + h * w;
+        let mut tokens = Vec::with_capacity(n * t * c);
+        for i in 0..n {
+            for tok in 0..t {
+                for ch in 0..c {
+                    let x = if tok == 0 {
+                        1e4
+                    } else {
+                        v[((i * c + ch) * h * w) + tok - 1]
+                    };
+                    tokens.push(x);
+                }
+            }
+        }
+        npy::encode_f16(&[n, t, c], &tokens)
+    });
+    let want = run_on(
+        d,
+        &open_recorded(plain.path(), layer4, TokenLayout::default()),
+        layer4,
+        &ds,
+        &opts,
+        None,
+    );
+    let grid = TokenLayout {
+        grid: Some([7, 7]),
+        skip: 1,
+    };
+    let got = run_on(
+        d,
+        &open_recorded(tokens.path(), layer4, grid),
+        layer4,
+        &ds,
+        &opts,
+        None,
+    );
+    assert_same_outcome(&want, &got);
+
+    // Mismatched files are refused with the file and the problem named.
+    let err = |dir: &Path, rows: usize, tokens| {
+        Recorded::open(dir, layer4, rows, tokens)
+            .unwrap_err()
+            .to_string()
+    };
+    let e = err(plain.path(), ds.images.len() + 1, TokenLayout::default());
+    assert!(
+        e.contains("layer4.npy") && e.contains("rows") && e.contains("selected"),
+        "{e}"
+    );
+    let e = err(tokens.path(), ds.images.len(), TokenLayout::default());
+    assert!(e.contains("--token-grid"), "{e}");
+    let e = err(
+        tokens.path(),
+        ds.images.len(),
+        TokenLayout {
+            grid: Some([7, 7]),
+            skip: 0,
+        },
+    );
+    assert!(e.contains("50 tokens") && e.contains("needs 49"), "{e}");
+    let e = Recorded::open(
+        plain.path(),
+        &["layer9".to_string()],
+        10,
+        TokenLayout::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("layer9.npy") && e.contains("layer4"),
+        "names what was recorded: {e}"
+    );
 }

@@ -44,6 +44,20 @@ pub enum Command {
     Synth(SynthArgs),
 }
 
+/// `HxW`, e.g. `14x14`.
+fn parse_grid(text: &str) -> Result<[usize; 2], String> {
+    let (h, w) = text
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("`{text}` is not HxW, e.g. 14x14"))?;
+    let dim = |s: &str| match s.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!(
+            "`{text}` is not HxW with positive sizes, e.g. 14x14"
+        )),
+    };
+    Ok([dim(h)?, dim(w)?])
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct CompareArgs {
     /// Folders written by `netdissect dissect`.
@@ -119,9 +133,23 @@ pub enum BackendArg {
 #[derive(Debug, Args)]
 pub struct DissectArgs {
     /// Architecture (see `netdissect models`), or `auto` to infer it from
-    /// the checkpoint.
-    #[arg(long)]
-    pub model: String,
+    /// the checkpoint. Not with --activations.
+    #[arg(long, required_unless_present = "activations")]
+    pub model: Option<String>,
+    /// A folder of recorded activations instead of a model: `<layer>.npy`
+    /// per layer of --layers (N x C x H x W, float32 or float16, C order),
+    /// one row per selected image in index.csv order, e.g. written by a
+    /// PyTorch forward hook. Maps are upsampled with half-pixel centres.
+    #[arg(long, conflicts_with_all = ["model", "weights"])]
+    pub activations: Option<PathBuf>,
+    /// With --activations: lay N x T x C transformer tokens on this grid,
+    /// e.g. `14x14`.
+    #[arg(long, value_parser = parse_grid, requires = "activations")]
+    pub token_grid: Option<[usize; 2]>,
+    /// With --token-grid: leading tokens to drop (class and register
+    /// tokens).
+    #[arg(long, default_value_t = 0, requires = "token_grid")]
+    pub skip_tokens: usize,
     /// Checkpoint: .pth, .pth.tar or .safetensors. Several checkpoints of
     /// one architecture (or a quoted glob, e.g. 'ckpt/*.pth') are each
     /// dissected into a subfolder of --out named after the file, and then

@@ -262,6 +262,8 @@ fn run_error(e: DissectError) -> Failure {
 struct Loaded {
     net: Box<dyn Network>,
     preprocess: Preprocess,
+    /// Its layers have no receptive fields: half-pixel alignment only.
+    half_pixel: bool,
 }
 
 impl Loaded {
@@ -269,6 +271,7 @@ impl Loaded {
         Self {
             preprocess: model.arch().default_preprocess_spec(),
             net: Box::new(model),
+            half_pixel: false,
         }
     }
 }
@@ -324,9 +327,16 @@ fn dissect(a: &DissectArgs) -> Result<(), Failure> {
             "--layers is empty: name at least one layer (see `netdissect models`)"
         )));
     }
+    if let Some(dir) = &a.activations {
+        return dissect_recorded(a, dir);
+    }
     // Cheap checks first: names, the dataset and the output folder fail
     // before the GPU starts.
-    let choice = match a.model.as_str() {
+    let model = a
+        .model
+        .as_deref()
+        .ok_or_else(|| fail(EXIT_USAGE)(anyhow::anyhow!("give --model, or --activations DIR")))?;
+    let choice = match model {
         PLANTED => None,
         name => Some(name.parse::<ArchChoice>().map_err(input)?),
     };
@@ -390,23 +400,7 @@ fn dissect(a: &DissectArgs) -> Result<(), Failure> {
         .map(|(_, out)| report::output::Staging::begin(out, a.force).map_err(output_error))
         .collect::<Result<Vec<_>, _>>()?;
 
-    let mut dissector = make_dissector(a.backend)?;
-    let cache_note = match a.cache_mib {
-        Some(mib) => {
-            dissector.cache_budget_bytes = mib.saturating_mul(1 << 20);
-            "--cache-mib"
-        }
-        None => {
-            let (bytes, why) = dissector.default_cache_budget();
-            dissector.cache_budget_bytes = bytes;
-            why
-        }
-    };
-    eprintln!("running on: {}", dissector.adapter_line());
-    eprintln!(
-        "activation cache: {} MiB ({cache_note})",
-        dissector.cache_budget_bytes >> 20
-    );
+    let dissector = engine(a)?;
     let mut runs = Vec::new();
     let n = targets.len();
     for (i, ((w, _), staging)) in targets.iter().zip(stagings).enumerate() {
@@ -418,7 +412,8 @@ fn dissect(a: &DissectArgs) -> Result<(), Failure> {
                     .map_or(String::new(), |w| w.display().to_string())
             );
         }
-        let dissection = dissect_one(a, choice, w.as_deref(), &dataset, &dissector, staging)?;
+        let loaded = load(choice, w.as_deref(), &dissector)?;
+        let dissection = run_and_write(a, loaded, w.as_deref(), &dataset, &dissector, staging)?;
         runs.push(dissection);
     }
     if n > 1 {
@@ -496,19 +491,84 @@ fn checkpoint_stem(path: &Path) -> String {
         .map_or(name.clone(), str::to_string)
 }
 
-/// Loads one network, dissects it and writes its folder through `staging`.
-fn dissect_one(
-    a: &DissectArgs,
+/// The engine for `--backend`, with its activation cache budget, both
+/// printed.
+fn engine(a: &DissectArgs) -> Result<Dissector, Failure> {
+    let mut dissector = make_dissector(a.backend)?;
+    let cache_note = match a.cache_mib {
+        Some(mib) => {
+            dissector.cache_budget_bytes = mib.saturating_mul(1 << 20);
+            "--cache-mib"
+        }
+        None => {
+            let (bytes, why) = dissector.default_cache_budget();
+            dissector.cache_budget_bytes = bytes;
+            why
+        }
+    };
+    eprintln!("running on: {}", dissector.adapter_line());
+    eprintln!(
+        "activation cache: {} MiB ({cache_note})",
+        dissector.cache_budget_bytes >> 20
+    );
+    Ok(dissector)
+}
+
+/// `dissect --activations DIR`: recorded activations instead of a model.
+fn dissect_recorded(a: &DissectArgs, dir: &Path) -> Result<(), Failure> {
+    if a.upsample == Some(AlignArg::ReceptiveField) {
+        return Err(fail(EXIT_USAGE)(anyhow::anyhow!(
+            "--upsample receptive-field needs the network's receptive fields, which recorded activations do not have: drop it (--activations upsamples with half-pixel centres)"
+        )));
+    }
+    let ds_opts = DatasetOptions {
+        split: a.split.clone(),
+        categories: a.categories.clone(),
+        max_images: a.max_images,
+    };
+    let dataset = Dataset::open(&a.dataset, &ds_opts).map_err(input)?;
+    // The images are not decoded; the input size sets the strips' aspect.
+    let (h, w) = dataset.images.first().map_or((224, 224), |r| (r.ih, r.iw));
+    let preprocess = Preprocess {
+        height: h,
+        width: w,
+        ..Preprocess::torchvision(h)
+    };
+    options(a, &preprocess)
+        .validate(&a.layers)
+        .map_err(run_error)?;
+    let tokens = dissect::recorded::TokenLayout {
+        grid: a.token_grid,
+        skip: a.skip_tokens,
+    };
+    let recorded = dissect::recorded::Recorded::open(dir, &a.layers, dataset.images.len(), tokens)
+        .map_err(run_error)?;
+    let staging = report::output::Staging::begin(&a.out, a.force).map_err(output_error)?;
+    let dissector = engine(a)?;
+    let recorded = recorded.on(dissector.device());
+    eprintln!(
+        "--activations: maps upsampled with half-pixel centres (the receptive fields of recorded activations are unknown)"
+    );
+    let loaded = Loaded {
+        net: Box::new(recorded),
+        preprocess,
+        half_pixel: true,
+    };
+    run_and_write(a, loaded, None, &dataset, &dissector, staging)?;
+    Ok(())
+}
+
+/// The network of `choice` (`None`: the planted demo) with `weights`.
+fn load(
     choice: Option<ArchChoice>,
     weights: Option<&Path>,
-    dataset: &Dataset,
     dissector: &Dissector,
-    staging: report::output::Staging,
-) -> Result<dissect::Dissection, Failure> {
-    let loaded = match (choice, weights) {
+) -> Result<Loaded, Failure> {
+    Ok(match (choice, weights) {
         (None, _) => Loaded {
             net: Box::new(PlantedColors::new(dissector.device())),
             preprocess: PlantedColors::preprocess(),
+            half_pixel: false,
         },
         (Some(choice), Some(path)) => {
             Loaded::zoo(Model::load(path, choice, dissector.device()).map_err(input)?)
@@ -522,8 +582,22 @@ fn dissect_one(
                 "--model auto needs --weights"
             )));
         }
-    };
-    let opts = options(a, &loaded.preprocess);
+    })
+}
+
+/// Dissects `loaded` and writes its folder through `staging`.
+fn run_and_write(
+    a: &DissectArgs,
+    loaded: Loaded,
+    weights: Option<&Path>,
+    dataset: &Dataset,
+    dissector: &Dissector,
+    staging: report::output::Staging,
+) -> Result<dissect::Dissection, Failure> {
+    let mut opts = options(a, &loaded.preprocess);
+    if loaded.half_pixel {
+        opts.alignment = Alignment::HalfPixel;
+    }
 
     let mut bars = progress::Bars::new(a.quiet);
     let mut outcome = dissector
@@ -535,8 +609,9 @@ fn dissect_one(
     outcome.dissection.weights = weights.map(|w| w.display().to_string());
 
     let result = &outcome.dissection;
-    let written = report::output::write_all(staging.path(), result, &outcome.top_maps)
-        .map_err(output_error)?;
+    let written =
+        report::output::write_all(staging.path(), result, &outcome.top_maps, &outcome.ious)
+            .map_err(output_error)?;
     let staged = staging.path().to_path_buf();
     let dest = staging.commit().map_err(output_error)?;
     progress::print_summary(result);

@@ -558,3 +558,149 @@ fn several_checkpoints_are_dissected_into_subfolders_and_compared() {
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(stderr(&o).contains("matches no file"), "{}", stderr(&o));
 }
+
+#[test]
+fn recorded_activations_are_dissected_and_results_come_as_numpy_arrays_too() {
+    use dissect::npy;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path(), 6);
+    let acts = tmp.path().join("acts");
+    std::fs::create_dir_all(&acts).unwrap();
+    // 6 images x 4 units x 7 x 7, a deterministic pattern per unit.
+    let values: Vec<f32> = (0..6 * 4 * 49)
+        .map(|i| ((i * 37 + (i / 49) * 11) % 101) as f32 / 10.0)
+        .collect();
+    std::fs::write(
+        acts.join("block.npy"),
+        npy::encode_f32(&[6, 4, 7, 7], &values),
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "dissect",
+            "--activations",
+            acts.to_str().unwrap(),
+            "--layers",
+            "block",
+            "--dataset",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+            "--top-k",
+            "3",
+        ];
+        args.extend_from_slice(extra);
+        netdissect(&args)
+    };
+    let o = run(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("half-pixel"),
+        "the run says how it upsamples"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(json["options"]["alignment"], "half-pixel");
+    assert_eq!(json["layers"][0]["n_units"], 4);
+
+    // The arrays: IoU per unit and label, thresholds, top images.
+    // (shape, data) of a written array, read as NumPy would: the header's
+    // shape tuple, then the data after the header.
+    let read = |name: &str| {
+        let bytes = std::fs::read(out.join(name)).unwrap();
+        assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00", "{name}");
+        let len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+        let header = std::str::from_utf8(&bytes[10..10 + len]).unwrap();
+        let shape = header
+            .split("'shape': (")
+            .nth(1)
+            .unwrap()
+            .split(')')
+            .next()
+            .unwrap();
+        let shape: Vec<usize> = shape
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse().unwrap())
+            .collect();
+        (shape, bytes[10 + len..].to_vec())
+    };
+    let (shape, iou) = read("block-iou.npy");
+    assert_eq!(shape[0], 4);
+    let n_labels = shape[1];
+    let (shape, thresholds) = read("block-thresholds.npy");
+    assert_eq!(shape, [4]);
+    let (shape, top) = read("block-topk.npy");
+    assert_eq!(shape, [4, 3]);
+    for unit in 0..4 {
+        let t = f32::from_le_bytes(thresholds[4 * unit..4 * unit + 4].try_into().unwrap());
+        assert_eq!(
+            f64::from(t),
+            json["layers"][0]["thresholds"][unit].as_f64().unwrap()
+        );
+        let first = i64::from_le_bytes(top[24 * unit..24 * unit + 8].try_into().unwrap());
+        assert_eq!(
+            first,
+            json["layers"][0]["top_images"][unit][0]["image"]
+                .as_i64()
+                .unwrap()
+        );
+        // The best label's IoU in the matrix is the unit's score.
+        let u = &json["layers"][0]["units"][unit];
+        if let Some(c) = u["category"].as_u64() {
+            let best = &u["per_category"][c as usize];
+            let label = best["label"].as_u64().unwrap() as usize;
+            let at = 4 * (unit * n_labels + label);
+            let v = f32::from_le_bytes(iou[at..at + 4].try_into().unwrap());
+            assert_eq!(v, best["iou"].as_f64().unwrap() as f32);
+        }
+    }
+
+    // Mismatches name the file and the problem; nothing is written.
+    let bad = tmp.path().join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(
+        bad.join("block.npy"),
+        npy::encode_f32(&[5, 4, 7, 7], &values[..5 * 196]),
+    )
+    .unwrap();
+    let mut bytes = npy::encode_f32(&[6, 4, 7, 7], &values);
+    let at = bytes.windows(3).position(|w| w == b"<f4").unwrap();
+    bytes[at..at + 3].copy_from_slice(b"<f8");
+    std::fs::write(bad.join("wide.npy"), bytes).unwrap();
+    let out2 = tmp.path().join("out2");
+    for (layer, want) in [
+        ("block", "5 rows, but 6 images are selected"),
+        ("wide", "dtype <f8"),
+        ("missing", "layer `missing` was not recorded"),
+    ] {
+        let o = netdissect(&[
+            "dissect",
+            "--activations",
+            bad.to_str().unwrap(),
+            "--layers",
+            layer,
+            "--dataset",
+            data.to_str().unwrap(),
+            "--out",
+            out2.to_str().unwrap(),
+            "--quiet",
+        ]);
+        assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+        assert!(stderr(&o).contains(want), "{layer}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains(&format!("{layer}.npy")),
+            "{}",
+            stderr(&o)
+        );
+        assert!(!out2.exists(), "nothing written for {layer}");
+    }
+    // Receptive-field alignment needs geometry that recordings lack.
+    let o = run(&["--upsample", "receptive-field", "--force"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = run(&["--model", "resnet18"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}

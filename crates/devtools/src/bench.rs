@@ -663,7 +663,12 @@ fn run_dissection(
     let report_dir = data.with_file_name(format!("report-{}-{images}", std::process::id()));
     let report_started = Instant::now();
     report::output::begin(&report_dir, true)?;
-    report::output::write_all(&report_dir, &outcome.dissection, &outcome.top_maps)?;
+    report::output::write_all(
+        &report_dir,
+        &outcome.dissection,
+        &outcome.top_maps,
+        &outcome.ious,
+    )?;
     let result = outcome.dissection;
     let report_secs = report_started.elapsed().as_secs_f64();
     let _ = std::fs::remove_dir_all(&report_dir);

@@ -73,7 +73,7 @@ impl Network for AppNet {
         Ok(Layer {
             name: name.into(),
             index,
-            field: FieldMap::of_path(&[CONV; 2][..=index]),
+            field: Some(FieldMap::of_path(&[CONV; 2][..=index])),
         })
     }
 

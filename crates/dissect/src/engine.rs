@@ -215,6 +215,30 @@ pub trait Network {
         input: Tensor<4>,
         layers: &[Layer],
     ) -> Result<Vec<Tensor<4>>, DissectError>;
+    /// Whether the network looks at the images' pixels. A network that
+    /// does not (recorded activations, [`crate::recorded`]) gets no input
+    /// tensor, and the images are not decoded.
+    fn reads_pixels(&self) -> bool {
+        true
+    }
+    /// The activations of `layers` for the dataset's images `images` (in
+    /// order), whose pixels are `input` when [`Network::reads_pixels`].
+    /// By default [`Network::forward_layers`] on the input.
+    fn forward_images(
+        &self,
+        images: &[usize],
+        input: Option<Tensor<4>>,
+        layers: &[Layer],
+    ) -> Result<Vec<Tensor<4>>, DissectError> {
+        let _ = images;
+        match input {
+            Some(input) => self.forward_layers(input, layers),
+            None => Err(DissectError::Internal(format!(
+                "{} reads pixels but was given none",
+                self.name()
+            ))),
+        }
+    }
 }
 
 /// A resolved layer of a [`Network`].
@@ -225,8 +249,10 @@ pub struct Layer {
     /// The network's own index of the layer.
     pub index: usize,
     /// Receptive fields of the layer's features in input pixels (for the
-    /// receptive-field upsampling alignment).
-    pub field: FieldMap,
+    /// receptive-field upsampling alignment); `None` where they are not
+    /// known (recorded activations), which allows half-pixel alignment
+    /// only.
+    pub field: Option<FieldMap>,
 }
 
 impl Network for Model {
@@ -240,7 +266,7 @@ impl Network for Model {
         Ok(Layer {
             name: info.name.clone(),
             index: id.index,
-            field: info.field_map(),
+            field: Some(info.field_map()),
         })
     }
 

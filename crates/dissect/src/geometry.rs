@@ -83,9 +83,10 @@ pub fn receptive_field_placement(field: &FieldMap, input: [u32; 2], grid: [u32; 
 /// The upsampling of a `feature` (`[h, w]`) map of a layer with field map
 /// `field`, fed an `input` (`[height, width]`), onto a `grid`
 /// (`[height, width]`: the segmentation, or a picture of the input).
+/// Receptive-field alignment needs the field map.
 pub fn upsampling(
     alignment: Alignment,
-    field: &FieldMap,
+    field: Option<&FieldMap>,
     input: [u32; 2],
     feature: [u32; 2],
     grid: [u32; 2],
@@ -95,6 +96,11 @@ pub fn upsampling(
     let up = match alignment {
         Alignment::HalfPixel => Upsample::half_pixel(h, w, sh, sw),
         Alignment::ReceptiveField => {
+            let field = field.ok_or_else(|| {
+                DissectError::Usage(
+                    "receptive-field alignment needs the layer's receptive fields, which recorded activations do not have: use --upsample half-pixel".into(),
+                )
+            })?;
             let p = receptive_field_placement(field, input, grid);
             // Grid pixel `j` reads feature coordinate `(j - first) / spacing`.
             let axis = |a: usize| AxisMap {
@@ -212,7 +218,7 @@ mod tests {
             // The upsampling reads cell (j - c0) / spacing at grid pixel j,
             // clamped to the first and last cell.
             let rf = Alignment::ReceptiveField;
-            let up = upsampling(rf, &fm, [input; 2], [feature; 2], [grid; 2]).unwrap();
+            let up = upsampling(rf, Some(&fm), [input; 2], [feature; 2], [grid; 2]).unwrap();
             let taps = up.taps_x();
             assert_eq!(taps.len(), grid as usize, "{what}");
             let spacing = c1 - c0;

@@ -87,7 +87,7 @@ impl Network for PlantedColors {
         Ok(Layer {
             name: name.to_string(),
             index,
-            field: FieldMap::of_path(&[GeoOp::pool(pool, pool, 0, false)]),
+            field: Some(FieldMap::of_path(&[GeoOp::pool(pool, pool, 0, false)])),
         })
     }
 

@@ -175,6 +175,9 @@ pub struct Outcome {
     /// The raw dataset totals (all categories), for tools and tests.
     pub counts: Vec<kernels::Counts>,
     pub top_maps: Vec<TopMaps>,
+    /// Every unit's IoU with every label number, `[unit][label]`
+    /// ([`crate::score::iou_matrix`]).
+    pub ious: Vec<Vec<f32>>,
 }
 
 /// Everything a run produced.

@@ -22,7 +22,7 @@ use crate::options::Options;
 use crate::results::{
     Dissection, LayerResult, Outcome, SCHEMA_VERSION, Timings, TopImage, TopMaps,
 };
-use crate::score::{label_infos, layer_counts, score_units, summarize};
+use crate::score::{iou_matrix, label_infos, layer_counts, score_units, summarize};
 
 /// What a pass does with one batch: every layer's accumulators, the batch
 /// (labels only when replayed from the cache) and the activations of every
@@ -149,7 +149,7 @@ impl<'a> Run<'a> {
             batch_size: opts.batch_size,
             preprocess: opts.preprocess.to_preprocess(),
             prefetch: 2,
-            labels_only: false,
+            labels_only: !net.reads_pixels(),
         };
         Ok(Self {
             engine,
@@ -241,10 +241,12 @@ impl<'a> Run<'a> {
             .collect();
         let mut layers = Vec::new();
         let mut counts = Vec::new();
+        let mut ious = Vec::new();
         for i in 0..self.layers.len() {
-            let (result, total) = self.layer_result(i, &categories)?;
+            let (result, total, iou) = self.layer_result(i, &categories)?;
             layers.push(result);
             counts.push(total);
+            ious.push(iou);
         }
         self.timings.score_secs = scoring.elapsed().as_secs_f64();
         let dissection = Dissection {
@@ -267,6 +269,7 @@ impl<'a> Run<'a> {
             dissection,
             counts,
             top_maps,
+            ious,
         })
     }
 
@@ -274,16 +277,16 @@ impl<'a> Run<'a> {
         &self,
         i: usize,
         categories: &[String],
-    ) -> Result<(LayerResult, Counts), DissectError> {
+    ) -> Result<(LayerResult, Counts, Vec<f32>), DissectError> {
         let (layer, tap) = (&self.layers[i], &self.taps[i]);
         let ds = self.dataset;
         let [_, units, h, w] = layer.shape;
         let mut total = Counts::zeros(units, ds.labels.len() as u32, ds.categories.len() as u32);
         layer.acc.counts(&mut total)?;
-        let scores = score_units(
-            &layer_counts(&total, self.opts.union, &ds.selected),
-            &label_infos(ds),
-        );
+        let scored = layer_counts(&total, self.opts.union, &ds.selected);
+        let infos = label_infos(ds);
+        let scores = score_units(&scored, &infos);
+        let ious = iou_matrix(&scored, &infos);
         let top_images = layer
             .acc
             .top_k()?
@@ -320,14 +323,14 @@ impl<'a> Run<'a> {
             tap: tap.name.clone(),
             n_units: units as usize,
             feature_size: [h, w],
-            field: Some(tap.field.into()),
+            field: tap.field.map(Into::into),
             thresholds,
             top_images,
             unit_pixels: total.unit_pixels.clone(),
             summary: summarize(&scores, categories, self.opts.iou_threshold),
             units: scores,
         };
-        Ok((result, total))
+        Ok((result, total, ious))
     }
 
     /// One pass over the data: `each` sees every batch with every layer's
@@ -337,7 +340,7 @@ impl<'a> Run<'a> {
         let first = self.passes == 1;
         let replay = !first && self.cache.mode() == CacheMode::Cached;
         let opts = BatchOptions {
-            labels_only: replay,
+            labels_only: replay || self.batch_opts.labels_only,
             ..self.batch_opts.clone()
         };
         let mut done = 0;
@@ -393,12 +396,14 @@ impl<'a> Run<'a> {
     /// activations.
     fn forward(&self, batch: &Batch) -> Result<Vec<Tensor<4>>, DissectError> {
         let n = batch.indices.len();
-        let data = TensorData::new(
-            batch.pixels.clone(),
-            [n, 3, batch.height as usize, batch.width as usize],
-        );
-        let input = Tensor::<4>::from_data(data, self.engine.device());
-        let acts = self.net.forward_layers(input, &self.taps)?;
+        let input = self.net.reads_pixels().then(|| {
+            let data = TensorData::new(
+                batch.pixels.clone(),
+                [n, 3, batch.height as usize, batch.width as usize],
+            );
+            Tensor::<4>::from_data(data, self.engine.device())
+        });
+        let acts = self.net.forward_images(&batch.indices, input, &self.taps)?;
         if acts.len() != self.taps.len() {
             return Err(DissectError::Internal(format!(
                 "{} returned {} activations for {} layers",
@@ -478,7 +483,7 @@ impl CountSetup {
             label_category: self.label_category.clone(),
             upsample: geometry::upsampling(
                 self.opts.alignment,
-                &tap.field,
+                tap.field.as_ref(),
                 [p.height, p.width],
                 [h, w],
                 [seg.0, seg.1],

@@ -117,15 +117,16 @@ pub fn score_units(counts: &LayerCounts, labels: &[LabelInfo]) -> Vec<UnitScore>
                 })
                 .collect();
             let mut top: Vec<LabelScore> = Vec::with_capacity(TOP_LABELS + 1);
-            for (number, info) in labels.iter().enumerate().take(counts.n_labels) {
-                let Some(c) = info.category else { continue };
-                if number == 0 || c >= n_cat {
-                    continue;
-                }
-                let inter = counts.intersect[unit * counts.n_labels + number];
-                let truth = counts.label_pixels[number];
-                let act = counts.unit_category[unit * n_cat + c];
-                let value = iou(inter, act, truth);
+            for s in scored_labels(counts, labels, unit) {
+                let Scored {
+                    number,
+                    category: c,
+                    inter,
+                    truth,
+                    act,
+                    iou: value,
+                } = s;
+                let info = &labels[number];
                 if value > 0.0 {
                     keep_top(
                         &mut top,
@@ -165,6 +166,57 @@ pub fn score_units(counts: &LayerCounts, labels: &[LabelInfo]) -> Vec<UnitScore>
             }
         })
         .collect()
+}
+
+/// One scored (unit, label) pair.
+struct Scored {
+    number: usize,
+    category: usize,
+    inter: u64,
+    truth: u64,
+    act: u64,
+    iou: f64,
+}
+
+/// Every label scored for `unit`: labels other than 0 whose primary
+/// category is among the counted ones.
+fn scored_labels<'a>(
+    counts: &'a LayerCounts,
+    labels: &'a [LabelInfo],
+    unit: usize,
+) -> impl Iterator<Item = Scored> + 'a {
+    let n_cat = counts.n_categories;
+    labels
+        .iter()
+        .enumerate()
+        .take(counts.n_labels)
+        .filter_map(move |(number, info)| {
+            let c = info.category.filter(|&c| number != 0 && c < n_cat)?;
+            let inter = counts.intersect[unit * counts.n_labels + number];
+            let truth = counts.label_pixels[number];
+            let act = counts.unit_category[unit * n_cat + c];
+            Some(Scored {
+                number,
+                category: c,
+                inter,
+                truth,
+                act,
+                iou: iou(inter, act, truth),
+            })
+        })
+}
+
+/// Every unit's IoU with every label, `[unit][label]` over all label
+/// numbers; 0 for labels not scored (label 0, and labels of categories not
+/// counted). The values [`score_units`] ranks, as f32.
+pub fn iou_matrix(counts: &LayerCounts, labels: &[LabelInfo]) -> Vec<f32> {
+    let mut out = vec![0f32; counts.n_units * counts.n_labels];
+    for unit in 0..counts.n_units {
+        for s in scored_labels(counts, labels, unit) {
+            out[unit * counts.n_labels + s.number] = s.iou as f32;
+        }
+    }
+    out
 }
 
 /// Inserts `entry` into `top` (sorted best first, at most [`TOP_LABELS`]

@@ -508,7 +508,7 @@ mod tests {
             d.weights = Some(format!("/ckpt/iter_{step}.pth"));
             let dir = tmp.path().join(format!("run-{step}"));
             crate::output::begin(&dir, false).unwrap();
-            crate::output::write_all(&dir, &d, &maps).unwrap();
+            crate::output::write_all(&dir, &d, &maps, &[]).unwrap();
             dirs.push(dir);
         }
         let c = Comparison::load(&dirs, &[], false).unwrap();

@@ -775,7 +775,7 @@ mod tests {
         let (d, maps) = two_layers(tmp.path());
         let out = tmp.path().join("run");
         crate::output::begin(&out, false).unwrap();
-        crate::output::write_all(&out, &d, &maps).unwrap();
+        crate::output::write_all(&out, &d, &maps, &[]).unwrap();
         let direct = std::fs::read(write_report(&out, &d, &maps).unwrap()).unwrap();
         let strip = std::fs::read(out.join("strips/conv1/unit-0001.jpg")).unwrap();
         std::fs::remove_dir_all(out.join("strips")).unwrap();

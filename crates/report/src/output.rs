@@ -104,7 +104,56 @@ fn is_result_file(name: &str) -> bool {
         || name == "strips"
         || name.ends_with("-tally.csv")
         || name.ends_with("-topmaps.f32")
+        || NPY_SUFFIXES.iter().any(|s| name.ends_with(s))
         || name.starts_with(".tmp")
+}
+
+/// The NumPy arrays written per layer: `-iou.npy` (units x labels,
+/// float32), `-thresholds.npy` (units, float32), `-topk.npy` (units x k,
+/// int64 image indices into the selected images, -1 where a unit has fewer).
+const NPY_SUFFIXES: [&str; 3] = ["-iou.npy", "-thresholds.npy", "-topk.npy"];
+
+/// File names of a layer's NumPy arrays, in [`NPY_SUFFIXES`] order.
+pub fn npy_file_names(layer: &str) -> [String; 3] {
+    NPY_SUFFIXES.map(|s| format!("{}{s}", safe_name(layer)))
+}
+
+/// Writes each layer's NumPy arrays into `dir`; `ious` is parallel to
+/// `dissection.layers` (an [`dissect::Outcome`]'s `ious`).
+pub fn write_arrays(
+    dir: &Path,
+    dissection: &Dissection,
+    ious: &[Vec<f32>],
+) -> Result<Vec<PathBuf>, ReportError> {
+    let k = dissection.options.top_k;
+    let mut written = Vec::new();
+    for (layer, iou) in dissection.layers.iter().zip(ious) {
+        let units = layer.n_units;
+        let labels = iou.len().checked_div(units).unwrap_or(0);
+        let top: Vec<i64> = (0..units)
+            .flat_map(|u| {
+                let list = layer.top_images.get(u);
+                (0..k).map(move |slot| {
+                    list.and_then(|l| l.get(slot))
+                        .map_or(-1, |t| t.image as i64)
+                })
+            })
+            .collect();
+        let [iou_name, thr_name, top_name] = npy_file_names(&layer.name);
+        for (name, bytes) in [
+            (iou_name, dissect::npy::encode_f32(&[units, labels], iou)),
+            (
+                thr_name,
+                dissect::npy::encode_f32(&[units], &layer.thresholds),
+            ),
+            (top_name, dissect::npy::encode_i64(&[units, k], &top)),
+        ] {
+            let path = dir.join(name);
+            write_atomic(&path, &bytes)?;
+            written.push(path);
+        }
+    }
+    Ok(written)
 }
 
 impl Staging {
@@ -227,15 +276,17 @@ impl Drop for Staging {
     }
 }
 
-/// Writes every output of a run into `dir` (tallies, top-image maps,
-/// `report.html` with its strips, then `results.json`); `top_maps` is
-/// parallel to `dissection.layers`. Returns the paths written.
+/// Writes every output of a run into `dir` (tallies, top-image maps, the
+/// NumPy arrays, `report.html` with its strips, then `results.json`);
+/// `top_maps` and `ious` are parallel to `dissection.layers` (empty `ious`
+/// write no arrays). Returns the paths written.
 pub fn write_all(
     dir: &Path,
     dissection: &Dissection,
     top_maps: &[TopMaps],
+    ious: &[Vec<f32>],
 ) -> Result<Vec<PathBuf>, ReportError> {
-    let mut written = Vec::new();
+    let mut written = write_arrays(dir, dissection, ious)?;
     for (layer, maps) in dissection.layers.iter().zip(top_maps) {
         let path = dir.join(tally_file_name(&layer.name));
         tally::write(&path, &layer.units, &dissection.categories)?;

@@ -126,7 +126,7 @@ pub fn region_classes(
         let up = match geometry.field {
             Some(field) => dissect::geometry::upsampling(
                 geometry.alignment,
-                &field,
+                Some(&field),
                 geometry.input,
                 [h, w],
                 grid,

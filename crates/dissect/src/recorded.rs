@@ -1,0 +1,312 @@
+//! Activations recorded by any framework, dissected as a [`Network`]:
+//! `<layer>.npy` files in a folder, one row per selected image in
+//! `index.csv` order (row `i` is the dataset's image `i` after `--split`
+//! and `--max-images`).
+//!
+//! A layer is `N x C x H x W`, or, for a transformer, `N x T x C` with a
+//! token grid `gh x gw` and `skip` leading tokens (class and register
+//! tokens) dropped: token `skip + y * gw + x` becomes cell `(y, x)`.
+//! Elements are float32 or float16, C order, little-endian.
+//!
+//! Rows are read in place, batch by batch, with one positioned read per
+//! layer and batch: the file is never loaded whole, as with a memory map,
+//! but without the unsafe code a map needs.
+//!
+//! The receptive fields of recorded activations are unknown, so they are
+//! upsampled with half-pixel centres ([`crate::Alignment::HalfPixel`]).
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use rayon::prelude::*;
+
+use crate::engine::{Layer, Network};
+use crate::error::DissectError;
+use crate::npy::{self, DType, Header};
+
+/// How transformer layers (`N x T x C`) become maps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenLayout {
+    /// `[gh, gw]`; required for 3-D arrays, refused for 4-D ones.
+    pub grid: Option<[usize; 2]>,
+    /// Leading tokens dropped (class and register tokens).
+    pub skip: usize,
+}
+
+/// One recorded layer.
+#[derive(Debug)]
+struct RecordedLayer {
+    name: String,
+    path: PathBuf,
+    file: Mutex<File>,
+    header: Header,
+    /// `[c, h, w]` of each image's maps.
+    maps: [usize; 3],
+    /// For `N x T x C` arrays: tokens per row and those skipped.
+    tokens: Option<(usize, usize)>,
+}
+
+impl RecordedLayer {
+    fn row_elements(&self) -> usize {
+        self.header.shape[1..].iter().product()
+    }
+
+    /// Rows `first..first + n` as `n x c x h x w` f32 values.
+    fn rows(&self, first: usize, n: usize) -> Result<Vec<f32>, DissectError> {
+        let row_bytes = self.row_elements() * self.header.dtype.size();
+        let mut bytes = vec![0u8; n * row_bytes];
+        {
+            let mut file = self.file.lock().map_err(|_| {
+                DissectError::Internal(format!("{}: a reader panicked", self.path.display()))
+            })?;
+            let at = (self.header.data_offset + first * row_bytes) as u64;
+            file.seek(SeekFrom::Start(at))
+                .and_then(|_| file.read_exact(&mut bytes))
+                .map_err(|e| {
+                    DissectError::Input(format!(
+                        "{}: reading rows {first}..{}: {e}",
+                        self.path.display(),
+                        first + n
+                    ))
+                })?;
+        }
+        let [c, h, w] = self.maps;
+        let plane = c * h * w;
+        let dtype = self.header.dtype;
+        let mut out = vec![0f32; n * plane];
+        out.par_chunks_mut(plane)
+            .zip(bytes.par_chunks(row_bytes))
+            .for_each(|(dst, src)| match self.tokens {
+                None => match dtype {
+                    DType::F32 => {
+                        for (d, b) in dst.iter_mut().zip(src.chunks_exact(4)) {
+                            *d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                        }
+                    }
+                    DType::F16 => {
+                        for (i, d) in dst.iter_mut().enumerate() {
+                            *d = npy::value(src, dtype, i);
+                        }
+                    }
+                },
+                Some((_, skip)) => {
+                    // Token-major rows to channel-major maps.
+                    for t in 0..h * w {
+                        for ch in 0..c {
+                            dst[ch * h * w + t] = npy::value(src, dtype, (skip + t) * c + ch);
+                        }
+                    }
+                }
+            });
+        Ok(out)
+    }
+}
+
+/// A folder of recorded activations.
+#[derive(Debug)]
+pub struct Recorded {
+    dir: PathBuf,
+    layers: Vec<RecordedLayer>,
+    device: Device,
+}
+
+impl Recorded {
+    /// Opens `<dir>/<layer>.npy` for each of `layers`, checking each
+    /// header against `rows` (the selected images) and `tokens`. The maps
+    /// are made on Burn's default device until [`Recorded::on`] says
+    /// otherwise: the files can be checked before an engine exists.
+    pub fn open(
+        dir: &Path,
+        layers: &[String],
+        rows: usize,
+        tokens: TokenLayout,
+    ) -> Result<Self, DissectError> {
+        if !dir.is_dir() {
+            return Err(DissectError::Input(format!(
+                "{}: activations folder not found",
+                dir.display()
+            )));
+        }
+        let opened = layers
+            .iter()
+            .map(|name| open_layer(dir, name, rows, tokens))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            layers: opened,
+            device: Device::default(),
+        })
+    }
+
+    /// The same files, read onto `device` (the engine's).
+    pub fn on(mut self, device: &Device) -> Self {
+        self.device = device.clone();
+        self
+    }
+
+    /// The `.npy` files of `dir` as layer names, sorted.
+    fn available(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.strip_suffix(".npy").map(str::to_string)
+            })
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+fn open_layer(
+    dir: &Path,
+    name: &str,
+    rows: usize,
+    tokens: TokenLayout,
+) -> Result<RecordedLayer, DissectError> {
+    let path = dir.join(format!("{name}.npy"));
+    let input = |m: String| DissectError::Input(format!("{}: {m}", path.display()));
+    let mut file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let have = Recorded::available(dir);
+            return Err(input(format!(
+                "no such file: layer `{name}` was not recorded (the folder has {})",
+                if have.is_empty() {
+                    "no .npy files".to_string()
+                } else {
+                    have.join(", ")
+                }
+            )));
+        }
+        Err(e) => return Err(input(e.to_string())),
+    };
+    let len = file.metadata().map_err(|e| input(e.to_string()))?.len();
+    let mut head = Vec::with_capacity(npy::HEAD_BYTES);
+    (&mut file)
+        .take(npy::HEAD_BYTES as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| input(e.to_string()))?;
+    let header = npy::parse_header(&path, &head, len).map_err(DissectError::Input)?;
+    let shape = header.shape.clone();
+    let (maps, token_info) = match (shape.len(), tokens.grid) {
+        (4, None) => ([shape[1], shape[2], shape[3]], None),
+        (4, Some(_)) => {
+            return Err(input(format!(
+                "shape {shape:?} is N x C x H x W already: drop --token-grid"
+            )));
+        }
+        (3, Some([gh, gw])) => {
+            let t = shape[1];
+            if t != tokens.skip + gh * gw {
+                return Err(input(format!(
+                    "shape {shape:?} has {t} tokens per image; --token-grid {gh}x{gw} with --skip-tokens {} needs {}",
+                    tokens.skip,
+                    tokens.skip + gh * gw
+                )));
+            }
+            ([shape[2], gh, gw], Some((t, tokens.skip)))
+        }
+        (3, None) => {
+            return Err(input(format!(
+                "shape {shape:?} is N x T x C (tokens): give --token-grid HxW (and --skip-tokens for class tokens)"
+            )));
+        }
+        (d, _) => {
+            return Err(input(format!(
+                "shape {shape:?} has {d} dimensions: expected N x C x H x W, or N x T x C with --token-grid"
+            )));
+        }
+    };
+    if shape[0] != rows {
+        return Err(input(format!(
+            "{} rows, but {rows} images are selected: record one row per image of index.csv, in its order (after --split and --max-images)",
+            shape[0]
+        )));
+    }
+    if maps.contains(&0) {
+        return Err(input(format!("shape {shape:?} has an empty dimension")));
+    }
+    Ok(RecordedLayer {
+        name: name.to_string(),
+        path,
+        file: Mutex::new(file),
+        header,
+        maps,
+        tokens: token_info,
+    })
+}
+
+impl Network for Recorded {
+    fn name(&self) -> String {
+        format!("recorded activations ({})", self.dir.display())
+    }
+
+    fn layer(&self, name: &str) -> Result<Layer, DissectError> {
+        let index = self
+            .layers
+            .iter()
+            .position(|l| l.name == name)
+            .ok_or_else(|| {
+                DissectError::Input(format!(
+                    "{}: no recorded layer `{name}` (opened: {})",
+                    self.dir.display(),
+                    self.layers
+                        .iter()
+                        .map(|l| l.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?;
+        Ok(Layer {
+            name: name.to_string(),
+            index,
+            field: None,
+        })
+    }
+
+    fn reads_pixels(&self) -> bool {
+        false
+    }
+
+    fn forward_layers(
+        &self,
+        _input: Tensor<4>,
+        _layers: &[Layer],
+    ) -> Result<Vec<Tensor<4>>, DissectError> {
+        Err(DissectError::Internal(
+            "recorded activations are looked up by image, not computed from pixels".into(),
+        ))
+    }
+
+    fn forward_images(
+        &self,
+        images: &[usize],
+        _input: Option<Tensor<4>>,
+        layers: &[Layer],
+    ) -> Result<Vec<Tensor<4>>, DissectError> {
+        let Some(&first) = images.first() else {
+            return Err(DissectError::Internal("an empty batch".into()));
+        };
+        if images.iter().enumerate().any(|(i, &im)| im != first + i) {
+            return Err(DissectError::Internal(
+                "recorded activations are read for consecutive images".into(),
+            ));
+        }
+        layers
+            .iter()
+            .map(|l| {
+                let layer = &self.layers[l.index];
+                let values = layer.rows(first, images.len())?;
+                let [c, h, w] = layer.maps;
+                let data = TensorData::new(values, [images.len(), c, h, w]);
+                Ok(Tensor::<4>::from_data(data, &self.device))
+            })
+            .collect()
+    }
+}
