@@ -193,6 +193,14 @@ fn devtools(command: &str, args: &[String]) -> Result<()> {
 fn test() -> Result<()> {
     adapter::ensure()?;
     ensure_chromium()?;
+    // The Python package's build script and its pytest suite (run by a
+    // test of crates/python) use this interpreter.
+    let python = ensure_python()?;
+    let cargo = || {
+        let mut c = cargo();
+        c.env("PYO3_PYTHON", &python);
+        c
+    };
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     run(cargo().args([
         "clippy",
@@ -221,11 +229,30 @@ fn test() -> Result<()> {
             ])
             .status()
             .context("running cargo nextest")?;
-        let junit = workspace_root().join("target/nextest/default/junit.xml");
+        let root = workspace_root();
+        let junit = root.join("target/nextest/default/junit.xml");
+        let py_junit = root.join("target/python/junit.xml");
         match std::fs::read_to_string(&junit) {
             Ok(xml) => {
                 let (tests, failed) = junit_totals(&xml);
-                println!("{} passed, {failed} failed", tests - failed);
+                // The Python suite runs inside one Rust test; its own
+                // tests count in the totals too, and its skips are named.
+                let py = std::fs::read_to_string(&py_junit)
+                    .map(|x| pytest_totals(&x))
+                    .unwrap_or_default();
+                if py.tests > 0 {
+                    println!(
+                        "python: {} passed, {} failed, {} skipped",
+                        py.tests - py.failed - py.skipped.len() as u64,
+                        py.failed,
+                        py.skipped.len()
+                    );
+                    for why in &py.skipped {
+                        println!("python: skipped: {why}");
+                    }
+                }
+                let passed = tests - failed + py.tests - py.failed - py.skipped.len() as u64;
+                println!("{passed} passed, {} failed", failed + py.failed);
             }
             Err(e) => eprintln!("no test totals: {}: {e}", junit.display()),
         }
@@ -236,6 +263,81 @@ fn test() -> Result<()> {
         run(cargo().args(["test", "--workspace", "--no-fail-fast"]))?;
     }
     Ok(())
+}
+
+/// What pytest's JUnit report counts.
+#[derive(Debug, Default, PartialEq)]
+struct PytestTotals {
+    tests: u64,
+    failed: u64,
+    /// The reason of each skipped test.
+    skipped: Vec<String>,
+}
+
+/// The counts of pytest's `<testsuite>` and the messages of its skips.
+fn pytest_totals(xml: &str) -> PytestTotals {
+    let tag_attr = |tag: &str, name: &str| -> Option<String> {
+        let key = format!(" {name}=\"");
+        let i = tag.find(&key)? + key.len();
+        Some(tag[i..i + tag[i..].find('"')?].to_string())
+    };
+    let Some(start) = xml.find("<testsuite ") else {
+        return PytestTotals::default();
+    };
+    let suite = &xml[start..start + xml[start..].find('>').unwrap_or(0)];
+    let num = |name: &str| {
+        tag_attr(suite, name)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let skipped = xml
+        .match_indices("<skipped")
+        .map(|(i, _)| {
+            let tag = &xml[i..i + xml[i..].find('>').unwrap_or(0)];
+            tag_attr(tag, "message").unwrap_or_else(|| "no reason given".into())
+        })
+        .collect();
+    PytestTotals {
+        tests: num("tests"),
+        failed: num("failures") + num("errors"),
+        skipped,
+    }
+}
+
+/// A Python 3 with numpy and pytest, for the Python package's tests:
+/// `$PYO3_PYTHON`, else Debian's `/usr/bin/python3`, else `python3`;
+/// Debian's packages are installed where they are missing and we may.
+fn ensure_python() -> Result<String> {
+    let has_modules = |python: &str| {
+        Command::new(python)
+            .args(["-c", "import numpy, pytest"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let candidates: Vec<String> = std::env::var("PYO3_PYTHON")
+        .into_iter()
+        .chain(["/usr/bin/python3".to_string(), "python3".to_string()])
+        .collect();
+    if let Some(found) = candidates.iter().find(|p| has_modules(p)) {
+        return Ok(found.clone());
+    }
+    let packages = ["python3", "python3-numpy", "python3-pytest"];
+    if !adapter::can_install() {
+        bail!(
+            "the Python package's tests need Python 3 with numpy and pytest: install them (Debian: `sudo apt-get install -y {}`), or point PYO3_PYTHON at such an interpreter",
+            packages.join(" ")
+        );
+    }
+    eprintln!(
+        "numpy or pytest not found: installing Debian's {}",
+        packages.join(" ")
+    );
+    adapter::apt_install(&packages)?;
+    if has_modules("/usr/bin/python3") {
+        Ok("/usr/bin/python3".into())
+    } else {
+        bail!("/usr/bin/python3 still cannot import numpy and pytest after installing them")
+    }
 }
 
 /// `(tests, failures + errors)` from nextest's JUnit report: the counts on
@@ -288,5 +390,17 @@ mod tests {
 </testsuites>"#;
         assert_eq!(junit_totals(xml), (118, 3));
         assert_eq!(junit_totals("not xml"), (0, 0));
+    }
+
+    #[test]
+    fn pytest_totals_count_tests_failures_and_name_skips() {
+        let xml = r#"<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" errors="1" failures="1" skipped="1" tests="6" time="2.1"><testcase classname="t" name="a"/><testcase classname="t" name="b"><skipped type="pytest.skip" message="torch is not installed: netdissect.torch.record was not tested">x</skipped></testcase></testsuite></testsuites>"#;
+        let t = super::pytest_totals(xml);
+        assert_eq!((t.tests, t.failed), (6, 2));
+        assert_eq!(
+            t.skipped,
+            ["torch is not installed: netdissect.torch.record was not tested"]
+        );
+        assert_eq!(super::pytest_totals("junk"), super::PytestTotals::default());
     }
 }

@@ -24,7 +24,6 @@ use dissect::{
     Alignment, DissectError, Dissector, ErrorKind, Network, Options, PreprocessSpec, Preset,
     UnionRule,
 };
-use models::gpu::wgpu;
 use models::{Arch, ArchChoice, Model, PreprocessKind};
 
 /// A failure with the exit code it maps to.
@@ -284,10 +283,8 @@ fn make_dissector(backend: BackendArg) -> Result<Dissector, Failure> {
         BackendArg::Gpu => true,
         BackendArg::Cpu => false,
         BackendArg::Auto => {
-            let adapters = progress::adapters();
-            let hardware = adapters
-                .iter()
-                .any(|a| a.device_type != wgpu::DeviceType::Cpu);
+            let adapters = dissect::engine::adapters();
+            let hardware = dissect::engine::has_hardware_adapter(&adapters);
             if !hardware {
                 eprintln!(
                     "note: no hardware GPU adapter ({}): using the CPU backend (--backend gpu overrides)",
@@ -527,13 +524,7 @@ fn dissect_recorded(a: &DissectArgs, dir: &Path) -> Result<(), Failure> {
         max_images: a.max_images,
     };
     let dataset = Dataset::open(&a.dataset, &ds_opts).map_err(input)?;
-    // The images are not decoded; the input size sets the strips' aspect.
-    let (h, w) = dataset.images.first().map_or((224, 224), |r| (r.ih, r.iw));
-    let preprocess = Preprocess {
-        height: h,
-        width: w,
-        ..Preprocess::torchvision(h)
-    };
+    let preprocess = dissect::recorded::input_spec(&dataset);
     options(a, &preprocess)
         .validate(&a.layers)
         .map_err(run_error)?;

@@ -2,7 +2,6 @@
 
 use dissect::{Dissection, Progress};
 use indicatif::{ProgressBar, ProgressStyle};
-use models::gpu::wgpu;
 
 /// One bar per pass over the data, drawn on stderr.
 #[derive(Debug)]
@@ -55,18 +54,6 @@ impl Bars {
             bar.finish();
         }
     }
-}
-
-/// The Vulkan, Metal and DX12 adapters of this machine.
-pub fn adapters() -> Vec<wgpu::AdapterInfo> {
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
-        backends: wgpu::Backends::PRIMARY,
-        ..wgpu::InstanceDescriptor::new_without_display_handle()
-    });
-    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::PRIMARY))
-        .iter()
-        .map(|a| a.get_info())
-        .collect()
 }
 
 /// Per layer: units, detectors, unique detectors by both rules, and the

@@ -59,7 +59,36 @@ pub struct Dissector {
     pub cache_budget_bytes: u64,
 }
 
+/// The Vulkan, Metal and DX12 adapters of this machine.
+pub fn adapters() -> Vec<wgpu::AdapterInfo> {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends: wgpu::Backends::PRIMARY,
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    });
+    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::PRIMARY))
+        .iter()
+        .map(|a| a.get_info())
+        .collect()
+}
+
+/// Whether any of `adapters` is a hardware GPU (not a software one such as
+/// lavapipe, on which the CPU backend is an order of magnitude faster).
+pub fn has_hardware_adapter(adapters: &[wgpu::AdapterInfo]) -> bool {
+    adapters
+        .iter()
+        .any(|a| a.device_type != wgpu::DeviceType::Cpu)
+}
+
 impl Dissector {
+    /// The GPU engine when a hardware adapter exists, else the CPU one.
+    pub fn auto() -> Result<Self, DissectError> {
+        if has_hardware_adapter(&adapters()) {
+            Self::new()
+        } else {
+            Ok(Self::cpu())
+        }
+    }
+
     /// Creates Burn's wgpu runtime and the kernels on the same device. Call
     /// once per process.
     pub fn new() -> Result<Self, DissectError> {

@@ -10,14 +10,16 @@
 //!
 //! Rows are read in place, batch by batch, with one positioned read per
 //! layer and batch: the file is never loaded whole, as with a memory map,
-//! but without the unsafe code a map needs.
+//! but without the unsafe code a map needs. Arrays already in memory (the
+//! Python package's numpy arrays) are read where they are, without a copy
+//! ([`Recorded::from_arrays`]).
 //!
 //! The receptive fields of recorded activations are unknown, so they are
 //! upsampled with half-pixel centres ([`crate::Alignment::HalfPixel`]).
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
 use burn::tensor::{Device, Tensor, TensorData};
@@ -25,7 +27,19 @@ use rayon::prelude::*;
 
 use crate::engine::{Layer, Network};
 use crate::error::DissectError;
-use crate::npy::{self, DType, Header};
+use crate::npy::{self, DType};
+
+/// The input spec of a run on recorded activations: no image is decoded,
+/// so it only sets the size the report draws maps at, the dataset's first
+/// image's.
+pub fn input_spec(dataset: &broden::Dataset) -> broden::Preprocess {
+    let (h, w) = dataset.images.first().map_or((224, 224), |r| (r.ih, r.iw));
+    broden::Preprocess {
+        height: h,
+        width: w,
+        ..broden::Preprocess::torchvision(h)
+    }
+}
 
 /// How transformer layers (`N x T x C`) become maps.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -36,46 +50,75 @@ pub struct TokenLayout {
     pub skip: usize,
 }
 
+/// An array in memory, for [`Recorded::from_arrays`]: its elements as
+/// little-endian bytes, C order.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordedArray<'a> {
+    pub name: &'a str,
+    pub shape: &'a [usize],
+    pub dtype: DType,
+    pub data: &'a [u8],
+}
+
+/// Where a layer's rows are.
+#[derive(Debug)]
+enum Rows<'a> {
+    File {
+        file: Mutex<File>,
+        data_offset: usize,
+    },
+    Memory(&'a [u8]),
+}
+
 /// One recorded layer.
 #[derive(Debug)]
-struct RecordedLayer {
+struct RecordedLayer<'a> {
     name: String,
-    path: PathBuf,
-    file: Mutex<File>,
-    header: Header,
+    /// The file, or the array's name, for messages.
+    origin: String,
+    rows: Rows<'a>,
+    dtype: DType,
+    /// Elements per row (image).
+    row_elements: usize,
     /// `[c, h, w]` of each image's maps.
     maps: [usize; 3],
     /// For `N x T x C` arrays: tokens per row and those skipped.
     tokens: Option<(usize, usize)>,
 }
 
-impl RecordedLayer {
-    fn row_elements(&self) -> usize {
-        self.header.shape[1..].iter().product()
-    }
-
+impl RecordedLayer<'_> {
     /// Rows `first..first + n` as `n x c x h x w` f32 values.
     fn rows(&self, first: usize, n: usize) -> Result<Vec<f32>, DissectError> {
-        let row_bytes = self.row_elements() * self.header.dtype.size();
-        let mut bytes = vec![0u8; n * row_bytes];
-        {
-            let mut file = self.file.lock().map_err(|_| {
-                DissectError::Internal(format!("{}: a reader panicked", self.path.display()))
-            })?;
-            let at = (self.header.data_offset + first * row_bytes) as u64;
-            file.seek(SeekFrom::Start(at))
-                .and_then(|_| file.read_exact(&mut bytes))
-                .map_err(|e| {
-                    DissectError::Input(format!(
-                        "{}: reading rows {first}..{}: {e}",
-                        self.path.display(),
-                        first + n
-                    ))
+        let row_bytes = self.row_elements * self.dtype.size();
+        let read;
+        let bytes: &[u8] = match &self.rows {
+            Rows::Memory(data) => data
+                .get(first * row_bytes..(first + n) * row_bytes)
+                .ok_or_else(|| {
+                    DissectError::Internal(format!("{}: rows out of range", self.origin))
+                })?,
+            Rows::File { file, data_offset } => {
+                let mut buf = vec![0u8; n * row_bytes];
+                let mut file = file.lock().map_err(|_| {
+                    DissectError::Internal(format!("{}: a reader panicked", self.origin))
                 })?;
-        }
+                let at = (data_offset + first * row_bytes) as u64;
+                file.seek(SeekFrom::Start(at))
+                    .and_then(|_| file.read_exact(&mut buf))
+                    .map_err(|e| {
+                        DissectError::Input(format!(
+                            "{}: reading rows {first}..{}: {e}",
+                            self.origin,
+                            first + n
+                        ))
+                    })?;
+                read = buf;
+                &read
+            }
+        };
         let [c, h, w] = self.maps;
         let plane = c * h * w;
-        let dtype = self.header.dtype;
+        let dtype = self.dtype;
         let mut out = vec![0f32; n * plane];
         out.par_chunks_mut(plane)
             .zip(bytes.par_chunks(row_bytes))
@@ -105,15 +148,55 @@ impl RecordedLayer {
     }
 }
 
-/// A folder of recorded activations.
+/// Recorded activations: a folder of `.npy` files, or arrays in memory.
 #[derive(Debug)]
-pub struct Recorded {
-    dir: PathBuf,
-    layers: Vec<RecordedLayer>,
+pub struct Recorded<'a> {
+    /// The folder, or a description of where the arrays came from.
+    origin: String,
+    layers: Vec<RecordedLayer<'a>>,
     device: Device,
 }
 
-impl Recorded {
+impl<'a> Recorded<'a> {
+    /// Arrays already in memory, checked as [`Recorded::open`] checks files.
+    pub fn from_arrays(
+        origin: &str,
+        arrays: &[RecordedArray<'a>],
+        rows: usize,
+        tokens: TokenLayout,
+    ) -> Result<Self, DissectError> {
+        let layers = arrays
+            .iter()
+            .map(|a| {
+                let what = format!("array `{}`", a.name);
+                let input = |m: String| DissectError::Input(format!("{what}: {m}"));
+                let (maps, tokens) = layout(a.shape, rows, tokens).map_err(&input)?;
+                let elements: usize = a.shape.iter().product();
+                if a.data.len() != elements * a.dtype.size() {
+                    return Err(input(format!(
+                        "{} bytes for shape {:?}",
+                        a.data.len(),
+                        a.shape
+                    )));
+                }
+                Ok(RecordedLayer {
+                    name: a.name.to_string(),
+                    origin: what,
+                    rows: Rows::Memory(a.data),
+                    dtype: a.dtype,
+                    row_elements: a.shape[1..].iter().product(),
+                    maps,
+                    tokens,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            origin: origin.to_string(),
+            layers,
+            device: Device::default(),
+        })
+    }
+
     /// Opens `<dir>/<layer>.npy` for each of `layers`, checking each
     /// header against `rows` (the selected images) and `tokens`. The maps
     /// are made on Burn's default device until [`Recorded::on`] says
@@ -123,7 +206,7 @@ impl Recorded {
         layers: &[String],
         rows: usize,
         tokens: TokenLayout,
-    ) -> Result<Self, DissectError> {
+    ) -> Result<Recorded<'static>, DissectError> {
         if !dir.is_dir() {
             return Err(DissectError::Input(format!(
                 "{}: activations folder not found",
@@ -134,8 +217,8 @@ impl Recorded {
             .iter()
             .map(|name| open_layer(dir, name, rows, tokens))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self {
-            dir: dir.to_path_buf(),
+        Ok(Recorded {
+            origin: dir.display().to_string(),
             layers: opened,
             device: Device::default(),
         })
@@ -168,7 +251,7 @@ fn open_layer(
     name: &str,
     rows: usize,
     tokens: TokenLayout,
-) -> Result<RecordedLayer, DissectError> {
+) -> Result<RecordedLayer<'static>, DissectError> {
     let path = dir.join(format!("{name}.npy"));
     let input = |m: String| DissectError::Input(format!("{}: {m}", path.display()));
     let mut file = match File::open(&path) {
@@ -193,58 +276,70 @@ fn open_layer(
         .read_to_end(&mut head)
         .map_err(|e| input(e.to_string()))?;
     let header = npy::parse_header(&path, &head, len).map_err(DissectError::Input)?;
-    let shape = header.shape.clone();
-    let (maps, token_info) = match (shape.len(), tokens.grid) {
-        (4, None) => ([shape[1], shape[2], shape[3]], None),
-        (4, Some(_)) => {
-            return Err(input(format!(
-                "shape {shape:?} is N x C x H x W already: drop --token-grid"
-            )));
-        }
-        (3, Some([gh, gw])) => {
-            let t = shape[1];
-            if t != tokens.skip + gh * gw {
-                return Err(input(format!(
-                    "shape {shape:?} has {t} tokens per image; --token-grid {gh}x{gw} with --skip-tokens {} needs {}",
-                    tokens.skip,
-                    tokens.skip + gh * gw
-                )));
-            }
-            ([shape[2], gh, gw], Some((t, tokens.skip)))
-        }
-        (3, None) => {
-            return Err(input(format!(
-                "shape {shape:?} is N x T x C (tokens): give --token-grid HxW (and --skip-tokens for class tokens)"
-            )));
-        }
-        (d, _) => {
-            return Err(input(format!(
-                "shape {shape:?} has {d} dimensions: expected N x C x H x W, or N x T x C with --token-grid"
-            )));
-        }
-    };
-    if shape[0] != rows {
-        return Err(input(format!(
-            "{} rows, but {rows} images are selected: record one row per image of index.csv, in its order (after --split and --max-images)",
-            shape[0]
-        )));
-    }
-    if maps.contains(&0) {
-        return Err(input(format!("shape {shape:?} has an empty dimension")));
-    }
+    let (maps, token_info) = layout(&header.shape, rows, tokens).map_err(input)?;
     Ok(RecordedLayer {
         name: name.to_string(),
-        path,
-        file: Mutex::new(file),
-        header,
+        origin: path.display().to_string(),
+        rows: Rows::File {
+            file: Mutex::new(file),
+            data_offset: header.data_offset,
+        },
+        dtype: header.dtype,
+        row_elements: header.shape[1..].iter().product(),
         maps,
         tokens: token_info,
     })
 }
 
-impl Network for Recorded {
+/// A layer's maps `[c, h, w]` and token layout from its array's shape,
+/// checked against the selected images (`rows`) and `tokens`.
+type Layout = ([usize; 3], Option<(usize, usize)>);
+
+fn layout(shape: &[usize], rows: usize, tokens: TokenLayout) -> Result<Layout, String> {
+    let found = match (shape.len(), tokens.grid) {
+        (4, None) => ([shape[1], shape[2], shape[3]], None),
+        (4, Some(_)) => {
+            return Err(format!(
+                "shape {shape:?} is N x C x H x W already: drop --token-grid"
+            ));
+        }
+        (3, Some([gh, gw])) => {
+            let t = shape[1];
+            if t != tokens.skip + gh * gw {
+                return Err(format!(
+                    "shape {shape:?} has {t} tokens per image; --token-grid {gh}x{gw} with --skip-tokens {} needs {}",
+                    tokens.skip,
+                    tokens.skip + gh * gw
+                ));
+            }
+            ([shape[2], gh, gw], Some((t, tokens.skip)))
+        }
+        (3, None) => {
+            return Err(format!(
+                "shape {shape:?} is N x T x C (tokens): give --token-grid HxW (and --skip-tokens for class tokens)"
+            ));
+        }
+        (d, _) => {
+            return Err(format!(
+                "shape {shape:?} has {d} dimensions: expected N x C x H x W, or N x T x C with --token-grid"
+            ));
+        }
+    };
+    if shape[0] != rows {
+        return Err(format!(
+            "{} rows, but {rows} images are selected: record one row per image of index.csv, in its order (after --split and --max-images)",
+            shape[0]
+        ));
+    }
+    if found.0.contains(&0) {
+        return Err(format!("shape {shape:?} has an empty dimension"));
+    }
+    Ok(found)
+}
+
+impl Network for Recorded<'_> {
     fn name(&self) -> String {
-        format!("recorded activations ({})", self.dir.display())
+        format!("recorded activations ({})", self.origin)
     }
 
     fn layer(&self, name: &str) -> Result<Layer, DissectError> {
@@ -255,7 +350,7 @@ impl Network for Recorded {
             .ok_or_else(|| {
                 DissectError::Input(format!(
                     "{}: no recorded layer `{name}` (opened: {})",
-                    self.dir.display(),
+                    self.origin,
                     self.layers
                         .iter()
                         .map(|l| l.name.as_str())

@@ -1,0 +1,134 @@
+"""Network Dissection of any network's activations.
+
+``netdissect.dissect(dataset, layers={"layer4": array}, out=...)`` labels every
+unit of each layer with the concept it detects, by the IoU of its thresholded,
+upsampled maps with the concept masks of a Broden-format dataset. The arrays
+are a layer's activations over the dataset's images, one row per image in
+``index.csv`` order: ``N x C x H x W`` (a convolutional layer), or ``N x T x C``
+with ``token_grid=(14, 14)`` and ``skip_tokens`` (a transformer). Record them
+with :func:`netdissect.torch.record`, or with your own forward hooks.
+
+The engine is the netdissect-rs library (on the GPU when the machine has one,
+else on every CPU core); ``out`` gets the same folder the ``netdissect`` CLI
+writes (tally CSVs, ``results.json``, ``report.html``, ``<layer>-iou.npy``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from os import PathLike, fspath
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import _netdissect
+
+__all__ = ["dissect", "Results", "LayerResults", "__version__"]
+__version__ = _netdissect.__version__
+
+Path = Union[str, "PathLike[str]"]
+
+
+@dataclass
+class LayerResults:
+    """One layer's scores: ``iou[unit, label]`` over every label number (0 for
+    labels not scored), each unit's threshold ``T_k``, and the parsed
+    ``results.json`` entry (``units``, ``summary``, ``top_images``...)."""
+
+    name: str
+    iou: np.ndarray
+    thresholds: np.ndarray
+    record: Dict[str, Any] = field(repr=False)
+
+    @property
+    def summary(self) -> Dict[str, Any]:
+        return self.record["summary"]
+
+    @property
+    def best_labels(self) -> List[Optional[str]]:
+        """Each unit's best label name (``None`` where nothing scored)."""
+        out = []
+        for unit in self.record["units"]:
+            c = unit["category"]
+            out.append(None if c is None else unit["per_category"][c]["name"])
+        return out
+
+
+@dataclass
+class Results:
+    """What a dissection found: per layer a :class:`LayerResults`, the label
+    names by number, the whole ``results.json`` as a dict, and the layers whose
+    arrays had to be copied (not C-contiguous)."""
+
+    layers: Dict[str, LayerResults]
+    labels: List[str]
+    dissection: Dict[str, Any] = field(repr=False)
+    copied: List[str] = field(default_factory=list)
+
+    def __getitem__(self, layer: str) -> LayerResults:
+        return self.layers[layer]
+
+
+def dissect(
+    dataset: Path,
+    layers: Mapping[str, np.ndarray],
+    out: Optional[Path] = None,
+    *,
+    preset: str = "original",
+    quantile: Optional[float] = None,
+    iou_threshold: Optional[float] = None,
+    union: Optional[str] = None,
+    categories: Optional[Sequence[str]] = None,
+    split: Optional[str] = None,
+    max_images: Optional[int] = None,
+    batch_size: Optional[int] = None,
+    top_k: Optional[int] = None,
+    token_grid: Optional[Tuple[int, int]] = None,
+    skip_tokens: int = 0,
+    backend: str = "auto",
+    force: bool = False,
+) -> Results:
+    """Dissects ``layers`` (name -> float32/float16 array) over ``dataset``.
+
+    Options are those of ``netdissect dissect``: ``preset`` ("original" or
+    "lite"), ``quantile``, ``iou_threshold``, ``union`` ("original": the unit's
+    pixels in images where the label's category is present; "lite": all of
+    them), ``categories``, ``split`` and ``max_images`` (the arrays then hold
+    those images only), ``batch_size``, ``top_k``. Maps are upsampled with
+    half-pixel centres: recorded activations carry no receptive fields.
+    C-contiguous arrays are read in place; others are copied once.
+    Raises ``ValueError`` for bad input (shapes, dtypes, row counts, options)
+    and ``RuntimeError`` when the run fails.
+    """
+    if not isinstance(layers, Mapping) or not layers:
+        raise ValueError("layers must be a non-empty dict of layer name to array")
+    arrays = {str(k): v for k, v in layers.items()}
+    for name, value in arrays.items():
+        if not isinstance(value, np.ndarray):
+            raise ValueError(f"layer `{name}`: expected a numpy array, got {type(value).__name__}")
+    raw = _netdissect.dissect(
+        fspath(dataset),
+        arrays,
+        None if out is None else fspath(out),
+        preset=preset,
+        quantile=quantile,
+        iou_threshold=iou_threshold,
+        union=union,
+        categories=None if categories is None else list(categories),
+        split=split,
+        max_images=max_images,
+        batch_size=batch_size,
+        top_k=top_k,
+        token_grid=None if token_grid is None else tuple(token_grid),
+        skip_tokens=skip_tokens,
+        backend=backend,
+        force=force,
+    )
+    dissection = json.loads(raw["results"])
+    records = {layer["name"]: layer for layer in dissection["layers"]}
+    per_layer = {
+        name: LayerResults(name, arrays_["iou"], arrays_["thresholds"], records[name])
+        for name, arrays_ in raw["layers"].items()
+    }
+    return Results(per_layer, list(raw["labels"]), dissection, list(raw["copied"]))

@@ -1,0 +1,284 @@
+//! `netdissect._netdissect`: the native half of the Python package. One
+//! function, `dissect` ([`dissect_arrays`]), runs the engine on numpy arrays of recorded
+//! activations (the pure-Python `netdissect` package wraps it).
+//!
+//! Arrays reach the engine without a copy when they are C-contiguous
+//! float32 or float16; others are copied once into C order (the result
+//! says which).
+
+use std::path::PathBuf;
+
+use dissect::npy::DType;
+use dissect::recorded::{Recorded, RecordedArray, TokenLayout};
+use dissect::{Alignment, DissectError, Dissector, ErrorKind, Options, Preset, UnionRule};
+use numpy::{PyArray1, PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+/// A library error as a Python exception: bad input and usage are
+/// `ValueError`s, failures `RuntimeError`s.
+fn py_error(e: DissectError) -> PyErr {
+    match e.kind() {
+        ErrorKind::Usage | ErrorKind::Input => PyValueError::new_err(e.to_string()),
+        ErrorKind::Failure => PyRuntimeError::new_err(e.to_string()),
+    }
+}
+
+fn value_error(m: impl std::fmt::Display) -> PyErr {
+    PyValueError::new_err(m.to_string())
+}
+
+/// One layer's array, borrowed in place or copied into C order.
+enum Held<'py> {
+    F32(numpy::PyReadonlyArrayDyn<'py, f32>),
+    F16(numpy::PyReadonlyArrayDyn<'py, half::f16>),
+    Copied(DType, Vec<u8>),
+}
+
+impl Held<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            // C-contiguity was checked when the array was taken.
+            Held::F32(a) => a.as_slice().map(bytemuck::cast_slice).unwrap_or(&[]),
+            Held::F16(a) => a.as_slice().map(bytemuck::cast_slice).unwrap_or(&[]),
+            Held::Copied(_, bytes) => bytes,
+        }
+    }
+
+    fn dtype(&self) -> DType {
+        match self {
+            Held::F32(_) => DType::F32,
+            Held::F16(_) => DType::F16,
+            Held::Copied(d, _) => *d,
+        }
+    }
+}
+
+/// Takes `value` as a float32 or float16 array: in place when it is
+/// C-contiguous, else copied in C order. Returns the array and its shape.
+fn hold<'py>(name: &str, value: &Bound<'py, PyAny>) -> PyResult<(Held<'py>, Vec<usize>)> {
+    if let Ok(a) = value.cast::<PyArrayDyn<f32>>() {
+        let shape = a.shape().to_vec();
+        let ro = a.readonly();
+        if a.is_c_contiguous() {
+            return Ok((Held::F32(ro), shape));
+        }
+        let bytes = ro.as_array().iter().flat_map(|v| v.to_le_bytes()).collect();
+        return Ok((Held::Copied(DType::F32, bytes), shape));
+    }
+    if let Ok(a) = value.cast::<PyArrayDyn<half::f16>>() {
+        let shape = a.shape().to_vec();
+        let ro = a.readonly();
+        if a.is_c_contiguous() {
+            return Ok((Held::F16(ro), shape));
+        }
+        let bytes = ro.as_array().iter().flat_map(|v| v.to_le_bytes()).collect();
+        return Ok((Held::Copied(DType::F16, bytes), shape));
+    }
+    Err(value_error(format!(
+        "layer `{name}`: expected a float32 or float16 numpy array, got {}",
+        value.get_type().name()?
+    )))
+}
+
+/// The options: a preset, overridden by the values given.
+#[derive(Debug, Default)]
+struct Settings {
+    preset: String,
+    quantile: Option<f64>,
+    iou_threshold: Option<f64>,
+    union: Option<String>,
+    categories: Option<Vec<String>>,
+    split: Option<String>,
+    max_images: Option<usize>,
+    batch_size: Option<usize>,
+    top_k: Option<usize>,
+}
+
+impl Settings {
+    fn options(&self, input: &broden::Preprocess) -> PyResult<Options> {
+        let preset = match self.preset.as_str() {
+            "original" => Preset::Original,
+            "lite" => Preset::Lite,
+            other => {
+                return Err(value_error(format!(
+                    "preset `{other}`: use original or lite"
+                )));
+            }
+        };
+        let mut o = Options::preset(preset, input);
+        o.alignment = Alignment::HalfPixel;
+        if let Some(q) = self.quantile {
+            o.quantile = q;
+        }
+        if let Some(t) = self.iou_threshold {
+            o.iou_threshold = t;
+        }
+        if let Some(u) = &self.union {
+            o.union = match u.as_str() {
+                "original" => UnionRule::Original,
+                "lite" => UnionRule::Lite,
+                other => {
+                    return Err(value_error(format!(
+                        "union `{other}`: use original or lite"
+                    )));
+                }
+            };
+        }
+        o.categories = self.categories.clone();
+        o.split = self.split.clone();
+        o.max_images = self.max_images;
+        if let Some(b) = self.batch_size {
+            o.batch_size = b;
+        }
+        if let Some(k) = self.top_k {
+            o.top_k = k;
+        }
+        Ok(o)
+    }
+}
+
+/// Dissects `layers` (name to array, N x C x H x W, or N x T x C with
+/// `token_grid`) over the Broden dataset at `dataset`; writes the output
+/// folder `out` as the CLI does when given. Returns a dict: `results` (the
+/// JSON of `results.json`), `layers` (per layer `iou`, units x labels, and
+/// `thresholds`), `labels` (names by label number) and `copied` (layers
+/// whose arrays had to be copied).
+#[pyfunction(name = "dissect")]
+#[pyo3(signature = (
+    dataset, layers, out=None, *, preset="original", quantile=None, iou_threshold=None,
+    union=None, categories=None, split=None, max_images=None, batch_size=None, top_k=None,
+    token_grid=None, skip_tokens=0, backend="auto", force=false
+))]
+#[allow(clippy::too_many_arguments)]
+fn dissect_arrays<'py>(
+    py: Python<'py>,
+    dataset: PathBuf,
+    layers: &Bound<'py, PyDict>,
+    out: Option<PathBuf>,
+    preset: &str,
+    quantile: Option<f64>,
+    iou_threshold: Option<f64>,
+    union: Option<String>,
+    categories: Option<Vec<String>>,
+    split: Option<String>,
+    max_images: Option<usize>,
+    batch_size: Option<usize>,
+    top_k: Option<usize>,
+    token_grid: Option<(usize, usize)>,
+    skip_tokens: usize,
+    backend: &str,
+    force: bool,
+) -> PyResult<Bound<'py, PyDict>> {
+    let settings = Settings {
+        preset: preset.to_string(),
+        quantile,
+        iou_threshold,
+        union,
+        categories: categories.clone(),
+        split: split.clone(),
+        max_images,
+        batch_size,
+        top_k,
+    };
+    let ds_opts = broden::DatasetOptions {
+        split,
+        categories,
+        max_images,
+    };
+    let data = broden::Dataset::open(&dataset, &ds_opts).map_err(value_error)?;
+    let opts = settings.options(&dissect::recorded::input_spec(&data))?;
+    let names: Vec<String> = layers
+        .keys()
+        .iter()
+        .map(|k| k.extract::<String>())
+        .collect::<PyResult<_>>()?;
+    opts.validate(&names).map_err(py_error)?;
+
+    let mut held = Vec::new();
+    for name in &names {
+        let value = layers
+            .get_item(name)?
+            .ok_or_else(|| value_error(format!("layer `{name}` vanished")))?;
+        held.push(hold(name, &value)?);
+    }
+    let copied: Vec<&str> = names
+        .iter()
+        .zip(&held)
+        .filter(|(_, (h, _))| matches!(h, Held::Copied(..)))
+        .map(|(n, _)| n.as_str())
+        .collect();
+    let arrays: Vec<RecordedArray<'_>> = names
+        .iter()
+        .zip(&held)
+        .map(|(name, (h, shape))| RecordedArray {
+            name,
+            shape,
+            dtype: h.dtype(),
+            data: h.bytes(),
+        })
+        .collect();
+    let tokens = TokenLayout {
+        grid: token_grid.map(|(h, w)| [h, w]),
+        skip: skip_tokens,
+    };
+    let recorded = Recorded::from_arrays("numpy arrays", &arrays, data.images.len(), tokens)
+        .map_err(py_error)?;
+    let staging = match &out {
+        Some(dir) => Some(report::output::Staging::begin(dir, force).map_err(value_error)?),
+        None => None,
+    };
+    let dissector = match backend {
+        "auto" => Dissector::auto(),
+        "gpu" => Dissector::new(),
+        "cpu" => Ok(Dissector::cpu()),
+        other => {
+            return Err(value_error(format!(
+                "backend `{other}`: use auto, gpu or cpu"
+            )));
+        }
+    }
+    .map_err(py_error)?;
+    let recorded = recorded.on(dissector.device());
+    let outcome = dissector
+        .run(&recorded, &names, &data, &opts, &mut |_| {})
+        .map_err(py_error)?;
+    if let Some(staging) = staging {
+        report::output::write_all(
+            staging.path(),
+            &outcome.dissection,
+            &outcome.top_maps,
+            &outcome.ious,
+        )
+        .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+        staging
+            .commit()
+            .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+    }
+
+    let result = PyDict::new(py);
+    let json = serde_json::to_string(&outcome.dissection).map_err(value_error)?;
+    result.set_item("results", json)?;
+    let per_layer = PyDict::new(py);
+    for (layer, iou) in outcome.dissection.layers.iter().zip(outcome.ious) {
+        let entry = PyDict::new(py);
+        let labels = iou.len().checked_div(layer.n_units).unwrap_or(0);
+        let iou = PyArray1::from_vec(py, iou).reshape([layer.n_units, labels])?;
+        entry.set_item("iou", iou)?;
+        entry.set_item("thresholds", PyArray1::from_slice(py, &layer.thresholds))?;
+        per_layer.set_item(&layer.name, entry)?;
+    }
+    result.set_item("layers", per_layer)?;
+    let label_names: Vec<&str> = data.labels.iter().map(|l| l.name.as_str()).collect();
+    result.set_item("labels", PyList::new(py, label_names)?)?;
+    result.set_item("copied", PyList::new(py, copied)?)?;
+    Ok(result)
+}
+
+#[pymodule]
+fn _netdissect(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(dissect_arrays, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}
