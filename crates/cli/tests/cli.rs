@@ -604,6 +604,11 @@ fn recorded_activations_are_dissected_and_results_come_as_numpy_arrays_too() {
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
     assert_eq!(json["options"]["alignment"], "half-pixel");
     assert_eq!(json["layers"][0]["n_units"], 4);
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(
+        html.contains("the receptive fields of recorded activations are unknown"),
+        "the report header says how maps were upsampled"
+    );
 
     // The arrays: IoU per unit and label, thresholds, top images.
     // (shape, data) of a written array, read as NumPy would: the header's

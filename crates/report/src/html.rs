@@ -250,7 +250,12 @@ pub fn render_html(
         escape(&dissection.model)
     );
     let geometry_saved = dissection.layers.iter().all(|l| l.field.is_some());
+    let recorded = dissection.layers.iter().all(|l| l.field.is_none())
+        && dissection.model.starts_with("recorded activations");
     let alignment_note = match o.alignment {
+        Alignment::HalfPixel if recorded => {
+            "maps were upsampled with half-pixel centres: the receptive fields of recorded activations are unknown"
+        }
         Alignment::HalfPixel => "strips use the run's half-pixel upsampling",
         Alignment::ReceptiveField if geometry_saved => {
             "strips place each map at its receptive-field centres, as the run counted"
