@@ -30,6 +30,9 @@ pub enum Command {
         #[arg(long)]
         no_decode: bool,
     },
+    /// List the GPU adapters (Vulkan, Metal, DX12) with the numbers that
+    /// `dissect --device N` takes.
+    Devices,
     /// Regenerate report.html from a results folder, without the network.
     Report {
         /// A folder written by `netdissect dissect`.
@@ -208,6 +211,10 @@ pub struct DissectArgs {
     /// Where the network and the passes run.
     #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
     pub backend: BackendArg,
+    /// Run on adapter N of `netdissect devices` (implies the GPU backend):
+    /// one process per GPU on a machine with several.
+    #[arg(long)]
+    pub device: Option<usize>,
     /// Activations kept between passes, in MiB: on the GPU, or in host
     /// memory on the CPU backend. A dataset whose activations do not fit
     /// re-runs the network on every pass instead; 0 always re-runs, so

@@ -24,6 +24,7 @@ use dissect::{
     Alignment, DissectError, Dissector, ErrorKind, Network, Options, PreprocessSpec, Preset,
     UnionRule,
 };
+use models::gpu::wgpu;
 use models::{Arch, ArchChoice, Model, PreprocessKind};
 
 /// A failure with the exit code it maps to.
@@ -48,6 +49,10 @@ fn main() -> ExitCode {
         Command::Dissect(a) => dissect(&a),
         Command::Models => {
             models_list();
+            Ok(())
+        }
+        Command::Devices => {
+            devices();
             Ok(())
         }
         Command::Info { dataset, no_decode } => info(&dataset, no_decode),
@@ -92,6 +97,38 @@ fn models_list() {
             taps.join(", ")
         );
     }
+}
+
+fn devices() {
+    let adapters = dissect::engine::adapter_summaries();
+    if adapters.is_empty() {
+        println!(
+            "no GPU adapter: on Linux install a Vulkan driver (a GPU's, or Mesa's software one: `apt-get install mesa-vulkan-drivers`); in a container with an NVIDIA GPU, NVIDIA_DRIVER_CAPABILITIES must include `graphics`"
+        );
+        return;
+    }
+    println!(
+        "{:<3} {:<12} {:<8} {:>10}  name (driver)",
+        "n", "type", "backend", "max buffer"
+    );
+    for (i, a) in adapters.iter().enumerate() {
+        let kind = match a.info.device_type {
+            wgpu::DeviceType::DiscreteGpu => "discrete",
+            wgpu::DeviceType::IntegratedGpu => "integrated",
+            wgpu::DeviceType::VirtualGpu => "virtual",
+            wgpu::DeviceType::Cpu => "software",
+            wgpu::DeviceType::Other => "other",
+        };
+        println!(
+            "{i:<3} {kind:<12} {:<8} {:>6.1} GiB  {} ({} {})",
+            format!("{:?}", a.info.backend).to_lowercase(),
+            a.max_buffer_bytes as f64 / f64::from(1u32 << 30),
+            a.info.name,
+            a.info.driver,
+            a.info.driver_info
+        );
+    }
+    println!("wgpu reports no memory sizes; `dissect --device N` runs on adapter N");
 }
 
 fn info(dir: &Path, no_decode: bool) -> Result<(), Failure> {
@@ -278,7 +315,18 @@ impl Loaded {
 /// The engine for `--backend`: `auto` takes the GPU only when a hardware
 /// adapter exists, since on a software adapter the CPU backend is far
 /// faster.
-fn make_dissector(backend: BackendArg) -> Result<Dissector, Failure> {
+fn make_dissector(backend: BackendArg, device: Option<usize>) -> Result<Dissector, Failure> {
+    if let Some(n) = device {
+        if backend == BackendArg::Cpu {
+            return Err(fail(EXIT_USAGE)(anyhow::anyhow!(
+                "--device {n} picks a GPU adapter: it does not go with --backend cpu"
+            )));
+        }
+        return Dissector::on_adapter(n).map_err(|e| match e.kind() {
+            ErrorKind::Usage => run_error(e),
+            _ => fail(EXIT_ADAPTER)(e.into()),
+        });
+    }
     let gpu = match backend {
         BackendArg::Gpu => true,
         BackendArg::Cpu => false,
@@ -491,7 +539,7 @@ fn checkpoint_stem(path: &Path) -> String {
 /// The engine for `--backend`, with its activation cache budget, both
 /// printed.
 fn engine(a: &DissectArgs) -> Result<Dissector, Failure> {
-    let mut dissector = make_dissector(a.backend)?;
+    let mut dissector = make_dissector(a.backend, a.device)?;
     let cache_note = match a.cache_mib {
         Some(mib) => {
             dissector.cache_budget_bytes = mib.saturating_mul(1 << 20);

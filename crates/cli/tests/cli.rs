@@ -709,3 +709,39 @@ fn recorded_activations_are_dissected_and_results_come_as_numpy_arrays_too() {
     let o = run(&["--model", "resnet18"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
+
+#[test]
+fn devices_are_listed_and_device_n_picks_one() {
+    let o = netdissect(&["devices"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let listing = String::from_utf8_lossy(&o.stdout);
+    // CI has Mesa's lavapipe: adapter 0 is a software Vulkan device.
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("0 ") && l.contains("vulkan")),
+        "{listing}"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path(), 4);
+    let (o, out) = dissect_with(tmp.path(), &data, |a| {
+        a.extend(["--device".into(), "0".into()]);
+    });
+    assert!(o.status.success(), "{}", stderr(&o));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    assert!(
+        !json["adapter"].as_str().unwrap().starts_with("cpu"),
+        "--device runs on the adapter: {}",
+        json["adapter"]
+    );
+    let (o, _) = dissect_with(tmp.path(), &data, |a| {
+        a.extend(["--device".into(), "99".into(), "--force".into()]);
+    });
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("netdissect devices"), "{}", stderr(&o));
+    let (o, _) = dissect_with(tmp.path(), &data, |a| {
+        a.extend(["--device", "0", "--backend", "cpu", "--force"].map(String::from));
+    });
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}

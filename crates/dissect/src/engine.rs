@@ -59,15 +59,39 @@ pub struct Dissector {
     pub cache_budget_bytes: u64,
 }
 
-/// The Vulkan, Metal and DX12 adapters of this machine.
-pub fn adapters() -> Vec<wgpu::AdapterInfo> {
+/// The instance and adapters (Vulkan, Metal, DX12) of this machine, in
+/// wgpu's enumeration order: `--device N` counts in it.
+fn primary_adapters() -> (wgpu::Instance, Vec<wgpu::Adapter>) {
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
         backends: wgpu::Backends::PRIMARY,
         ..wgpu::InstanceDescriptor::new_without_display_handle()
     });
-    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::PRIMARY))
+    let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::PRIMARY));
+    (instance, adapters)
+}
+
+/// The Vulkan, Metal and DX12 adapters of this machine.
+pub fn adapters() -> Vec<wgpu::AdapterInfo> {
+    primary_adapters().1.iter().map(|a| a.get_info()).collect()
+}
+
+/// An adapter as `netdissect devices` lists it: its description and the
+/// largest buffer it allows (wgpu does not report memory sizes).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdapterSummary {
+    pub info: wgpu::AdapterInfo,
+    pub max_buffer_bytes: u64,
+}
+
+/// Every adapter with its largest buffer, in `--device` order.
+pub fn adapter_summaries() -> Vec<AdapterSummary> {
+    primary_adapters()
+        .1
         .iter()
-        .map(|a| a.get_info())
+        .map(|a| AdapterSummary {
+            info: a.get_info(),
+            max_buffer_bytes: a.limits().max_buffer_size,
+        })
         .collect()
 }
 
@@ -87,6 +111,37 @@ impl Dissector {
         } else {
             Ok(Self::cpu())
         }
+    }
+
+    /// Runs on adapter `index` of [`adapters`] (one process per GPU on a
+    /// machine with several), with a device requested with the adapter's
+    /// features and limits.
+    pub fn on_adapter(index: usize) -> Result<Self, DissectError> {
+        let (instance, adapters) = primary_adapters();
+        let n = adapters.len();
+        let adapter = adapters.into_iter().nth(index).ok_or_else(|| {
+            DissectError::Usage(format!(
+                "--device {index}: this machine has {n} adapters (0 to {}; `netdissect devices` lists them)",
+                n.saturating_sub(1)
+            ))
+        })?;
+        let info = adapter.get_info();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("netdissect"),
+            required_features: adapter.features(),
+            required_limits: adapter.limits(),
+            ..Default::default()
+        }))
+        .map_err(|e| models::ModelError::Wgpu {
+            reason: format!("adapter {index} ({}): no device: {e}", info.name),
+        })?;
+        Self::with_wgpu(WgpuSetup {
+            instance,
+            adapter,
+            device,
+            queue,
+            backend: info.backend,
+        })
     }
 
     /// Creates Burn's wgpu runtime and the kernels on the same device. Call
