@@ -226,48 +226,36 @@ fn preprocess_of(kind: PreprocessKind, size: u32) -> Preprocess {
 
 /// The options from the preset, overridden flag by flag.
 fn options(a: &DissectArgs, own: &Preprocess) -> Options {
-    let size = own.height;
     let preset = match a.preset {
         PresetArg::Original => Preset::Original,
         PresetArg::Lite => Preset::Lite,
     };
-    let mut o = Options::preset(preset, own);
-    if let Some(q) = a.quantile {
-        o.quantile = q;
-    }
-    if let Some(t) = a.iou_threshold {
-        o.iou_threshold = t;
-    }
-    o.categories = a.categories.clone();
-    if let Some(u) = a.union {
-        o.union = match u {
+    let overrides = dissect::options::Overrides {
+        quantile: a.quantile,
+        iou_threshold: a.iou_threshold,
+        categories: a.categories.clone(),
+        union: a.union.map(|u| match u {
             UnionArg::Original => UnionRule::Original,
             UnionArg::Lite => UnionRule::Lite,
-        };
-    }
-    if let Some(u) = a.upsample {
-        o.alignment = match u {
+        }),
+        alignment: a.upsample.map(|u| match u {
             AlignArg::ReceptiveField => Alignment::ReceptiveField,
             AlignArg::HalfPixel => Alignment::HalfPixel,
-        };
-    }
-    if let Some(p) = a.preprocess {
-        let kind = match p {
-            PreprocessArg::Torchvision => PreprocessKind::Torchvision,
-            PreprocessArg::Caffe => PreprocessKind::Caffe,
-            PreprocessArg::Lite => PreprocessKind::Lite,
-        };
-        o.preprocess = PreprocessSpec::from(&preprocess_of(kind, size));
-    }
-    o.split = a.split.clone();
-    o.max_images = a.max_images;
-    if let Some(b) = a.batch_size {
-        o.batch_size = b;
-    }
-    if let Some(k) = a.top_k {
-        o.top_k = k;
-    }
-    o
+        }),
+        preprocess: a.preprocess.map(|p| {
+            let kind = match p {
+                PreprocessArg::Torchvision => PreprocessKind::Torchvision,
+                PreprocessArg::Caffe => PreprocessKind::Caffe,
+                PreprocessArg::Lite => PreprocessKind::Lite,
+            };
+            PreprocessSpec::from(&preprocess_of(kind, own.height))
+        }),
+        split: a.split.clone(),
+        max_images: a.max_images,
+        batch_size: a.batch_size,
+        top_k: a.top_k,
+    };
+    overrides.apply(preset, own)
 }
 
 /// An output error: the folder's contents are the user's input (3); failing

@@ -89,6 +89,48 @@ impl PreprocessSpec {
     }
 }
 
+/// Single settings that override a preset's (a command line's flags, a
+/// Python call's keyword arguments); `None` keeps the preset's.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overrides {
+    pub quantile: Option<f64>,
+    pub iou_threshold: Option<f64>,
+    pub categories: Option<Vec<String>>,
+    pub union: Option<UnionRule>,
+    pub alignment: Option<Alignment>,
+    pub preprocess: Option<PreprocessSpec>,
+    pub split: Option<String>,
+    pub max_images: Option<usize>,
+    pub batch_size: Option<usize>,
+    pub top_k: Option<usize>,
+}
+
+impl Overrides {
+    /// `preset`'s options for a model fed `model_preprocess`, with these
+    /// overrides applied.
+    pub fn apply(&self, preset: Preset, model_preprocess: &Preprocess) -> Options {
+        fn set<T>(slot: &mut T, value: Option<T>) {
+            if let Some(v) = value {
+                *slot = v;
+            }
+        }
+        let mut o = Options::preset(preset, model_preprocess);
+        set(&mut o.quantile, self.quantile);
+        set(&mut o.iou_threshold, self.iou_threshold);
+        set(&mut o.union, self.union);
+        set(&mut o.alignment, self.alignment);
+        set(&mut o.batch_size, self.batch_size);
+        set(&mut o.top_k, self.top_k);
+        if let Some(p) = &self.preprocess {
+            o.preprocess = p.clone();
+        }
+        o.categories = self.categories.clone();
+        o.split = self.split.clone();
+        o.max_images = self.max_images;
+        o
+    }
+}
+
 /// Everything that decides a dissection's result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Options {

@@ -9,8 +9,9 @@
 use std::path::PathBuf;
 
 use dissect::npy::DType;
+use dissect::options::Overrides;
 use dissect::recorded::{Recorded, RecordedArray, TokenLayout};
-use dissect::{Alignment, DissectError, Dissector, ErrorKind, Options, Preset, UnionRule};
+use dissect::{Alignment, DissectError, Dissector, ErrorKind, Preset, UnionRule};
 use numpy::{PyArray1, PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
@@ -82,61 +83,16 @@ fn hold<'py>(name: &str, value: &Bound<'py, PyAny>) -> PyResult<(Held<'py>, Vec<
     )))
 }
 
-/// The options: a preset, overridden by the values given.
-#[derive(Debug, Default)]
-struct Settings {
-    preset: String,
-    quantile: Option<f64>,
-    iou_threshold: Option<f64>,
-    union: Option<String>,
-    categories: Option<Vec<String>>,
-    split: Option<String>,
-    max_images: Option<usize>,
-    batch_size: Option<usize>,
-    top_k: Option<usize>,
-}
-
-impl Settings {
-    fn options(&self, input: &broden::Preprocess) -> PyResult<Options> {
-        let preset = match self.preset.as_str() {
-            "original" => Preset::Original,
-            "lite" => Preset::Lite,
-            other => {
-                return Err(value_error(format!(
-                    "preset `{other}`: use original or lite"
-                )));
-            }
-        };
-        let mut o = Options::preset(preset, input);
-        o.alignment = Alignment::HalfPixel;
-        if let Some(q) = self.quantile {
-            o.quantile = q;
-        }
-        if let Some(t) = self.iou_threshold {
-            o.iou_threshold = t;
-        }
-        if let Some(u) = &self.union {
-            o.union = match u.as_str() {
-                "original" => UnionRule::Original,
-                "lite" => UnionRule::Lite,
-                other => {
-                    return Err(value_error(format!(
-                        "union `{other}`: use original or lite"
-                    )));
-                }
-            };
-        }
-        o.categories = self.categories.clone();
-        o.split = self.split.clone();
-        o.max_images = self.max_images;
-        if let Some(b) = self.batch_size {
-            o.batch_size = b;
-        }
-        if let Some(k) = self.top_k {
-            o.top_k = k;
-        }
-        Ok(o)
-    }
+/// A name of `choices` (`what` names the argument in the error).
+fn pick<T: Copy>(what: &str, value: &str, choices: &[(&str, T)]) -> PyResult<T> {
+    choices
+        .iter()
+        .find(|(name, _)| *name == value)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| {
+            let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+            value_error(format!("{what} `{value}`: use {}", names.join(" or ")))
+        })
 }
 
 /// Dissects `layers` (name to array, N x C x H x W, or N x T x C with
@@ -171,12 +127,28 @@ fn dissect_arrays<'py>(
     backend: &str,
     force: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let settings = Settings {
-        preset: preset.to_string(),
+    let preset = pick(
+        "preset",
+        preset,
+        &[("original", Preset::Original), ("lite", Preset::Lite)],
+    )?;
+    let union = union
+        .map(|u| {
+            pick(
+                "union",
+                &u,
+                &[("original", UnionRule::Original), ("lite", UnionRule::Lite)],
+            )
+        })
+        .transpose()?;
+    let overrides = Overrides {
         quantile,
         iou_threshold,
-        union,
         categories: categories.clone(),
+        union,
+        // Recorded activations carry no receptive fields.
+        alignment: Some(Alignment::HalfPixel),
+        preprocess: None,
         split: split.clone(),
         max_images,
         batch_size,
@@ -188,7 +160,7 @@ fn dissect_arrays<'py>(
         max_images,
     };
     let data = broden::Dataset::open(&dataset, &ds_opts).map_err(value_error)?;
-    let opts = settings.options(&dissect::recorded::input_spec(&data))?;
+    let opts = overrides.apply(preset, &dissect::recorded::input_spec(&data));
     let names: Vec<String> = layers
         .keys()
         .iter()

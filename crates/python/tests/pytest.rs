@@ -25,15 +25,20 @@ fn profile_dir() -> PathBuf {
 #[test]
 fn the_python_package_passes_its_pytest_suite() {
     let profile = profile_dir();
-    let library = [
-        "lib_netdissect.so",
-        "lib_netdissect.dylib",
-        "_netdissect.dll",
-    ]
-    .iter()
-    .map(|n| profile.join(n))
-    .find(|p| p.is_file())
-    .unwrap_or_else(|| panic!("the extension library is not in {}", profile.display()));
+    // A test build leaves the cdylib in deps/ (cargo build copies it up).
+    let library = [profile.join("deps"), profile.clone()]
+        .iter()
+        .flat_map(|dir| {
+            [
+                "lib_netdissect.so",
+                "lib_netdissect.dylib",
+                "_netdissect.dll",
+            ]
+            .map(|n| dir.join(n))
+        })
+        .filter(|p| p.is_file())
+        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
+        .unwrap_or_else(|| panic!("the extension library is not in {}", profile.display()));
     let cli = profile.join(format!("netdissect{}", std::env::consts::EXE_SUFFIX));
     assert!(
         cli.is_file(),
