@@ -141,7 +141,7 @@ fn dissect(out: &Path, args: &[String]) -> Result<()> {
         if built {
             ""
         } else {
-            ": a first build compiles Burn and wgpu, about 7 minutes on 2 cores"
+            ": a first build compiles Burn and wgpu, about 11 minutes on 2 cores"
         }
     );
     let mut cmd = cargo();

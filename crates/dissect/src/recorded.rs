@@ -405,3 +405,79 @@ impl Network for Recorded<'_> {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The maps `forward_images` makes of rows `first..first + n`.
+    fn maps(rec: &Recorded<'_>, first: usize, n: usize) -> Vec<f32> {
+        let layer = rec.layer(&rec.layers[0].name).unwrap();
+        let images: Vec<usize> = (first..first + n).collect();
+        let acts = rec.forward_images(&images, None, &[layer]).unwrap();
+        acts[0].clone().into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    #[test]
+    fn arrays_in_memory_and_files_give_the_same_maps_and_tokens_move_to_channels() {
+        // 3 images x 2 channels x 2 x 3.
+        let values: Vec<f32> = (0..36).map(|i| i as f32 * 0.25 - 4.0).collect();
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let shape = [3, 2, 2, 3];
+        let array = RecordedArray {
+            name: "conv",
+            shape: &shape,
+            dtype: DType::F32,
+            data: &bytes,
+        };
+        let rec = Recorded::from_arrays("test", &[array], 3, TokenLayout::default())
+            .unwrap()
+            .on(&models::gpu::cpu_device());
+        assert_eq!(maps(&rec, 1, 2), values[12..].to_vec());
+
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(
+            tmp.path().join("conv.npy"),
+            npy::encode_f32(&shape, &values),
+        )
+        .unwrap();
+        let file = Recorded::open(tmp.path(), &["conv".into()], 3, TokenLayout::default())
+            .unwrap()
+            .on(&models::gpu::cpu_device());
+        assert_eq!(maps(&file, 0, 3), values);
+
+        // Tokens: 1 skipped + a 2x3 grid of 2 channels, token-major.
+        let tokens: Vec<f32> = (0..3)
+            .flat_map(|i| {
+                let row = &values[i * 12..(i + 1) * 12];
+                let mut t = vec![99.0, 99.0];
+                for cell in 0..6 {
+                    t.extend([row[cell], row[6 + cell]]);
+                }
+                t
+            })
+            .collect();
+        let bytes: Vec<u8> = tokens.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let token_shape = [3, 7, 2];
+        let array = RecordedArray {
+            name: "vit",
+            shape: &token_shape,
+            dtype: DType::F32,
+            data: &bytes,
+        };
+        let grid = TokenLayout {
+            grid: Some([2, 3]),
+            skip: 1,
+        };
+        let rec = Recorded::from_arrays("test", &[array], 3, grid)
+            .unwrap()
+            .on(&models::gpu::cpu_device());
+        assert_eq!(maps(&rec, 0, 3), values);
+        let short = RecordedArray {
+            data: &bytes[..8],
+            ..array
+        };
+        let e = Recorded::from_arrays("test", &[short], 3, grid).unwrap_err();
+        assert!(e.to_string().contains("array `vit`"), "{e}");
+    }
+}
