@@ -14,9 +14,7 @@ const PACKAGES: [&str; 2] = ["mesa-vulkan-drivers", "libvulkan1"];
 pub fn ensure() -> Result<Vec<String>> {
     let found = adapters();
     if !found.is_empty() {
-        for name in &found {
-            eprintln!("gpu: {name}");
-        }
+        eprintln!("gpu: {}", describe(&found));
         return Ok(found);
     }
     let install = format!("apt-get install -y {}", PACKAGES.join(" "));
@@ -38,9 +36,7 @@ pub fn ensure() -> Result<Vec<String>> {
             "lavapipe was installed but no Vulkan driver is visible: check `vulkaninfo --summary`"
         );
     }
-    for name in &found {
-        eprintln!("gpu: {name} (installed just now)");
-    }
+    eprintln!("gpu: {} (installed just now)", describe(&found));
     Ok(found)
 }
 
@@ -63,7 +59,7 @@ fn adapters() -> Vec<String> {
     {
         return files
             .split(':')
-            .map(|f| format!("Vulkan driver {f}"))
+            .map(|f| driver_name(std::path::Path::new(f)))
             .collect();
     }
     let mut found: Vec<String> = [
@@ -77,10 +73,32 @@ fn adapters() -> Vec<String> {
     .flatten()
     .map(|e| e.path())
     .filter(|p| p.extension().is_some_and(|x| x == "json"))
-    .map(|p| format!("Vulkan driver {}", p.display()))
+    .map(|p| driver_name(&p))
     .collect();
     found.sort();
     found
+}
+
+/// One line for the drivers found.
+fn describe(found: &[String]) -> String {
+    if cfg!(target_os = "linux") {
+        format!("Vulkan drivers {}", found.join(", "))
+    } else {
+        found.join(", ")
+    }
+}
+
+/// A Vulkan driver manifest's short name: `lvp_icd.x86_64.json` is `lvp`.
+fn driver_name(manifest: &std::path::Path) -> String {
+    let file = manifest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    file.split('.')
+        .next()
+        .unwrap_or(&file)
+        .trim_end_matches("_icd")
+        .to_string()
 }
 
 /// Whether packages can be installed here without asking: Linux, root, apt.
