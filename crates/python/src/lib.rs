@@ -60,27 +60,32 @@ impl Held<'_> {
 /// C-contiguous, else copied in C order. Returns the array and its shape.
 fn hold<'py>(name: &str, value: &Bound<'py, PyAny>) -> PyResult<(Held<'py>, Vec<usize>)> {
     if let Ok(a) = value.cast::<PyArrayDyn<f32>>() {
-        let shape = a.shape().to_vec();
-        let ro = a.readonly();
-        if a.is_c_contiguous() {
-            return Ok((Held::F32(ro), shape));
-        }
-        let bytes = ro.as_array().iter().flat_map(|v| v.to_le_bytes()).collect();
-        return Ok((Held::Copied(DType::F32, bytes), shape));
+        return Ok(take(a, DType::F32, Held::F32));
     }
     if let Ok(a) = value.cast::<PyArrayDyn<half::f16>>() {
-        let shape = a.shape().to_vec();
-        let ro = a.readonly();
-        if a.is_c_contiguous() {
-            return Ok((Held::F16(ro), shape));
-        }
-        let bytes = ro.as_array().iter().flat_map(|v| v.to_le_bytes()).collect();
-        return Ok((Held::Copied(DType::F16, bytes), shape));
+        return Ok(take(a, DType::F16, Held::F16));
     }
     Err(value_error(format!(
         "layer `{name}`: expected a float32 or float16 numpy array, got {}",
         value.get_type().name()?
     )))
+}
+
+/// A typed array, borrowed by `wrap` when C-contiguous, else copied into C
+/// order (native byte order, as the borrowed ones are).
+fn take<'py, T: numpy::Element + bytemuck::Pod>(
+    a: &Bound<'py, PyArrayDyn<T>>,
+    dtype: DType,
+    wrap: fn(numpy::PyReadonlyArrayDyn<'py, T>) -> Held<'py>,
+) -> (Held<'py>, Vec<usize>) {
+    let shape = a.shape().to_vec();
+    let ro = a.readonly();
+    if a.is_c_contiguous() {
+        return (wrap(ro), shape);
+    }
+    let values: Vec<T> = ro.as_array().iter().copied().collect();
+    let bytes = bytemuck::cast_slice::<T, u8>(&values).to_vec();
+    (Held::Copied(dtype, bytes), shape)
 }
 
 /// A name of `choices` (`what` names the argument in the error).
