@@ -412,12 +412,7 @@ fn dissect(a: &DissectArgs) -> Result<(), Failure> {
     options(a, &provisional)
         .validate(&a.layers)
         .map_err(run_error)?;
-    let ds_opts = DatasetOptions {
-        split: a.split.clone(),
-        categories: a.categories.clone(),
-        max_images: a.max_images,
-    };
-    let dataset = Dataset::open(&a.dataset, &ds_opts).map_err(input)?;
+    let dataset = open_dataset(a)?;
     // One output folder per checkpoint when there are several, each
     // checked before any work starts.
     let targets: Vec<(Option<PathBuf>, PathBuf)> = if weights.len() > 1 {
@@ -524,6 +519,17 @@ fn checkpoint_stem(path: &Path) -> String {
         .map_or(name.clone(), str::to_string)
 }
 
+/// The dataset of `--dataset`, with `--split`, `--categories` and
+/// `--max-images` applied.
+fn open_dataset(a: &DissectArgs) -> Result<Dataset, Failure> {
+    let opts = DatasetOptions {
+        split: a.split.clone(),
+        categories: a.categories.clone(),
+        max_images: a.max_images,
+    };
+    Dataset::open(&a.dataset, &opts).map_err(input)
+}
+
 /// The engine for `--backend`, with its activation cache budget, both
 /// printed.
 fn engine(a: &DissectArgs) -> Result<Dissector, Failure> {
@@ -554,12 +560,7 @@ fn dissect_recorded(a: &DissectArgs, dir: &Path) -> Result<(), Failure> {
             "--upsample receptive-field needs the network's receptive fields, which recorded activations do not have: drop it (--activations upsamples with half-pixel centres)"
         )));
     }
-    let ds_opts = DatasetOptions {
-        split: a.split.clone(),
-        categories: a.categories.clone(),
-        max_images: a.max_images,
-    };
-    let dataset = Dataset::open(&a.dataset, &ds_opts).map_err(input)?;
+    let dataset = open_dataset(a)?;
     let preprocess = dissect::recorded::input_spec(&dataset);
     options(a, &preprocess)
         .validate(&a.layers)

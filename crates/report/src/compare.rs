@@ -128,24 +128,16 @@ impl Comparison {
 
     /// Category names of every run, in first-seen order.
     fn categories(&self) -> Vec<String> {
-        let mut seen = Vec::new();
-        for c in self.runs.iter().flat_map(|r| &r.dissection.categories) {
-            if !seen.contains(c) {
-                seen.push(c.clone());
-            }
-        }
-        seen
+        first_seen(self.runs.iter().flat_map(|r| &r.dissection.categories))
     }
 
     /// Layer names of every run, in first-seen order.
     fn layers(&self) -> Vec<String> {
-        let mut seen = Vec::new();
-        for l in self.runs.iter().flat_map(|r| &r.dissection.layers) {
-            if !seen.contains(&l.name) {
-                seen.push(l.name.clone());
-            }
-        }
-        seen
+        first_seen(
+            self.runs
+                .iter()
+                .flat_map(|r| r.dissection.layers.iter().map(|l| &l.name)),
+        )
     }
 
     /// The CSV: one row per run, layer and category, then an `all` row per
@@ -372,6 +364,17 @@ impl Comparison {
         write_atomic(&csv, self.csv().as_bytes())?;
         Ok(vec![html, csv])
     }
+}
+
+/// The distinct names of `names`, in the order they first come.
+fn first_seen<'a>(names: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    for n in names {
+        if !seen.contains(n) {
+            seen.push(n.clone());
+        }
+    }
+    seen
 }
 
 fn layer_of<'a>(d: &'a Dissection, name: &str) -> Option<&'a LayerResult> {

@@ -17,21 +17,19 @@ use broden::{Dataset, DatasetOptions, ImageLabels};
 use dissect::LayerResult;
 use rayon::prelude::*;
 
-/// Masks keyed by `(image path, label number)`, each `width * height`
+/// Masks by image path, then label number, each `width * height`
 /// row-major; an image whose labels could not be read has no entries.
 #[derive(Debug, Default)]
 pub struct ConceptMasks {
     pub width: u32,
     pub height: u32,
-    masks: HashMap<(String, u32), Vec<bool>>,
+    masks: HashMap<String, HashMap<u32, Vec<bool>>>,
 }
 
 impl ConceptMasks {
     /// The mask of `label` on the image at `path`, if it was read.
     pub fn get(&self, path: &str, label: u32) -> Option<&[bool]> {
-        self.masks
-            .get(&(path.to_string(), label))
-            .map(Vec::as_slice)
+        self.masks.get(path)?.get(&label).map(Vec::as_slice)
     }
 }
 
@@ -78,17 +76,12 @@ impl ConceptSource {
                 let rec = &self.dataset.images[index];
                 let decoded = self.dataset.image_labels(index).ok()?;
                 let seg = [rec.sh, rec.sw];
-                Some(
-                    labels
-                        .into_iter()
-                        .map(|label| {
-                            let mask = label_mask(&decoded, label, seg, width, height);
-                            ((path.to_string(), label), mask)
-                        })
-                        .collect::<Vec<_>>(),
-                )
+                let per_label = labels
+                    .into_iter()
+                    .map(|label| (label, label_mask(&decoded, label, seg, width, height)))
+                    .collect();
+                Some((path.to_string(), per_label))
             })
-            .flatten()
             .collect();
         ConceptMasks {
             width,
