@@ -4,6 +4,8 @@
 //! against detectors planted by hand.
 
 #[cfg(test)]
+mod formulas;
+#[cfg(test)]
 mod naive;
 #[cfg(test)]
 mod pipeline;

@@ -24,7 +24,7 @@ use kernels::{Counts, Upsample};
 use crate::naive;
 
 /// One engine (one wgpu runtime) per test process.
-fn dissector() -> &'static Dissector {
+pub(crate) fn dissector() -> &'static Dissector {
     static D: OnceLock<Dissector> = OnceLock::new();
     D.get_or_init(|| {
         Dissector::new().expect("a wgpu adapter (lavapipe in CI): install mesa-vulkan-drivers")
@@ -32,7 +32,7 @@ fn dissector() -> &'static Dissector {
 }
 
 /// A generated dataset, made once per process.
-fn dataset_dir(images: usize, seed: u64) -> PathBuf {
+pub(crate) fn dataset_dir(images: usize, seed: u64) -> PathBuf {
     static DIRS: OnceLock<std::sync::Mutex<Vec<(usize, u64, tempfile::TempDir)>>> = OnceLock::new();
     let dirs = DIRS.get_or_init(Default::default);
     let mut dirs = dirs.lock().unwrap();
@@ -74,7 +74,7 @@ fn layers() -> Vec<String> {
 }
 
 /// The CPU backend, made once per test process.
-fn cpu() -> &'static Dissector {
+pub(crate) fn cpu() -> &'static Dissector {
     static D: OnceLock<Dissector> = OnceLock::new();
     D.get_or_init(Dissector::cpu)
 }
@@ -83,7 +83,7 @@ fn run(net: &dyn Network, ds: &Dataset, opts: &Options, budget: Option<u64>) -> 
     run_on(dissector(), net, &layers(), ds, opts, budget)
 }
 
-fn run_on(
+pub(crate) fn run_on(
     d: &Dissector,
     net: &dyn Network,
     names: &[String],
@@ -98,7 +98,7 @@ fn run_on(
 
 /// Host copies of every layer's activations, per batch (test only: the
 /// engine never reads activations back).
-fn host_activations(
+pub(crate) fn host_activations(
     d: &Dissector,
     net: &dyn Network,
     names: &[String],
@@ -187,7 +187,7 @@ fn naive_layer(
     (thresholds, counts)
 }
 
-fn open(dir: &Path, categories: Option<Vec<String>>) -> Dataset {
+pub(crate) fn open(dir: &Path, categories: Option<Vec<String>>) -> Dataset {
     Dataset::open(
         dir,
         &DatasetOptions {

@@ -208,6 +208,15 @@ pub struct DissectArgs {
     /// Top images kept per unit, for the report's strips.
     #[arg(long)]
     pub top_k: Option<usize>,
+    /// Also label each unit by a formula of up to N concepts joined by OR,
+    /// AND and AND NOT (compositional explanations, Mu and Andreas 2020),
+    /// found by beam search; one more pass over the data per concept after
+    /// the first. compexp's setting is 3.
+    #[arg(long, value_name = "N")]
+    pub formula_length: Option<usize>,
+    /// Formulas kept per step of the search (default 5, compexp's).
+    #[arg(long, value_name = "B", requires = "formula_length")]
+    pub beam: Option<usize>,
     /// Where the network and the passes run.
     #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
     pub backend: BackendArg,

@@ -254,6 +254,8 @@ fn options(a: &DissectArgs, own: &Preprocess) -> Options {
         max_images: a.max_images,
         batch_size: a.batch_size,
         top_k: a.top_k,
+        formula_length: a.formula_length,
+        beam: a.beam,
     };
     overrides.apply(preset, own)
 }

@@ -279,6 +279,7 @@ impl Dissector {
         )?;
         run.thresholds()?;
         let top_maps = run.counts()?;
+        run.formulas()?;
         run.finish(top_maps, started)
     }
 }

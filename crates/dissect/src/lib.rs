@@ -10,6 +10,7 @@
 mod accel;
 pub mod engine;
 mod error;
+pub mod formula;
 pub mod geometry;
 pub mod npy;
 pub mod options;
@@ -21,6 +22,7 @@ pub mod score;
 
 pub use engine::{CacheMode, DEFAULT_CACHE_BUDGET, Dissector, Layer, Network, Progress};
 pub use error::{DissectError, ErrorKind};
+pub use formula::{FormulaScore, FormulaSearch, Op, Term};
 pub use options::{Alignment, Options, PreprocessSpec, Preset, UnionRule};
 pub use results::{
     Dissection, FieldRecord, LayerResult, Outcome, SCHEMA_VERSION, Timings, TopImage, TopMaps,

@@ -5,6 +5,7 @@ use broden::{ChannelOrder, Preprocess};
 use serde::{Deserialize, Serialize};
 
 use crate::DissectError;
+use crate::formula::FormulaSearch;
 
 /// Which pixels of a unit count in the IoU denominator of a label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,6 +104,10 @@ pub struct Overrides {
     pub max_images: Option<usize>,
     pub batch_size: Option<usize>,
     pub top_k: Option<usize>,
+    /// Turns the formula search on with this length (compexp's beam
+    /// unless `beam` is given).
+    pub formula_length: Option<usize>,
+    pub beam: Option<usize>,
 }
 
 impl Overrides {
@@ -123,6 +128,13 @@ impl Overrides {
         set(&mut o.top_k, self.top_k);
         if let Some(p) = &self.preprocess {
             o.preprocess = p.clone();
+        }
+        if self.formula_length.is_some() || self.beam.is_some() {
+            let d = FormulaSearch::COMPEXP;
+            o.formula = Some(FormulaSearch {
+                length: self.formula_length.unwrap_or(d.length),
+                beam: self.beam.unwrap_or(d.beam),
+            });
         }
         o.categories = self.categories.clone();
         o.split = self.split.clone();
@@ -150,6 +162,9 @@ pub struct Options {
     pub batch_size: usize,
     /// Top-activating images kept per unit.
     pub top_k: usize,
+    /// Label units by formulas of concepts too (off: `None`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub formula: Option<FormulaSearch>,
 }
 
 impl Options {
@@ -179,6 +194,7 @@ impl Options {
             max_images: None,
             batch_size: 16,
             top_k: 10,
+            formula: None,
         }
     }
 
@@ -220,6 +236,22 @@ impl Options {
         }
         if self.max_images == Some(0) {
             return usage("max images must be at least 1".into());
+        }
+        if let Some(f) = self.formula {
+            if !(1..=FormulaSearch::MAX_LENGTH).contains(&f.length) {
+                return usage(format!(
+                    "formula length must be in 1..={}, got {}",
+                    FormulaSearch::MAX_LENGTH,
+                    f.length
+                ));
+            }
+            if !(1..=FormulaSearch::MAX_BEAM).contains(&f.beam) {
+                return usage(format!(
+                    "beam must be in 1..={}, got {}",
+                    FormulaSearch::MAX_BEAM,
+                    f.beam
+                ));
+            }
         }
         let p = &self.preprocess;
         if p.height == 0 || p.width == 0 {
@@ -274,7 +306,7 @@ mod tests {
         let layers = vec!["layer4".to_string()];
         good.validate(&layers).unwrap();
         type Change = fn(&mut Options);
-        let cases: [(Change, &str); 7] = [
+        let cases: [(Change, &str); 9] = [
             (|o| o.quantile = 0.0, "quantile"),
             (|o| o.quantile = f64::NAN, "quantile"),
             (|o| o.iou_threshold = 1.5, "IoU"),
@@ -282,6 +314,14 @@ mod tests {
             (|o| o.top_k = usize::MAX, "top-k"),
             (|o| o.max_images = Some(0), "max images"),
             (|o| o.preprocess.width = 0, "input size"),
+            (
+                |o| o.formula = Some(FormulaSearch { length: 0, beam: 5 }),
+                "formula length",
+            ),
+            (
+                |o| o.formula = Some(FormulaSearch { length: 3, beam: 0 }),
+                "beam",
+            ),
         ];
         for (change, what) in cases {
             let mut o = good.clone();

@@ -224,4 +224,7 @@ pub struct Timings {
     pub counts_secs: f64,
     /// Scores and result assembly.
     pub score_secs: f64,
+    /// The formula search's passes and scoring.
+    #[serde(default)]
+    pub formulas_secs: f64,
 }

@@ -17,6 +17,7 @@ use kernels::{CountConfig, Counts, RoundResult};
 use crate::DissectError;
 use crate::accel::{Accumulator, CountBatch, Seg};
 use crate::engine::{CacheMode, Dissector, Layer, Network, Progress, host_labels};
+use crate::formula::{BatchBits, Concepts, FormulaScore, LayerSearch};
 use crate::geometry;
 use crate::options::Options;
 use crate::results::{
@@ -37,6 +38,8 @@ enum Pass {
     /// A further radix round of the device's thresholds.
     Refine,
     Counts,
+    /// A step of the formula search.
+    Formulas,
 }
 
 impl Pass {
@@ -45,6 +48,7 @@ impl Pass {
             Pass::Thresholds => "thresholds",
             Pass::Refine => "thresholds (refine)",
             Pass::Counts => "counts",
+            Pass::Formulas => "formulas",
         }
     }
 }
@@ -119,6 +123,9 @@ pub(crate) struct Run<'a> {
     /// Passes over the data so far.
     passes: u32,
     timings: Timings,
+    /// Per layer, per unit, the formula search's final beam (empty when
+    /// the search is off).
+    formulas: Vec<Vec<Vec<FormulaScore>>>,
     progress: &'a mut dyn FnMut(&Progress),
 }
 
@@ -168,6 +175,7 @@ impl<'a> Run<'a> {
             layers: Vec::new(),
             passes: 0,
             timings: Timings::default(),
+            formulas: Vec::new(),
             progress,
         })
     }
@@ -224,6 +232,66 @@ impl<'a> Run<'a> {
             Ok(())
         })?;
         Ok(tops.into_iter().map(|t| t.maps).collect())
+    }
+
+    /// The formula search (see [`crate::formula`]): one pass over the data
+    /// per step, after the counts.
+    pub fn formulas(&mut self) -> Result<(), DissectError> {
+        let Some(search) = self.opts.formula else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        let ds = self.dataset;
+        let infos = label_infos(ds);
+        let concepts = Concepts {
+            category: ds.labels.iter().map(|l| l.category as u32).collect(),
+            eligible: infos.iter().map(|i| i.category.is_some()).collect(),
+            union: self.opts.union,
+        };
+        let mut searches = Vec::new();
+        for layer in &self.layers {
+            let [_, units, _, _] = layer.shape;
+            let mut total =
+                Counts::zeros(units, ds.labels.len() as u32, ds.categories.len() as u32);
+            layer.acc.counts(&mut total)?;
+            let scored = layer_counts(&total, self.opts.union, &ds.selected);
+            searches.push(LayerSearch::new(
+                &scored,
+                &infos,
+                layer.acc.thresholds()?,
+                search.beam,
+                &concepts,
+            )?);
+        }
+        let setup = CountSetup::new(ds, &self.opts);
+        let taps = self.taps.clone();
+        let mut label_pixels = vec![0u64; ds.labels.len()];
+        for step in 1..search.length {
+            let first = step == 1;
+            for s in &mut searches {
+                s.begin_pass();
+            }
+            self.sweep(Pass::Formulas, &mut |_, batch, acts| {
+                let bits = BatchBits::new(batch, &concepts);
+                if first {
+                    bits.add_label_pixels(&mut label_pixels);
+                }
+                let seg = (batch.seg_height, batch.seg_width);
+                for (i, act) in acts.iter().enumerate() {
+                    let (data, shape) = crate::accel::host(act)?;
+                    let up = setup.config(&taps[i], shape, seg)?.upsample;
+                    searches[i].observe(&bits, &data, shape, &up, &concepts, first)?;
+                }
+                Ok(())
+            })?;
+            for s in &mut searches {
+                s.extend(&label_pixels, &concepts, first);
+            }
+        }
+        let name = |l: u32| ds.labels[l as usize].name.clone();
+        self.formulas = searches.into_iter().map(|s| s.finish(name)).collect();
+        self.timings.formulas_secs = started.elapsed().as_secs_f64();
+        Ok(())
     }
 
     /// Scores every layer from its totals.
@@ -285,7 +353,12 @@ impl<'a> Run<'a> {
         layer.acc.counts(&mut total)?;
         let scored = layer_counts(&total, self.opts.union, &ds.selected);
         let infos = label_infos(ds);
-        let scores = score_units(&scored, &infos);
+        let mut scores = score_units(&scored, &infos);
+        if let Some(formulas) = self.formulas.get(i) {
+            for (unit, beam) in scores.iter_mut().zip(formulas) {
+                unit.formulas = beam.clone();
+            }
+        }
         let ious = iou_matrix(&scored, &infos);
         let top_images = layer
             .acc
@@ -370,6 +443,7 @@ impl<'a> Run<'a> {
             match pass {
                 Pass::Counts => self.timings.counts_secs += work,
                 Pass::Thresholds | Pass::Refine => self.timings.thresholds_secs += work,
+                Pass::Formulas => {}
             }
             done += batch.indices.len();
             self.report(pass, done);
@@ -381,12 +455,14 @@ impl<'a> Run<'a> {
         (self.progress)(&Progress {
             pass: pass.label(),
             pass_index: self.passes,
-            passes: 1 + self
-                .layers
-                .iter()
-                .map(|l| l.acc.threshold_passes())
-                .max()
-                .unwrap_or(1),
+            passes: 1
+                + self
+                    .layers
+                    .iter()
+                    .map(|l| l.acc.threshold_passes())
+                    .max()
+                    .unwrap_or(1)
+                + self.opts.formula.map_or(0, |f| f.length as u32 - 1),
             images_done,
             images_total: self.dataset.images.len(),
         });

@@ -9,6 +9,7 @@ use broden::Dataset;
 use kernels::Counts;
 use serde::{Deserialize, Serialize};
 
+use crate::formula::FormulaScore;
 use crate::options::UnionRule;
 
 /// The counts of one layer, accumulated over the whole dataset, with the
@@ -63,6 +64,10 @@ pub struct UnitScore {
     /// scores above 0). Absent in results from before it was saved.
     #[serde(default)]
     pub top: Vec<LabelScore>,
+    /// With a formula search: the final beam, best first (`formulas[0]` is
+    /// the unit's formula). Empty when no search ran or no label scored.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub formulas: Vec<FormulaScore>,
 }
 
 /// How many labels [`UnitScore::top`] keeps.
@@ -87,6 +92,17 @@ impl UnitScore {
     /// The IoU of the best label overall (0 when there is none).
     pub fn score(&self) -> f64 {
         self.best().map_or(0.0, |b| b.iou)
+    }
+
+    /// The best formula, when a search ran.
+    pub fn formula(&self) -> Option<&FormulaScore> {
+        self.formulas.first()
+    }
+
+    /// How much the formula's IoU exceeds the best single label's (0 when
+    /// no search ran).
+    pub fn formula_gain(&self) -> f64 {
+        self.formula().map_or(0.0, |f| f.iou - self.score())
     }
 }
 
@@ -163,24 +179,25 @@ pub fn score_units(counts: &LayerCounts, labels: &[LabelInfo]) -> Vec<UnitScore>
                 category,
                 per_category,
                 top,
+                formulas: Vec::new(),
             }
         })
         .collect()
 }
 
 /// One scored (unit, label) pair.
-struct Scored {
-    number: usize,
-    category: usize,
-    inter: u64,
-    truth: u64,
-    act: u64,
-    iou: f64,
+pub(crate) struct Scored {
+    pub number: usize,
+    pub category: usize,
+    pub inter: u64,
+    pub truth: u64,
+    pub act: u64,
+    pub iou: f64,
 }
 
 /// Every label scored for `unit`: labels other than 0 whose primary
 /// category is among the counted ones.
-fn scored_labels<'a>(
+pub(crate) fn scored_labels<'a>(
     counts: &'a LayerCounts,
     labels: &'a [LabelInfo],
     unit: usize,

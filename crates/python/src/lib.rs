@@ -110,7 +110,7 @@ fn pick<T: Copy>(what: &str, value: &str, choices: &[(&str, T)]) -> PyResult<T> 
 #[pyo3(signature = (
     dataset, layers, out=None, *, preset="original", quantile=None, iou_threshold=None,
     union=None, categories=None, split=None, max_images=None, batch_size=None, top_k=None,
-    token_grid=None, skip_tokens=0, backend="auto", force=false
+    formula_length=None, beam=None, token_grid=None, skip_tokens=0, backend="auto", force=false
 ))]
 #[allow(clippy::too_many_arguments)]
 fn dissect_arrays<'py>(
@@ -127,6 +127,8 @@ fn dissect_arrays<'py>(
     max_images: Option<usize>,
     batch_size: Option<usize>,
     top_k: Option<usize>,
+    formula_length: Option<usize>,
+    beam: Option<usize>,
     token_grid: Option<(usize, usize)>,
     skip_tokens: usize,
     backend: &str,
@@ -158,6 +160,8 @@ fn dissect_arrays<'py>(
         max_images,
         batch_size,
         top_k,
+        formula_length,
+        beam,
     };
     let ds_opts = broden::DatasetOptions {
         split,

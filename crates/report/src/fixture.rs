@@ -40,6 +40,7 @@ pub(crate) fn options() -> Options {
         max_images: None,
         batch_size: 4,
         top_k: TOP_K,
+        formula: None,
     }
 }
 
@@ -156,6 +157,7 @@ fn unit_score(u: usize, n_units: usize, salt: usize) -> UnitScore {
             category: None,
             per_category: vec![best(None, "", 0.0), best(None, "", 0.0)],
             top: Vec::new(),
+            formulas: Vec::new(),
         };
     }
     // Unit 0 detects an object but also a colour above the threshold, so
@@ -187,6 +189,7 @@ fn unit_score(u: usize, n_units: usize, salt: usize) -> UnitScore {
         category,
         per_category: vec![color, object],
         top,
+        formulas: Vec::new(),
     }
 }
 

@@ -1,7 +1,8 @@
 //! The per-layer tally CSV of the reference tools: `unit,category,label,score`
 //! then, per category, `<cat>-label,<cat>-truth,<cat>-activation,
 //! <cat>-intersect,<cat>-iou`. Units are 1-based; rows are sorted by score,
-//! highest first (ties: lower unit first).
+//! highest first (ties: lower unit first). A run with a formula search adds
+//! two last columns, `formula,formula-iou`.
 
 use std::path::Path;
 
@@ -11,6 +12,7 @@ use crate::{ReportError, write_atomic};
 
 const FIXED: [&str; 4] = ["unit", "category", "label", "score"];
 const PER_CATEGORY: [&str; 5] = ["label", "truth", "activation", "intersect", "iou"];
+const FORMULA: [&str; 2] = ["formula", "formula-iou"];
 
 /// Renders the tally CSV of one layer.
 pub fn render(units: &[UnitScore], category_names: &[String]) -> String {
@@ -20,6 +22,10 @@ pub fn render(units: &[UnitScore], category_names: &[String]) -> String {
     let mut header: Vec<String> = FIXED.iter().map(|s| s.to_string()).collect();
     for cat in category_names {
         header.extend(PER_CATEGORY.iter().map(|f| format!("{cat}-{f}")));
+    }
+    let formulas = units.iter().any(|u| u.formula().is_some());
+    if formulas {
+        header.extend(FORMULA.iter().map(|s| s.to_string()));
     }
     // Writing into a Vec cannot fail.
     w.write_record(&header).expect("in-memory csv");
@@ -45,6 +51,12 @@ pub fn render(units: &[UnitScore], category_names: &[String]) -> String {
                 best.intersect.to_string(),
                 best.iou.to_string(),
             ]);
+        }
+        if formulas {
+            match unit.formula() {
+                Some(f) => row.extend([f.formula.clone(), f.iou.to_string()]),
+                None => row.extend([String::new(), String::new()]),
+            }
         }
         w.write_record(&row).expect("in-memory csv");
     }
@@ -89,7 +101,11 @@ pub fn read(path: &Path) -> Result<Tally, ReportError> {
             format!("header must start with {}", FIXED.join(",")),
         ));
     }
-    let rest = &cols[FIXED.len()..];
+    let mut rest = &cols[FIXED.len()..];
+    let formulas = rest.ends_with(&FORMULA);
+    if formulas {
+        rest = &rest[..rest.len() - FORMULA.len()];
+    }
     if !rest.len().is_multiple_of(PER_CATEGORY.len()) {
         return Err(bad(0, "per-category columns come in groups of 5".into()));
     }
@@ -162,6 +178,20 @@ pub fn read(path: &Path) -> Result<Tally, ReportError> {
                     })?,
             ),
         };
+        // The formula's terms and counts are not in the file.
+        let k = cols.len() - FORMULA.len();
+        let formula = (formulas && !field(k).is_empty())
+            .then(|| {
+                Ok::<_, ReportError>(dissect::FormulaScore {
+                    formula: field(k).to_string(),
+                    terms: Vec::new(),
+                    iou: float(k + 1)?,
+                    intersect: 0,
+                    truth: 0,
+                    activation: 0,
+                })
+            })
+            .transpose()?;
         // The tally keeps only each category's best; the overall top list
         // is not in it.
         units.push(UnitScore {
@@ -169,6 +199,7 @@ pub fn read(path: &Path) -> Result<Tally, ReportError> {
             category,
             per_category,
             top: Vec::new(),
+            formulas: formula.into_iter().collect(),
         });
     }
     Ok(Tally {

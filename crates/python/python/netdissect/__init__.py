@@ -84,6 +84,8 @@ def dissect(
     max_images: Optional[int] = None,
     batch_size: Optional[int] = None,
     top_k: Optional[int] = None,
+    formula_length: Optional[int] = None,
+    beam: Optional[int] = None,
     token_grid: Optional[Tuple[int, int]] = None,
     skip_tokens: int = 0,
     backend: str = "auto",
@@ -95,7 +97,9 @@ def dissect(
     "lite"), ``quantile``, ``iou_threshold``, ``union`` ("original": the unit's
     pixels in images where the label's category is present; "lite": all of
     them), ``categories``, ``split`` and ``max_images`` (the arrays then hold
-    those images only), ``batch_size``, ``top_k``. Maps are upsampled with
+    those images only), ``batch_size``, ``top_k``, ``formula_length`` and
+    ``beam`` (the formula search; each unit's formulas are then in the
+    results' units, ``formulas``, best first). Maps are upsampled with
     half-pixel centres: recorded activations carry no receptive fields.
     C-contiguous arrays are read in place; others are copied once.
     Raises ``ValueError`` for bad input (shapes, dtypes, row counts, options)
@@ -120,6 +124,8 @@ def dissect(
         max_images=max_images,
         batch_size=batch_size,
         top_k=top_k,
+        formula_length=formula_length,
+        beam=beam,
         token_grid=None if token_grid is None else tuple(token_grid),
         skip_tokens=skip_tokens,
         backend=backend,
