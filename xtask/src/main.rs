@@ -48,6 +48,15 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The formula search's cost beyond the dissection and its gains
+    /// (release build, CPU backend): the default model, and ResNet-18
+    /// layer4 over 1500 generated images; writes target/bench/formulas.md.
+    /// Arguments go to `netdissect-dev bench-formulas` (`--images`,
+    /// `--length`, `--beam`, `--no-default`).
+    BenchFormulas {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Train the embedded default model (release build; about 15 minutes
     /// on 2 idle cores) and write assets/default. Arguments go to
     /// `netdissect-dev train-default` (`--epochs`, `--train-images`, `--out`).
@@ -77,6 +86,7 @@ fn main() -> Result<()> {
             adapter::ensure()?;
             devtools("bench", &args)
         }
+        Cmd::BenchFormulas { args } => devtools("bench-formulas", &args),
         Cmd::TrainDefault { args } => devtools("train-default", &args),
     }
 }

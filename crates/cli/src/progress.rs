@@ -101,4 +101,36 @@ pub fn print_summary(d: &Dissection) {
             }
         );
     }
+    if let Some(search) = d.options.formula {
+        for layer in &d.layers {
+            let gains: Vec<f64> = (layer.units.iter())
+                .map(|u| u.formula_gain())
+                .filter(|&g| g > 0.0)
+                .collect();
+            let best = layer
+                .units
+                .iter()
+                .filter(|u| u.formula_gain() > 0.0)
+                .max_by(|a, b| a.formula_gain().total_cmp(&b.formula_gain()));
+            println!(
+                "{}: {} of {} units gain from a formula (length {}, beam {}), by {:.3} IoU on average{}",
+                layer.name,
+                gains.len(),
+                layer.units.len(),
+                search.length,
+                search.beam,
+                gains.iter().sum::<f64>() / gains.len().max(1) as f64,
+                best.and_then(|u| u.formula().map(|f| (u, f))).map_or(
+                    String::new(),
+                    |(u, f)| format!(
+                        "; most, unit {}: {} ({:.3} against {:.3})",
+                        u.unit + 1,
+                        f.formula,
+                        f.iou,
+                        u.score()
+                    )
+                )
+            );
+        }
+    }
 }

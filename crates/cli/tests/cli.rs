@@ -230,6 +230,63 @@ fn a_run_writes_complete_results_and_refuses_to_overwrite_them() {
 }
 
 #[test]
+fn formulas_reach_the_tally_results_and_summary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path(), 6);
+    let (o, out) = dissect_with(tmp.path(), &data, |a| {
+        a.extend(["--formula-length", "2", "--beam", "3", "--quantile", "0.02"].map(String::from));
+    });
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("units gain from a formula (length 2, beam 3)"),
+        "{stdout}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(json["options"]["formula"]["length"], 2);
+    assert_eq!(json["options"]["formula"]["beam"], 3);
+    let units = json["layers"][0]["units"].as_array().unwrap();
+    let with_formula: Vec<&serde_json::Value> = units
+        .iter()
+        .filter(|u| u.get("formulas").is_some())
+        .collect();
+    assert!(!with_formula.is_empty());
+    for u in &with_formula {
+        let beam = u["formulas"].as_array().unwrap();
+        assert!(!beam.is_empty() && beam.len() <= 3);
+        assert!(beam[0]["terms"].as_array().unwrap().len() <= 2);
+    }
+    let tally = std::fs::read_to_string(out.join("color4-tally.csv")).unwrap();
+    assert!(
+        tally
+            .lines()
+            .next()
+            .unwrap()
+            .ends_with(",formula,formula-iou")
+    );
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("id=\"f-formula\""));
+    assert_eq!(
+        html.matches("<p class=\"formula\"").count(),
+        with_formula.len()
+    );
+
+    // The beam needs a length; lengths and beams out of range are usage errors.
+    for bad in [
+        &["--beam", "3"][..],
+        &["--formula-length", "0"],
+        &["--formula-length", "2", "--beam", "0"],
+    ] {
+        let (o, _) = dissect_with(tmp.path(), &data, |a| {
+            a.extend(bad.iter().map(|s| s.to_string()));
+            a.push("--force".into());
+        });
+        assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", stderr(&o));
+    }
+}
+
+#[test]
 fn info_and_models_describe_what_they_see() {
     let tmp = tempfile::tempdir().unwrap();
     let data = dataset(tmp.path(), 4);

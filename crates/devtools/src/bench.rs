@@ -874,7 +874,7 @@ fn bench_forward(wgpu_device: &Device, batch_size: usize, reps: u32) -> Result<F
 }
 
 /// The process's peak resident memory in bytes, from `/proc/self/status`.
-fn peak_rss() -> Option<u64> {
+pub(crate) fn peak_rss() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     parse_vm_hwm(&status)
 }
@@ -889,7 +889,7 @@ fn parse_vm_hwm(status: &str) -> Option<u64> {
     }
 }
 
-fn build_line() -> String {
+pub(crate) fn build_line() -> String {
     let profile = if cfg!(debug_assertions) {
         "debug"
     } else {
@@ -905,7 +905,7 @@ fn build_line() -> String {
 
 /// Generates (once) a synthetic dataset of `images` images and returns its
 /// folder; smaller runs read its first images.
-fn ensure_dataset(out: &Path, images: usize) -> Result<PathBuf> {
+pub(crate) fn ensure_dataset(out: &Path, images: usize) -> Result<PathBuf> {
     let dir = out.join(format!("data/synth-224-{images}"));
     if Dataset::open(&dir, &DatasetOptions::default()).is_ok_and(|d| d.images.len() == images) {
         return Ok(dir);

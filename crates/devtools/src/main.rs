@@ -3,6 +3,7 @@
 //! so that xtask itself builds in seconds and shares no build with Burn.
 
 mod bench;
+mod formulas;
 mod train;
 
 use std::path::PathBuf;
@@ -21,6 +22,8 @@ struct Cli {
 enum Cmd {
     /// Benchmarks: throughput, stage shares, memory, CPU vs device baselines.
     Bench(bench::BenchArgs),
+    /// The formula search's cost beyond the dissection, and its gains.
+    BenchFormulas(formulas::FormulaArgs),
     /// Train the embedded default model (tiny-resnet) on a generated
     /// training set and write its weights and probe set.
     TrainDefault {
@@ -36,6 +39,7 @@ enum Cmd {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Cmd::Bench(args) => bench::bench(args),
+        Cmd::BenchFormulas(args) => formulas::bench_formulas(args),
         Cmd::TrainDefault {
             out,
             epochs,

@@ -306,9 +306,7 @@ impl BatchBits {
                 order.sort_unstable();
                 for &l in &order {
                     let at = slot[l as usize].take().unwrap_or_default();
-                    let bits = &arena[at..at + words];
-                    let lo = bits.iter().position(|&w| w != 0).unwrap_or(0);
-                    let hi = words - bits.iter().rev().position(|&w| w != 0).unwrap_or(0);
+                    let (lo, hi) = nonzero_range(&arena[at..at + words]).unwrap_or((0, 0));
                     img.present |= 1 << concepts.category[l as usize];
                     // A label both per pixel and per image covers the image.
                     if whole.binary_search(&l).is_err() {
@@ -344,12 +342,12 @@ impl BatchBits {
         }
     }
 
-    /// Writes formula `f`'s mask on image `b` into `out`; false when it is
-    /// empty there.
-    fn eval(&self, b: usize, f: &Formula, out: &mut [u64]) -> bool {
+    /// Writes formula `f`'s mask on image `b` into `out`; returns the range
+    /// of its nonzero words, `None` when it is empty there.
+    fn eval(&self, b: usize, f: &Formula, out: &mut [u64]) -> Option<(usize, usize)> {
         let img = &self.images[b];
         if !could_be_nonempty(img, f) {
-            return false;
+            return None;
         }
         let leaf = |l: u32| -> Option<&[u64]> {
             if let Ok(i) = img.pixel.binary_search_by_key(&l, |p| p.0) {
@@ -374,8 +372,15 @@ impl BatchBits {
                 (Op::Or | Op::AndNot, None) => {}
             }
         }
-        out.iter().any(|&w| w != 0)
+        nonzero_range(out)
     }
+}
+
+/// The range of `words` from its first to its last nonzero word.
+fn nonzero_range(words: &[u64]) -> Option<(usize, usize)> {
+    let lo = words.iter().position(|&w| w != 0)?;
+    let hi = words.len() - words.iter().rev().position(|&w| w != 0).unwrap_or(0);
+    Some((lo, hi))
 }
 
 /// False when `f` is empty on `img` for want of its concepts.
@@ -563,15 +568,21 @@ impl LayerSearch {
             let mut mf = vec![0u64; words];
             for (b, img) in bits.images.iter().enumerate() {
                 let map = &data[(b * n_units + u) * plane..(b * n_units + u + 1) * plane];
-                let masked = if map.iter().any(|&v| v > t) {
-                    unit_mask(map, up.w, &ty, &tx, t, up.sw as usize, &mut m)
+                let (masked, m_range) = if map.iter().any(|&v| v > t) {
+                    let n = unit_mask(map, up.w, &ty, &tx, t, up.sw as usize, &mut m);
+                    (n, nonzero_range(&m))
                 } else {
-                    0
+                    (0, None)
                 };
-                if first && masked > 0 {
+                if first && let Some((m_lo, m_hi)) = m_range {
                     let mut under = 0u32;
                     for &(l, at, lo, hi) in &img.pixel {
-                        let k = popcount_and(&m[lo..hi], &bits.arena[at + lo..at + hi]);
+                        let (a, z) = (lo.max(m_lo), hi.min(m_hi));
+                        let k = if a < z {
+                            popcount_and(&m[a..z], &bits.arena[at + a..at + z])
+                        } else {
+                            0
+                        };
                         if k > 0 {
                             unit.mc[l as usize] += k;
                             under |= 1 << concepts.category[l as usize];
@@ -587,25 +598,29 @@ impl LayerSearch {
                     *unit.admitted.entry(admits).or_default() += masked;
                 }
                 for (j, entry) in unit.beam.iter().enumerate() {
-                    if !bits.eval(b, &entry.formula, &mut f) {
+                    let Some((f_lo, f_hi)) = bits.eval(b, &entry.formula, &mut f) else {
                         continue;
-                    }
+                    };
                     let fc = &mut unit.fc[j * n_labels..(j + 1) * n_labels];
                     let mfc = &mut unit.mfc[j * n_labels..(j + 1) * n_labels];
-                    let f_size = popcount(&f);
-                    let mf_size = if masked > 0 {
-                        mf.iter_mut()
-                            .zip(f.iter().zip(&m))
-                            .for_each(|(o, (a, b))| *o = a & b);
-                        popcount(&mf)
-                    } else {
-                        0
-                    };
+                    let f_size = popcount(&f[f_lo..f_hi]);
+                    // M ∩ F, over the words where both may be nonzero.
+                    let (mf_lo, mf_hi) = m_range.map_or((0, 0), |(m_lo, m_hi)| {
+                        (m_lo.max(f_lo), m_hi.min(f_hi).max(m_lo.max(f_lo)))
+                    });
+                    for k in mf_lo..mf_hi {
+                        mf[k] = m[k] & f[k];
+                    }
+                    let mf_size = popcount(&mf[mf_lo..mf_hi]);
                     for &(l, at, lo, hi) in &img.pixel {
-                        let c = &bits.arena[at + lo..at + hi];
-                        fc[l as usize] += popcount_and(&f[lo..hi], c);
-                        if mf_size > 0 {
-                            mfc[l as usize] += popcount_and(&mf[lo..hi], c);
+                        let c = &bits.arena[at..at + words];
+                        let (a, z) = (lo.max(f_lo), hi.min(f_hi));
+                        if a < z {
+                            fc[l as usize] += popcount_and(&f[a..z], &c[a..z]);
+                        }
+                        let (a, z) = (lo.max(mf_lo), hi.min(mf_hi));
+                        if mf_size > 0 && a < z {
+                            mfc[l as usize] += popcount_and(&mf[a..z], &c[a..z]);
                         }
                     }
                     for &l in &img.whole {

@@ -280,6 +280,48 @@ pub(crate) fn dissection(
     (d, maps)
 }
 
+/// Gives every unit with a label a formula search's result: even units a
+/// formula that beats their label by 0.05 (one name needs escaping), odd
+/// units their label alone.
+pub(crate) fn add_formulas(d: &mut Dissection) {
+    d.options.formula = Some(dissect::FormulaSearch::COMPEXP);
+    for layer in &mut d.layers {
+        for unit in &mut layer.units {
+            let Some(best) = unit.best().filter(|b| b.iou > 0.0).cloned() else {
+                continue;
+            };
+            let label = best.label.unwrap_or(0);
+            let mut terms = vec![dissect::Term {
+                op: None,
+                label,
+                name: best.name.clone(),
+            }];
+            let mut iou = best.iou;
+            if unit.unit % 2 == 0 {
+                terms.push(dissect::Term {
+                    op: Some(dissect::Op::AndNot),
+                    label: 5,
+                    name: "cat <&> \"hat\"".into(),
+                });
+                iou += 0.05;
+            }
+            let formula = match terms.as_slice() {
+                [a] => a.name.clone(),
+                [a, b] => format!("{} AND NOT {}", a.name, b.name),
+                _ => unreachable!("one or two terms"),
+            };
+            unit.formulas = vec![dissect::FormulaScore {
+                formula,
+                terms,
+                iou,
+                intersect: best.intersect,
+                truth: best.truth,
+                activation: best.activation,
+            }];
+        }
+    }
+}
+
 /// The Chromium binary: `$CHROMIUM`, else `chromium` or
 /// `chromium-browser` on the `PATH`. The report tests fail without one:
 /// `cargo xtask test` installs the Debian package `chromium`.

@@ -154,6 +154,7 @@ svg text{font-size:11px;fill:#333}svg .title{font-weight:600;font-size:12px}
 .warn{color:#a33}
 .unit ol.top{margin:2px 0 0;padding:0;list-style:none;display:flex;gap:1.2em;color:#444;font-size:.92em}
 .unit ol.top li:first-child{font-weight:600}.unit ol.top .cat{color:#888}
+.unit .formula{margin:2px 0 0;color:#333}.unit .formula .gain{color:#2a7a2a}
 .swatch{display:inline-block;width:.9em;height:.9em;vertical-align:-.1em;background:rgb(0,190,255);border:1px solid #888}
 [hidden]{display:none !important}
 "#;
@@ -165,6 +166,7 @@ const SCRIPT: &str = r#"
   var lab = document.getElementById('f-label');
   var q = document.getElementById('f-search');
   var det = document.getElementById('f-detectors');
+  var gain = document.getElementById('f-formula');
   var shown = document.getElementById('shown');
   function apply() {
     var text = q.value.trim().toLowerCase();
@@ -174,7 +176,8 @@ const SCRIPT: &str = r#"
       var ok = (!cat.value || c.dataset.category === cat.value) &&
         (!lab.value || c.dataset.label === lab.value) &&
         (!text || c.dataset.search.indexOf(text) >= 0) &&
-        (!det.checked || c.dataset.detector === '1');
+        (!det.checked || c.dataset.detector === '1') &&
+        (!gain || !gain.checked || c.dataset.formulaGain === '1');
       c.hidden = !ok;
       if (ok) { n++; perLayer[c.dataset.layer] = (perLayer[c.dataset.layer] || 0) + 1; }
     });
@@ -183,13 +186,14 @@ const SCRIPT: &str = r#"
       e.textContent = String(perLayer[e.dataset.shownLayer] || 0);
     });
   }
-  // Filters may come from the address: report.html#category=object&label=dog&q=12&detectors=1
+  // Filters may come from the address: report.html#category=object&label=dog&q=12&detectors=1&formula=1
   var p = new URLSearchParams(location.hash.slice(1));
   if (p.has('category')) cat.value = p.get('category');
   if (p.has('label')) lab.value = p.get('label');
   if (p.has('q')) q.value = p.get('q');
   if (p.get('detectors') === '1') det.checked = true;
-  [cat, lab, q, det].forEach(function (e) { e.addEventListener('input', apply); e.addEventListener('change', apply); });
+  if (gain && p.get('formula') === '1') gain.checked = true;
+  [cat, lab, q, det, gain].filter(Boolean).forEach(function (e) { e.addEventListener('input', apply); e.addEventListener('change', apply); });
   apply();
   // The concept-mask toggle swaps every strip for its concept twin.
   var masks = document.getElementById('f-masks');
@@ -387,6 +391,9 @@ fn filters(s: &mut String, dissection: &Dissection, has_concepts: bool) {
         let _ = write!(s, "<option>{}</option>", escape(l));
     }
     s.push_str("</select></label><label>search <input id=\"f-search\" type=\"search\" placeholder=\"label, category or unit\"></label><label><input id=\"f-detectors\" type=\"checkbox\"> detectors only</label>");
+    if dissection.options.formula.is_some() {
+        s.push_str("<label title=\"Units whose formula of concepts scores a higher IoU than their best single concept\"><input id=\"f-formula\" type=\"checkbox\"> formula beats label</label>");
+    }
     if has_concepts {
         s.push_str("<label title=\"Tints, in each top image, the pixels the dataset labels with the unit's best concept; the yellow outline stays the unit's region\"><input id=\"f-masks\" type=\"checkbox\"> show concept masks <span class=\"swatch\"></span></label>");
     }
@@ -424,6 +431,22 @@ fn layer_section(
         m.iou_threshold,
         m.unique_per_category,
     );
+    if let Some(search) = dissection.options.formula {
+        let gains: Vec<f64> = (layer.units.iter())
+            .map(UnitScore::formula_gain)
+            .filter(|&g| g > 0.0)
+            .collect();
+        let mean = gains.iter().sum::<f64>() / gains.len().max(1) as f64;
+        let _ = writeln!(
+            s,
+            "<p class=\"meta\" data-formula-gains=\"{}\">{} of {} units are explained better by a formula of up to {} concepts (beam {}) than by their best single concept, by {mean:.3} IoU on average</p>",
+            gains.len(),
+            gains.len(),
+            m.n_units,
+            search.length,
+            search.beam,
+        );
+    }
     s.push_str("<div class=\"charts\">");
     let chart = BarChart {
         chart: "unique",
@@ -481,10 +504,12 @@ fn unit_card(
     let number = unit.unit + 1;
     let iou = unit.score();
     let detector = unit.best().is_some() && iou > layer.summary.iou_threshold;
-    let search = format!("unit {number} {label} {category}").to_lowercase();
+    let formula = unit.formula().map_or("", |f| f.formula.as_str());
+    let search = format!("unit {number} {label} {category} {formula}").to_lowercase();
+    let gains = u8::from(unit.formula_gain() > 0.0);
     let _ = write!(
         s,
-        "<div class=\"unit{}\" data-unit=\"{number}\" data-layer=\"{}\" data-category=\"{}\" data-label=\"{}\" data-iou=\"{iou}\" data-detector=\"{}\" data-search=\"{}\"><div class=\"head\"><span class=\"num\">unit {number}</span><span class=\"label\">{}</span><span class=\"cat\">{}</span><span class=\"iou\">IoU {iou:.4}</span></div>",
+        "<div class=\"unit{}\" data-unit=\"{number}\" data-layer=\"{}\" data-category=\"{}\" data-label=\"{}\" data-iou=\"{iou}\" data-detector=\"{}\" data-formula-gain=\"{gains}\" data-search=\"{}\"><div class=\"head\"><span class=\"num\">unit {number}</span><span class=\"label\">{}</span><span class=\"cat\">{}</span><span class=\"iou\">IoU {iou:.4}</span></div>",
         if detector { " detector" } else { "" },
         escape(&layer.name),
         escape(category),
@@ -499,6 +524,21 @@ fn unit_card(
         escape(category),
     );
     top_labels(s, dissection, unit);
+    if let Some(f) = unit.formula() {
+        let gain = unit.formula_gain();
+        let _ = write!(
+            s,
+            "<p class=\"formula\" data-formula-iou=\"{:.6}\" data-gain=\"{gain:.6}\">formula <b>{}</b> IoU {:.3} {}</p>",
+            f.iou,
+            escape(&f.formula),
+            f.iou,
+            if gain > 0.0 {
+                format!("<span class=\"gain\">(+{gain:.3} over the label)</span>")
+            } else {
+                "(no gain over the label)".to_string()
+            },
+        );
+    }
     let strip = strips.and_then(|l| l.units.get(unit.unit));
     match strip.and_then(|st| st.file.as_ref().map(|f| (st, f))) {
         Some((st, file)) => {
@@ -743,6 +783,87 @@ mod tests {
             assert!(out.join(src).is_file(), "{src}");
         }
         assert!(html.contains("id=\"f-masks\"") && !html.contains("id=\"no-concepts\""));
+    }
+
+    #[test]
+    fn formulas_show_beside_labels_with_their_gain_and_filter_in_chromium() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut d, maps) = two_layers(tmp.path());
+        fixture::add_formulas(&mut d);
+        let out = tmp.path().join("run");
+        let path = write_report(&out, &d, &maps).unwrap();
+        let html = std::fs::read_to_string(&path).unwrap();
+        let gaining: Vec<(&str, usize)> = d
+            .layers
+            .iter()
+            .flat_map(|l| l.units.iter().map(move |u| (l, u)))
+            .filter(|(_, u)| u.formula_gain() > 0.0)
+            .map(|(l, u)| (l.name.as_str(), u.unit + 1))
+            .collect();
+        let with_formula = d
+            .layers
+            .iter()
+            .flat_map(|l| &l.units)
+            .filter(|u| u.formula().is_some())
+            .count();
+        assert!(!gaining.is_empty() && gaining.len() < with_formula);
+        assert_eq!(html.matches("<p class=\"formula\"").count(), with_formula);
+        assert!(html.contains("AND NOT cat &lt;&amp;&gt; &quot;hat&quot;</b>"));
+        assert!(html.contains("(+0.050 over the label)"));
+        assert!(html.contains("id=\"f-formula\""));
+        for l in &d.layers {
+            let n = gaining.iter().filter(|(name, _)| *name == l.name).count();
+            assert!(
+                html.contains(&format!("data-formula-gains=\"{n}\"")),
+                "{}",
+                l.name
+            );
+        }
+        // The tally carries the formula columns and reads them back.
+        let csv = crate::tally::render(&d.layers[0].units, &d.categories);
+        assert!(
+            csv.lines()
+                .next()
+                .unwrap()
+                .ends_with(",formula,formula-iou")
+        );
+        let file = tmp.path().join("t.csv");
+        std::fs::write(&file, &csv).unwrap();
+        let back = crate::tally::read(&file).unwrap();
+        for u in &back.units {
+            let want = &d.layers[0].units[u.unit];
+            assert_eq!(
+                u.formula().map(|f| (&f.formula, f.iou)),
+                want.formula().map(|f| (&f.formula, f.iou))
+            );
+        }
+
+        // `#formula=1` shows exactly the units whose formula gains.
+        let dom_file = tmp.path().join("dom.html");
+        run_chromium(
+            &tmp.path().join("profile"),
+            &["--dump-dom".into()],
+            &format!("file://{}#formula=1", path.display()),
+            &dom_file,
+        );
+        let dom = std::fs::read_to_string(&dom_file).unwrap();
+        let shown: Vec<(String, usize)> = tags(&dom, "<div class=\"unit")
+            .iter()
+            .filter(|t| attr(t, "data-unit").is_some() && !t.contains(" hidden"))
+            .map(|t| {
+                (
+                    attr(t, "data-layer").unwrap().to_string(),
+                    attr(t, "data-unit").unwrap().parse().unwrap(),
+                )
+            })
+            .collect();
+        let mut want: Vec<(String, usize)> =
+            gaining.iter().map(|(l, u)| (l.to_string(), *u)).collect();
+        let mut shown = shown;
+        shown.sort();
+        want.sort();
+        assert_eq!(shown, want);
+        assert!(dom.contains(&format!("<span id=\"shown\">{}</span>", want.len())));
     }
 
     #[test]
