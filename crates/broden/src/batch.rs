@@ -302,6 +302,21 @@ fn decode_image(
     Ok(())
 }
 
+/// Decodes any image file (JPEG or PNG) for a model: the picture resized
+/// to the preprocess size, as the batches resize, and its preprocessed
+/// planes (`3 x height x width`).
+pub fn load_image(path: &Path, p: &Preprocess) -> Result<(RgbImage, Vec<f32>), BrodenError> {
+    let rgb: RgbImage = open_image(path)?.into_rgb8();
+    let rgb = if rgb.dimensions() == (p.width, p.height) {
+        rgb
+    } else {
+        image::imageops::resize(&rgb, p.width, p.height, FilterType::Triangle)
+    };
+    let mut out = vec![0f32; 3 * (p.width * p.height) as usize];
+    p.apply(rgb.as_raw(), &mut out);
+    Ok((rgb, out))
+}
+
 /// Decodes every PNG of an image (label = `R + 256 * G`) and collects its
 /// image-level labels.
 fn decode_labels(

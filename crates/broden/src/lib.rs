@@ -22,7 +22,7 @@ mod read_tests;
 #[cfg(test)]
 mod synth_tests;
 
-pub use batch::{Batch, BatchOptions, Batches, ImageLabels, LabelPlane};
+pub use batch::{Batch, BatchOptions, Batches, ImageLabels, LabelPlane, load_image};
 pub use error::BrodenError;
 pub use model::{
     Category, CategoryLabel, Dataset, DatasetOptions, ImageRecord, KnownLabels, Label, LabelEntry,

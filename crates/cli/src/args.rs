@@ -41,6 +41,10 @@ pub enum Command {
     /// Compare several result folders (models, layers, training snapshots):
     /// the paper's figures as compare.html (SVG) and compare.csv.
     Compare(CompareArgs),
+    /// Explain a classifier's predictions by the dissected units of its
+    /// last layer: per image, the top classes with the units that add most
+    /// to each logit and their concepts (explain.json, explain.html).
+    Explain(ExplainArgs),
     /// Write a synthetic Broden-format dataset with structure in all six
     /// categories (deterministic per seed), to try the tool without
     /// downloads.
@@ -59,6 +63,42 @@ fn parse_grid(text: &str) -> Result<[usize; 2], String> {
         )),
     };
     Ok([dim(h)?, dim(w)?])
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExplainArgs {
+    /// A results folder of `netdissect dissect` whose layers include the
+    /// network's last one (`layer4` for ResNets).
+    #[arg(long)]
+    pub results: PathBuf,
+    /// The checkpoint that was dissected, with its classifier weights.
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// Images to explain (JPEG or PNG, any size: resized as the run's
+    /// preprocessing says).
+    #[arg(long = "image", value_name = "IMG")]
+    pub image: Vec<PathBuf>,
+    /// Or a sample: the first N images of this Broden dataset (with
+    /// `--images`).
+    #[arg(long, requires = "images")]
+    pub dataset: Option<PathBuf>,
+    #[arg(long, value_name = "N", requires = "dataset")]
+    pub images: Option<usize>,
+    /// Class names, one per line, in class order.
+    #[arg(long)]
+    pub classes: Option<PathBuf>,
+    /// Output folder (default: `<results>/explain`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Predicted classes explained per image.
+    #[arg(long, default_value_t = 5)]
+    pub top_classes: usize,
+    /// Units listed per class.
+    #[arg(long, default_value_t = 5)]
+    pub top_units: usize,
+    /// Where the network runs.
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    pub backend: BackendArg,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -5,6 +5,7 @@
 //! adapter.
 
 mod args;
+mod explain_cmd;
 mod progress;
 mod report_cmd;
 
@@ -15,8 +16,8 @@ use anyhow::{Context, Result};
 use clap::Parser;
 
 use args::{
-    AlignArg, BackendArg, Cli, Command, CompareArgs, DissectArgs, PreprocessArg, PresetArg,
-    SynthArgs, UnionArg,
+    AlignArg, BackendArg, Cli, Command, CompareArgs, DissectArgs, ExplainArgs, PreprocessArg,
+    PresetArg, SynthArgs, UnionArg,
 };
 use broden::{Dataset, DatasetOptions, Preprocess};
 use dissect::planted::PlantedColors;
@@ -61,6 +62,7 @@ fn main() -> ExitCode {
             report_cmd::Step::Write(e) => fail(EXIT_RUN)(e),
         }),
         Command::Compare(a) => compare(&a),
+        Command::Explain(a) => explain(&a),
         Command::Synth(a) => synth(&a),
     };
     match result {
@@ -190,6 +192,38 @@ fn compare(a: &CompareArgs) -> Result<(), Failure> {
     for path in written {
         println!("{}", path.display());
     }
+    Ok(())
+}
+
+fn explain(a: &ExplainArgs) -> Result<(), Failure> {
+    let mut images = a.image.clone();
+    if let (Some(dir), Some(n)) = (&a.dataset, a.images) {
+        let ds = Dataset::open(dir, &DatasetOptions::default()).map_err(input)?;
+        let root = ds.root.join("images");
+        images.extend(ds.images.iter().take(n).map(|r| root.join(&r.image)));
+    }
+    if images.is_empty() {
+        return Err(fail(EXIT_USAGE)(anyhow::anyhow!(
+            "nothing to explain: give --image IMG or --dataset D --images N"
+        )));
+    }
+    if a.top_classes == 0 || a.top_units == 0 {
+        return Err(fail(EXIT_USAGE)(anyhow::anyhow!(
+            "--top-classes and --top-units must be at least 1"
+        )));
+    }
+    let dissector = make_dissector(a.backend, None)?;
+    let req = explain_cmd::Request {
+        results: &a.results,
+        weights: &a.weights,
+        images,
+        classes: a.classes.as_deref(),
+        out: a.out.clone().unwrap_or_else(|| a.results.join("explain")),
+        top_classes: a.top_classes,
+        top_units: a.top_units,
+    };
+    let page = explain_cmd::run(&req, &dissector)?;
+    println!("{}", page.display());
     Ok(())
 }
 
@@ -615,6 +649,46 @@ fn load(
     })
 }
 
+/// Probe images the report's example explanation shows.
+const EXAMPLE_IMAGES: usize = 3;
+
+/// When a zoo model's last layer was dissected with its checkpoint, explains
+/// the first probe images into `<out>/explain/` for the report to link to.
+/// A failure there costs the run nothing but the example: it is reported
+/// as a warning.
+fn example_explanation(
+    weights: Option<&Path>,
+    d: &dissect::Dissection,
+    dataset: &Dataset,
+    dissector: &Dissector,
+    out: &Path,
+) {
+    let (Some(weights), Ok(choice)) = (weights, d.model.parse::<ArchChoice>()) else {
+        return;
+    };
+    let Ok(model) = Model::load(weights, choice, dissector.device()) else {
+        return;
+    };
+    if explain_cmd::explained_layer(d, &model).is_err() {
+        return;
+    }
+    let root = dataset.root.join("images");
+    let req = explain_cmd::Request {
+        results: out,
+        weights,
+        images: (dataset.images.iter().take(EXAMPLE_IMAGES))
+            .map(|r| root.join(&r.image))
+            .collect(),
+        classes: None,
+        out: out.join("explain"),
+        top_classes: 5,
+        top_units: 5,
+    };
+    if let Err(f) = explain_cmd::explain(d, &model, &req, dissector) {
+        eprintln!("warning: no example explanation: {:#}", f.error);
+    }
+}
+
 /// Dissects `loaded` and writes its folder through `staging`.
 fn run_and_write(
     a: &DissectArgs,
@@ -639,6 +713,7 @@ fn run_and_write(
     outcome.dissection.weights = weights.map(|w| w.display().to_string());
 
     let result = &outcome.dissection;
+    example_explanation(weights, result, dataset, dissector, staging.path());
     let written =
         report::output::write_all(staging.path(), result, &outcome.top_maps, &outcome.ious)
             .map_err(output_error)?;

@@ -287,6 +287,161 @@ fn formulas_reach_the_tally_results_and_summary() {
 }
 
 #[test]
+fn explain_lists_the_units_behind_each_prediction_and_their_sums_add_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path(), 6);
+    let weights =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/default/model.safetensors");
+    let results = tmp.path().join("run");
+    let dissect = |layers: &str, out: &Path| {
+        netdissect(&[
+            "dissect",
+            "--model",
+            "tiny-resnet",
+            "--weights",
+            weights.to_str().unwrap(),
+            "--layers",
+            layers,
+            "--dataset",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--quantile",
+            "0.02",
+            "--quiet",
+        ])
+    };
+    let o = dissect("layer3,layer4", &results);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The run explains a few probe images itself, and its report links there.
+    let example = std::fs::read_to_string(results.join("explain/explain.html")).unwrap();
+    assert_eq!(example.matches("<section class=\"image\"").count(), 3);
+    let report = std::fs::read_to_string(results.join("report.html")).unwrap();
+    assert!(report.contains("href=\"explain/explain.html\""));
+    let out = tmp.path().join("why");
+    let o = netdissect(&[
+        "explain",
+        "--results",
+        results.to_str().unwrap(),
+        "--weights",
+        weights.to_str().unwrap(),
+        "--dataset",
+        data.to_str().unwrap(),
+        "--images",
+        "2",
+        "--top-units",
+        "4",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(results.join("results.json")).unwrap())
+            .unwrap();
+    let layer4 = &run["layers"][1];
+    let threshold = layer4["summary"]["iou_threshold"].as_f64().unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("explain.json")).unwrap()).unwrap();
+    assert_eq!(json["layer"], "layer4");
+    let images = json["images"].as_array().unwrap();
+    assert_eq!(images.len(), 2);
+    for image in images {
+        let predictions = image["predictions"].as_array().unwrap();
+        assert!(!predictions.is_empty() && predictions.len() <= 5);
+        let logits: Vec<f64> = predictions
+            .iter()
+            .map(|p| p["logit"].as_f64().unwrap())
+            .collect();
+        assert!(
+            logits.windows(2).all(|w| w[0] >= w[1]),
+            "top prediction first"
+        );
+        for p in predictions {
+            let units = p["units"].as_array().unwrap();
+            assert_eq!(units.len(), 4);
+            let c: Vec<f64> = units
+                .iter()
+                .map(|u| u["contribution"].as_f64().unwrap())
+                .collect();
+            assert!(
+                c.windows(2).all(|w| w[0] >= w[1]),
+                "largest contributions first"
+            );
+            let sum = p["bias"].as_f64().unwrap()
+                + c.iter().sum::<f64>()
+                + p["other_units"].as_f64().unwrap();
+            let logit = p["logit"].as_f64().unwrap();
+            assert!(
+                (sum - logit).abs() < 1e-3 * logit.abs().max(1.0),
+                "{sum} against {logit}"
+            );
+            for u in units {
+                let k = u["unit"].as_u64().unwrap() as usize - 1;
+                let saved = &layer4["units"][k];
+                let iou = saved["per_category"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|b| b["iou"].as_f64().unwrap())
+                    .fold(0.0, f64::max);
+                assert_eq!(u["iou"].as_f64().unwrap(), iou, "unit {}", k + 1);
+                assert_eq!(
+                    u["label"] == "unlabelled",
+                    iou <= threshold,
+                    "unit {}",
+                    k + 1
+                );
+            }
+        }
+    }
+    let html = std::fs::read_to_string(out.join("explain.html")).unwrap();
+    assert_eq!(html.matches("<section class=\"image\"").count(), 2);
+    assert_eq!(html.matches("src=\"data:image/jpeg;base64,").count(), 2 * 4);
+    assert!(!html.contains("src=\"http"));
+
+    // Only the network's last layer can be explained; nothing to explain
+    // and a missing checkpoint are errors too.
+    let early = tmp.path().join("early");
+    assert!(dissect("layer3", &early).status.success());
+    assert!(!early.join("explain").exists());
+    let report = std::fs::read_to_string(early.join("report.html")).unwrap();
+    assert!(!report.contains("id=\"explain-link\""));
+    let o = netdissect(&[
+        "explain",
+        "--results",
+        early.to_str().unwrap(),
+        "--weights",
+        weights.to_str().unwrap(),
+        "--dataset",
+        data.to_str().unwrap(),
+        "--images",
+        "1",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("layer4"), "{}", stderr(&o));
+    let o = netdissect(&[
+        "explain",
+        "--results",
+        results.to_str().unwrap(),
+        "--weights",
+        weights.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = netdissect(&[
+        "explain",
+        "--results",
+        results.to_str().unwrap(),
+        "--weights",
+        tmp.path().join("none.safetensors").to_str().unwrap(),
+        "--dataset",
+        data.to_str().unwrap(),
+        "--images",
+        "1",
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+}
+
+#[test]
 fn info_and_models_describe_what_they_see() {
     let tmp = tempfile::tempdir().unwrap();
     let data = dataset(tmp.path(), 4);

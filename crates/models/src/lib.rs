@@ -8,6 +8,7 @@
 
 pub mod arch;
 pub mod error;
+pub mod explain;
 pub mod geometry;
 pub mod gpu;
 pub mod model;
@@ -17,6 +18,7 @@ pub mod weights;
 
 pub use arch::{Arch, PreprocessKind, TapId, TapInfo};
 pub use error::{ModelError, ShapeMismatch};
+pub use explain::{Attribution, ClassTerms};
 pub use geometry::{FieldMap, GeoOp};
 pub use model::{ArchChoice, Model, detect_arch};
 pub use tiny::{SeededInit, TinyResNet, export_state_dict, save_safetensors};

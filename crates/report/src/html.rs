@@ -32,6 +32,10 @@ pub struct ReportOptions {
     pub no_concepts: bool,
 }
 
+/// Where a run's example explanation is, relative to its folder; the
+/// report links to it when it is there.
+pub const EXPLANATION: &str = "explain/explain.html";
+
 /// Writes `report.html` and its strips (`strips/<layer>/unit-NNNN.jpg`) into
 /// `dir`; returns the report's path. Images that cannot be read are drawn as
 /// grey placeholders and listed in the report, not errors.
@@ -91,11 +95,13 @@ pub fn write_report_with(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let unavailable = source.err().filter(|_| !opts.no_concepts);
+    let explanation = dir.join(EXPLANATION).is_file().then_some(EXPLANATION);
     let html = render_html(
         dissection,
         &strips,
         &strip_opts.images_root,
         unavailable.as_deref(),
+        explanation,
     );
     let path = dir.join(REPORT_HTML);
     write_atomic(&path, html.as_bytes())?;
@@ -240,6 +246,7 @@ pub fn render_html(
     strips: &[LayerStrips],
     images_root: &Path,
     concepts_unavailable: Option<&str>,
+    explanation: Option<&str>,
 ) -> String {
     let mut s = String::with_capacity(64 * 1024);
     let o = &dissection.options;
@@ -253,6 +260,13 @@ pub fn render_html(
         "<h1>Network dissection of <code>{}</code></h1>",
         escape(&dissection.model)
     );
+    if let Some(href) = explanation {
+        let _ = writeln!(
+            s,
+            "<p id=\"explain-link\">Why the network decided, by these units: <a href=\"{}\">example explanations</a> of a few probe images (<code>netdissect explain</code> explains any image).</p>",
+            escape(href)
+        );
+    }
     let geometry_saved = dissection.layers.iter().all(|l| l.field.is_some());
     let recorded = dissection.layers.iter().all(|l| l.field.is_none())
         && dissection.model.starts_with("recorded activations");
@@ -946,7 +960,7 @@ mod tests {
                 .collect(),
             bytes: 0,
         };
-        let html = render_html(&d, &[strips], tmp.path(), None);
+        let html = render_html(&d, &[strips], tmp.path(), None, None);
         assert_eq!(html.matches(" data-unit=\"").count(), 512);
         // Measured: about 250 KB; the strips load lazily beside it.
         assert!(html.len() < 400_000, "{} bytes", html.len());

@@ -102,6 +102,7 @@ fn is_result_file(name: &str) -> bool {
     name == RESULTS_JSON
         || name == crate::html::REPORT_HTML
         || name == "strips"
+        || name == "explain"
         || name.ends_with("-tally.csv")
         || name.ends_with("-topmaps.f32")
         || NPY_SUFFIXES.iter().any(|s| name.ends_with(s))

@@ -1,0 +1,338 @@
+//! How a classifier's logit for a class splits over the channels (units) of
+//! its trunk's output, for explaining one prediction by the units that made
+//! it.
+//!
+//! - Global average pooling then one linear layer (ResNet, GoogLeNet,
+//!   DenseNet, tiny-resnet): the logit is `b_c + Σ_k w_ck · mean(x_k)` (ReLU
+//!   first for DenseNet, as its head applies it), so unit `k` contributes
+//!   `w_ck · mean(x_k)` exactly.
+//! - The classifier stack of VGG and AlexNet (adaptive pool, three linear
+//!   layers with ReLU between): gradient times input at the pooled
+//!   features. The classifier is piecewise linear, so at this input the
+//!   logit is `g · p + b_eff` exactly, where `g` is the gradient and `b_eff`
+//!   the biases passed through the active ReLUs; unit `k` contributes the
+//!   sum of `g · p` over its pooled cells, and `b_eff` is reported as the
+//!   bias.
+
+use burn::tensor::activation::relu;
+use burn::tensor::module::adaptive_avg_pool2d;
+use burn::tensor::{Tensor, TensorData};
+
+use crate::error::ModelError;
+use crate::model::Model;
+use crate::nets::Net;
+
+/// How contributions are defined for a model's head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attribution {
+    /// Class weight times the unit's pooled activation.
+    PooledLinear,
+    /// Gradient times input at the pooled features (VGG, AlexNet).
+    GradientTimesInput,
+}
+
+impl Attribution {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Attribution::PooledLinear => {
+                "class weight times the unit's globally pooled activation (exact: the head is one linear layer)"
+            }
+            Attribution::GradientTimesInput => {
+                "gradient times activation at the classifier's pooled input (exact for this image: the classifier is piecewise linear; the bias is the biases passed through its active ReLUs)"
+            }
+        }
+    }
+}
+
+/// One predicted class of one image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassTerms {
+    pub class: usize,
+    /// The network's own logit.
+    pub logit: f32,
+    pub bias: f64,
+    /// Per unit (channel of the trunk's output).
+    pub contributions: Vec<f64>,
+}
+
+fn to_vec<const D: usize>(t: Tensor<D>, what: &str) -> Result<Vec<f32>, ModelError> {
+    t.into_data()
+        .try_to_vec::<f32>()
+        .map_err(|e| ModelError::BadInput {
+            arch: "explain".into(),
+            shape: Vec::new(),
+            reason: format!("{what} is not f32: {e:?}"),
+        })
+}
+
+/// The `top` classes of one logit row, best first (ties: lower class).
+fn top_classes(row: &[f32], top: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..row.len()).collect();
+    order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+    order.truncate(top);
+    order
+}
+
+impl Model {
+    /// How this model's contributions are defined.
+    pub fn attribution(&self) -> Attribution {
+        match self.net() {
+            Net::Plain(_) => Attribution::GradientTimesInput,
+            _ => Attribution::PooledLinear,
+        }
+    }
+
+    /// For each image of `features` (the trunk's output, the model's last
+    /// tap, `[n, c, h, w]`), its `top` classes by logit, best first, with
+    /// every unit's contribution.
+    pub fn explain(
+        &self,
+        features: Tensor<4>,
+        top: usize,
+    ) -> Result<Vec<Vec<ClassTerms>>, ModelError> {
+        let [n, ch, _, _] = features.dims();
+        let top = top.min(self.num_classes());
+        let device = features.device();
+        let (linears, relu_first, side) = match self.net() {
+            Net::ResNet(r) => (vec![&r.fc], false, 1),
+            Net::TinyResNet(t) => (vec![&t.fc], false, 1),
+            Net::GoogLeNet(g) => (vec![&g.fc], false, 1),
+            Net::DenseNet(d) => (vec![&d.classifier], true, 1),
+            Net::Plain(p) => (p.classifier.iter().collect(), false, p.pool_side),
+        };
+        let x = if relu_first { relu(features) } else { features };
+        let cells = side * side;
+        let pooled = adaptive_avg_pool2d(x, [side, side]).reshape([n, ch * cells]);
+        let p = to_vec(pooled.clone(), "pooled features")?;
+        // Forward through the head, keeping each hidden layer's pre-activation.
+        let mut hidden = Vec::new();
+        let mut h = pooled;
+        for (i, linear) in linears.iter().enumerate() {
+            h = linear.forward(h);
+            if i + 1 < linears.len() {
+                hidden.push(to_vec(h.clone(), "hidden activations")?);
+                h = relu(h);
+            }
+        }
+        let classes = self.num_classes();
+        let logits = to_vec(h, "logits")?;
+        let picks: Vec<Vec<usize>> = (0..n)
+            .map(|i| top_classes(&logits[i * classes..(i + 1) * classes], top))
+            .collect();
+        let last = linears[linears.len() - 1];
+        let w_last = to_vec(last.weight.val(), "classifier weights")?;
+        let b_last = match &last.bias {
+            Some(b) => to_vec(b.val(), "classifier bias")?,
+            None => vec![0.0; classes],
+        };
+        let d_last = w_last.len() / classes;
+        // Gradient of each picked logit with respect to the pooled input,
+        // `[n * top][ch * cells]`, through the active ReLUs.
+        let grads: Vec<Vec<f64>> = if linears.len() == 1 {
+            picks
+                .iter()
+                .flatten()
+                .map(|&c| {
+                    (0..d_last)
+                        .map(|k| f64::from(w_last[k * classes + c]))
+                        .collect()
+                })
+                .collect()
+        } else {
+            // Columns of the last weight, masked by the last hidden layer's
+            // ReLU, then back through each earlier layer on the device.
+            let pairs: Vec<(usize, usize)> = picks
+                .iter()
+                .enumerate()
+                .flat_map(|(i, cs)| cs.iter().map(move |&c| (i, c)))
+                .collect();
+            let m = pairs.len();
+            let mut g = vec![0f32; d_last * m];
+            let h_last = &hidden[hidden.len() - 1];
+            for (j, &(i, c)) in pairs.iter().enumerate() {
+                for k in 0..d_last {
+                    if h_last[i * d_last + k] > 0.0 {
+                        g[k * m + j] = w_last[k * classes + c];
+                    }
+                }
+            }
+            let mut g = Tensor::<2>::from_data(TensorData::new(g, [d_last, m]), &device);
+            for layer in (0..linears.len() - 1).rev() {
+                // weight is [in, out]: the input gradient is W · g.
+                g = linears[layer].weight.val().matmul(g);
+                let d_in = g.dims()[0];
+                if layer > 0 {
+                    let pre = &hidden[layer - 1];
+                    let mask: Vec<f32> = (0..d_in * m)
+                        .map(|idx| {
+                            let (k, j) = (idx / m, idx % m);
+                            f32::from(u8::from(pre[pairs[j].0 * d_in + k] > 0.0))
+                        })
+                        .collect();
+                    g = g.mul(Tensor::<2>::from_data(
+                        TensorData::new(mask, [d_in, m]),
+                        &device,
+                    ));
+                }
+            }
+            let g = to_vec(g, "gradients")?;
+            let d_in = g.len() / m.max(1);
+            (0..m)
+                .map(|j| (0..d_in).map(|k| f64::from(g[k * m + j])).collect())
+                .collect()
+        };
+        let mut grads = grads.into_iter();
+        Ok(picks
+            .iter()
+            .enumerate()
+            .map(|(i, cs)| {
+                cs.iter()
+                    .map(|&c| {
+                        let g = grads.next().unwrap_or_default();
+                        let row = &p[i * ch * cells..(i + 1) * ch * cells];
+                        let contributions: Vec<f64> = (0..ch)
+                            .map(|k| {
+                                (0..cells)
+                                    .map(|s| g[k * cells + s] * f64::from(row[k * cells + s]))
+                                    .sum()
+                            })
+                            .collect();
+                        let logit = logits[i * classes + c];
+                        let bias = if linears.len() == 1 {
+                            f64::from(b_last[c])
+                        } else {
+                            f64::from(logit) - contributions.iter().sum::<f64>()
+                        };
+                        ClassTerms {
+                            class: c,
+                            logit,
+                            bias,
+                            contributions,
+                        }
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::module::Param;
+    use burn::tensor::Device;
+
+    use super::*;
+    use crate::Arch;
+    use crate::gpu::cpu_device;
+
+    /// A deterministic input batch `[n, 3, side, side]`.
+    fn input(n: usize, side: usize, device: &Device) -> Tensor<4> {
+        let values: Vec<f32> = (0..n * 3 * side * side)
+            .map(|i| (i as f32 * 0.137 + 0.4).sin())
+            .collect();
+        Tensor::from_data(TensorData::new(values, [n, 3, side, side]), device)
+    }
+
+    fn features(model: &Model, x: Tensor<4>) -> Tensor<4> {
+        let last = model.taps().last().unwrap().name.clone();
+        let tap = model.tap(&last).unwrap();
+        model.forward_taps(x, &[tap]).unwrap().remove(0)
+    }
+
+    #[test]
+    fn contributions_add_up_to_the_logit_minus_the_bias_for_every_kind_of_head() {
+        let device = cpu_device();
+        // One of each head: pooled linear (ResNet), ReLU then pooled linear
+        // (DenseNet), and the piecewise-linear classifier stack (AlexNet).
+        for (arch, side) in [
+            (Arch::ResNet18, 64),
+            (Arch::DenseNet161, 64),
+            (Arch::AlexNet, 96),
+        ] {
+            let model = Model::synthetic(arch, 20, &device).unwrap();
+            let x = input(2, side, &device);
+            let logits = to_vec(model.forward(x.clone()).unwrap(), "logits").unwrap();
+            let explained = model.explain(features(&model, x), 5).unwrap();
+            assert_eq!(explained.len(), 2);
+            for (i, classes) in explained.iter().enumerate() {
+                assert_eq!(classes.len(), 5);
+                let row = &logits[i * 20..(i + 1) * 20];
+                assert_eq!(
+                    classes.iter().map(|c| c.class).collect::<Vec<_>>(),
+                    top_classes(row, 5),
+                    "{arch:?}: top classes by logit"
+                );
+                for c in classes {
+                    assert_eq!(c.logit, row[c.class], "{arch:?}: the network's own logit");
+                    let sum = c.bias + c.contributions.iter().sum::<f64>();
+                    let tol = 1e-3 * f64::from(c.logit.abs()).max(1.0);
+                    assert!(
+                        (sum - f64::from(c.logit)).abs() < tol,
+                        "{arch:?} image {i} class {}: {sum} against {}",
+                        c.class,
+                        c.logit
+                    );
+                    assert!(c.contributions.iter().any(|&v| v != 0.0));
+                }
+            }
+            let want = if arch == Arch::AlexNet {
+                Attribution::GradientTimesInput
+            } else {
+                Attribution::PooledLinear
+            };
+            assert_eq!(model.attribution(), want);
+        }
+    }
+
+    #[test]
+    fn a_planted_class_score_is_explained_by_exactly_its_units_in_order() {
+        let device = cpu_device();
+        let model = Model::synthetic(Arch::TinyResNet, 4, &device).unwrap();
+        let x = input(1, 64, &device);
+        let f = features(&model, x);
+        let [_, ch, _, _] = f.dims();
+        let pooled = to_vec(adaptive_avg_pool2d(f.clone(), [1, 1]).reshape([1, ch]), "p").unwrap();
+        // Class 2's score: 3, 2 and 1 from three units that are active on
+        // this input (in another order than their numbers), and a bias of
+        // 0.5; every other weight 0 (each planted weight is divided by the
+        // unit's pooled activation).
+        let active: Vec<usize> = (0..ch).filter(|&k| pooled[k] > 1e-3).collect();
+        assert!(active.len() >= 3, "{} active units", active.len());
+        let planted = [(active[2], 3.0f32), (active[0], 2.0), (active[1], 1.0)];
+        let mut w = vec![0f32; ch * 4];
+        for &(k, v) in &planted {
+            w[k * 4 + 2] = v / pooled[k];
+        }
+        let mut bias = vec![-50f32; 4];
+        bias[2] = 0.5;
+        let mut net = model.into_net();
+        if let Net::TinyResNet(t) = &mut net {
+            t.fc.weight =
+                Param::from_tensor(Tensor::from_data(TensorData::new(w, [ch, 4]), &device));
+            t.fc.bias = Some(Param::from_tensor(Tensor::from_data(
+                TensorData::new(bias, [4]),
+                &device,
+            )));
+        } else {
+            panic!("tiny-resnet is a TinyResNet");
+        }
+        let model = Model::from_net(Arch::TinyResNet, 4, net);
+        let explained = model.explain(f, 1).unwrap();
+        let top = &explained[0][0];
+        assert_eq!(top.class, 2);
+        assert_eq!(top.bias, 0.5);
+        let mut order: Vec<usize> = (0..ch).collect();
+        order.sort_by(|&a, &b| top.contributions[b].total_cmp(&top.contributions[a]));
+        assert_eq!(&order[..3], &planted.map(|p| p.0));
+        let total: f64 = top.contributions.iter().sum();
+        for (&(k, v), share) in planted.iter().zip([0.5, 1.0 / 3.0, 1.0 / 6.0]) {
+            assert!(
+                (top.contributions[k] - f64::from(v)).abs() < 1e-5,
+                "unit {k}"
+            );
+            assert!((top.contributions[k] / total - share).abs() < 1e-5);
+        }
+        assert!(order[3..].iter().all(|&k| top.contributions[k] == 0.0));
+        assert!((f64::from(top.logit) - 6.5).abs() < 1e-4, "{}", top.logit);
+    }
+}
