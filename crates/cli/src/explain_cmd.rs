@@ -27,7 +27,8 @@ pub struct UnitTerm {
     /// 1-based, as files show units.
     pub unit: usize,
     pub contribution: f64,
-    /// Share of the logit minus the bias.
+    /// Share of all units' absolute contributions (signed: a unit that
+    /// lowers the score has a negative share).
     pub share: f64,
     /// The unit's label, or `unlabelled` when its best IoU is at or below
     /// the run's threshold.
@@ -182,7 +183,7 @@ pub fn explain(
             });
             let top: Vec<usize> = order.iter().copied().take(req.top_units).collect();
             let explained_sum: f64 = t.contributions.iter().sum();
-            let scale = explained_sum;
+            let scale: f64 = t.contributions.iter().map(|c| c.abs()).sum();
             let unit_terms: Vec<UnitTerm> = top
                 .iter()
                 .map(|&k| {

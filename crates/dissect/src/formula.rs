@@ -21,7 +21,10 @@
 //! present (original), or occurs under the unit's mask or as an
 //! image-level label (lite). A single concept has `S = {its category}`, so
 //! length 1 is today's score, exactly. (compexp counts `A` over every
-//! image, which no union rule of the reference tools does.)
+//! image, which no union rule of the reference tools does.) Masks are sets:
+//! a label on two planes at one pixel counts once, where the count kernel
+//! counts it per plane; Broden's planes carry distinct labels, so the two
+//! agree there (the tests check it on generated data).
 //!
 //! # The search (compexp's `vision/dissection/neuron.py`)
 //!
@@ -671,9 +674,14 @@ impl LayerSearch {
                         .or_insert_with(|| unit.activation(scope));
                     for op in Op::ALL {
                         let (inter, size) = match op {
-                            Op::Or => (e.inter + unit.mc[l] - mfc, e.size + label_pixels[l] - fc),
+                            // Exact on one pass's data; saturating in case a
+                            // re-run network differed between passes.
+                            Op::Or => (
+                                (e.inter + unit.mc[l]).saturating_sub(mfc),
+                                (e.size + label_pixels[l]).saturating_sub(fc),
+                            ),
                             Op::And => (mfc, fc),
-                            Op::AndNot => (e.inter - mfc, e.size - fc),
+                            Op::AndNot => (e.inter.saturating_sub(mfc), e.size.saturating_sub(fc)),
                         };
                         candidates.push(Candidate {
                             iou: iou(inter, act, size),

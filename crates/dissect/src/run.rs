@@ -248,6 +248,20 @@ impl<'a> Run<'a> {
             eligible: infos.iter().map(|i| i.category.is_some()).collect(),
             union: self.opts.union,
         };
+        // The counters of a pass: units x beam x labels x 16 bytes per layer.
+        let counters: u64 = (self.layers.iter())
+            .map(|l| u64::from(l.shape[1]) * search.beam as u64 * ds.labels.len() as u64 * 16)
+            .sum();
+        if counters > FORMULA_MEMORY_LIMIT {
+            return Err(DissectError::Usage(format!(
+                "a formula search with beam {} needs {} MiB of counters for these layers and {} labels \
+                 (more than {} MiB): use a smaller --beam",
+                search.beam,
+                counters >> 20,
+                ds.labels.len(),
+                FORMULA_MEMORY_LIMIT >> 20
+            )));
+        }
         let mut searches = Vec::new();
         for layer in &self.layers {
             let [_, units, _, _] = layer.shape;
@@ -528,6 +542,9 @@ impl<'a> Run<'a> {
         Ok(())
     }
 }
+
+/// The most memory the formula search's counters may take.
+const FORMULA_MEMORY_LIMIT: u64 = 16 << 30;
 
 /// What every counter's configuration shares.
 struct CountSetup {

@@ -100,9 +100,11 @@ impl UnitScore {
     }
 
     /// How much the formula's IoU exceeds the best single label's (0 when
-    /// no search ran).
+    /// no search ran, or when the best formula is a single concept).
     pub fn formula_gain(&self) -> f64 {
-        self.formula().map_or(0.0, |f| f.iou - self.score())
+        self.formula()
+            .filter(|f| f.terms.len() > 1 || f.terms.is_empty())
+            .map_or(0.0, |f| f.iou - self.score())
     }
 }
 

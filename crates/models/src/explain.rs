@@ -92,6 +92,9 @@ impl Model {
     ) -> Result<Vec<Vec<ClassTerms>>, ModelError> {
         let [n, ch, _, _] = features.dims();
         let top = top.min(self.num_classes());
+        if top == 0 {
+            return Ok(vec![Vec::new(); n]);
+        }
         let device = features.device();
         let (linears, relu_first, side) = match self.net() {
             Net::ResNet(r) => (vec![&r.fc], false, 1),

@@ -105,6 +105,26 @@ def test_float16_tokens_with_a_class_token_equal_the_same_maps(dataset):
     np.testing.assert_array_equal(got["vit"].thresholds, want["vit"].thresholds)
 
 
+def test_formula_search_keeps_a_beam_and_never_scores_below_the_label(dataset):
+    acts = activations(seed=3)
+    plain = netdissect.dissect(dataset, {"conv": acts})
+    res = netdissect.dissect(dataset, {"conv": acts}, formula_length=2, beam=3)
+    assert res.dissection["options"]["formula"] == {"length": 2, "beam": 3}
+    layer = res["conv"]
+    assert len(layer.formulas) == 6
+    assert plain["conv"].formulas == [None] * 6
+    np.testing.assert_array_equal(layer.iou, plain["conv"].iou)
+    for unit, formula in zip(layer.record["units"], layer.formulas):
+        beam = unit.get("formulas", [])
+        assert len(beam) <= 3
+        if formula is not None:
+            label_iou = unit["per_category"][unit["category"]]["iou"]
+            assert beam[0]["iou"] >= label_iou
+            assert len(beam[0]["terms"]) <= 2
+    with pytest.raises(ValueError, match=r"formula length"):
+        netdissect.dissect(dataset, {"conv": acts}, formula_length=0)
+
+
 def test_bad_input_raises_value_errors_that_name_the_layer(dataset):
     with pytest.raises(ValueError, match=r"array `conv`.*rows"):
         netdissect.dissect(dataset, {"conv": activations()[:5]})

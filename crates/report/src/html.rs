@@ -518,12 +518,21 @@ fn unit_card(
     let number = unit.unit + 1;
     let iou = unit.score();
     let detector = unit.best().is_some() && iou > layer.summary.iou_threshold;
-    let formula = unit.formula().map_or("", |f| f.formula.as_str());
-    let search = format!("unit {number} {label} {category} {formula}").to_lowercase();
-    let gains = u8::from(unit.formula_gain() > 0.0);
+    let mut search = format!("unit {number} {label} {category}").to_lowercase();
+    // Only a run with a formula search marks its cards for the filter.
+    let mut gains = String::new();
+    if let Some(f) = unit.formula() {
+        search = format!("{search} {}", f.formula.to_lowercase());
+    }
+    if dissection.options.formula.is_some() {
+        gains = format!(
+            " data-formula-gain=\"{}\"",
+            u8::from(unit.formula_gain() > 0.0)
+        );
+    }
     let _ = write!(
         s,
-        "<div class=\"unit{}\" data-unit=\"{number}\" data-layer=\"{}\" data-category=\"{}\" data-label=\"{}\" data-iou=\"{iou}\" data-detector=\"{}\" data-formula-gain=\"{gains}\" data-search=\"{}\"><div class=\"head\"><span class=\"num\">unit {number}</span><span class=\"label\">{}</span><span class=\"cat\">{}</span><span class=\"iou\">IoU {iou:.4}</span></div>",
+        "<div class=\"unit{}\" data-unit=\"{number}\" data-layer=\"{}\" data-category=\"{}\" data-label=\"{}\" data-iou=\"{iou}\" data-detector=\"{}\"{gains} data-search=\"{}\"><div class=\"head\"><span class=\"num\">unit {number}</span><span class=\"label\">{}</span><span class=\"cat\">{}</span><span class=\"iou\">IoU {iou:.4}</span></div>",
         if detector { " detector" } else { "" },
         escape(&layer.name),
         escape(category),

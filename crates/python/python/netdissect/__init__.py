@@ -54,6 +54,12 @@ class LayerResults:
             out.append(None if c is None else unit["per_category"][c]["name"])
         return out
 
+    @property
+    def formulas(self) -> List[Optional[str]]:
+        """Each unit's best formula (with ``formula_length``; ``None`` where
+        no search ran or nothing scored)."""
+        return [u["formulas"][0]["formula"] if u.get("formulas") else None for u in self.record["units"]]
+
 
 @dataclass
 class Results:
