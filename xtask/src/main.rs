@@ -57,6 +57,15 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The one prepared check for a machine with a GPU (release build,
+    /// reused when there): adapters, GPU = CPU parity under every option,
+    /// ResNet-18 end to end at two batch sizes, kernels against the CPU
+    /// reference; writes target/bench/gpu.md. On lavapipe it runs at small
+    /// sizes and says so. Arguments go to `netdissect-dev gpu-check`.
+    GpuCheck {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Train the embedded default model (release build; about 15 minutes
     /// on 2 idle cores) and write assets/default. Arguments go to
     /// `netdissect-dev train-default` (`--epochs`, `--train-images`, `--out`).
@@ -87,6 +96,21 @@ fn main() -> Result<()> {
             devtools("bench", &args)
         }
         Cmd::BenchFormulas { args } => devtools("bench-formulas", &args),
+        Cmd::GpuCheck { args } => {
+            adapter::ensure()?;
+            // The build on its own line: a release build already there is
+            // reused, and its time is not the check's.
+            let started = std::time::Instant::now();
+            run(cargo().args([
+                "build",
+                "--release",
+                "--quiet",
+                "--package",
+                "netdissect-devtools",
+            ]))?;
+            println!("build: {:.1} s", started.elapsed().as_secs_f64());
+            devtools("gpu-check", &args)
+        }
         Cmd::TrainDefault { args } => devtools("train-default", &args),
     }
 }

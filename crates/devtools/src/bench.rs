@@ -262,7 +262,7 @@ impl Plan {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-enum ModelKind {
+pub(crate) enum ModelKind {
     Planted,
     ResNet18,
 }
@@ -279,7 +279,7 @@ impl ModelKind {
 /// Where the engine runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-enum Backend {
+pub(crate) enum Backend {
     /// Burn's wgpu backend and the WGSL kernels.
     Wgpu,
     /// Burn's flex CPU backend and the CPU kernels.
@@ -395,25 +395,25 @@ impl Stages {
 
 /// The figures of one dissection configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct DissectRun {
-    adapter: String,
-    backend: Backend,
-    model: String,
-    layers: Vec<String>,
-    units: usize,
-    images: usize,
-    mode: CacheMode,
-    passes: u32,
+pub(crate) struct DissectRun {
+    pub(crate) adapter: String,
+    pub(crate) backend: Backend,
+    pub(crate) model: String,
+    pub(crate) layers: Vec<String>,
+    pub(crate) units: usize,
+    pub(crate) images: usize,
+    pub(crate) mode: CacheMode,
+    pub(crate) passes: u32,
     /// The untimed first batch that builds pipelines and autotunes kernels.
-    warmup_secs: f64,
+    pub(crate) warmup_secs: f64,
     /// The dissection plus writing its results.
-    wall_secs: f64,
+    pub(crate) wall_secs: f64,
     stages: Stages,
     /// Peak resident memory of the process after the run (`VmHWM`).
-    peak_rss_bytes: Option<u64>,
+    pub(crate) peak_rss_bytes: Option<u64>,
     /// Bytes Burn's device allocator held after the run (`None` where the
     /// backend does not say).
-    gpu_reserved_bytes: Option<u64>,
+    pub(crate) gpu_reserved_bytes: Option<u64>,
 }
 
 /// The wall time of each pass of a dissection, from its progress events.
@@ -488,30 +488,30 @@ fn stages_of(times: PassTimes, per_pass: PerPass, report: f64, recomputed_passes
 
 /// Baseline throughputs: CPU references against the device on the same input.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Baselines {
-    adapter: String,
-    count: KernelBaseline,
-    quantile: KernelBaseline,
-    forward: ForwardBaseline,
+pub(crate) struct Baselines {
+    pub(crate) adapter: String,
+    pub(crate) count: KernelBaseline,
+    pub(crate) quantile: KernelBaseline,
+    pub(crate) forward: ForwardBaseline,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct KernelBaseline {
+pub(crate) struct KernelBaseline {
     /// `[images, units, h, w]` of the activations (and the segmentation size
     /// for the count).
-    shape: String,
+    pub(crate) shape: String,
     /// Units × pixels per second.
-    cpu_per_sec: f64,
-    gpu_per_sec: f64,
+    pub(crate) cpu_per_sec: f64,
+    pub(crate) gpu_per_sec: f64,
     /// Whether both sides gave the same answer (checked where cheap).
-    agree: Option<bool>,
+    pub(crate) agree: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct ForwardBaseline {
-    batch_size: usize,
-    flex_images_per_sec: f64,
-    wgpu_images_per_sec: f64,
+pub(crate) struct ForwardBaseline {
+    pub(crate) batch_size: usize,
+    pub(crate) flex_images_per_sec: f64,
+    pub(crate) wgpu_images_per_sec: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -593,7 +593,7 @@ fn build_network(kind: ModelKind, device: &Device) -> Result<(Box<dyn Network>, 
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run_dissection(
+pub(crate) fn run_dissection(
     dissector: &Dissector,
     backend: Backend,
     kind: ModelKind,
@@ -751,7 +751,11 @@ fn sync_all(acts: Vec<Tensor<4>>, backend: Backend, device: &Device) -> Result<(
     Ok(())
 }
 
-fn run_baselines(dissector: &Dissector, quick: bool, batch_size: usize) -> Result<Baselines> {
+pub(crate) fn run_baselines(
+    dissector: &Dissector,
+    quick: bool,
+    batch_size: usize,
+) -> Result<Baselines> {
     let gpu = dissector
         .gpu()
         .context("the baselines need the wgpu engine")?;

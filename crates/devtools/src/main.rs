@@ -4,6 +4,7 @@
 
 mod bench;
 mod formulas;
+mod gpu_check;
 mod train;
 
 use std::path::PathBuf;
@@ -24,6 +25,9 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// The formula search's cost beyond the dissection, and its gains.
     BenchFormulas(formulas::FormulaArgs),
+    /// The prepared check for a machine with a GPU: adapters, parity of
+    /// the GPU and CPU backends, end-to-end and kernel timings (gpu.md).
+    GpuCheck(gpu_check::GpuCheckArgs),
     /// Train the embedded default model (tiny-resnet) on a generated
     /// training set and write its weights and probe set.
     TrainDefault {
@@ -40,6 +44,7 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Cmd::Bench(args) => bench::bench(args),
         Cmd::BenchFormulas(args) => formulas::bench_formulas(args),
+        Cmd::GpuCheck(args) => gpu_check::gpu_check(args),
         Cmd::TrainDefault {
             out,
             epochs,

@@ -1,0 +1,324 @@
+//! `cargo xtask gpu-check`: the one prepared command for a machine with a
+//! GPU. It lists the adapters and picks the hardware one; checks that the
+//! GPU and CPU backends give identical results (the same activations
+//! dissected by both, under both union rules and both alignments); times
+//! the whole pipeline for ResNet-18 `layer3`+`layer4` over generated images
+//! at two batch sizes, and the forward pass, threshold and count kernels
+//! alone against the CPU reference; writes `gpu.md` and prints it, ending
+//! on one summary line. Without a hardware adapter it runs the same on
+//! lavapipe at small sizes and says so.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use broden::{BatchOptions, Dataset, DatasetOptions};
+use clap::Args;
+use dissect::{
+    Alignment, DissectError, Dissector, Layer, Network, Options, Outcome, Preset, UnionRule,
+};
+use models::burn::tensor::{Device, Tensor, TensorData};
+use models::{ArchChoice, Model};
+
+use crate::bench::{Backend, ModelKind, ensure_dataset, run_baselines, run_dissection};
+
+/// Options of `cargo xtask gpu-check`.
+#[derive(Debug, Clone, Args)]
+pub struct GpuCheckArgs {
+    /// Generated images for the end-to-end timing [default: 4000 on a
+    /// hardware adapter, 16 on lavapipe].
+    #[arg(long)]
+    pub images: Option<usize>,
+    /// The two batch sizes timed [default: 64,256 on a hardware adapter,
+    /// 4,8 on lavapipe].
+    #[arg(long, value_delimiter = ',')]
+    pub batch_sizes: Option<Vec<usize>>,
+    /// Images of the parity check.
+    #[arg(long, default_value_t = 24)]
+    pub parity_images: usize,
+    #[arg(long, default_value = "target/bench")]
+    pub out: PathBuf,
+}
+
+/// Activations computed once, served to either backend: the parity check
+/// dissects exactly the same numbers on both, with the layers' receptive
+/// fields kept (so both alignments apply).
+struct Fixed {
+    layers: Vec<Layer>,
+    /// Per layer: every image's maps, `[n, c, h, w]`.
+    acts: Vec<(Vec<f32>, [usize; 4])>,
+    device: Device,
+}
+
+impl Network for Fixed {
+    fn name(&self) -> String {
+        "fixed activations".into()
+    }
+
+    fn layer(&self, name: &str) -> Result<Layer, DissectError> {
+        self.layers
+            .iter()
+            .find(|l| l.name == name)
+            .cloned()
+            .ok_or_else(|| DissectError::Usage(format!("no layer `{name}`")))
+    }
+
+    fn forward_layers(
+        &self,
+        _input: Tensor<4>,
+        _layers: &[Layer],
+    ) -> Result<Vec<Tensor<4>>, DissectError> {
+        Err(DissectError::Internal(
+            "fixed activations read no pixels".into(),
+        ))
+    }
+
+    fn reads_pixels(&self) -> bool {
+        false
+    }
+
+    fn forward_images(
+        &self,
+        images: &[usize],
+        _input: Option<Tensor<4>>,
+        layers: &[Layer],
+    ) -> Result<Vec<Tensor<4>>, DissectError> {
+        layers
+            .iter()
+            .map(|l| {
+                let i = self
+                    .layers
+                    .iter()
+                    .position(|x| x.name == l.name)
+                    .ok_or_else(|| DissectError::Internal(format!("no layer `{}`", l.name)))?;
+                let (values, [_, c, h, w]) = &self.acts[i];
+                let row = c * h * w;
+                let mut out = Vec::with_capacity(images.len() * row);
+                for &image in images {
+                    out.extend_from_slice(&values[image * row..(image + 1) * row]);
+                }
+                Ok(Tensor::from_data(
+                    TensorData::new(out, [images.len(), *c, *h, *w]),
+                    &self.device,
+                ))
+            })
+            .collect()
+    }
+}
+
+/// The default model's activations of `layers` over `ds`, on the CPU.
+fn record(model: &Model, layers: &[Layer], ds: &Dataset, opts: &Options) -> Result<Fixed> {
+    let device = models::gpu::cpu_device();
+    let bopts = BatchOptions {
+        batch_size: 8,
+        preprocess: opts.preprocess.to_preprocess(),
+        prefetch: 1,
+        labels_only: false,
+    };
+    let mut acts: Vec<(Vec<f32>, [usize; 4])> = vec![(Vec::new(), [0; 4]); layers.len()];
+    for batch in ds.batches(&bopts) {
+        let batch = batch?;
+        let n = batch.indices.len();
+        let input = Tensor::<4>::from_data(
+            TensorData::new(
+                batch.pixels.clone(),
+                [n, 3, batch.height as usize, batch.width as usize],
+            ),
+            &device,
+        );
+        for (slot, act) in acts.iter_mut().zip(model.forward_layers(input, layers)?) {
+            let [_, c, h, w] = act.dims();
+            slot.0.extend(
+                act.into_data()
+                    .try_to_vec::<f32>()
+                    .map_err(|e| anyhow::anyhow!("{e:?}"))?,
+            );
+            slot.1 = [slot.1[0] + n, c, h, w];
+        }
+    }
+    Ok(Fixed {
+        layers: layers.to_vec(),
+        acts,
+        device,
+    })
+}
+
+/// What two runs may differ in: nothing but timings, the adapter and
+/// the passes the device's thresholds take.
+fn same(a: &Outcome, b: &Outcome) -> Result<(), String> {
+    if a.counts != b.counts {
+        return Err("raw counts differ".into());
+    }
+    if a.ious != b.ious {
+        return Err("IoU matrices differ".into());
+    }
+    if a.top_maps != b.top_maps {
+        return Err("top maps differ".into());
+    }
+    for (x, y) in a.dissection.layers.iter().zip(&b.dissection.layers) {
+        let bits = |t: &[f32]| t.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        if bits(&x.thresholds) != bits(&y.thresholds) {
+            return Err(format!("{}: thresholds differ", x.name));
+        }
+        if x.top_images != y.top_images || x.units != y.units || x.summary != y.summary {
+            return Err(format!("{}: top images or scores differ", x.name));
+        }
+    }
+    Ok(())
+}
+
+pub fn gpu_check(args: GpuCheckArgs) -> Result<()> {
+    let adapters = dissect::engine::adapter_summaries();
+    let mut md = String::from("# gpu-check\n\n");
+    for (i, a) in adapters.iter().enumerate() {
+        let _ = writeln!(
+            md,
+            "- adapter {i}: {} ({:?}, {:?}, driver {} {}), largest buffer {} MiB",
+            a.info.name,
+            a.info.device_type,
+            a.info.backend,
+            a.info.driver,
+            a.info.driver_info,
+            a.max_buffer_bytes >> 20
+        );
+    }
+    let hardware = adapters
+        .iter()
+        .position(|a| a.info.device_type != dissect::wgpu::DeviceType::Cpu);
+    let gpu = match hardware {
+        Some(i) => Dissector::on_adapter(i)?,
+        None => {
+            md.push_str(
+                "\nNo hardware adapter: this run is on lavapipe (software Vulkan) at small sizes, \
+                 which checks the command, not the speed. On a GPU machine check the driver \
+                 (`vulkaninfo --summary`), and in a container that NVIDIA_DRIVER_CAPABILITIES \
+                 includes `graphics`.\n",
+            );
+            Dissector::new().context("starting the wgpu device (is Mesa lavapipe installed?)")?
+        }
+    };
+    let on_hardware = hardware.is_some();
+    let adapter = gpu.adapter_line();
+    let _ = writeln!(md, "\nRunning on: {adapter}\n");
+    std::fs::create_dir_all(&args.out)?;
+
+    // Parity: the default model's activations, dissected by both backends.
+    let cpu = Dissector::cpu();
+    let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/default");
+    let model = Model::load(
+        &assets.join("model.safetensors"),
+        "tiny-resnet"
+            .parse::<ArchChoice>()
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+        cpu.device(),
+    )?;
+    let data = ensure_dataset(&args.out, args.parity_images)?;
+    let ds = Dataset::open(&data, &DatasetOptions::default())?;
+    let names: Vec<String> = ["layer3", "layer4"].map(String::from).to_vec();
+    let layers: Vec<Layer> = names
+        .iter()
+        .map(|n| model.layer(n))
+        .collect::<Result<_, _>>()?;
+    let base = Options::preset(Preset::Original, &model.arch().default_preprocess_spec());
+    let fixed = record(&model, &layers, &ds, &base)?;
+    md.push_str("| parity: union, alignment | GPU = CPU |\n|---|---|\n");
+    let mut parity = true;
+    for union in [UnionRule::Original, UnionRule::Lite] {
+        for alignment in [Alignment::ReceptiveField, Alignment::HalfPixel] {
+            let mut opts = base.clone();
+            opts.union = union;
+            opts.alignment = alignment;
+            opts.batch_size = 5;
+            let run = |d: &Dissector| {
+                let net = Fixed {
+                    layers: fixed.layers.clone(),
+                    acts: fixed.acts.clone(),
+                    device: d.device().clone(),
+                };
+                d.run(&net, &names, &ds, &opts, &mut |_| {})
+            };
+            let verdict = same(&run(&gpu)?, &run(&cpu)?);
+            parity &= verdict.is_ok();
+            let _ = writeln!(
+                md,
+                "| {union:?}, {alignment:?} | {} |",
+                verdict.map_or_else(|e| format!("**no**: {e}"), |()| "yes".into())
+            );
+        }
+    }
+
+    // The whole pipeline, ResNet-18 layer3 + layer4, at two batch sizes.
+    let images = args.images.unwrap_or(if on_hardware { 4000 } else { 16 });
+    let sizes = args.batch_sizes.clone().unwrap_or(if on_hardware {
+        vec![64, 256]
+    } else {
+        vec![4, 8]
+    });
+    let resnet_data = ensure_dataset(&args.out, images)?;
+    let resnet_layers = ["layer3", "layer4"].map(String::from).to_vec();
+    md.push_str("\n| ResNet-18 layer3+layer4 | images | batch | warm-up s | wall s | images/s | passes | mode |\n|---|---|---|---|---|---|---|---|\n");
+    let mut best = 0.0f64;
+    for &bs in &sizes {
+        let r = run_dissection(
+            &gpu,
+            Backend::Wgpu,
+            ModelKind::ResNet18,
+            &resnet_layers,
+            images,
+            bs,
+            &resnet_data,
+            false,
+        )?;
+        let per_sec = r.images as f64 / r.wall_secs.max(1e-9);
+        best = best.max(per_sec);
+        let _ = writeln!(
+            md,
+            "| end to end | {} | {bs} | {:.1} | {:.1} | {per_sec:.1} | {} | {:?} |",
+            r.images, r.warmup_secs, r.wall_secs, r.passes, r.mode
+        );
+    }
+    let b = run_baselines(&gpu, !on_hardware, sizes[0])?;
+    let count = b.count.gpu_per_sec / b.count.cpu_per_sec.max(1e-9);
+    let thresholds = b.quantile.gpu_per_sec / b.quantile.cpu_per_sec.max(1e-9);
+    let _ = writeln!(
+        md,
+        "\n| kernel | shape | CPU reference /s | device /s | ratio |\n|---|---|---|---|---|\n\
+         | count (upsample, binarize, count), unit·px | {} | {:.3e} | {:.3e} | {count:.2}x |\n\
+         | thresholds (exact quantile), values | {} | {:.3e} | {:.3e} | {thresholds:.2}x{} |\n\
+         | ResNet-18 forward, images (batch {}) | 224x224 | {:.1} (flex) | {:.1} | {:.2}x |",
+        b.count.shape,
+        b.count.cpu_per_sec,
+        b.count.gpu_per_sec,
+        b.quantile.shape,
+        b.quantile.cpu_per_sec,
+        b.quantile.gpu_per_sec,
+        if b.quantile.agree == Some(false) {
+            " (**disagree**)"
+        } else {
+            ""
+        },
+        b.forward.batch_size,
+        b.forward.flex_images_per_sec,
+        b.forward.wgpu_images_per_sec,
+        b.forward.wgpu_images_per_sec / b.forward.flex_images_per_sec.max(1e-9),
+    );
+    let last = format!(
+        "gpu-check: parity {}; count {count:.2}x, thresholds {thresholds:.2}x the CPU reference; {best:.1} images/s end to end on {adapter}{}",
+        if parity { "ok" } else { "FAILED" },
+        if on_hardware {
+            ""
+        } else {
+            " (lavapipe, small sizes)"
+        }
+    );
+    let _ = writeln!(md, "\n{last}");
+    std::fs::write(args.out.join("gpu.md"), &md)?;
+    print!("{md}");
+    if !parity {
+        bail!(
+            "the GPU and CPU backends disagree (see {})",
+            args.out.join("gpu.md").display()
+        );
+    }
+    Ok(())
+}
