@@ -5,13 +5,14 @@
 // the map is strictly above the unit's threshold. A bilinear sample never exceeds the largest of
 // its four neighbours (the clamp in `sample`), so a map that is not live has an empty mask:
 // `count_pixels` skips it, on a workgroup-uniform test.
-// `count_pixels`: one workgroup per (256 seg pixels, unit, image). Each invocation samples the
-// unit's h x w map bilinearly at its seg pixel through per-axis taps (two source indices and two
-// weights per row and per column, computed on the host), keeps the pixel when the sample is
-// strictly above the unit's threshold, and then adds 1 to batch_intersect[unit][label] for every
-// non-zero label of the pixel in every label plane of the image, and ORs the primary category of
-// each such label into the (image, unit) category bits. The masked-pixel count per (image, unit)
-// is reduced in workgroup memory first.
+// `count_pixels`: one workgroup per (128 seg columns, unit, image), one invocation per column
+// walking its rows. Each sample is the unit's h x w map taken bilinearly at the seg pixel through
+// per-axis taps (two source indices and two weights per row and per column, computed on the
+// host); a pixel is kept when the sample is strictly above the unit's threshold, and then adds 1
+// to batch_intersect[unit][label] for every non-zero label of the pixel in every label plane of
+// the image, and ORs the primary category of each such label into the (image, unit) category
+// bits. Masked-pixel counts and category bits are kept per invocation, then reduced in workgroup
+// memory, then added once per workgroup.
 // `fold_matrix`: adds batch_intersect into the u64 totals and clears it.
 // `fold_units`: per unit, adds the (image, unit) masked counts into unit pixels, both per-category
 // unions and the image-level-label intersections, and clears them.
@@ -111,22 +112,8 @@ fn opaque(x: f32) -> f32 {
     return select(x, bitcast<f32>(params.never), params.never != 0u);
 }
 
-fn sample(image: u32, unit: u32, y: u32, x: u32) -> f32 {
-    let ty = 4u * y;
-    let tx = 4u * (params.sh + x);
-    let y0 = consts[ty];
-    let y1 = consts[ty + 1u];
-    let wy0 = bitcast<f32>(consts[ty + 2u]);
-    let wy1 = bitcast<f32>(consts[ty + 3u]);
-    let x0 = consts[tx];
-    let x1 = consts[tx + 1u];
-    let wx0 = bitcast<f32>(consts[tx + 2u]);
-    let wx1 = bitcast<f32>(consts[tx + 3u]);
-    let base = params.elem_offset + (image * params.n_units + unit) * params.h * params.w;
-    let v00 = acts[base + y0 * params.w + x0];
-    let v01 = acts[base + y0 * params.w + x1];
-    let v10 = acts[base + y1 * params.w + x0];
-    let v11 = acts[base + y1 * params.w + x1];
+// The bilinear sample of four neighbours with the x weights `wx0, wx1` and y weights `wy0, wy1`.
+fn blend(v00: f32, v01: f32, v10: f32, v11: f32, wx0: f32, wx1: f32, wy0: f32, wy1: f32) -> f32 {
     let top = opaque(v00 * wx0) + opaque(v01 * wx1);
     let bottom = opaque(v10 * wx0) + opaque(v11 * wx1);
     let s = opaque(top * wy0) + opaque(bottom * wy1);
@@ -140,6 +127,26 @@ fn sample(image: u32, unit: u32, y: u32, x: u32) -> f32 {
     let d = select(v10, v11, v11 < v10);
     let lo = select(c, d, d < c);
     return select(select(s, lo, s < lo), hi, s > hi);
+}
+
+fn sample(image: u32, unit: u32, y: u32, x: u32) -> f32 {
+    let ty = 4u * y;
+    let tx = 4u * (params.sh + x);
+    let y0 = consts[ty];
+    let y1 = consts[ty + 1u];
+    let x0 = consts[tx];
+    let x1 = consts[tx + 1u];
+    let base = params.elem_offset + (image * params.n_units + unit) * params.h * params.w;
+    return blend(
+        acts[base + y0 * params.w + x0],
+        acts[base + y0 * params.w + x1],
+        acts[base + y1 * params.w + x0],
+        acts[base + y1 * params.w + x1],
+        bitcast<f32>(consts[tx + 2u]),
+        bitcast<f32>(consts[tx + 3u]),
+        bitcast<f32>(consts[ty + 2u]),
+        bitcast<f32>(consts[ty + 3u]),
+    );
 }
 
 @compute @workgroup_size(64)
@@ -165,7 +172,7 @@ fn mark_live(
     live[i] = any;
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(128)
 fn count_pixels(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
@@ -181,22 +188,55 @@ fn count_pixels(
     if workgroupUniformLoad(&wg_live) == 0u {
         return;
     }
-    let n_pixels = params.sh * params.sw;
-    let p = wg.x * 256u + li;
-    if p < n_pixels {
-        let s = sample(image, unit, p / params.sw, p % params.sw);
-        if s > thresholds[unit] {
-            atomicAdd(&wg_count, 1u);
-            let first = image_meta[image * 6u + 4u];
-            let count = image_meta[image * 6u + 5u];
-            for (var i = 0u; i < count; i = i + 1u) {
-                let label = labels[(first + i) * n_pixels + p];
-                if label != 0u {
-                    atomicAdd(&batch_intersect[unit * params.n_labels + label], 1u);
-                    let cat = consts[params.label_cat_offset + label];
-                    atomicOr(&wg_bits, 1u << cat);
+    // One seg column per invocation, rows in a loop: adjacent invocations read adjacent labels,
+    // the column's taps are read once, the row's taps are the same for the whole workgroup, and
+    // no pixel index is divided.
+    let x = wg.x * 128u + li;
+    if x < params.sw {
+        let n_pixels = params.sh * params.sw;
+        let tx = 4u * (params.sh + x);
+        let x0 = consts[tx];
+        let x1 = consts[tx + 1u];
+        let wx0 = bitcast<f32>(consts[tx + 2u]);
+        let wx1 = bitcast<f32>(consts[tx + 3u]);
+        let base = params.elem_offset + (image * params.n_units + unit) * params.h * params.w;
+        let t = thresholds[unit];
+        let first = image_meta[image * 6u + 4u];
+        let count = image_meta[image * 6u + 5u];
+        var masked = 0u;
+        var bits = 0u;
+        var p = x;
+        for (var y = 0u; y < params.sh; y = y + 1u) {
+            let ty = 4u * y;
+            let r0 = base + consts[ty] * params.w;
+            let r1 = base + consts[ty + 1u] * params.w;
+            let s = blend(
+                acts[r0 + x0],
+                acts[r0 + x1],
+                acts[r1 + x0],
+                acts[r1 + x1],
+                wx0,
+                wx1,
+                bitcast<f32>(consts[ty + 2u]),
+                bitcast<f32>(consts[ty + 3u]),
+            );
+            if s > t {
+                masked = masked + 1u;
+                for (var i = 0u; i < count; i = i + 1u) {
+                    let label = labels[(first + i) * n_pixels + p];
+                    if label != 0u {
+                        atomicAdd(&batch_intersect[unit * params.n_labels + label], 1u);
+                        bits = bits | (1u << consts[params.label_cat_offset + label]);
+                    }
                 }
             }
+            p = p + params.sw;
+        }
+        if masked != 0u {
+            atomicAdd(&wg_count, masked);
+        }
+        if bits != 0u {
+            atomicOr(&wg_bits, bits);
         }
     }
     workgroupBarrier();

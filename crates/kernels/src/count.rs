@@ -673,7 +673,7 @@ impl Counter {
                 whole(7, &self.batch_units),
                 whole(10, &self.live),
             ],
-            [(n_pixels as u32).div_ceil(256), c.n_units, n_images],
+            [c.upsample.sw.div_ceil(128), c.n_units, n_images],
         );
         dispatch(
             gpu,
