@@ -461,6 +461,41 @@ pub struct Counter {
     acc_words: u64,
     /// Truth counts need no activations, so they are summed on the host.
     label_pixels: Vec<u64>,
+    /// The batch inputs' buffers, reused from batch to batch.
+    inputs: BatchInputs,
+}
+
+/// Where each batch's labels, image records and parameters are written:
+/// allocated once, grown only when a batch needs more.
+#[derive(Debug)]
+struct BatchInputs {
+    labels: Option<wgpu::Buffer>,
+    meta: Option<wgpu::Buffer>,
+    params: wgpu::Buffer,
+}
+
+/// `slot`'s buffer holding `data` at offset 0: the old one when it is large
+/// enough, else a new one of at least twice the size (within `limit`).
+fn reuse<'a, T: bytemuck::Pod>(
+    gpu: &Gpu,
+    slot: &'a mut Option<wgpu::Buffer>,
+    label: &str,
+    data: &[T],
+    limit: u64,
+) -> &'a wgpu::Buffer {
+    let bytes = (std::mem::size_of_val(data) as u64)
+        .max(4)
+        .next_multiple_of(4);
+    if slot.as_ref().is_none_or(|b| b.size() < bytes) {
+        let grown = bytes.next_power_of_two().min(limit).max(bytes);
+        *slot = Some(gpu.storage(label, grown));
+    }
+    let buffer = slot.get_or_insert_with(|| gpu.storage(label, bytes));
+    if !data.is_empty() {
+        gpu.queue
+            .write_buffer(buffer, 0, bytemuck::cast_slice(data));
+    }
+    buffer
 }
 
 impl Counter {
@@ -513,6 +548,11 @@ impl Counter {
             acc: gpu.storage("count-acc", acc_words * 4),
             acc_words,
             label_pixels: vec![0; l as usize],
+            inputs: BatchInputs {
+                labels: None,
+                meta: None,
+                params: gpu.uniform("count-params", &<Params as bytemuck::Zeroable>::zeroed()),
+            },
             config,
         })
     }
@@ -641,9 +681,13 @@ impl Counter {
                 flat_labels.len() * 4
             )));
         }
-        let labels_buf = gpu.storage_init("count-labels", &flat_labels);
-        let meta_buf = gpu.storage_init("count-image-meta", &meta);
-        let params = gpu.uniform("count-params", &self.params(bound.elem_offset, n_images));
+        let params_value = self.params(bound.elem_offset, n_images);
+        let inputs = &mut self.inputs;
+        gpu.queue
+            .write_buffer(&inputs.params, 0, bytemuck::bytes_of(&params_value));
+        let params = &inputs.params;
+        let labels_buf = reuse(gpu, &mut inputs.labels, "count-labels", &flat_labels, limit);
+        let meta_buf = reuse(gpu, &mut inputs.meta, "count-image-meta", &meta, limit);
 
         let mut encoder = gpu.device.create_command_encoder(&Default::default());
         dispatch(
@@ -651,7 +695,7 @@ impl Counter {
             &mut encoder,
             &gpu.pipeline(COUNT, "mark_live"),
             &[
-                whole(0, &params),
+                whole(0, params),
                 view_entry(1, view, &bound),
                 whole(2, thresholds),
                 whole(10, &self.live),
@@ -663,12 +707,12 @@ impl Counter {
             &mut encoder,
             &gpu.pipeline(COUNT, "count_pixels"),
             &[
-                whole(0, &params),
+                whole(0, params),
                 view_entry(1, view, &bound),
                 whole(2, thresholds),
                 whole(3, &self.consts),
-                whole(4, &labels_buf),
-                whole(5, &meta_buf),
+                whole(4, labels_buf),
+                whole(5, meta_buf),
                 whole(6, &self.batch_intersect),
                 whole(7, &self.batch_units),
                 whole(10, &self.live),
@@ -680,7 +724,7 @@ impl Counter {
             &mut encoder,
             &gpu.pipeline(COUNT, "fold_matrix"),
             &[
-                whole(0, &params),
+                whole(0, params),
                 whole(6, &self.batch_intersect),
                 whole(8, &self.acc),
             ],
@@ -691,8 +735,8 @@ impl Counter {
             &mut encoder,
             &gpu.pipeline(COUNT, "fold_units"),
             &[
-                whole(0, &params),
-                whole(5, &meta_buf),
+                whole(0, params),
+                whole(5, meta_buf),
                 whole(7, &self.batch_units),
                 whole(8, &self.acc),
             ],
