@@ -14,10 +14,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use broden::{BatchOptions, Dataset, DatasetOptions};
 use clap::Args;
-use dissect::{
-    Alignment, DissectError, Dissector, Layer, Network, Options, Outcome, Preset, UnionRule,
-};
-use models::burn::tensor::{Device, Tensor, TensorData};
+use dissect::npy::DType;
+use dissect::recorded::{Recorded, RecordedArray, TokenLayout};
+use dissect::{Alignment, Dissector, Layer, Network, Options, Outcome, Preset, UnionRule};
+use models::burn::tensor::{Tensor, TensorData};
 use models::{ArchChoice, Model};
 
 use crate::bench::{Backend, ModelKind, ensure_dataset, run_baselines, run_dissection};
@@ -40,74 +40,16 @@ pub struct GpuCheckArgs {
     pub out: PathBuf,
 }
 
-/// Activations computed once, served to either backend: the parity check
-/// dissects exactly the same numbers on both, with the layers' receptive
-/// fields kept (so both alignments apply).
-struct Fixed {
-    layers: Vec<Layer>,
-    /// Per layer: every image's maps, `[n, c, h, w]`.
-    acts: Vec<(Vec<f32>, [usize; 4])>,
-    device: Device,
-}
-
-impl Network for Fixed {
-    fn name(&self) -> String {
-        "fixed activations".into()
-    }
-
-    fn layer(&self, name: &str) -> Result<Layer, DissectError> {
-        self.layers
-            .iter()
-            .find(|l| l.name == name)
-            .cloned()
-            .ok_or_else(|| DissectError::Usage(format!("no layer `{name}`")))
-    }
-
-    fn forward_layers(
-        &self,
-        _input: Tensor<4>,
-        _layers: &[Layer],
-    ) -> Result<Vec<Tensor<4>>, DissectError> {
-        Err(DissectError::Internal(
-            "fixed activations read no pixels".into(),
-        ))
-    }
-
-    fn reads_pixels(&self) -> bool {
-        false
-    }
-
-    fn forward_images(
-        &self,
-        images: &[usize],
-        _input: Option<Tensor<4>>,
-        layers: &[Layer],
-    ) -> Result<Vec<Tensor<4>>, DissectError> {
-        layers
-            .iter()
-            .map(|l| {
-                let i = self
-                    .layers
-                    .iter()
-                    .position(|x| x.name == l.name)
-                    .ok_or_else(|| DissectError::Internal(format!("no layer `{}`", l.name)))?;
-                let (values, [_, c, h, w]) = &self.acts[i];
-                let row = c * h * w;
-                let mut out = Vec::with_capacity(images.len() * row);
-                for &image in images {
-                    out.extend_from_slice(&values[image * row..(image + 1) * row]);
-                }
-                Ok(Tensor::from_data(
-                    TensorData::new(out, [images.len(), *c, *h, *w]),
-                    &self.device,
-                ))
-            })
-            .collect()
-    }
-}
-
-/// The default model's activations of `layers` over `ds`, on the CPU.
-fn record(model: &Model, layers: &[Layer], ds: &Dataset, opts: &Options) -> Result<Fixed> {
+/// The default model's activations of `layers` over `ds`, on the CPU: per
+/// layer every image's maps, `[n, c, h, w]`. The parity check dissects
+/// exactly these numbers on both backends, as recorded activations that
+/// keep the layers' receptive fields (so both alignments apply).
+fn record(
+    model: &Model,
+    layers: &[Layer],
+    ds: &Dataset,
+    opts: &Options,
+) -> Result<Vec<(Vec<f32>, [usize; 4])>> {
     let device = models::gpu::cpu_device();
     let bopts = BatchOptions {
         batch_size: 8,
@@ -136,11 +78,7 @@ fn record(model: &Model, layers: &[Layer], ds: &Dataset, opts: &Options) -> Resu
             slot.1 = [slot.1[0] + n, c, h, w];
         }
     }
-    Ok(Fixed {
-        layers: layers.to_vec(),
-        acts,
-        device,
-    })
+    Ok(acts)
 }
 
 /// What two runs may differ in: nothing but timings, the adapter and
@@ -220,7 +158,17 @@ pub fn gpu_check(args: GpuCheckArgs) -> Result<()> {
         .map(|n| model.layer(n))
         .collect::<Result<_, _>>()?;
     let base = Options::preset(Preset::Original, &model.arch().default_preprocess_spec());
-    let fixed = record(&model, &layers, &ds, &base)?;
+    let acts = record(&model, &layers, &ds, &base)?;
+    let arrays: Vec<RecordedArray<'_>> = names
+        .iter()
+        .zip(&acts)
+        .map(|(name, (values, shape))| RecordedArray {
+            name,
+            shape,
+            dtype: DType::F32,
+            data: bytemuck::cast_slice(values),
+        })
+        .collect();
     md.push_str("| parity: union, alignment | GPU = CPU |\n|---|---|\n");
     let mut parity = true;
     for union in [UnionRule::Original, UnionRule::Lite] {
@@ -229,13 +177,19 @@ pub fn gpu_check(args: GpuCheckArgs) -> Result<()> {
             opts.union = union;
             opts.alignment = alignment;
             opts.batch_size = 5;
-            let run = |d: &Dissector| {
-                let net = Fixed {
-                    layers: fixed.layers.clone(),
-                    acts: fixed.acts.clone(),
-                    device: d.device().clone(),
-                };
-                d.run(&net, &names, &ds, &opts, &mut |_| {})
+            let run = |d: &Dissector| -> Result<Outcome> {
+                let mut net = Recorded::from_arrays(
+                    "the default model's activations",
+                    &arrays,
+                    ds.images.len(),
+                    TokenLayout::default(),
+                )?;
+                for (name, layer) in names.iter().zip(&layers) {
+                    if let Some(field) = layer.field {
+                        net = net.with_field(name, field)?;
+                    }
+                }
+                Ok(d.run(&net.on(d.device()), &names, &ds, &opts, &mut |_| {})?)
             };
             let verdict = same(&run(&gpu)?, &run(&cpu)?);
             parity &= verdict.is_ok();

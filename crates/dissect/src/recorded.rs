@@ -84,6 +84,9 @@ struct RecordedLayer<'a> {
     maps: [usize; 3],
     /// For `N x T x C` arrays: tokens per row and those skipped.
     tokens: Option<(usize, usize)>,
+    /// Receptive fields, when the caller knows the network that recorded
+    /// them ([`Recorded::with_field`]).
+    field: Option<models::FieldMap>,
 }
 
 impl RecordedLayer<'_> {
@@ -187,6 +190,7 @@ impl<'a> Recorded<'a> {
                     row_elements: a.shape[1..].iter().product(),
                     maps,
                     tokens,
+                    field: None,
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -222,6 +226,21 @@ impl<'a> Recorded<'a> {
             layers: opened,
             device: Device::default(),
         })
+    }
+
+    /// Gives `layer` the receptive fields of the network that recorded it,
+    /// so receptive-field alignment applies to it too.
+    pub fn with_field(
+        mut self,
+        layer: &str,
+        field: models::FieldMap,
+    ) -> Result<Self, DissectError> {
+        let origin = self.origin.clone();
+        let l = (self.layers.iter_mut())
+            .find(|l| l.name == layer)
+            .ok_or_else(|| DissectError::Usage(format!("{origin}: no recorded layer `{layer}`")))?;
+        l.field = Some(field);
+        Ok(self)
     }
 
     /// The same files, read onto `device` (the engine's).
@@ -288,6 +307,7 @@ fn open_layer(
         row_elements: header.shape[1..].iter().product(),
         maps,
         tokens: token_info,
+        field: None,
     })
 }
 
@@ -361,7 +381,7 @@ impl Network for Recorded<'_> {
         Ok(Layer {
             name: name.to_string(),
             index,
-            field: None,
+            field: self.layers[index].field,
         })
     }
 
@@ -434,6 +454,16 @@ mod tests {
             .unwrap()
             .on(&models::gpu::cpu_device());
         assert_eq!(maps(&rec, 1, 2), values[12..].to_vec());
+        // Recorded layers have no receptive fields unless given them.
+        assert_eq!(rec.layer("conv").unwrap().field, None);
+        let field = models::FieldMap {
+            offset: [1, 1],
+            size: [3, 3],
+            step: [2, 2],
+        };
+        let rec = rec.with_field("conv", field).unwrap();
+        assert_eq!(rec.layer("conv").unwrap().field, Some(field));
+        assert!(rec.with_field("fc", field).is_err());
 
         let tmp = tempfile::tempdir().unwrap();
         std::fs::write(
