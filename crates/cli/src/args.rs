@@ -45,6 +45,10 @@ pub enum Command {
     /// last layer: per image, the top classes with the units that add most
     /// to each logit and their concepts (explain.json, explain.html).
     Explain(ExplainArgs),
+    /// Merge the shard folders of a sharded run (`dissect --shard i/n`):
+    /// phase 1's into the exact thresholds (`--phase thresholds`), phase
+    /// 2's into the results folder the unsharded run writes.
+    Merge(MergeArgs),
     /// Write a synthetic Broden-format dataset with structure in all six
     /// categories (deterministic per seed), to try the tool without
     /// downloads.
@@ -99,6 +103,34 @@ pub struct ExplainArgs {
     /// Where the network runs.
     #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
     pub backend: BackendArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PhaseArg {
+    /// Phase 1 shards into a thresholds file (for `dissect --thresholds`).
+    Thresholds,
+    /// Phase 2 shards into the final results folder.
+    Counts,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MergeArgs {
+    /// Every shard folder of the run, in any order.
+    #[arg(required = true, num_args = 1..)]
+    pub shards: Vec<PathBuf>,
+    /// Which phase's shards these are.
+    #[arg(long, value_enum, default_value_t = PhaseArg::Counts)]
+    pub phase: PhaseArg,
+    /// The thresholds file (`--phase thresholds`) or results folder
+    /// (`--phase counts`) to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The dataset, where it is not at the path the shards recorded.
+    #[arg(long)]
+    pub dataset: Option<PathBuf>,
+    /// Overwrite an output that already holds results.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -257,6 +289,16 @@ pub struct DissectArgs {
     /// Formulas kept per step of the search (default 5, compexp's).
     #[arg(long, value_name = "B", requires = "formula_length")]
     pub beam: Option<usize>,
+    /// Run one shard of the selected images (0-based `i/n`, whole batches,
+    /// contiguous): phase 1 writes the shard's threshold candidates and top
+    /// images into --out; with --thresholds (from `netdissect merge --phase
+    /// thresholds`), phase 2 writes its counts. `netdissect merge` joins
+    /// the shards into the unsharded run's results.
+    #[arg(long, value_name = "I/N", value_parser = clap::value_parser!(dissect::shard::Shard))]
+    pub shard: Option<dissect::shard::Shard>,
+    /// Phase 2 of a sharded run: the merged thresholds file.
+    #[arg(long, value_name = "FILE", requires = "shard")]
+    pub thresholds: Option<PathBuf>,
     /// Where the network and the passes run.
     #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
     pub backend: BackendArg,

@@ -16,8 +16,8 @@ use anyhow::{Context, Result};
 use clap::Parser;
 
 use args::{
-    AlignArg, BackendArg, Cli, Command, CompareArgs, DissectArgs, ExplainArgs, PreprocessArg,
-    PresetArg, SynthArgs, UnionArg,
+    AlignArg, BackendArg, Cli, Command, CompareArgs, DissectArgs, ExplainArgs, MergeArgs, PhaseArg,
+    PreprocessArg, PresetArg, SynthArgs, UnionArg,
 };
 use broden::{Dataset, DatasetOptions, Preprocess};
 use dissect::planted::PlantedColors;
@@ -63,6 +63,7 @@ fn main() -> ExitCode {
         }),
         Command::Compare(a) => compare(&a),
         Command::Explain(a) => explain(&a),
+        Command::Merge(a) => merge(&a),
         Command::Synth(a) => synth(&a),
     };
     match result {
@@ -324,6 +325,8 @@ struct Loaded {
     preprocess: Preprocess,
     /// Its layers have no receptive fields: half-pixel alignment only.
     half_pixel: bool,
+    /// Recorded activation files, for a sharded run's digest.
+    activations: Vec<PathBuf>,
 }
 
 impl Loaded {
@@ -332,6 +335,7 @@ impl Loaded {
             preprocess: model.arch().default_preprocess_spec(),
             net: Box::new(model),
             half_pixel: false,
+            activations: Vec::new(),
         }
     }
 }
@@ -431,6 +435,11 @@ fn dissect(a: &DissectArgs) -> Result<(), Failure> {
     // model's own input size is known here except for `--model auto`,
     // whose checks are repeated once the checkpoint is read.
     let weights = checkpoints(&a.weights)?;
+    if a.shard.is_some() && weights.len() > 1 {
+        return Err(fail(EXIT_USAGE)(anyhow::anyhow!(
+            "--shard runs one checkpoint: give one --weights file per sharded run"
+        )));
+    }
     if matches!(choice, Some(ArchChoice::Auto)) && weights.is_empty() {
         return Err(fail(EXIT_USAGE)(anyhow::anyhow!(
             "--model auto needs --weights to infer the architecture from"
@@ -477,8 +486,9 @@ fn dissect(a: &DissectArgs) -> Result<(), Failure> {
             );
         }
         let loaded = load(choice, w.as_deref(), &dissector)?;
-        let dissection = run_and_write(a, loaded, w.as_deref(), &dataset, &dissector, staging)?;
-        runs.push(dissection);
+        if let Some(d) = run_and_write(a, loaded, w.as_deref(), &dataset, &dissector, staging)? {
+            runs.push(d);
+        }
     }
     if n > 1 {
         let runs = runs
@@ -617,6 +627,9 @@ fn dissect_recorded(a: &DissectArgs, dir: &Path) -> Result<(), Failure> {
         net: Box::new(recorded),
         preprocess,
         half_pixel: true,
+        activations: (a.layers.iter())
+            .map(|l| dir.join(format!("{l}.npy")))
+            .collect(),
     };
     run_and_write(a, loaded, None, &dataset, &dissector, staging)?;
     Ok(())
@@ -633,6 +646,7 @@ fn load(
             net: Box::new(PlantedColors::new(dissector.device())),
             preprocess: PlantedColors::preprocess(),
             half_pixel: false,
+            activations: Vec::new(),
         },
         (Some(choice), Some(path)) => {
             Loaded::zoo(Model::load(path, choice, dissector.device()).map_err(input)?)
@@ -689,7 +703,8 @@ fn example_explanation(
     }
 }
 
-/// Dissects `loaded` and writes its folder through `staging`.
+/// Dissects `loaded` and writes its folder through `staging`; a shard of
+/// a sharded run writes its shard folder instead, and returns `None`.
 fn run_and_write(
     a: &DissectArgs,
     loaded: Loaded,
@@ -697,10 +712,21 @@ fn run_and_write(
     dataset: &Dataset,
     dissector: &Dissector,
     staging: report::output::Staging,
-) -> Result<dissect::Dissection, Failure> {
+) -> Result<Option<dissect::Dissection>, Failure> {
     let mut opts = options(a, &loaded.preprocess);
     if loaded.half_pixel {
         opts.alignment = Alignment::HalfPixel;
+    }
+    if let Some(shard) = a.shard {
+        let job = ShardJob {
+            shard,
+            loaded: &loaded,
+            opts: &opts,
+            weights,
+            dataset,
+        };
+        run_shard(a, &job, dissector, staging)?;
+        return Ok(None);
     }
 
     let mut bars = progress::Bars::new(a.quiet);
@@ -714,17 +740,203 @@ fn run_and_write(
 
     let result = &outcome.dissection;
     example_explanation(weights, result, dataset, dissector, staging.path());
+    write_results(staging, &outcome)?;
+    Ok(Some(outcome.dissection))
+}
+
+/// Writes a run's outputs through `staging`, swaps them in, and prints
+/// the summary and the files.
+fn write_results(
+    staging: report::output::Staging,
+    outcome: &dissect::Outcome,
+) -> Result<(), Failure> {
+    let result = &outcome.dissection;
     let written =
         report::output::write_all(staging.path(), result, &outcome.top_maps, &outcome.ious)
             .map_err(output_error)?;
-    let staged = staging.path().to_path_buf();
-    let dest = staging.commit().map_err(output_error)?;
+    let dest = commit(staging, written)?;
     progress::print_summary(result);
-    for path in written {
-        let path = path
-            .strip_prefix(&staged)
-            .map_or(path.clone(), |p| dest.join(p));
+    for path in dest {
         eprintln!("wrote {}", path.display());
     }
-    Ok(outcome.dissection)
+    Ok(())
+}
+
+/// Swaps `staging` in and returns the `written` paths as they are now.
+fn commit(
+    staging: report::output::Staging,
+    written: Vec<PathBuf>,
+) -> Result<Vec<PathBuf>, Failure> {
+    let staged = staging.path().to_path_buf();
+    let dest = staging.commit().map_err(output_error)?;
+    Ok(written
+        .into_iter()
+        .map(|path| {
+            path.strip_prefix(&staged)
+                .map_or(path.clone(), |p| dest.join(p))
+        })
+        .collect())
+}
+
+/// One shard of a sharded run.
+struct ShardJob<'a> {
+    shard: dissect::shard::Shard,
+    loaded: &'a Loaded,
+    opts: &'a Options,
+    weights: Option<&'a Path>,
+    dataset: &'a Dataset,
+}
+
+/// `dissect --shard i/n [--thresholds FILE]`: phase 1 or 2 of a shard,
+/// into its shard folder.
+fn run_shard(
+    a: &DissectArgs,
+    job: &ShardJob<'_>,
+    dissector: &Dissector,
+    staging: report::output::Staging,
+) -> Result<(), Failure> {
+    let weights: Vec<&Path> = job.weights.into_iter().collect();
+    let activations: Vec<&Path> = job
+        .loaded
+        .activations
+        .iter()
+        .map(PathBuf::as_path)
+        .collect();
+    let net = job.loaded.net.as_ref();
+    let digest = dissect::shard::digest(&dissect::shard::DigestInput {
+        model: &net.name(),
+        layers: &a.layers,
+        options: job.opts,
+        weights: &weights,
+        activations: &activations,
+        dataset: job.dataset,
+        shards: job.shard.count,
+    })
+    .map_err(run_error)?;
+    let mut bars = progress::Bars::new(a.quiet);
+    let mut progress = |p: &dissect::Progress| bars.update(p);
+    let weights_text = job.weights.map(|w| w.display().to_string());
+    let work = dissect::shard::ShardJob {
+        network: net,
+        layers: &a.layers,
+        dataset: job.dataset,
+        shard: job.shard,
+        digest: &digest,
+        options: job.opts,
+    };
+    let (phase, written) = match &a.thresholds {
+        None => {
+            let mut shard = dissector
+                .shard_thresholds(&work, &mut progress)
+                .map_err(run_error)?;
+            shard.info.weights = weights_text;
+            let written = report::shards::write_threshold_shard(staging.path(), &shard)
+                .map_err(output_error)?;
+            ("phase 1, thresholds", written)
+        }
+        Some(file) => {
+            let merged = report::shards::read_thresholds(file).map_err(input)?;
+            let mut shard = dissector
+                .shard_counts(&work, &merged, &mut progress)
+                .map_err(|e| match e.kind() {
+                    ErrorKind::Input => input(anyhow::anyhow!("{}: {e}", file.display())),
+                    _ => run_error(e),
+                })?;
+            shard.info.weights = weights_text;
+            let written = report::shards::write_count_shard(staging.path(), &shard, &merged)
+                .map_err(output_error)?;
+            ("phase 2, counts", written)
+        }
+    };
+    bars.finish();
+    let range = job
+        .shard
+        .range(job.dataset.images.len(), job.opts.batch_size)
+        .map_err(run_error)?;
+    let dest = commit(staging, written)?;
+    eprintln!(
+        "shard {} ({phase}): images {}..{} of {}",
+        job.shard,
+        range.start,
+        range.end,
+        job.dataset.images.len()
+    );
+    for path in dest {
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// `netdissect merge`: phase 1 shards into the thresholds file, or phase 2
+/// shards into the results folder.
+fn merge(a: &MergeArgs) -> Result<(), Failure> {
+    let named = |dir: &PathBuf| dir.display().to_string();
+    match a.phase {
+        PhaseArg::Thresholds => {
+            if a.out.exists() && !a.force {
+                return Err(input(anyhow::anyhow!(
+                    "{} exists (use --force to replace it)",
+                    a.out.display()
+                )));
+            }
+            let shards = (a.shards.iter())
+                .map(|d| {
+                    Ok((
+                        named(d),
+                        report::shards::read_threshold_shard(d).map_err(input)?,
+                    ))
+                })
+                .collect::<Result<Vec<_>, Failure>>()?;
+            let merged = dissect::shard::merge_thresholds(&shards).map_err(run_error)?;
+            report::shards::write_thresholds(&a.out, &merged).map_err(output_error)?;
+            let units: u32 = merged.layers.iter().map(|l| l.meta.units).sum();
+            eprintln!(
+                "merged {} shards: thresholds of {} layers ({units} units) over {} images",
+                shards.len(),
+                merged.layers.len(),
+                merged.n_images
+            );
+            eprintln!("wrote {}", a.out.display());
+            Ok(())
+        }
+        PhaseArg::Counts => {
+            let shards = (a.shards.iter())
+                .map(|d| {
+                    Ok((
+                        named(d),
+                        report::shards::read_count_shard(d).map_err(input)?,
+                    ))
+                })
+                .collect::<Result<Vec<_>, Failure>>()?;
+            let first = &shards[0].1.info;
+            let thresholds = report::shards::read_shard_thresholds(&a.shards[0]).map_err(input)?;
+            let root = a
+                .dataset
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(&first.dataset));
+            let opts = &first.options;
+            let dataset = Dataset::open(
+                &root,
+                &DatasetOptions {
+                    split: opts.split.clone(),
+                    categories: opts.categories.clone(),
+                    max_images: opts.max_images,
+                },
+            )
+            .map_err(input)?;
+            let staging = report::output::Staging::begin(&a.out, a.force).map_err(output_error)?;
+            let outcome =
+                dissect::shard::merge_counts(&dataset, &shards, &thresholds).map_err(run_error)?;
+            let weights = outcome.dissection.weights.clone().map(PathBuf::from);
+            example_explanation(
+                weights.as_deref(),
+                &outcome.dissection,
+                &dataset,
+                &Dissector::cpu(),
+                staging.path(),
+            );
+            eprintln!("merged {} shards", shards.len());
+            write_results(staging, &outcome)
+        }
+    }
 }

@@ -49,6 +49,22 @@ pub(crate) trait Accumulator: std::fmt::Debug {
     fn counts(&self, total: &mut Counts) -> Result<(), DissectError>;
     /// Passes over the data the thresholds take.
     fn threshold_passes(&self) -> u32;
+    /// Per unit, the largest keys seen (at most the rank's number),
+    /// descending: a shard's share of the thresholds (see
+    /// [`crate::shard`]). Only for [`Thresholding::Shard`].
+    fn candidates(&self) -> Result<Vec<Vec<u32>>, DissectError>;
+}
+
+/// Where a layer's thresholds come from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Thresholding<'a> {
+    /// Selected from the values this run sees, `values_per_unit` per unit.
+    Select,
+    /// This run is a shard of one whose units each see `run_values`
+    /// values: keep the candidates, select nothing.
+    Shard { run_values: u64 },
+    /// Given (merged from a sharded run's candidates): no select at all.
+    Given(&'a [f32]),
 }
 
 /// Where accumulators live; picked once per engine.
@@ -70,23 +86,64 @@ impl Backend {
         k: u32,
         values_per_unit: u64,
         batch_values: u64,
+        thresholding: Thresholding<'_>,
     ) -> Result<Box<dyn Accumulator>, DissectError> {
+        if let Thresholding::Given(t) = thresholding
+            && t.len() != units as usize
+        {
+            return Err(DissectError::Internal(format!(
+                "{} thresholds given for {units} units",
+                t.len()
+            )));
+        }
         Ok(match self {
-            Backend::Device(gpu) => Box::new(DeviceLayer {
-                thresholds: match RankSelect::new(gpu, units, q, values_per_unit, batch_values) {
-                    Ok(select) => DeviceThresholds::OnePass(select),
-                    Err(_) => DeviceThresholds::Radix(QuantileSketch::new(gpu, units, q)?),
-                },
-                top_k: TopK::new(gpu, units, k)?,
-                counters: BTreeMap::new(),
-                gpu: gpu.clone(),
-            }),
-            Backend::Host => Box::new(HostLayer {
-                select: CpuRankSelect::new(units, q, values_per_unit)?,
-                top_k: CpuTopK::new(units, k),
-                counters: BTreeMap::new(),
-                thresholds: Vec::new(),
-            }),
+            Backend::Device(gpu) => {
+                let thresholds = match thresholding {
+                    Thresholding::Select => {
+                        match RankSelect::new(gpu, units, q, values_per_unit, batch_values) {
+                            Ok(select) => DeviceThresholds::OnePass(select),
+                            Err(_) => DeviceThresholds::Radix(QuantileSketch::new(gpu, units, q)?),
+                        }
+                    }
+                    Thresholding::Shard { run_values } => DeviceThresholds::OnePass(
+                        RankSelect::shard(gpu, units, q, run_values, values_per_unit, batch_values)
+                            .map_err(|e| {
+                                DissectError::Usage(format!(
+                                    "a shard keeps its threshold candidates on the device, and \
+                                     here they do not fit ({e}): use more shards or --backend cpu"
+                                ))
+                            })?,
+                    ),
+                    Thresholding::Given(t) => {
+                        DeviceThresholds::Given(gpu.upload("given-thresholds", t), t.to_vec())
+                    }
+                };
+                Box::new(DeviceLayer {
+                    thresholds,
+                    top_k: TopK::new(gpu, units, k)?,
+                    counters: BTreeMap::new(),
+                    gpu: gpu.clone(),
+                })
+            }
+            Backend::Host => {
+                let (select, thresholds) = match thresholding {
+                    Thresholding::Select => (
+                        Some(CpuRankSelect::new(units, q, values_per_unit)?),
+                        Vec::new(),
+                    ),
+                    Thresholding::Shard { run_values } => (
+                        Some(CpuRankSelect::shard(units, q, run_values, values_per_unit)?),
+                        Vec::new(),
+                    ),
+                    Thresholding::Given(t) => (None, t.to_vec()),
+                };
+                Box::new(HostLayer {
+                    select,
+                    top_k: CpuTopK::new(units, k),
+                    counters: BTreeMap::new(),
+                    thresholds,
+                })
+            }
         })
     }
 }
@@ -96,6 +153,8 @@ impl Backend {
 enum DeviceThresholds {
     OnePass(RankSelect),
     Radix(QuantileSketch),
+    /// Uploaded from the host.
+    Given(gpu::wgpu::Buffer, Vec<f32>),
 }
 
 impl DeviceThresholds {
@@ -103,6 +162,7 @@ impl DeviceThresholds {
         match self {
             DeviceThresholds::OnePass(s) => s.thresholds_buffer(),
             DeviceThresholds::Radix(s) => s.thresholds_buffer(),
+            DeviceThresholds::Given(b, _) => b,
         }
     }
 }
@@ -137,6 +197,7 @@ impl Accumulator for DeviceLayer {
             match &mut self.thresholds {
                 DeviceThresholds::OnePass(s) => s.observe(&self.gpu, view)?,
                 DeviceThresholds::Radix(s) => s.observe(&self.gpu, view)?,
+                DeviceThresholds::Given(..) => return Err(given()),
             }
             self.top_k.observe(&self.gpu, view, first_image)?;
             Ok(())
@@ -147,6 +208,7 @@ impl Accumulator for DeviceLayer {
         match &mut self.thresholds {
             DeviceThresholds::Radix(s) => with_view(act, |view| Ok(s.observe(&self.gpu, view)?)),
             DeviceThresholds::OnePass(_) => Err(one_pass()),
+            DeviceThresholds::Given(..) => Err(given()),
         }
     }
 
@@ -157,6 +219,7 @@ impl Accumulator for DeviceLayer {
                 Ok(RoundResult::Done)
             }
             DeviceThresholds::Radix(s) => Ok(s.finish_round(&self.gpu)?),
+            DeviceThresholds::Given(..) => Ok(RoundResult::Done),
         }
     }
 
@@ -179,6 +242,7 @@ impl Accumulator for DeviceLayer {
         Ok(match &self.thresholds {
             DeviceThresholds::OnePass(s) => s.read_thresholds(&self.gpu)?,
             DeviceThresholds::Radix(s) => s.read_thresholds(&self.gpu)?,
+            DeviceThresholds::Given(_, t) => t.clone(),
         })
     }
 
@@ -191,8 +255,15 @@ impl Accumulator for DeviceLayer {
 
     fn threshold_passes(&self) -> u32 {
         match self.thresholds {
-            DeviceThresholds::OnePass(_) => 1,
+            DeviceThresholds::OnePass(_) | DeviceThresholds::Given(..) => 1,
             DeviceThresholds::Radix(_) => kernels::quantile::PASSES,
+        }
+    }
+
+    fn candidates(&self) -> Result<Vec<Vec<u32>>, DissectError> {
+        match &self.thresholds {
+            DeviceThresholds::OnePass(s) => Ok(s.read_candidates(&self.gpu)?),
+            _ => Err(DissectError::Internal("no candidates kept".into())),
         }
     }
 }
@@ -200,7 +271,8 @@ impl Accumulator for DeviceLayer {
 /// A layer's accumulators on the host: the thresholds in one pass.
 #[derive(Debug)]
 struct HostLayer {
-    select: CpuRankSelect,
+    /// `None` when the thresholds are given.
+    select: Option<CpuRankSelect>,
     top_k: CpuTopK,
     counters: BTreeMap<Seg, (CountConfig, Counts)>,
     /// Set when the threshold pass is done.
@@ -221,7 +293,10 @@ pub(crate) fn host(act: &Tensor<4>) -> Result<(Vec<f32>, [u32; 4]), DissectError
 impl Accumulator for HostLayer {
     fn observe_first(&mut self, act: &Tensor<4>, first_image: u32) -> Result<(), DissectError> {
         let (data, shape) = host(act)?;
-        self.select.observe(&data, shape)?;
+        self.select
+            .as_mut()
+            .ok_or_else(given)?
+            .observe(&data, shape)?;
         self.top_k.observe(&data, shape, first_image)?;
         Ok(())
     }
@@ -231,7 +306,9 @@ impl Accumulator for HostLayer {
     }
 
     fn finish_round(&mut self) -> Result<RoundResult, DissectError> {
-        self.thresholds = self.select.thresholds()?;
+        if let Some(select) = &self.select {
+            self.thresholds = select.thresholds()?;
+        }
         Ok(RoundResult::Done)
     }
 
@@ -267,8 +344,16 @@ impl Accumulator for HostLayer {
     fn threshold_passes(&self) -> u32 {
         1
     }
+
+    fn candidates(&self) -> Result<Vec<Vec<u32>>, DissectError> {
+        Ok(self.select.as_ref().ok_or_else(given)?.candidates()?)
+    }
 }
 
 fn one_pass() -> DissectError {
     DissectError::Internal("one-pass thresholds have no refine round".into())
+}
+
+fn given() -> DissectError {
+    DissectError::Internal("given thresholds are not selected".into())
 }

@@ -273,6 +273,7 @@ impl Dissector {
             model,
             layers,
             dataset,
+            crate::run::Part::whole(dataset),
             opts,
             cache_budget_bytes,
             progress,

@@ -19,6 +19,7 @@ pub mod recorded;
 pub mod results;
 mod run;
 pub mod score;
+pub mod shard;
 
 pub use engine::{CacheMode, DEFAULT_CACHE_BUDGET, Dissector, Layer, Network, Progress};
 pub use error::{DissectError, ErrorKind};

@@ -15,15 +15,16 @@ use burn::tensor::{Tensor, TensorData};
 use kernels::{CountConfig, Counts, RoundResult};
 
 use crate::DissectError;
-use crate::accel::{Accumulator, CountBatch, Seg};
+use crate::accel::{Accumulator, CountBatch, Seg, Thresholding};
 use crate::engine::{CacheMode, Dissector, Layer, Network, Progress, host_labels};
 use crate::formula::{BatchBits, Concepts, FormulaScore, LayerSearch};
 use crate::geometry;
 use crate::options::Options;
 use crate::results::{
-    Dissection, LayerResult, Outcome, SCHEMA_VERSION, Timings, TopImage, TopMaps,
+    Dissection, FieldRecord, LayerResult, Outcome, SCHEMA_VERSION, Timings, TopImage, TopMaps,
 };
 use crate::score::{iou_matrix, label_infos, layer_counts, score_units, summarize};
+use crate::shard::LayerThresholds;
 
 /// What a pass does with one batch: every layer's accumulators, the batch
 /// (labels only when replayed from the cache) and the activations of every
@@ -107,6 +108,35 @@ impl Cache {
     }
 }
 
+/// Which images of a run this process sees: all of them, or one shard's
+/// (see [`crate::shard`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Part<'a> {
+    /// The run's index of the dataset's first image (the dataset a shard
+    /// runs over holds its own images only).
+    pub base: usize,
+    /// Images of the whole run: the rank of the thresholds and the cap on
+    /// top-k follow from it.
+    pub run_images: usize,
+    /// Keep every layer's threshold candidates, select nothing.
+    pub sharded: bool,
+    /// Per layer, the thresholds and top-k images merged from the shards'
+    /// candidates: no select at all.
+    pub given: Option<&'a [LayerThresholds]>,
+}
+
+impl Part<'_> {
+    /// The whole of `dataset`.
+    pub fn whole(dataset: &Dataset) -> Self {
+        Self {
+            base: 0,
+            run_images: dataset.images.len(),
+            sharded: false,
+            given: None,
+        }
+    }
+}
+
 /// A dissection in progress.
 pub(crate) struct Run<'a> {
     engine: &'a Dissector,
@@ -116,6 +146,7 @@ pub(crate) struct Run<'a> {
     opts: Options,
     names: &'a [String],
     taps: Vec<Layer>,
+    part: Part<'a>,
     batch_opts: BatchOptions,
     cache: Cache,
     /// Empty until the first batch gives the layers' shapes.
@@ -131,11 +162,13 @@ pub(crate) struct Run<'a> {
 
 impl<'a> Run<'a> {
     /// Resolves the layers; `opts` must have been validated.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         engine: &'a Dissector,
         net: &'a dyn Network,
         names: &'a [String],
         dataset: &'a Dataset,
+        part: Part<'a>,
         opts: &Options,
         cache_budget_bytes: u64,
         progress: &'a mut dyn FnMut(&Progress),
@@ -150,8 +183,17 @@ impl<'a> Run<'a> {
             .iter()
             .map(|name| net.layer(name))
             .collect::<Result<Vec<_>, _>>()?;
+        if let Some(given) = part.given
+            && given.len() != names.len()
+        {
+            return Err(DissectError::Internal(format!(
+                "thresholds of {} layers given for {}",
+                given.len(),
+                names.len()
+            )));
+        }
         let mut opts = opts.clone();
-        opts.top_k = opts.top_k.min(dataset.images.len());
+        opts.top_k = opts.top_k.min(part.run_images);
         let batch_opts = BatchOptions {
             batch_size: opts.batch_size,
             preprocess: opts.preprocess.to_preprocess(),
@@ -165,6 +207,7 @@ impl<'a> Run<'a> {
             opts,
             names,
             taps,
+            part,
             batch_opts,
             cache: Cache {
                 budget: cache_budget_bytes,
@@ -209,11 +252,11 @@ impl<'a> Run<'a> {
     /// The counting pass: upsample, binarize, count; and the maps of each
     /// unit's top images, for the report.
     pub fn counts(&mut self) -> Result<Vec<TopMaps>, DissectError> {
-        let mut tops = self
-            .layers
-            .iter()
-            .map(|l| TopCollector::new(l.acc.as_ref(), l.shape, self.opts.top_k))
-            .collect::<Result<Vec<_>, _>>()?;
+        // Made at the first batch: in a shard's phase 2 this is the first
+        // pass, so the layers' shapes are known only then.
+        let mut tops: Vec<TopCollector> = Vec::new();
+        let given = self.part.given;
+        let k = self.opts.top_k;
         let setup = CountSetup::new(self.dataset, &self.opts);
         let taps = self.taps.clone();
         self.sweep(Pass::Counts, &mut |layers, batch, acts| {
@@ -227,6 +270,13 @@ impl<'a> Run<'a> {
                     config: &config,
                 };
                 layers[i].acc.count(act, &counting)?;
+                if tops.len() == i {
+                    let lists = match given {
+                        Some(given) => given[i].top_k.clone(),
+                        None => layers[i].acc.top_k()?,
+                    };
+                    tops.push(TopCollector::new(&lists, layers[i].shape, k));
+                }
                 tops[i].collect(batch, act)?;
             }
             Ok(())
@@ -315,109 +365,106 @@ impl<'a> Run<'a> {
         started: Instant,
     ) -> Result<Outcome, DissectError> {
         let scoring = Instant::now();
-        let categories: Vec<String> = self
-            .dataset
-            .selected
-            .iter()
-            .map(|&c| self.dataset.categories[c].name.clone())
-            .collect();
-        let mut layers = Vec::new();
-        let mut counts = Vec::new();
-        let mut ious = Vec::new();
-        for i in 0..self.layers.len() {
-            let (result, total, iou) = self.layer_result(i, &categories)?;
-            layers.push(result);
-            counts.push(total);
-            ious.push(iou);
-        }
-        self.timings.score_secs = scoring.elapsed().as_secs_f64();
-        let dissection = Dissection {
-            schema_version: SCHEMA_VERSION,
-            tool_version: env!("CARGO_PKG_VERSION").to_string(),
-            model: self.net.name(),
-            weights: None,
-            dataset: self.dataset.root.display().to_string(),
-            adapter: self.engine.adapter_line(),
-            options: self.opts,
-            n_images: self.dataset.images.len(),
-            categories,
-            mode: self.cache.mode(),
-            passes: self.passes,
-            duration_secs: started.elapsed().as_secs_f64(),
-            timings: self.timings,
-            layers,
-        };
-        Ok(Outcome {
-            dissection,
-            counts,
-            top_maps,
-            ious,
-        })
-    }
-
-    fn layer_result(
-        &self,
-        i: usize,
-        categories: &[String],
-    ) -> Result<(LayerResult, Counts, Vec<f32>), DissectError> {
-        let (layer, tap) = (&self.layers[i], &self.taps[i]);
-        let ds = self.dataset;
-        let [_, units, h, w] = layer.shape;
-        let mut total = Counts::zeros(units, ds.labels.len() as u32, ds.categories.len() as u32);
-        layer.acc.counts(&mut total)?;
-        let scored = layer_counts(&total, self.opts.union, &ds.selected);
-        let infos = label_infos(ds);
-        let mut scores = score_units(&scored, &infos);
-        if let Some(formulas) = self.formulas.get(i) {
-            for (unit, beam) in scores.iter_mut().zip(formulas) {
-                unit.formulas = beam.clone();
-            }
-        }
-        let ious = iou_matrix(&scored, &infos);
-        let top_images = layer
-            .acc
-            .top_k()?
-            .into_iter()
-            .map(|list| {
-                list.into_iter()
-                    .map(|(image, max)| TopImage {
-                        image: image as usize,
-                        path: ds.images[image as usize].image.clone(),
-                        max,
-                    })
-                    .collect()
-            })
-            .collect();
-        let thresholds = layer.acc.thresholds()?;
-        let bad: Vec<String> = (thresholds.iter().enumerate())
-            .filter(|(_, t)| !t.is_finite())
-            .map(|(u, _)| u.to_string())
-            .collect();
-        if !bad.is_empty() {
-            return Err(DissectError::Layer {
-                layer: tap.name.clone(),
-                message: format!(
-                    "the thresholds of units {} are NaN or infinite: the network's activations \
-                     are (check the weights and the input preprocessing)",
-                    bad.join(", ")
-                ),
+        let mut totals = Vec::new();
+        for (i, layer) in self.layers.iter().enumerate() {
+            let ds = self.dataset;
+            let [_, units, _, _] = layer.shape;
+            let mut counts =
+                Counts::zeros(units, ds.labels.len() as u32, ds.categories.len() as u32);
+            layer.acc.counts(&mut counts)?;
+            totals.push(LayerTotals {
+                name: self.names[i].clone(),
+                tap: self.taps[i].name.clone(),
+                field: self.taps[i].field.map(Into::into),
+                shape: layer.shape,
+                counts,
+                thresholds: layer.acc.thresholds()?,
+                top_k: layer.acc.top_k()?,
+                formulas: self.formulas.get(i).cloned(),
             });
         }
-        let name = self.names[i].clone();
-        let result = LayerResult {
-            top_maps_file: (self.opts.top_k > 0).then(|| crate::results::top_maps_file_name(&name)),
-            name,
-            tap: tap.name.clone(),
-            n_units: units as usize,
-            feature_size: [h, w],
-            field: tap.field.map(Into::into),
-            thresholds,
-            top_images,
-            unit_pixels: total.unit_pixels.clone(),
-            summary: summarize(&scores, categories, self.opts.iou_threshold),
-            units: scores,
+        let header = Header {
+            model: self.net.name(),
+            adapter: self.engine.adapter_line(),
+            options: self.opts.clone(),
+            mode: self.cache.mode(),
+            passes: self.passes,
         };
-        Ok((result, total, ious))
+        let mut outcome = score_layers(self.dataset, header, totals, top_maps)?;
+        self.timings.score_secs = scoring.elapsed().as_secs_f64();
+        outcome.dissection.timings = self.timings;
+        outcome.dissection.duration_secs = started.elapsed().as_secs_f64();
+        Ok(outcome)
+    }
+
+    /// A shard's share of the thresholds, after its pass: per layer the
+    /// candidates and top-k images (see [`crate::shard`]).
+    pub fn candidates(&mut self) -> Result<Vec<crate::shard::LayerCandidates>, DissectError> {
+        self.sweep(Pass::Thresholds, &mut |layers, batch, acts| {
+            for (layer, act) in layers.iter_mut().zip(acts) {
+                layer.acc.observe_first(act, batch.indices[0] as u32)?;
+            }
+            Ok(())
+        })?;
+        let mut out = Vec::new();
+        for (i, layer) in self.layers.iter().enumerate() {
+            let [_, units, h, w] = layer.shape;
+            let plane = u64::from(h) * u64::from(w);
+            out.push(crate::shard::LayerCandidates {
+                meta: self.layer_meta(i),
+                rank: kernels::quantile::rank_from_top(
+                    self.opts.quantile,
+                    self.part.run_images as u64 * plane,
+                ),
+                top_k: layer.acc.top_k()?,
+                keys: layer.acc.candidates()?,
+            });
+            debug_assert_eq!(out[i].keys.len(), units as usize);
+        }
+        Ok(out)
+    }
+
+    /// A shard's totals after its counting pass, per layer.
+    pub fn shard_counts(&self) -> Result<Vec<Counts>, DissectError> {
+        let ds = self.dataset;
+        (self.layers.iter())
+            .map(|layer| {
+                let mut counts = Counts::zeros(
+                    layer.shape[1],
+                    ds.labels.len() as u32,
+                    ds.categories.len() as u32,
+                );
+                layer.acc.counts(&mut counts)?;
+                Ok(counts)
+            })
+            .collect()
+    }
+
+    /// What a shard records of layer `i`.
+    pub fn layer_meta(&self, i: usize) -> crate::shard::LayerMeta {
+        let [_, units, h, w] = self.layers[i].shape;
+        crate::shard::LayerMeta {
+            name: self.names[i].clone(),
+            tap: self.taps[i].name.clone(),
+            field: self.taps[i].field.map(Into::into),
+            units,
+            feature_size: [h, w],
+        }
+    }
+
+    /// The options in effect, the network's name and the engine's adapter.
+    pub fn header(&self) -> Header {
+        Header {
+            model: self.net.name(),
+            adapter: self.engine.adapter_line(),
+            options: self.opts.clone(),
+            mode: self.cache.mode(),
+            passes: self.passes,
+        }
+    }
+
+    pub fn timings(&self) -> Timings {
+        self.timings
     }
 
     /// One pass over the data: `each` sees every batch with every layer's
@@ -438,7 +485,10 @@ impl<'a> Run<'a> {
             let Some((index, batch)) = batches.next() else {
                 break;
             };
-            let batch = batch?;
+            let mut batch = batch?;
+            for i in &mut batch.indices {
+                *i += self.part.base;
+            }
             let decoded = Instant::now();
             self.timings.decode_secs += (decoded - clock).as_secs_f64();
             let acts = if replay {
@@ -514,14 +564,25 @@ impl<'a> Run<'a> {
         });
         if self.layers.is_empty() {
             let images = self.dataset.images.len() as u64;
-            for shape in shapes {
+            for (i, shape) in shapes.enumerate() {
                 let plane = u64::from(shape[2]) * u64::from(shape[3]);
+                let thresholding = match self.part.given {
+                    Some(given) => {
+                        given[i].check_shape(&self.taps[i].name, shape)?;
+                        Thresholding::Given(&given[i].thresholds)
+                    }
+                    None if self.part.sharded => Thresholding::Shard {
+                        run_values: self.part.run_images as u64 * plane,
+                    },
+                    None => Thresholding::Select,
+                };
                 let acc = self.engine.backend().accumulator(
                     shape[1],
                     self.opts.quantile,
                     self.opts.top_k as u32,
                     images * plane,
                     self.opts.batch_size as u64 * plane,
+                    thresholding,
                 )?;
                 self.layers.push(LayerRun { acc, shape });
             }
@@ -541,6 +602,129 @@ impl<'a> Run<'a> {
         }
         Ok(())
     }
+}
+
+/// What a results file says of a run besides its layers.
+#[derive(Debug, Clone)]
+pub(crate) struct Header {
+    pub model: String,
+    pub adapter: String,
+    pub options: Options,
+    pub mode: CacheMode,
+    pub passes: u32,
+}
+
+/// One layer's totals over the whole run, ready to score.
+#[derive(Debug)]
+pub(crate) struct LayerTotals {
+    pub name: String,
+    pub tap: String,
+    pub field: Option<FieldRecord>,
+    /// `[images of a batch, units, h, w]`.
+    pub shape: [u32; 4],
+    pub counts: Counts,
+    pub thresholds: Vec<f32>,
+    pub top_k: Vec<Vec<(u32, f32)>>,
+    pub formulas: Option<Vec<Vec<FormulaScore>>>,
+}
+
+/// Scores every layer of a run over `ds` from its totals: the one way
+/// results are made, whether one process or merged shards counted them.
+/// Durations and timings are left at zero for the caller.
+pub(crate) fn score_layers(
+    ds: &Dataset,
+    header: Header,
+    totals: Vec<LayerTotals>,
+    top_maps: Vec<TopMaps>,
+) -> Result<Outcome, DissectError> {
+    let categories: Vec<String> = (ds.selected.iter())
+        .map(|&c| ds.categories[c].name.clone())
+        .collect();
+    let infos = label_infos(ds);
+    let mut layers = Vec::new();
+    let mut counts = Vec::new();
+    let mut ious = Vec::new();
+    for t in totals {
+        let [_, units, h, w] = t.shape;
+        let scored = layer_counts(&t.counts, header.options.union, &ds.selected);
+        let mut scores = score_units(&scored, &infos);
+        if let Some(formulas) = &t.formulas {
+            for (unit, beam) in scores.iter_mut().zip(formulas) {
+                unit.formulas = beam.clone();
+            }
+        }
+        let iou = iou_matrix(&scored, &infos);
+        let mut top_images = Vec::new();
+        for list in t.top_k {
+            let mut row = Vec::new();
+            for (image, max) in list {
+                let record = ds.images.get(image as usize).ok_or_else(|| {
+                    DissectError::Internal(format!(
+                        "top image {image} beyond the {} images",
+                        ds.images.len()
+                    ))
+                })?;
+                row.push(TopImage {
+                    image: image as usize,
+                    path: record.image.clone(),
+                    max,
+                });
+            }
+            top_images.push(row);
+        }
+        let bad: Vec<String> = (t.thresholds.iter().enumerate())
+            .filter(|(_, t)| !t.is_finite())
+            .map(|(u, _)| u.to_string())
+            .collect();
+        if !bad.is_empty() {
+            return Err(DissectError::Layer {
+                layer: t.tap,
+                message: format!(
+                    "the thresholds of units {} are NaN or infinite: the network's activations \
+                     are (check the weights and the input preprocessing)",
+                    bad.join(", ")
+                ),
+            });
+        }
+        layers.push(LayerResult {
+            top_maps_file: (header.options.top_k > 0)
+                .then(|| crate::results::top_maps_file_name(&t.name)),
+            name: t.name,
+            tap: t.tap,
+            n_units: units as usize,
+            feature_size: [h, w],
+            field: t.field,
+            thresholds: t.thresholds,
+            top_images,
+            unit_pixels: t.counts.unit_pixels.clone(),
+            summary: summarize(&scores, &categories, header.options.iou_threshold),
+            units: scores,
+        });
+        counts.push(t.counts);
+        ious.push(iou);
+    }
+    let dissection = Dissection {
+        schema_version: SCHEMA_VERSION,
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        model: header.model,
+        weights: None,
+        dataset: ds.root.display().to_string(),
+        adapter: header.adapter,
+        options: header.options,
+        n_images: ds.images.len(),
+        categories,
+        mode: header.mode,
+        passes: header.passes,
+        duration_secs: 0.0,
+        timings: Timings::default(),
+        layers,
+    };
+    Ok(Outcome {
+        dissection,
+        counts,
+        top_maps,
+        ious,
+    })
 }
 
 /// The most memory the formula search's counters may take.
@@ -595,9 +779,9 @@ struct TopCollector {
 }
 
 impl TopCollector {
-    fn new(acc: &dyn Accumulator, shape: [u32; 4], k: usize) -> Result<Self, DissectError> {
+    fn new(lists: &[Vec<(u32, f32)>], shape: [u32; 4], k: usize) -> Self {
         let mut by_image: BTreeMap<usize, Vec<(usize, usize)>> = BTreeMap::new();
-        for (unit, list) in acc.top_k()?.iter().enumerate() {
+        for (unit, list) in lists.iter().enumerate() {
             for (slot, &(image, _)) in list.iter().enumerate() {
                 by_image
                     .entry(image as usize)
@@ -606,10 +790,10 @@ impl TopCollector {
             }
         }
         let [_, units, h, w] = shape.map(|v| v as usize);
-        Ok(Self {
+        Self {
             by_image,
             maps: TopMaps::empty(units, k, [h, w]),
-        })
+        }
     }
 
     fn collect(&mut self, batch: &Batch, act: &Tensor<4>) -> Result<(), DissectError> {

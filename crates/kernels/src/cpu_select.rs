@@ -38,15 +38,31 @@ impl CpuRankSelect {
     /// Thresholds at quantile `q` of `n_units` units that will each see
     /// `values_per_unit` values.
     pub fn new(n_units: u32, q: f64, values_per_unit: u64) -> Result<Self, KernelError> {
-        if n_units == 0 || values_per_unit == 0 || !(0.0..=1.0).contains(&q) {
+        Self::shard(n_units, q, values_per_unit, values_per_unit)
+    }
+
+    /// The candidates of one shard of a run whose units each see
+    /// `run_values` values, `values_per_unit` of them in this shard: the
+    /// rank is the run's, and [`CpuRankSelect::candidates`] gives the
+    /// shard's share of the threshold's inputs.
+    pub fn shard(
+        n_units: u32,
+        q: f64,
+        run_values: u64,
+        values_per_unit: u64,
+    ) -> Result<Self, KernelError> {
+        if n_units == 0
+            || values_per_unit == 0
+            || run_values < values_per_unit
+            || !(0.0..=1.0).contains(&q)
+        {
             return Err(KernelError::Config(format!(
-                "rank select needs units, values and q in [0, 1], got {n_units} units, \
-                 {values_per_unit} values, q = {q}"
+                "rank select needs units, values (no more than the run's) and q in [0, 1], got \
+                 {n_units} units, {values_per_unit} values of {run_values}, q = {q}"
             )));
         }
-        let rank = usize::try_from(rank_from_top(q, values_per_unit)).map_err(|_| {
-            KernelError::Config(format!("rank too large for {values_per_unit} values"))
-        })?;
+        let rank = usize::try_from(rank_from_top(q, run_values))
+            .map_err(|_| KernelError::Config(format!("rank too large for {run_values} values")))?;
         Ok(Self {
             total: values_per_unit,
             seen: 0,
@@ -100,13 +116,13 @@ impl CpuRankSelect {
 
     /// The thresholds, once every announced value has been observed.
     pub fn thresholds(&self) -> Result<Vec<f32>, KernelError> {
-        if self.seen != self.total {
+        self.check_done("thresholds")?;
+        let r = self.rank;
+        if self.units.iter().any(|(keys, _)| keys.len() < r) {
             return Err(KernelError::Rounds(format!(
-                "thresholds read after {} of {} values per unit",
-                self.seen, self.total
+                "a shard's select has fewer than the rank's {r} values: merge its candidates"
             )));
         }
-        let r = self.rank;
         Ok(self
             .units
             .par_iter()
@@ -116,6 +132,59 @@ impl CpuRankSelect {
             })
             .collect())
     }
+}
+
+impl CpuRankSelect {
+    /// The rank from the top of the threshold, 1-based.
+    pub fn rank(&self) -> u64 {
+        self.rank as u64
+    }
+
+    /// Per unit, the `min(r, seen)` largest keys seen, descending: the
+    /// only values of this shard that can be among any unit's `r` largest
+    /// over the whole run, so the `r`-th largest of every shard's
+    /// candidates together is the run's threshold ([`threshold_of`]).
+    pub fn candidates(&self) -> Result<Vec<Vec<u32>>, KernelError> {
+        self.check_done("candidates")?;
+        let r = self.rank;
+        Ok(self
+            .units
+            .par_iter()
+            .map(|(keys, _)| largest_descending(keys.clone(), r))
+            .collect())
+    }
+
+    fn check_done(&self, what: &str) -> Result<(), KernelError> {
+        if self.seen != self.total {
+            return Err(KernelError::Rounds(format!(
+                "{what} read after {} of {} values per unit",
+                self.seen, self.total
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The `r` largest of `keys` (all of them when fewer), descending.
+pub fn largest_descending(mut keys: Vec<u32>, r: usize) -> Vec<u32> {
+    if keys.len() > r && r > 0 {
+        keep_largest(&mut keys, r);
+    }
+    keys.truncate(r);
+    keys.sort_unstable_by(|a, b| b.cmp(a));
+    keys
+}
+
+/// The threshold of a unit from the candidates of every shard (each
+/// descending, from [`CpuRankSelect::candidates`] or its device twin): the
+/// `rank`-th largest of them all, or `None` when they hold fewer keys.
+pub fn threshold_of(shards: &[&[u32]], rank: u64) -> Option<f32> {
+    let mut all: Vec<u32> = shards.iter().flat_map(|s| s.iter().copied()).collect();
+    let r = usize::try_from(rank).ok()?;
+    if r == 0 || all.len() < r {
+        return None;
+    }
+    Some(value_of(keep_largest(&mut all, r)))
 }
 
 /// Keeps the `r` largest of `keys` (at least `r` of them) and returns the
@@ -144,6 +213,40 @@ mod tests {
     }
 
     #[test]
+    fn shard_candidates_merge_to_the_full_sort() {
+        for case in rank_cases(22) {
+            let (values, _) = case.values_per_unit();
+            let shapes = case.shapes();
+            // Uneven shards of the batches: one batch, then the rest in
+            // two, with the run's rank in each.
+            let n = case.batches.len();
+            let cuts = [0, 1.min(n), n.div_ceil(2), n];
+            let mut shards = Vec::new();
+            for w in cuts.windows(2) {
+                if w[0] == w[1] {
+                    continue;
+                }
+                let plane = u64::from(case.plane[0] * case.plane[1]);
+                let mine: u64 = shapes[w[0]..w[1]].iter().map(|s| u64::from(s[0])).sum();
+                let mut s = CpuRankSelect::shard(case.units, case.q, values, mine * plane).unwrap();
+                for (data, &shape) in case.batches[w[0]..w[1]].iter().zip(&shapes[w[0]..w[1]]) {
+                    s.observe(data, shape).unwrap();
+                }
+                assert_eq!(s.rank(), rank_from_top(case.q, values));
+                shards.push(s.candidates().unwrap());
+            }
+            let rank = rank_from_top(case.q, values);
+            let got: Vec<f32> = (0..case.units as usize)
+                .map(|u| {
+                    let lists: Vec<&[u32]> = shards.iter().map(|s| s[u].as_slice()).collect();
+                    threshold_of(&lists, rank).unwrap()
+                })
+                .collect();
+            case.check(&got);
+        }
+    }
+
+    #[test]
     fn counts_are_checked() {
         let mut s = CpuRankSelect::new(1, 0.1, 8).unwrap();
         assert!(s.thresholds().is_err(), "nothing seen yet");
@@ -155,5 +258,15 @@ mod tests {
         assert!(s.observe(&[1.0; 3], [1, 1, 2, 2]).is_err(), "wrong shape");
         assert!(CpuRankSelect::new(0, 0.1, 8).is_err());
         assert!(CpuRankSelect::new(1, 0.1, 0).is_err());
+        assert!(
+            CpuRankSelect::shard(1, 0.1, 4, 8).is_err(),
+            "more than the run"
+        );
+        let mut small = CpuRankSelect::shard(1, 0.5, 100, 4).unwrap();
+        small.observe(&[4.0, 1.0, 3.0, 2.0], [1, 1, 2, 2]).unwrap();
+        assert!(small.thresholds().is_err(), "4 values for rank 51");
+        let keys = small.candidates().unwrap();
+        assert_eq!(keys[0], [4.0, 3.0, 2.0, 1.0].map(key_of));
+        assert_eq!(threshold_of(&[&keys[0]], 51), None);
     }
 }

@@ -107,6 +107,12 @@ impl Gpu {
         buffer
     }
 
+    /// A storage buffer holding `data`, for a caller's inputs to the kernels (such as thresholds
+    /// merged from a sharded run's candidates).
+    pub fn upload<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> wgpu::Buffer {
+        self.storage_init(label, data)
+    }
+
     /// A uniform buffer holding `data`.
     pub(crate) fn uniform<T: bytemuck::Pod>(&self, label: &str, data: &T) -> wgpu::Buffer {
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {

@@ -64,21 +64,50 @@ impl RankSelect {
         values_per_unit: u64,
         batch_values_per_unit: u64,
     ) -> Result<RankSelect, KernelError> {
+        Self::shard(
+            gpu,
+            n_units,
+            q,
+            values_per_unit,
+            values_per_unit,
+            batch_values_per_unit,
+        )
+    }
+
+    /// The candidates of one shard of a run whose units each see `run_values` values,
+    /// `values_per_unit` of them in this shard: the device twin of [`crate::CpuRankSelect::shard`],
+    /// read with [`RankSelect::read_candidates`].
+    pub fn shard(
+        gpu: &Gpu,
+        n_units: u32,
+        q: f64,
+        run_values: u64,
+        values_per_unit: u64,
+        batch_values_per_unit: u64,
+    ) -> Result<RankSelect, KernelError> {
         if n_units == 0
             || values_per_unit == 0
             || batch_values_per_unit == 0
+            || run_values < values_per_unit
             || !(0.0..=1.0).contains(&q)
         {
             return Err(KernelError::Config(format!(
-                "rank select needs units, values and q in [0, 1], got {n_units} units, \
-                 {values_per_unit} values ({batch_values_per_unit} per batch), q = {q}"
+                "rank select needs units, values (no more than the run's) and q in [0, 1], got \
+                 {n_units} units, {values_per_unit} values of {run_values} \
+                 ({batch_values_per_unit} per batch), q = {q}"
             )));
         }
-        let rank = rank_from_top(q, values_per_unit);
-        let cap = 2 * rank + batch_values_per_unit;
+        let rank = rank_from_top(q, run_values);
+        // A unit never holds more keys than it sees.
+        let cap =
+            (2 * rank + batch_values_per_unit).min(values_per_unit.max(batch_values_per_unit));
         let max = gpu.device.limits().max_storage_buffer_binding_size;
         let cand_bytes = u64::from(n_units) * cap * 4;
-        if cand_bytes > max || cap > u64::from(u32::MAX) || values_per_unit > u64::from(u32::MAX) {
+        if cand_bytes > max
+            || cap > u64::from(u32::MAX)
+            || values_per_unit > u64::from(u32::MAX)
+            || rank > u64::from(u32::MAX)
+        {
             return Err(KernelError::Config(format!(
                 "{n_units} units need {cand_bytes} bytes of threshold candidates, above the device \
                  binding limit {max}"
@@ -94,7 +123,11 @@ impl RankSelect {
             done: false,
             cand: gpu.storage("select-candidates", cand_bytes),
             state: gpu.storage("select-state", u64::from(n_units) * 12),
-            scratch: gpu.storage("select-scratch", u64::from(n_units) * rank * 4),
+            // Compaction (the only user) needs 2r keys, so r at most what a unit sees.
+            scratch: gpu.storage(
+                "select-scratch",
+                u64::from(n_units) * rank.min(values_per_unit) * 4,
+            ),
             thresholds: gpu.storage("select-thresholds", u64::from(n_units) * 4),
         })
     }
@@ -208,6 +241,36 @@ impl RankSelect {
         }
         gpu.read_buffer(&self.thresholds, 0, self.n_units as usize)
     }
+
+    /// The rank from the top of the threshold, 1-based.
+    pub fn rank(&self) -> u64 {
+        u64::from(self.rank)
+    }
+
+    /// Per unit, the `min(r, seen)` largest keys seen, descending, once every announced value
+    /// was observed (and without [`RankSelect::finish`]): what
+    /// [`crate::CpuRankSelect::candidates`] gives, read back from the units' candidate slices.
+    pub fn read_candidates(&self, gpu: &Gpu) -> Result<Vec<Vec<u32>>, KernelError> {
+        if self.done || self.seen != self.total {
+            return Err(KernelError::Rounds(format!(
+                "candidates read after {} of {} values per unit{}",
+                self.seen,
+                self.total,
+                if self.done { ", after finish" } else { "" }
+            )));
+        }
+        let units = self.n_units as usize;
+        let state: Vec<u32> = gpu.read_buffer(&self.state, 0, units * 3)?;
+        let cap = self.cap as usize;
+        let cand: Vec<u32> = gpu.read_buffer(&self.cand, 0, units * cap)?;
+        Ok((0..units)
+            .map(|u| {
+                let n = (state[3 * u] as usize).min(cap);
+                let keys = cand[u * cap..u * cap + n].to_vec();
+                crate::cpu_select::largest_descending(keys, self.rank as usize)
+            })
+            .collect())
+    }
 }
 
 #[cfg(test)]
@@ -233,6 +296,45 @@ mod tests {
             }
             select.finish(gpu).unwrap();
             case.check(&select.read_thresholds(gpu).unwrap());
+        }
+    }
+
+    #[test]
+    fn shard_candidates_equal_the_cpu_twins() {
+        let gpu = gpu();
+        for case in rank_cases(32) {
+            let (values, most) = case.values_per_unit();
+            let shapes = case.shapes();
+            let half = case.batches.len().div_ceil(2);
+            let plane = u64::from(case.plane[0] * case.plane[1]);
+            for range in [0..half, half..case.batches.len()] {
+                if range.is_empty() {
+                    continue;
+                }
+                let mine: u64 = shapes[range.clone()].iter().map(|s| u64::from(s[0])).sum();
+                let mut dev =
+                    RankSelect::shard(gpu, case.units, case.q, values, mine * plane, most).unwrap();
+                let mut cpu =
+                    crate::CpuRankSelect::shard(case.units, case.q, values, mine * plane).unwrap();
+                for i in range {
+                    let buf = upload_padded(gpu, &case.batches[i], 1);
+                    let view = ActivationView {
+                        buffer: &buf,
+                        offset_bytes: 4,
+                        shape: shapes[i],
+                    };
+                    dev.observe(gpu, &view).unwrap();
+                    cpu.observe(&case.batches[i], shapes[i]).unwrap();
+                }
+                assert_eq!(dev.rank(), cpu.rank());
+                assert_eq!(
+                    dev.read_candidates(gpu).unwrap(),
+                    cpu.candidates().unwrap(),
+                    "q {}, {} units",
+                    case.q,
+                    case.units
+                );
+            }
         }
     }
 

@@ -100,6 +100,9 @@ pub struct Staging {
 /// writes, and nothing else of the user's.
 fn is_result_file(name: &str) -> bool {
     name == RESULTS_JSON
+        || name == crate::shards::SHARD_JSON
+        || name == crate::shards::THRESHOLDS_JSON
+        || name.ends_with(crate::shards::CANDIDATES_SUFFIX)
         || name == crate::html::REPORT_HTML
         || name == "strips"
         || name == "explain"
@@ -178,9 +181,11 @@ impl Staging {
                     });
                 }
             }
-            let marker = dest.join(RESULTS_JSON);
-            if marker.exists() && !force {
-                return Err(ReportError::Exists { path: marker });
+            for marker in [RESULTS_JSON, crate::shards::SHARD_JSON] {
+                let marker = dest.join(marker);
+                if marker.exists() && !force {
+                    return Err(ReportError::Exists { path: marker });
+                }
             }
         }
         let parent = match dest.parent() {

@@ -1,0 +1,385 @@
+//! Sharded runs (`dissect --shard`, `merge`) as a cluster runs them: four
+//! uneven shards merge to the single run's folder byte for byte (but for
+//! durations) on both backends and on recorded activations; sets of shards
+//! that do not belong together are refused by name; and the Slurm scripts
+//! of `deploy/slurm`, run in sequence here by `deploy/slurm/local/sbatch`,
+//! give the same folder. Datasets are generated with
+//! `broden::synth::generate` (seeded) in temp folders.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn netdissect(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_netdissect"))
+        .args(args)
+        .output()
+        .expect("the netdissect binary runs")
+}
+
+fn ok(o: Output) -> Output {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    o
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// 26 images in batches of 4: 7 batches, the last of 2, so 4 shards hold
+/// 1, 2, 2 and 2 batches (4, 8, 8 and 6 images).
+const IMAGES: usize = 26;
+
+fn dataset(dir: &Path) -> PathBuf {
+    let out = dir.join("broden");
+    broden::synth::generate(
+        &out,
+        &broden::synth::SynthOptions {
+            images: IMAGES,
+            seed: 11,
+            size: 112,
+            swatch_percent: 10,
+        },
+    )
+    .unwrap();
+    out
+}
+
+/// Every file under `dir`, by relative path, with what differs between
+/// runs by design blanked: durations and timings in `results.json`, the
+/// duration in the report's header.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(root, &path, out);
+                continue;
+            }
+            let rel = path.strip_prefix(root).unwrap().to_path_buf();
+            let mut bytes = std::fs::read(&path).unwrap();
+            let name = rel.to_string_lossy();
+            if name == "results.json" {
+                let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                v["duration_secs"] = 0.into();
+                v["timings"] = serde_json::Value::Null;
+                bytes = serde_json::to_vec_pretty(&v).unwrap();
+            } else if name == "report.html" {
+                let text = String::from_utf8(bytes).unwrap();
+                let at = text
+                    .find(" s · netdissect")
+                    .expect("the report states a duration");
+                let start = text[..at].rfind("· ").unwrap() + 2;
+                bytes = format!("{}<duration>{}", &text[..start], &text[at..]).into_bytes();
+            }
+            out.insert(rel, bytes);
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+fn assert_same_folders(want: &Path, got: &Path) {
+    let (want, got) = (snapshot(want), snapshot(got));
+    assert_eq!(
+        want.keys().collect::<Vec<_>>(),
+        got.keys().collect::<Vec<_>>(),
+        "the same files"
+    );
+    for (name, bytes) in &want {
+        assert!(bytes == &got[name], "{} differs", name.display());
+    }
+}
+
+/// Runs every phase of a sharded run by hand: `shards` phase-1 runs, the
+/// thresholds merge, `shards` phase-2 runs, the final merge into
+/// `<tmp>/merged`. Returns that folder.
+fn sharded(tmp: &Path, args: &[&str], shards: u32) -> PathBuf {
+    let dir = |phase: &str, i: u32| tmp.join(format!("{phase}-{i}"));
+    for i in 0..shards {
+        let shard = format!("{i}/{shards}");
+        let out = dir("thresholds", i);
+        let mut a = args.to_vec();
+        a.extend(["--shard", &shard, "--out", s(&out)]);
+        let o = ok(netdissect(&a));
+        assert!(
+            stderr(&o).contains(&format!("shard {shard} (phase 1")),
+            "{}",
+            stderr(&o)
+        );
+    }
+    let thresholds = tmp.join("thresholds.json");
+    let mut merge = vec!["merge", "--phase", "thresholds", "--out", s(&thresholds)];
+    // Any order will do.
+    let p1: Vec<PathBuf> = (0..shards).rev().map(|i| dir("thresholds", i)).collect();
+    merge.extend(p1.iter().map(|p| s(p)));
+    ok(netdissect(&merge));
+    for i in 0..shards {
+        let shard = format!("{i}/{shards}");
+        let out = dir("counts", i);
+        let mut a = args.to_vec();
+        a.extend([
+            "--shard",
+            &shard,
+            "--thresholds",
+            s(&thresholds),
+            "--out",
+            s(&out),
+        ]);
+        ok(netdissect(&a));
+    }
+    let merged = tmp.join("merged");
+    let p2: Vec<PathBuf> = (0..shards).map(|i| dir("counts", i)).collect();
+    let mut merge = vec!["merge", "--out", s(&merged)];
+    merge.extend(p2.iter().map(|p| s(p)));
+    ok(netdissect(&merge));
+    merged
+}
+
+fn planted_args<'a>(data: &'a Path, backend: &'a str) -> Vec<&'a str> {
+    vec![
+        "dissect",
+        "--model",
+        "planted-colors",
+        "--layers",
+        "color4,color16",
+        "--dataset",
+        s(data),
+        "--batch-size",
+        "4",
+        "--top-k",
+        "5",
+        "--backend",
+        backend,
+        "--quiet",
+    ]
+}
+
+#[test]
+fn four_uneven_shards_merge_to_the_single_run_on_both_backends() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path());
+    for backend in ["cpu", "gpu"] {
+        let work = tmp.path().join(backend);
+        let args = planted_args(&data, backend);
+        // The single run with the network run once per pass, as every
+        // shard runs it.
+        let single = work.join("single");
+        let mut a = args.clone();
+        a.extend(["--cache-mib", "0", "--out", s(&single)]);
+        ok(netdissect(&a));
+        let merged = sharded(&work, &args, 4);
+        assert_same_folders(&single, &merged);
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(merged.join("results.json")).unwrap()).unwrap();
+        assert_eq!(json["n_images"], IMAGES);
+        assert!(json["duration_secs"].as_f64().unwrap() > 0.0);
+    }
+}
+
+#[test]
+fn recorded_activations_shard_by_the_runs_image_index() {
+    use dissect::npy;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path());
+    let acts = tmp.path().join("acts");
+    std::fs::create_dir_all(&acts).unwrap();
+    // 26 images x 6 units x 5 x 5, distinct per image so that a shard
+    // reading another shard's rows would count differently.
+    let values: Vec<f32> = (0..IMAGES * 6 * 25)
+        .map(|i| ((i * 7919 + (i / 150) * 104_729) % 1009) as f32 / 100.0)
+        .collect();
+    std::fs::write(
+        acts.join("block.npy"),
+        npy::encode_f32(&[IMAGES, 6, 5, 5], &values),
+    )
+    .unwrap();
+    let args = vec![
+        "dissect",
+        "--activations",
+        s(&acts),
+        "--layers",
+        "block",
+        "--dataset",
+        s(&data),
+        "--batch-size",
+        "3",
+        "--quantile",
+        "0.05",
+        "--backend",
+        "cpu",
+        "--quiet",
+    ];
+    let single = tmp.path().join("single");
+    let mut a = args.clone();
+    a.extend(["--cache-mib", "0", "--out", s(&single)]);
+    ok(netdissect(&a));
+    // 9 batches of 3 in 4 shards: 2, 2, 2 and 3 batches.
+    let merged = sharded(tmp.path(), &args, 4);
+    assert_same_folders(&single, &merged);
+}
+
+#[test]
+fn shard_sets_that_do_not_belong_together_are_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path());
+    let args = planted_args(&data, "cpu");
+    let phase1 = |name: &str, shard: &str, extra: &[&str]| {
+        let out = tmp.path().join(name);
+        let mut a = args.clone();
+        a.extend(["--shard", shard, "--out", s(&out)]);
+        a.extend_from_slice(extra);
+        ok(netdissect(&a));
+        out
+    };
+    let a0 = phase1("a0", "0/3", &[]);
+    let a1 = phase1("a1", "1/3", &[]);
+    let a2 = phase1("a2", "2/3", &[]);
+    let other = phase1("b1", "1/3", &["--quantile", "0.01"]);
+    let thresholds = tmp.path().join("t.json");
+    let merge = |dirs: &[&Path]| {
+        let mut a = vec!["merge", "--phase", "thresholds", "--out", s(&thresholds)];
+        a.extend(dirs.iter().map(|d| s(d)));
+        netdissect(&a)
+    };
+    let refused = |o: Output, words: &[&str]| {
+        assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+        for w in words {
+            assert!(stderr(&o).contains(w), "`{w}` in: {}", stderr(&o));
+        }
+        assert!(!thresholds.exists(), "nothing written");
+    };
+    refused(merge(&[&a0, &a2]), &["1/3", "missing"]);
+    refused(merge(&[&a0, &a1, &a1, &a2]), &["1/3", "given twice"]);
+    refused(merge(&[&a0, &other, &a2]), &[s(&other), "different runs"]);
+    let missing = tmp.path().join("nothing");
+    refused(merge(&[&a0, &missing]), &[s(&missing)]);
+    // A shard folder cut short: its candidates file truncated.
+    let cut = tmp.path().join("cut");
+    std::fs::create_dir_all(&cut).unwrap();
+    for e in std::fs::read_dir(&a1).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, cut.join(p.file_name().unwrap())).unwrap();
+    }
+    let keys = cut.join("color4-candidates.u32");
+    let len = std::fs::metadata(&keys).unwrap().len();
+    std::fs::write(&keys, &std::fs::read(&keys).unwrap()[..(len - 4) as usize]).unwrap();
+    refused(
+        merge(&[&a0, &cut, &a2]),
+        &["color4-candidates.u32", "bytes"],
+    );
+
+    ok(merge(&[&a2, &a0, &a1]));
+    // Phase 2 with thresholds of another run, or of another shard count.
+    let counts = |extra: &[&str], shard: &str| {
+        let mut a = args.clone();
+        let out = tmp.path().join("c");
+        a.extend([
+            "--shard",
+            shard,
+            "--thresholds",
+            s(&thresholds),
+            "--out",
+            s(&out),
+        ]);
+        a.extend_from_slice(extra);
+        netdissect(&a)
+    };
+    let o = counts(&["--quantile", "0.01"], "0/3");
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("another run"), "{}", stderr(&o));
+    let o = counts(&[], "0/4");
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    // Phases mixed up, and options a shard cannot take.
+    let o = netdissect(&[
+        "merge",
+        "--out",
+        s(&tmp.path().join("r")),
+        s(&a0),
+        s(&a1),
+        s(&a2),
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("counts (phase 2)"), "{}", stderr(&o));
+    let x = tmp.path().join("x");
+    for (extra, why) in [
+        (vec!["--shard", "0/2", "--formula-length", "2"], "formula"),
+        (vec!["--shard", "0/8"], "at most 7 shards"),
+    ] {
+        let mut a = args.clone();
+        a.extend(["--out", s(&x)]);
+        a.extend(extra);
+        let o = netdissect(&a);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains(why), "`{why}` in: {}", stderr(&o));
+    }
+    let o = netdissect(&["dissect", "--shard", "3/3", "--model", "planted-colors"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+/// Runs `deploy/slurm/submit.sh` with `deploy/slurm/local/sbatch` first on
+/// PATH, so that its jobs run here in submission order.
+fn submit(tmp: &Path, work: &Path, dissect_args: &str) -> Output {
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/slurm");
+    let path = format!(
+        "{}:{}",
+        s(&deploy.join("local")),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    Command::new("bash")
+        .arg(deploy.join("submit.sh"))
+        .env("PATH", path)
+        .env("WORK", work)
+        .env("SHARDS", "4")
+        .env("NETDISSECT", env!("CARGO_BIN_EXE_netdissect"))
+        .env("DEVICE_ARGS", "--backend cpu")
+        .env("DISSECT_ARGS", dissect_args)
+        .env("LOCAL_SBATCH_STATE", tmp.join("sbatch-state"))
+        .output()
+        .expect("bash runs")
+}
+
+#[test]
+fn the_slurm_scripts_run_in_sequence_give_the_single_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path());
+    let flags = format!(
+        "--model planted-colors --layers color4,color16 --dataset {} --batch-size 4",
+        s(&data)
+    );
+    let work = tmp.path().join("work");
+    let o = ok(submit(tmp.path(), &work, &flags));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(out.contains("submitted 4 shards"), "{out}");
+    assert!(
+        work.join("cubecl.toml").exists(),
+        "one autotune cache for all"
+    );
+    let single = tmp.path().join("single");
+    let mut a: Vec<&str> = vec!["dissect"];
+    a.extend(flags.split(' '));
+    a.extend([
+        "--backend",
+        "cpu",
+        "--cache-mib",
+        "0",
+        "--quiet",
+        "--out",
+        s(&single),
+    ]);
+    ok(netdissect(&a));
+    assert_same_folders(&single, &work.join("results"));
+
+    // A phase that fails stops the chain: nothing after it runs.
+    let broken = tmp.path().join("broken");
+    let o = submit(tmp.path(), &broken, &flags.replace("color16", "color99"));
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("did not succeed"), "{}", stderr(&o));
+    assert!(!broken.join("thresholds.json").exists());
+    assert!(!broken.join("results").exists());
+}
