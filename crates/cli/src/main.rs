@@ -879,14 +879,13 @@ fn merge(a: &MergeArgs) -> Result<(), Failure> {
                     a.out.display()
                 )));
             }
-            let shards = (a.shards.iter())
-                .map(|d| {
-                    Ok((
-                        named(d),
-                        report::shards::read_threshold_shard(d).map_err(input)?,
-                    ))
-                })
+            let opened = (a.shards.iter())
+                .map(|d| report::shards::open_threshold_shard(d).map_err(input))
                 .collect::<Result<Vec<_>, Failure>>()?;
+            let shards: Vec<(String, &dyn dissect::shard::Candidates)> = (a.shards.iter())
+                .zip(&opened)
+                .map(|(d, s)| (named(d), s as &dyn dissect::shard::Candidates))
+                .collect();
             let merged = dissect::shard::merge_thresholds(&shards).map_err(run_error)?;
             report::shards::write_thresholds(&a.out, &merged).map_err(output_error)?;
             let units: u32 = merged.layers.iter().map(|l| l.meta.units).sum();

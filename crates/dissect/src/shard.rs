@@ -34,6 +34,7 @@
 
 use std::fmt;
 use std::io::Read;
+use std::ops::Range;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Instant;
@@ -42,6 +43,7 @@ use broden::Dataset;
 use kernels::Counts;
 use kernels::cpu_select::threshold_of;
 use kernels::quantile::key_of;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
@@ -398,62 +400,115 @@ fn short(digest: &str) -> &str {
     &digest[..digest.len().min(12)]
 }
 
+/// A phase-1 shard as the thresholds merge reads it: its description in
+/// memory, its keys a block of units at a time (a shard's keys can be
+/// gigabytes: ResNet-50's `layer1` over full Broden keeps about a million
+/// per unit).
+pub trait Candidates {
+    fn info(&self) -> &ShardInfo;
+    /// Per layer its description, rank and top-k; `keys` may be empty
+    /// (read them with [`Candidates::keys`]).
+    fn layers(&self) -> &[LayerCandidates];
+    /// The keys of units `units` of layer `layer`, one list per unit.
+    fn keys(&self, layer: usize, units: Range<usize>) -> Result<Vec<Vec<u32>>, DissectError>;
+}
+
+impl Candidates for ThresholdShard {
+    fn info(&self) -> &ShardInfo {
+        &self.info
+    }
+
+    fn layers(&self) -> &[LayerCandidates] {
+        &self.layers
+    }
+
+    fn keys(&self, layer: usize, units: Range<usize>) -> Result<Vec<Vec<u32>>, DissectError> {
+        (self.layers.get(layer))
+            .and_then(|l| l.keys.get(units))
+            .map(<[Vec<u32>]>::to_vec)
+            .ok_or_else(|| DissectError::Internal(format!("no keys of layer {layer}")))
+    }
+}
+
+/// Keys the thresholds merge holds at once, over all shards: 128 MiB.
+const MERGE_BLOCK_KEYS: u64 = 32 << 20;
+
 /// The exact thresholds and top-k images of a run from all its phase-1
-/// shards (see the module docs).
+/// shards (see the module docs), reading a block of units at a time.
 pub fn merge_thresholds(
-    shards: &[(String, ThresholdShard)],
+    shards: &[(String, &dyn Candidates)],
+) -> Result<MergedThresholds, DissectError> {
+    merge_in_blocks(shards, MERGE_BLOCK_KEYS)
+}
+
+fn merge_in_blocks(
+    shards: &[(String, &dyn Candidates)],
+    block_keys: u64,
 ) -> Result<MergedThresholds, DissectError> {
     check_set(
         &(shards.iter())
-            .map(|(n, s)| (n.clone(), &s.info))
+            .map(|(n, s)| (n.clone(), s.info()))
             .collect::<Vec<_>>(),
     )?;
     let (first_name, first) = &shards[0];
     let mut layers = Vec::new();
-    for (l, head) in first.layers.iter().enumerate() {
-        let mut parts = Vec::new();
+    for (l, head) in first.layers().iter().enumerate() {
+        let units = head.meta.units as usize;
         for (name, s) in shards {
-            let layer = s
-                .layers
-                .get(l)
-                .filter(|x| x.meta == head.meta && x.rank == head.rank);
-            let layer = layer.ok_or_else(|| {
-                DissectError::Input(format!(
+            let same = (s.layers().get(l))
+                .filter(|x| x.meta == head.meta && x.rank == head.rank && x.top_k.len() == units);
+            if same.is_none() {
+                return Err(DissectError::Input(format!(
                     "{name} and {first_name} differ in layer {} ({})",
                     l + 1,
                     head.meta.name
-                ))
-            })?;
-            if layer.keys.len() != head.meta.units as usize
-                || layer.top_k.len() != head.meta.units as usize
-            {
-                return Err(DissectError::Input(format!(
-                    "{name}: layer {} has candidates for {} units, not {}",
-                    head.meta.name,
-                    layer.keys.len(),
-                    head.meta.units
                 )));
             }
-            parts.push(layer);
         }
-        let k = first.info.options.top_k;
-        let mut thresholds = Vec::new();
-        let mut top_k = Vec::new();
-        for u in 0..head.meta.units as usize {
-            let lists: Vec<&[u32]> = parts.iter().map(|p| p.keys[u].as_slice()).collect();
-            let t = threshold_of(&lists, head.rank).ok_or_else(|| {
-                DissectError::Input(format!(
-                    "layer {} unit {u}: the shards hold fewer than the rank's {} candidates \
-                     (a shard folder was cut short?)",
-                    head.meta.name, head.rank
-                ))
-            })?;
-            thresholds.push(t);
-            let mut all: Vec<(u32, f32)> = parts.iter().flat_map(|p| p.top_k[u].clone()).collect();
-            all.sort_by(|a, b| key_of(b.1).cmp(&key_of(a.1)).then(a.0.cmp(&b.0)));
-            all.truncate(k);
-            top_k.push(all);
+        let block = (block_keys / (head.rank.max(1) * shards.len() as u64)).max(1) as usize;
+        let mut thresholds = Vec::with_capacity(units);
+        for start in (0..units).step_by(block) {
+            let range = start..(start + block).min(units);
+            let mut parts = Vec::new();
+            for (name, s) in shards {
+                let keys = s.keys(l, range.clone())?;
+                if keys.len() != range.len() {
+                    return Err(DissectError::Input(format!(
+                        "{name}: layer {} has keys for {} of units {range:?}",
+                        head.meta.name,
+                        keys.len()
+                    )));
+                }
+                parts.push(keys);
+            }
+            let block_thresholds: Vec<Option<f32>> = (0..range.len())
+                .into_par_iter()
+                .map(|u| {
+                    let lists: Vec<&[u32]> = parts.iter().map(|p| p[u].as_slice()).collect();
+                    threshold_of(&lists, head.rank)
+                })
+                .collect();
+            for (u, t) in range.clone().zip(block_thresholds) {
+                thresholds.push(t.ok_or_else(|| {
+                    DissectError::Input(format!(
+                        "layer {} unit {u}: the shards hold fewer than the rank's {} candidates \
+                         (a shard folder was cut short?)",
+                        head.meta.name, head.rank
+                    ))
+                })?);
+            }
         }
+        let k = first.info().options.top_k;
+        let top_k = (0..units)
+            .map(|u| {
+                let mut all: Vec<(u32, f32)> = (shards.iter())
+                    .flat_map(|(_, s)| s.layers()[l].top_k[u].iter().copied())
+                    .collect();
+                all.sort_by(|a, b| key_of(b.1).cmp(&key_of(a.1)).then(a.0.cmp(&b.0)));
+                all.truncate(k);
+                all
+            })
+            .collect();
         layers.push(LayerThresholds {
             meta: head.meta.clone(),
             thresholds,
@@ -463,13 +518,14 @@ pub fn merge_thresholds(
     let mut timings = Timings::default();
     let mut duration_secs = 0.0;
     for (_, s) in shards {
-        add_timings(&mut timings, &s.info.timings);
-        duration_secs += s.info.duration_secs;
+        add_timings(&mut timings, &s.info().timings);
+        duration_secs += s.info().duration_secs;
     }
+    let info = first.info();
     Ok(MergedThresholds {
-        digest: first.info.digest.clone(),
-        shards: first.info.shard.count,
-        n_images: first.info.n_images,
+        digest: info.digest.clone(),
+        shards: info.shard.count,
+        n_images: info.n_images,
         layers,
         duration_secs,
         timings,
@@ -847,6 +903,79 @@ mod tests {
             options,
             duration_secs: 0.0,
             timings: Timings::default(),
+        }
+    }
+
+    #[test]
+    fn thresholds_and_top_k_merge_exactly_block_by_block() {
+        // 3 shards of 30 images (batches of 4: 8, 12 and 10 images), 5
+        // units of 2x2 maps, values from a fixed pattern with ties; the
+        // run's rank over all 120 values per unit.
+        let (units, plane, q) = (5u32, 4usize, 0.1);
+        let value = |image: usize, unit: usize, px: usize| -> f32 {
+            (((image * 31 + unit * 7 + px * 13) % 17) as f32 - 8.0) / 2.0
+        };
+        let rank = kernels::quantile::rank_from_top(q, 30 * plane as u64);
+        let meta = LayerMeta {
+            name: "l".into(),
+            tap: "l".into(),
+            field: None,
+            units,
+            feature_size: [2, 2],
+        };
+        let shards: Vec<ThresholdShard> = (0..3)
+            .map(|i| {
+                let mut info = info(i, 3, "d");
+                info.options.top_k = 4;
+                let images = info.images[0]..info.images[1];
+                let mut select = kernels::CpuRankSelect::shard(
+                    units,
+                    q,
+                    30 * plane as u64,
+                    (images.len() * plane) as u64,
+                )
+                .unwrap();
+                let mut top = kernels::CpuTopK::new(units, 4);
+                for image in images {
+                    let data: Vec<f32> = (0..units as usize * plane)
+                        .map(|j| value(image, j / plane, j % plane))
+                        .collect();
+                    select.observe(&data, [1, units, 2, 2]).unwrap();
+                    top.observe(&data, [1, units, 2, 2], image as u32).unwrap();
+                }
+                ThresholdShard {
+                    info,
+                    layers: vec![LayerCandidates {
+                        meta: meta.clone(),
+                        rank,
+                        top_k: top.read(),
+                        keys: select.candidates().unwrap(),
+                    }],
+                }
+            })
+            .collect();
+        let named: Vec<(String, &dyn Candidates)> = (shards.iter().enumerate())
+            .map(|(i, s)| (i.to_string(), s as &dyn Candidates))
+            .collect();
+        let whole = merge_thresholds(&named).unwrap();
+        let one_unit_blocks = merge_in_blocks(&named, 1).unwrap();
+        assert_eq!(whole, one_unit_blocks);
+        let layer = &whole.layers[0];
+        for u in 0..units as usize {
+            let mut all: Vec<f32> = (0..30)
+                .flat_map(|i| (0..plane).map(move |p| value(i, u, p)))
+                .collect();
+            all.sort_by(|a, b| b.total_cmp(a));
+            assert_eq!(layer.thresholds[u], all[rank as usize - 1], "unit {u}");
+            let mut maxima: Vec<(u32, f32)> = (0..30)
+                .map(|i| {
+                    let m = (0..plane).map(|p| value(i, u, p)).fold(f32::MIN, f32::max);
+                    (i as u32, m)
+                })
+                .collect();
+            maxima.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            maxima.truncate(4);
+            assert_eq!(layer.top_k[u], maxima, "unit {u}");
         }
     }
 

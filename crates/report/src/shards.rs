@@ -14,8 +14,12 @@
 use std::path::{Path, PathBuf};
 
 use dissect::TopMaps;
+use std::io::{Read, Seek, SeekFrom};
+use std::ops::Range;
+
+use dissect::DissectError;
 use dissect::shard::{
-    CountShard, LayerCandidates, LayerMeta, MergedThresholds, ShardInfo, ThresholdShard,
+    Candidates, CountShard, LayerCandidates, LayerMeta, MergedThresholds, ShardInfo, ThresholdShard,
 };
 use kernels::Counts;
 use serde::{Deserialize, Serialize};
@@ -272,27 +276,42 @@ fn wrong_phase(dir: &Path, want: &str) -> ReportError {
     )
 }
 
-/// Reads phase 1 of a shard.
-pub fn read_threshold_shard(dir: &Path) -> Result<ThresholdShard, ReportError> {
+/// A phase-1 shard folder, opened: its description read and its keys'
+/// files checked for size, the keys themselves read a block of units at a
+/// time by the merge ([`Candidates::keys`]).
+#[derive(Debug)]
+pub struct ThresholdShardFiles {
+    info: ShardInfo,
+    /// Per layer, its description (keys empty).
+    layers: Vec<LayerCandidates>,
+    /// Per layer, the keys' file and keys per unit.
+    files: Vec<(PathBuf, usize)>,
+}
+
+/// Opens phase 1 of a shard.
+pub fn open_threshold_shard(dir: &Path) -> Result<ThresholdShardFiles, ReportError> {
     let file = read_shard_file(dir)?;
     if !matches!(file.phase, Phase::Thresholds) {
         return Err(wrong_phase(dir, "thresholds (phase 1)"));
     }
-    let mut layers = Vec::new();
+    let (mut layers, mut files) = (Vec::new(), Vec::new());
     for l in file.layers {
         let c = l
             .candidates
             .ok_or_else(|| wrong_phase(dir, "thresholds (phase 1)"))?;
         let units = l.meta.units as usize;
         let path = dir.join(&c.file);
-        let words = read_words(&path, units * c.per_unit)?;
-        let keys: Vec<Vec<u32>> = if c.per_unit == 0 {
-            vec![Vec::new(); units]
-        } else {
-            (words.chunks(c.per_unit))
-                .map(|unit| unit.iter().map(|&b| u32::from_le_bytes(b)).collect())
-                .collect()
-        };
+        let len = std::fs::metadata(&path).map_err(io(&path))?.len();
+        let want = (units * c.per_unit * 4) as u64;
+        if len != want {
+            return Err(malformed(
+                &path,
+                format!(
+                    "{len} bytes, expected {want} ({units} units x {} keys)",
+                    c.per_unit
+                ),
+            ));
+        }
         if c.top_k.len() != units {
             return Err(malformed(
                 &dir.join(SHARD_JSON),
@@ -313,13 +332,49 @@ pub fn read_threshold_shard(dir: &Path) -> Result<ThresholdShard, ReportError> {
                         .collect()
                 })
                 .collect(),
-            keys,
+            keys: Vec::new(),
         });
+        files.push((path, c.per_unit));
     }
-    Ok(ThresholdShard {
+    Ok(ThresholdShardFiles {
         info: file.info,
         layers,
+        files,
     })
+}
+
+impl Candidates for ThresholdShardFiles {
+    fn info(&self) -> &ShardInfo {
+        &self.info
+    }
+
+    fn layers(&self) -> &[LayerCandidates] {
+        &self.layers
+    }
+
+    fn keys(&self, layer: usize, units: Range<usize>) -> Result<Vec<Vec<u32>>, DissectError> {
+        let (path, per_unit) = self
+            .files
+            .get(layer)
+            .ok_or_else(|| DissectError::Internal(format!("no layer {layer}")))?;
+        let fail = |e: std::io::Error| DissectError::Input(format!("{}: {e}", path.display()));
+        let mut file = std::fs::File::open(path).map_err(fail)?;
+        file.seek(SeekFrom::Start((units.start * per_unit * 4) as u64))
+            .map_err(fail)?;
+        let mut bytes = vec![0u8; units.len() * per_unit * 4];
+        file.read_exact(&mut bytes).map_err(fail)?;
+        if *per_unit == 0 {
+            return Ok(vec![Vec::new(); units.len()]);
+        }
+        Ok(bytes
+            .chunks_exact(per_unit * 4)
+            .map(|unit| {
+                (unit.chunks_exact(4))
+                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect()
+            })
+            .collect())
+    }
 }
 
 /// Reads phase 2 of a shard.
