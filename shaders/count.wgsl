@@ -1,10 +1,13 @@
 // Upsample-binarize-count: the intersections and unions of Network Dissection, counted per batch
 // without materialising upsampled maps, then folded into 64-bit totals.
 //
-// `mark_live`: one invocation per (image, unit) map: live[image][unit] = 1 when some value of
-// the map is strictly above the unit's threshold. A bilinear sample never exceeds the largest of
-// its four neighbours (the clamp in `sample`), so a map that is not live has an empty mask:
-// `count_pixels` skips it, on a workgroup-uniform test.
+// `mark_live`: one invocation per (image, unit) map: which of its rows and columns hold a value
+// strictly above the unit's threshold, as two bit sets (bit r >> row_shift of the first word for
+// row r, bit c >> col_shift of the second for column c; the shifts fold maps of more than 32 rows
+// or columns). A bilinear sample never exceeds the largest of its four neighbours (the clamp in
+// `sample`), so a seg pixel whose two source rows, or two source columns, hold no such value is
+// outside the mask: `count_pixels` skips a map with no live row (on a workgroup-uniform test), a
+// seg column whose source columns are not live, and a seg row whose source rows are not live.
 // `count_pixels`: one workgroup per (128 seg columns, unit, image), one invocation per column
 // walking its rows. Each sample is the unit's h x w map taken bilinearly at the seg pixel through
 // per-axis taps (two source indices and two weights per row and per column, computed on the
@@ -38,7 +41,7 @@
 //   8: acc              u32 pairs: intersect [n_units * n_labels], unit pixels [n_units],
 //                       original union [n_units * n_categories], lite union [n_units * n_categories]
 //   9: probe            f32 [n_images * n_units * sh * sw] samples (upsample_probe only, for tests)
-//  10: live             u32 [n_images * n_units]: 1 when the map has a value above the threshold
+//  10: live             u32 [n_images * n_units * 2]: the map's live rows and live columns
 
 struct Params {
     elem_offset: u32,
@@ -55,8 +58,8 @@ struct Params {
     acc_unit_pixels: u32,
     acc_cat_original: u32,
     acc_cat_lite: u32,
-    _pad0: u32,
-    _pad1: u32,
+    row_shift: u32,
+    col_shift: u32,
 }
 
 @group(0)
@@ -105,7 +108,7 @@ var<storage, read_write> live: array<u32>;
 
 var<workgroup> wg_count: atomic<u32>;
 var<workgroup> wg_bits: atomic<u32>;
-var<workgroup> wg_live: u32;
+var<workgroup> wg_rows: u32;
 
 // Identity that the compiler cannot see through (params.never is always 0): blocks FMA contraction.
 fn opaque(x: f32) -> f32 {
@@ -159,17 +162,29 @@ fn mark_live(
     if i >= params.n_images * params.n_units {
         return;
     }
-    let plane = params.h * params.w;
-    let base = params.elem_offset + i * plane;
+    let base = params.elem_offset + i * params.h * params.w;
     let t = thresholds[i % params.n_units];
-    var any = 0u;
-    for (var j = 0u; j < plane; j = j + 1u) {
-        if acts[base + j] > t {
-            any = 1u;
-            break;
+    var rows = 0u;
+    var cols = 0u;
+    var j = base;
+    for (var r = 0u; r < params.h; r = r + 1u) {
+        var row = 0u;
+        for (var c = 0u; c < params.w; c = c + 1u) {
+            if acts[j] > t {
+                row = 1u;
+                cols = cols | (1u << (c >> params.col_shift));
+            }
+            j = j + 1u;
         }
+        rows = rows | (row << (r >> params.row_shift));
     }
-    live[i] = any;
+    live[2u * i] = rows;
+    live[2u * i + 1u] = cols;
+}
+
+// Whether source indices `i0`, `i1` (rows or columns) touch a live one of `bits`.
+fn touches(bits: u32, i0: u32, i1: u32, shift: u32) -> bool {
+    return (((bits >> (i0 >> shift)) | (bits >> (i1 >> shift))) & 1u) != 0u;
 }
 
 @compute @workgroup_size(128)
@@ -182,21 +197,23 @@ fn count_pixels(
     if li == 0u {
         atomicStore(&wg_count, 0u);
         atomicStore(&wg_bits, 0u);
-        wg_live = live[image * params.n_units + unit];
+        wg_rows = live[2u * (image * params.n_units + unit)];
     }
     // Also the barrier for the stores above; uniform, so the whole workgroup leaves together.
-    if workgroupUniformLoad(&wg_live) == 0u {
+    let rows = workgroupUniformLoad(&wg_rows);
+    if rows == 0u {
         return;
     }
+    let cols = live[2u * (image * params.n_units + unit) + 1u];
     // One seg column per invocation, rows in a loop: adjacent invocations read adjacent labels,
     // the column's taps are read once, the row's taps are the same for the whole workgroup, and
     // no pixel index is divided.
     let x = wg.x * 128u + li;
-    if x < params.sw {
+    let tx = 4u * (params.sh + min(x, params.sw - 1u));
+    let x0 = consts[tx];
+    let x1 = consts[tx + 1u];
+    if x < params.sw && touches(cols, x0, x1, params.col_shift) {
         let n_pixels = params.sh * params.sw;
-        let tx = 4u * (params.sh + x);
-        let x0 = consts[tx];
-        let x1 = consts[tx + 1u];
         let wx0 = bitcast<f32>(consts[tx + 2u]);
         let wx1 = bitcast<f32>(consts[tx + 3u]);
         let base = params.elem_offset + (image * params.n_units + unit) * params.h * params.w;
@@ -208,8 +225,14 @@ fn count_pixels(
         var p = x;
         for (var y = 0u; y < params.sh; y = y + 1u) {
             let ty = 4u * y;
-            let r0 = base + consts[ty] * params.w;
-            let r1 = base + consts[ty + 1u] * params.w;
+            let y0 = consts[ty];
+            let y1 = consts[ty + 1u];
+            if !touches(rows, y0, y1, params.row_shift) {
+                p = p + params.sw;
+                continue;
+            }
+            let r0 = base + y0 * params.w;
+            let r1 = base + y1 * params.w;
             let s = blend(
                 acts[r0 + x0],
                 acts[r0 + x1],

@@ -444,7 +444,18 @@ struct Params {
     acc_unit_pixels: u32,
     acc_cat_original: u32,
     acc_cat_lite: u32,
-    pad: [u32; 2],
+    row_shift: u32,
+    col_shift: u32,
+}
+
+/// The shift that folds `n` rows (or columns) into the 32 bits of a live
+/// set: the smallest `s` with `(n - 1) >> s < 32`.
+fn live_shift(n: u32) -> u32 {
+    let mut s = 0;
+    while (n.saturating_sub(1) >> s) >= 32 {
+        s += 1;
+    }
+    s
 }
 
 /// Accumulates [`Counts`] over batches on the device.
@@ -454,9 +465,16 @@ pub struct Counter {
     consts: wgpu::Buffer,
     batch_intersect: wgpu::Buffer,
     batch_units: wgpu::Buffer,
-    /// Per (image, unit) of a batch: 1 when some value of the map is above
-    /// the unit's threshold (`mark_live`), else the pixels are skipped.
+    /// Per (image, unit) of a batch: its rows and columns with a value above
+    /// the unit's threshold (`mark_live`); pixels away from them are skipped.
     live: wgpu::Buffer,
+    /// An upper bound of every batch intersection cell since they were last
+    /// folded into the u64 totals: they are folded only before one could
+    /// overflow (and before a read), not after every batch.
+    pending: u64,
+    /// The most `pending` may reach: `u32::MAX` (tests lower it to fold
+    /// every batch).
+    fold_limit: u64,
     acc: wgpu::Buffer,
     acc_words: u64,
     /// Truth counts need no activations, so they are summed on the host.
@@ -544,7 +562,9 @@ impl Counter {
             consts: gpu.storage_init("count-consts", &consts),
             batch_intersect: gpu.storage("count-batch-intersect", u * l * 4),
             batch_units: gpu.storage("count-batch-units", config.max_images as u64 * u * 8),
-            live: gpu.storage("count-live", config.max_images as u64 * u * 4),
+            live: gpu.storage("count-live", config.max_images as u64 * u * 8),
+            pending: 0,
+            fold_limit: u64::from(u32::MAX),
             acc: gpu.storage("count-acc", acc_words * 4),
             acc_words,
             label_pixels: vec![0; l as usize],
@@ -580,7 +600,8 @@ impl Counter {
             acc_unit_pixels: u * l,
             acc_cat_original: u * l + u,
             acc_cat_lite: u * l + u + u * nc,
-            pad: [0; 2],
+            row_shift: live_shift(c.upsample.h),
+            col_shift: live_shift(c.upsample.w),
         }
     }
 
@@ -682,6 +703,15 @@ impl Counter {
             )));
         }
         let params_value = self.params(bound.elem_offset, n_images);
+        let mut encoder = gpu.device.create_command_encoder(&Default::default());
+        // A cell gains at most one per labelled plane pixel of the batch. (The
+        // parameters written below are in place before anything submitted.)
+        let most = flat_labels.len() as u64;
+        if self.pending + most > self.fold_limit {
+            self.fold_matrix(gpu, &mut encoder, &self.inputs.params);
+            self.pending = 0;
+        }
+        self.pending += most;
         let inputs = &mut self.inputs;
         gpu.queue
             .write_buffer(&inputs.params, 0, bytemuck::bytes_of(&params_value));
@@ -689,7 +719,6 @@ impl Counter {
         let labels_buf = reuse(gpu, &mut inputs.labels, "count-labels", &flat_labels, limit);
         let meta_buf = reuse(gpu, &mut inputs.meta, "count-image-meta", &meta, limit);
 
-        let mut encoder = gpu.device.create_command_encoder(&Default::default());
         dispatch(
             gpu,
             &mut encoder,
@@ -722,17 +751,6 @@ impl Counter {
         dispatch(
             gpu,
             &mut encoder,
-            &gpu.pipeline(COUNT, "fold_matrix"),
-            &[
-                whole(0, params),
-                whole(6, &self.batch_intersect),
-                whole(8, &self.acc),
-            ],
-            linear_groups(c.n_units as u64 * c.n_labels as u64, 256),
-        );
-        dispatch(
-            gpu,
-            &mut encoder,
             &gpu.pipeline(COUNT, "fold_units"),
             &[
                 whole(0, params),
@@ -749,8 +767,31 @@ impl Counter {
         Ok(())
     }
 
+    /// Adds the batch intersections into the u64 totals and clears them.
+    fn fold_matrix(&self, gpu: &Gpu, encoder: &mut wgpu::CommandEncoder, params: &wgpu::Buffer) {
+        let c = &self.config;
+        dispatch(
+            gpu,
+            encoder,
+            &gpu.pipeline(COUNT, "fold_matrix"),
+            &[
+                whole(0, params),
+                whole(6, &self.batch_intersect),
+                whole(8, &self.acc),
+            ],
+            linear_groups(c.n_units as u64 * c.n_labels as u64, 256),
+        );
+    }
+
     /// Reads the totals so far.
     pub fn read(&self, gpu: &Gpu) -> Result<Counts, KernelError> {
+        // Folding twice adds nothing: the fold clears what it adds.
+        let params = &self.inputs.params;
+        gpu.queue
+            .write_buffer(params, 0, bytemuck::bytes_of(&self.params(0, 0)));
+        let mut encoder = gpu.device.create_command_encoder(&Default::default());
+        self.fold_matrix(gpu, &mut encoder, params);
+        gpu.queue.submit([encoder.finish()]);
         let words: Vec<u32> = gpu.read_buffer(&self.acc, 0, self.acc_words as usize)?;
         let wide: Vec<u64> = words
             .chunks(2)
@@ -880,6 +921,10 @@ mod tests {
         let gpu = gpu();
         let thr = gpu.storage_init("thr", thresholds);
         let mut counter = Counter::new(gpu, cfg.clone()).expect("counter");
+        // A twin that folds its batch counts into the totals before every
+        // batch, where the counter folds only before a read.
+        let mut folding = Counter::new(gpu, cfg.clone()).expect("counter");
+        folding.fold_limit = 0;
         let mut want = Counts::zeros(cfg.n_units, cfg.n_labels, cfg.n_categories);
         for (i, (data, labels)) in batches.iter().enumerate() {
             let buf = upload_padded(gpu, data, 5 + i);
@@ -890,11 +935,22 @@ mod tests {
                 shape,
             };
             counter.count(gpu, &view, &thr, labels).expect("gpu count");
+            folding.count(gpu, &view, &thr, labels).expect("gpu count");
             let part = cpu::count(cfg, data, thresholds, labels).expect("cpu count");
             want.merge(&part).expect("merge");
         }
         let got = counter.read(gpu).expect("read");
         assert_eq!(got, want);
+        assert_eq!(
+            folding.read(gpu).expect("read"),
+            want,
+            "folding before every batch"
+        );
+        assert_eq!(
+            counter.read(gpu).expect("read"),
+            want,
+            "a second read adds nothing"
+        );
         got
     }
 
@@ -1031,6 +1087,64 @@ mod tests {
                 "test data should fire some units"
             );
         }
+    }
+
+    #[test]
+    fn sparse_maps_skip_only_pixels_outside_every_mask() {
+        // Thresholds near the top, so that a few cells of each map are live and
+        // most seg rows and columns are skipped: maps of more than 32 rows and
+        // columns (folded live sets), odd shapes, receptive-field taps.
+        let mut rng = Rng::new(9);
+        let mut fired = Vec::new();
+        for (n_units, up) in [
+            (3, Upsample::half_pixel(56, 56, 112, 112)),
+            (2, Upsample::half_pixel(40, 33, 80, 70)),
+            (4, Upsample::half_pixel(7, 7, 112, 112)),
+            (
+                2,
+                Upsample::affine(7, 7, 60, 61, CENTRES_3_5_BY_8, CENTRES_3_5_BY_8),
+            ),
+            (2, Upsample::half_pixel(100, 3, 50, 9)),
+        ] {
+            let cfg = config(n_units, up, 3);
+            // Noise in [-1, 1) and one bump of height 2 per map: only cells
+            // near its top exceed thresholds in [1.3, 1.8), as a unit's
+            // activations cluster in one region.
+            let thresholds: Vec<f32> = (0..n_units).map(|_| rng.uniform(1.3, 1.8)).collect();
+            let mut data = rng.floats((2 * n_units * up.h * up.w) as usize, -1.0, 1.0);
+            let plane = (up.h * up.w) as usize;
+            for map in data.chunks_mut(plane) {
+                let cy = rng.uniform(0.0, up.h as f32);
+                let cx = rng.uniform(0.0, up.w as f32);
+                for (i, v) in map.iter_mut().enumerate() {
+                    let dy = (i / up.w as usize) as f32 - cy;
+                    let dx = (i % up.w as usize) as f32 - cx;
+                    *v = 0.3 * *v + 2.0 * (-(dy * dy + dx * dx) / 2.0).exp();
+                }
+            }
+            let labels = random_labels(&mut rng, &cfg, 2);
+            let got = check(&cfg, &[(data.clone(), labels)], &thresholds);
+            // Every pixel, none skipped.
+            let (ty, tx) = (up.taps_y(), up.taps_x());
+            let plane = (up.h * up.w) as usize;
+            let mut want = vec![0u64; n_units as usize];
+            for b in 0..2 {
+                for (u, count) in want.iter_mut().enumerate() {
+                    let map = &data[(b * n_units as usize + u) * plane..][..plane];
+                    for &row in &ty {
+                        for &col in &tx {
+                            if cpu::upsample_value(map, up.w, row, col) > thresholds[u] {
+                                *count += 1;
+                            }
+                        }
+                    }
+                }
+            }
+            assert_eq!(got.unit_pixels, want, "{up:?}");
+            fired.push(want.iter().sum::<u64>());
+        }
+        // Downsampled maps may fire nowhere; the others must.
+        assert!(fired.iter().filter(|&&f| f > 0).count() >= 4, "{fired:?}");
     }
 
     #[test]

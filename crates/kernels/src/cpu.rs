@@ -162,11 +162,22 @@ pub fn count(
             for b in 0..n_images {
                 let map = &data[(b * n_units + u) * plane..(b * n_units + u + 1) * plane];
                 // A sample never exceeds the largest of its four neighbours
-                // (see `upsample_value`), so a map with no value above the
-                // threshold has an empty mask and adds nothing anywhere.
-                if !map.iter().any(|&v| v > thresholds[u]) {
+                // (see `upsample_value`), so a seg pixel whose two source
+                // rows, or two source columns, hold no value above the
+                // threshold is outside the mask; a map with none adds nothing
+                // anywhere.
+                let (mut live_rows, mut live_cols) =
+                    (vec![false; up.h as usize], vec![false; up.w as usize]);
+                for (i, &v) in map.iter().enumerate() {
+                    if v > thresholds[u] {
+                        live_rows[i / up.w as usize] = true;
+                        live_cols[i % up.w as usize] = true;
+                    }
+                }
+                if !live_rows.contains(&true) {
                     continue;
                 }
+                let touches = |live: &[bool], t: &Tap| live[t.i0 as usize] || live[t.i1 as usize];
                 let planes: Vec<&[u32]> = labels
                     .planes
                     .iter()
@@ -176,8 +187,13 @@ pub fn count(
                 let mut masked = 0u64;
                 let mut under_mask = 0u32;
                 for (y, &row) in ty.iter().enumerate() {
+                    if !touches(&live_rows, &row) {
+                        continue;
+                    }
                     for (x, &col) in tx.iter().enumerate() {
-                        if upsample_value(map, up.w, row, col) > thresholds[u] {
+                        if touches(&live_cols, &col)
+                            && upsample_value(map, up.w, row, col) > thresholds[u]
+                        {
                             masked += 1;
                             for p in &planes {
                                 let l = p[y * up.sw as usize + x];
