@@ -14,10 +14,10 @@ kubectl=(kubectl ${NAMESPACE:+--namespace "$NAMESPACE"})
 
 shards=$(sed -n 's/^  SHARDS: "\([0-9]*\)"$/\1/p' "$here/config.yaml")
 completions() { sed -n 's/^  completions: \([0-9]*\)$/\1/p' "$here/$1"; }
-if [[ -z $shards ]] || [[ $(completions 2-thresholds.yaml) != $((shards - 1)) ]] ||
+if [[ -z $shards ]] || [[ $(completions 2-thresholds.yaml) != "$shards" ]] ||
     [[ $(completions 4-counts.yaml) != "$shards" ]]; then
-    echo "config.yaml has SHARDS=$shards: set completions and parallelism to $((shards - 1))" \
-        "in 2-thresholds.yaml and to $shards in 4-counts.yaml" >&2
+    echo "config.yaml has SHARDS=$shards: set completions and parallelism to $shards" \
+        "in 2-thresholds.yaml and 4-counts.yaml" >&2
     exit 2
 fi
 
@@ -40,7 +40,7 @@ wait_for() {
     done
 }
 
-for step in 1-thresholds-first 2-thresholds 3-merge-thresholds 4-counts 5-merge; do
+for step in 1-warm-up 2-thresholds 3-merge-thresholds 4-counts 5-merge; do
     job=$(sed -n 's/^  name: \(netdissect-.*\)$/\1/p' "$here/$step.yaml")
     # A rerun starts each job afresh; finished shards are replaced whole.
     "${kubectl[@]}" delete job "$job" --ignore-not-found --wait=true

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Submits a sharded dissection to Slurm as dependent jobs:
 #
-#   1. thresholds, last shard alone: tunes the GPU kernels once into the
-#      shared autotune cache (cubecl.toml in $WORK), so that every shard
-#      runs the same kernels;
-#   2. thresholds, the other shards (array, afterok 1);
+#   1. warm-up: tunes the GPU kernels for the run's two batch sizes once
+#      into the shared autotune cache (cubecl.toml in $WORK), so that every
+#      shard runs the same kernels (two batches of work);
+#   2. thresholds, every shard (array, afterok 1);
 #   3. merge --phase thresholds (afterok 2);
 #   4. counts, every shard (array, afterok 3);
 #   5. merge into the results folder (afterok 4).
@@ -38,16 +38,14 @@ fi
 
 last=$((SHARDS - 1))
 logs="--output=$WORK/logs/%x-%A_%a.out"
-tune=$(sbatch --parsable "$logs" --array="$last" "$here/thresholds.sbatch")
-deps=afterok:$tune
-if ((SHARDS > 1)); then
-    rest=$(sbatch --parsable "$logs" --array="0-$((last - 1))" --dependency="afterok:$tune" \
-        "$here/thresholds.sbatch")
-    deps=$deps:$rest
-fi
-merged=$(sbatch --parsable "$logs" --dependency="$deps" "$here/merge-thresholds.sbatch")
+tune=$(sbatch --parsable "$logs" "$here/warm-up.sbatch")
+thresholds=$(sbatch --parsable "$logs" --array="0-$last" --dependency="afterok:$tune" \
+    "$here/thresholds.sbatch")
+merged=$(sbatch --parsable "$logs" --dependency="afterok:$thresholds" \
+    "$here/merge-thresholds.sbatch")
 counts=$(sbatch --parsable "$logs" --array="0-$last" --dependency="afterok:$merged" \
     "$here/counts.sbatch")
 final=$(sbatch --parsable "$logs" --dependency="afterok:$counts" "$here/merge.sbatch")
-echo "submitted $SHARDS shards: thresholds $tune ${rest:-}, merge $merged, counts $counts, results $final"
+echo "submitted $SHARDS shards: warm-up $tune, thresholds $thresholds, merge $merged," \
+    "counts $counts, results $final"
 echo "results: $RESULTS"

@@ -238,8 +238,16 @@ pub struct DissectArgs {
     #[arg(long)]
     pub dataset: PathBuf,
     /// Output folder.
-    #[arg(long)]
-    pub out: PathBuf,
+    #[arg(long, required_unless_present = "warm_up")]
+    pub out: Option<PathBuf>,
+    /// Write nothing: run the network (and the passes) over one full batch
+    /// and the run's short last batch only. On a GPU this tunes Burn's
+    /// kernels for both batch sizes into CubeCL's autotune cache
+    /// (`cubecl.toml` in the working directory says where), so that the
+    /// shards of a sharded run that share the cache all run the same
+    /// kernels. `deploy/` runs it before phase 1.
+    #[arg(long, conflicts_with_all = ["out", "shard", "thresholds", "activations"])]
+    pub warm_up: bool,
     /// Defaults of the original NetDissect or of NetDissect-Lite; the flags
     /// below override single settings.
     #[arg(long, value_enum, default_value_t = PresetArg::Original)]

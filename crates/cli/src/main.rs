@@ -458,15 +458,18 @@ fn dissect(a: &DissectArgs) -> Result<(), Failure> {
         .validate(&a.layers)
         .map_err(run_error)?;
     let dataset = open_dataset(a)?;
+    let Some(out) = &a.out else {
+        return warm_up(a, choice, &weights, &dataset);
+    };
     // One output folder per checkpoint when there are several, each
     // checked before any work starts.
     let targets: Vec<(Option<PathBuf>, PathBuf)> = if weights.len() > 1 {
         weights
             .iter()
-            .map(|w| (Some(w.clone()), a.out.join(checkpoint_stem(w))))
+            .map(|w| (Some(w.clone()), out.join(checkpoint_stem(w))))
             .collect()
     } else {
-        vec![(weights.first().cloned(), a.out.clone())]
+        vec![(weights.first().cloned(), out.clone())]
     };
     let stagings = targets
         .iter()
@@ -502,10 +505,55 @@ fn dissect(a: &DissectArgs) -> Result<(), Failure> {
             })
             .collect();
         let comparison = report::compare::Comparison::new(runs, &[], false);
-        for path in comparison.write(&a.out).map_err(output_error)? {
+        for path in comparison.write(out).map_err(output_error)? {
             eprintln!("wrote {}", path.display());
         }
     }
+    Ok(())
+}
+
+/// `dissect --warm-up`: the run over its first full batch and its short last
+/// batch, results dropped, so that the kernels for both batch sizes are
+/// tuned into the autotune cache before the shards start.
+fn warm_up(
+    a: &DissectArgs,
+    choice: Option<ArchChoice>,
+    weights: &[PathBuf],
+    dataset: &Dataset,
+) -> Result<(), Failure> {
+    if weights.len() > 1 {
+        return Err(fail(EXIT_USAGE)(anyhow::anyhow!(
+            "--warm-up takes one checkpoint"
+        )));
+    }
+    let dissector = engine(a)?;
+    let loaded = load(choice, weights.first().map(PathBuf::as_path), &dissector)?;
+    let opts = options(a, &loaded.preprocess);
+    let n = dataset.images.len();
+    let bs = opts.batch_size.max(1);
+    let mut sample = dataset.clone();
+    sample.images = dataset.images[..bs.min(n)].to_vec();
+    let short = n % bs;
+    if n > bs && short != 0 {
+        sample
+            .images
+            .extend_from_slice(&dataset.images[n - short..]);
+    }
+    let started = std::time::Instant::now();
+    dissector
+        .run(loaded.net.as_ref(), &a.layers, &sample, &opts, &mut |_| {})
+        .map_err(run_error)?;
+    eprintln!(
+        "warmed up on {}: batches of {}{} images in {:.1} s (nothing written)",
+        dissector.adapter_line(),
+        bs.min(n),
+        if n > bs && short != 0 {
+            format!(" and {short}")
+        } else {
+            String::new()
+        },
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -617,7 +665,11 @@ fn dissect_recorded(a: &DissectArgs, dir: &Path) -> Result<(), Failure> {
     };
     let recorded = dissect::recorded::Recorded::open(dir, &a.layers, dataset.images.len(), tokens)
         .map_err(run_error)?;
-    let staging = report::output::Staging::begin(&a.out, a.force).map_err(output_error)?;
+    let out = a
+        .out
+        .as_deref()
+        .ok_or_else(|| fail(EXIT_USAGE)(anyhow::anyhow!("--activations needs --out")))?;
+    let staging = report::output::Staging::begin(out, a.force).map_err(output_error)?;
     let dissector = engine(a)?;
     let recorded = recorded.on(dissector.device());
     eprintln!(
