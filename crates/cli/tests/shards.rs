@@ -320,6 +320,13 @@ fn shard_sets_that_do_not_belong_together_are_refused_by_name() {
     }
     let o = netdissect(&["dissect", "--shard", "3/3", "--model", "planted-colors"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let mut a = args.clone();
+    a.extend(["--warm-up", "--shard", "0/2"]);
+    assert_eq!(
+        netdissect(&a).status.code(),
+        Some(2),
+        "--warm-up runs no shard"
+    );
 }
 
 /// Runs `deploy/slurm/submit.sh` with `deploy/slurm/local/sbatch` first on
@@ -359,6 +366,29 @@ fn the_slurm_scripts_run_in_sequence_give_the_single_run() {
     assert!(
         work.join("cubecl.toml").exists(),
         "one autotune cache for all"
+    );
+    // The warm-up ran first and wrote nothing but its log.
+    let names: Vec<String> = std::fs::read_dir(&work)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "counts",
+            "cubecl.toml",
+            "logs",
+            "results",
+            "thresholds",
+            "thresholds.json"
+        ]
+    );
+    let log = std::fs::read_to_string(work.join("logs/warm-up-1_0.out")).unwrap();
+    assert!(
+        log.contains("warmed up") && log.contains("batches of 4 and 2 images"),
+        "{log}"
     );
     let single = tmp.path().join("single");
     let mut a: Vec<&str> = vec!["dissect"];

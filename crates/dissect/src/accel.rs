@@ -109,8 +109,10 @@ impl Backend {
                         RankSelect::shard(gpu, units, q, run_values, values_per_unit, batch_values)
                             .map_err(|e| {
                                 DissectError::Usage(format!(
-                                    "a shard keeps its threshold candidates on the device, and \
-                                     here they do not fit ({e}): use more shards or --backend cpu"
+                                    "a shard keeps the run's threshold candidates on the device \
+                                     in one pass, and here they do not fit ({e}); how many follows \
+                                     from the whole run, not the shard: run this layer's shards \
+                                     with --backend cpu, or dissect it unsharded"
                                 ))
                             })?,
                     ),
