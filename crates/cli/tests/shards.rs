@@ -295,6 +295,46 @@ fn shard_sets_that_do_not_belong_together_are_refused_by_name() {
     assert!(stderr(&o).contains("another run"), "{}", stderr(&o));
     let o = counts(&[], "0/4");
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    // The final merge: a phase-2 shard missing, or counted with other
+    // thresholds (another phase 1 of the same run, with a shard's top-k
+    // edited), is refused, and no results folder appears.
+    let phase2 = |name: &str, shard: &str, file: &Path| {
+        let out = tmp.path().join(name);
+        let mut a = args.clone();
+        a.extend(["--shard", shard, "--thresholds", s(file), "--out", s(&out)]);
+        ok(netdissect(&a));
+        out
+    };
+    let c0 = phase2("c0", "0/3", &thresholds);
+    let c1 = phase2("c1", "1/3", &thresholds);
+    let results = tmp.path().join("results");
+    let final_merge = |dirs: &[&Path]| {
+        let mut a = vec!["merge", "--out", s(&results)];
+        a.extend(dirs.iter().map(|d| s(d)));
+        netdissect(&a)
+    };
+    let o = final_merge(&[&c0, &c1]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("2/3") && stderr(&o).contains("missing"),
+        "{}",
+        stderr(&o)
+    );
+    let mut edited: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&thresholds).unwrap()).unwrap();
+    edited["layers"][0]["top_k"][0]
+        .as_array_mut()
+        .unwrap()
+        .pop();
+    let other = tmp.path().join("other.json");
+    std::fs::write(&other, serde_json::to_vec(&edited).unwrap()).unwrap();
+    let c2 = phase2("c2", "2/3", &other);
+    let o = final_merge(&[&c0, &c1, &c2]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("other thresholds"), "{}", stderr(&o));
+    assert!(!results.exists(), "no results folder");
+    let c2 = phase2("c2-again", "2/3", &thresholds);
+    ok(final_merge(&[&c2, &c0, &c1]));
     // Phases mixed up, and options a shard cannot take.
     let o = netdissect(&[
         "merge",
