@@ -502,7 +502,17 @@ impl<'a> Run<'a> {
             self.check_shapes(&acts)?;
             let forwarded = Instant::now();
             self.timings.forward_secs += (forwarded - decoded).as_secs_f64();
-            each(&mut self.layers, &batch, &acts)?;
+            // Every layer's kernels for the batch go to the device in one
+            // submission.
+            let gpu = self.engine.gpu();
+            if let Some(gpu) = gpu {
+                gpu.begin_batch();
+            }
+            let done_batch = each(&mut self.layers, &batch, &acts);
+            if let Some(gpu) = gpu {
+                gpu.end_batch();
+            }
+            done_batch?;
             let work = forwarded.elapsed().as_secs_f64();
             match pass {
                 Pass::Counts => self.timings.counts_secs += work,

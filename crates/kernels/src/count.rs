@@ -448,6 +448,24 @@ struct Params {
     col_shift: u32,
 }
 
+/// Adds the batch intersections into the u64 totals and clears them.
+fn fold_matrix(
+    gpu: &Gpu,
+    encoder: &mut wgpu::CommandEncoder,
+    params: &wgpu::Buffer,
+    batch_intersect: &wgpu::Buffer,
+    acc: &wgpu::Buffer,
+    c: &CountConfig,
+) {
+    dispatch(
+        gpu,
+        encoder,
+        &gpu.pipeline(COUNT, "fold_matrix"),
+        &[whole(0, params), whole(6, batch_intersect), whole(8, acc)],
+        linear_groups(c.n_units as u64 * c.n_labels as u64, 256),
+    );
+}
+
 /// The shift that folds `n` rows (or columns) into the 32 bits of a live
 /// set: the smallest `s` with `(n - 1) >> s < 32`.
 fn live_shift(n: u32) -> u32 {
@@ -475,6 +493,8 @@ pub struct Counter {
     /// The most `pending` may reach: `u32::MAX` (tests lower it to fold
     /// every batch).
     fold_limit: u64,
+    /// The batch of [`Gpu::begin_batch`] this counter last recorded into.
+    recorded_in: Option<u64>,
     acc: wgpu::Buffer,
     acc_words: u64,
     /// Truth counts need no activations, so they are summed on the host.
@@ -565,6 +585,7 @@ impl Counter {
             live: gpu.storage("count-live", config.max_images as u64 * u * 8),
             pending: 0,
             fold_limit: u64::from(u32::MAX),
+            recorded_in: None,
             acc: gpu.storage("count-acc", acc_words * 4),
             acc_words,
             label_pixels: vec![0; l as usize],
@@ -703,12 +724,16 @@ impl Counter {
             )));
         }
         let params_value = self.params(bound.elem_offset, n_images);
-        let mut encoder = gpu.device.create_command_encoder(&Default::default());
-        // A cell gains at most one per labelled plane pixel of the batch. (The
-        // parameters written below are in place before anything submitted.)
+        // The parameters, labels and image records are rewritten in place
+        // below: work of this counter still waiting in the open batch must
+        // go first.
+        if self.recorded_in.is_some() && self.recorded_in == gpu.open_batch() {
+            gpu.flush();
+        }
+        // A cell gains at most one per labelled plane pixel of the batch.
         let most = flat_labels.len() as u64;
-        if self.pending + most > self.fold_limit {
-            self.fold_matrix(gpu, &mut encoder, &self.inputs.params);
+        let fold = self.pending + most > self.fold_limit;
+        if fold {
             self.pending = 0;
         }
         self.pending += most;
@@ -718,80 +743,78 @@ impl Counter {
         let params = &inputs.params;
         let labels_buf = reuse(gpu, &mut inputs.labels, "count-labels", &flat_labels, limit);
         let meta_buf = reuse(gpu, &mut inputs.meta, "count-image-meta", &meta, limit);
-
-        dispatch(
-            gpu,
-            &mut encoder,
-            &gpu.pipeline(COUNT, "mark_live"),
-            &[
-                whole(0, params),
-                view_entry(1, view, &bound),
-                whole(2, thresholds),
-                whole(10, &self.live),
-            ],
-            linear_groups(n_images as u64 * c.n_units as u64, 64),
-        );
-        dispatch(
-            gpu,
-            &mut encoder,
-            &gpu.pipeline(COUNT, "count_pixels"),
-            &[
-                whole(0, params),
-                view_entry(1, view, &bound),
-                whole(2, thresholds),
-                whole(3, &self.consts),
-                whole(4, labels_buf),
-                whole(5, meta_buf),
-                whole(6, &self.batch_intersect),
-                whole(7, &self.batch_units),
-                whole(10, &self.live),
-            ],
-            [c.upsample.sw.div_ceil(128), c.n_units, n_images],
-        );
-        dispatch(
-            gpu,
-            &mut encoder,
-            &gpu.pipeline(COUNT, "fold_units"),
-            &[
-                whole(0, params),
-                whole(5, meta_buf),
-                whole(7, &self.batch_units),
-                whole(8, &self.acc),
-            ],
-            [c.n_units.div_ceil(64), 1, 1],
-        );
-        gpu.queue.submit([encoder.finish()]);
+        let (batch_intersect, acc) = (&self.batch_intersect, &self.acc);
+        gpu.record(|encoder| {
+            if fold {
+                fold_matrix(gpu, encoder, params, batch_intersect, acc, c);
+            }
+            dispatch(
+                gpu,
+                encoder,
+                &gpu.pipeline(COUNT, "mark_live"),
+                &[
+                    whole(0, params),
+                    view_entry(1, view, &bound),
+                    whole(2, thresholds),
+                    whole(10, &self.live),
+                ],
+                linear_groups(n_images as u64 * c.n_units as u64, 64),
+            );
+            dispatch(
+                gpu,
+                encoder,
+                &gpu.pipeline(COUNT, "count_pixels"),
+                &[
+                    whole(0, params),
+                    view_entry(1, view, &bound),
+                    whole(2, thresholds),
+                    whole(3, &self.consts),
+                    whole(4, labels_buf),
+                    whole(5, meta_buf),
+                    whole(6, batch_intersect),
+                    whole(7, &self.batch_units),
+                    whole(10, &self.live),
+                ],
+                [c.upsample.sw.div_ceil(128), c.n_units, n_images],
+            );
+            dispatch(
+                gpu,
+                encoder,
+                &gpu.pipeline(COUNT, "fold_units"),
+                &[
+                    whole(0, params),
+                    whole(5, meta_buf),
+                    whole(7, &self.batch_units),
+                    whole(8, acc),
+                ],
+                [c.n_units.div_ceil(64), 1, 1],
+            );
+        });
+        self.recorded_in = gpu.open_batch();
         for (t, b) in self.label_pixels.iter_mut().zip(labels.label_pixels(c)) {
             *t += b;
         }
         Ok(())
     }
 
-    /// Adds the batch intersections into the u64 totals and clears them.
-    fn fold_matrix(&self, gpu: &Gpu, encoder: &mut wgpu::CommandEncoder, params: &wgpu::Buffer) {
-        let c = &self.config;
-        dispatch(
-            gpu,
-            encoder,
-            &gpu.pipeline(COUNT, "fold_matrix"),
-            &[
-                whole(0, params),
-                whole(6, &self.batch_intersect),
-                whole(8, &self.acc),
-            ],
-            linear_groups(c.n_units as u64 * c.n_labels as u64, 256),
-        );
-    }
-
     /// Reads the totals so far.
     pub fn read(&self, gpu: &Gpu) -> Result<Counts, KernelError> {
+        // The parameters are rewritten below: recorded work goes first.
+        gpu.flush();
         // Folding twice adds nothing: the fold clears what it adds.
         let params = &self.inputs.params;
         gpu.queue
             .write_buffer(params, 0, bytemuck::bytes_of(&self.params(0, 0)));
-        let mut encoder = gpu.device.create_command_encoder(&Default::default());
-        self.fold_matrix(gpu, &mut encoder, params);
-        gpu.queue.submit([encoder.finish()]);
+        gpu.record(|encoder| {
+            fold_matrix(
+                gpu,
+                encoder,
+                params,
+                &self.batch_intersect,
+                &self.acc,
+                &self.config,
+            );
+        });
         let words: Vec<u32> = gpu.read_buffer(&self.acc, 0, self.acc_words as usize)?;
         let wide: Vec<u64> = words
             .chunks(2)
@@ -831,24 +854,24 @@ impl Counter {
         let total = n_images as usize * self.config.n_units as usize * n_pixels;
         let probe = gpu.storage("count-probe", total as u64 * 4);
         let params = gpu.uniform("count-params", &self.params(bound.elem_offset, n_images));
-        let mut encoder = gpu.device.create_command_encoder(&Default::default());
-        dispatch(
-            gpu,
-            &mut encoder,
-            &gpu.pipeline(COUNT, "upsample_probe"),
-            &[
-                whole(0, &params),
-                view_entry(1, view, &bound),
-                whole(3, &self.consts),
-                whole(9, &probe),
-            ],
-            [
-                (n_pixels as u32).div_ceil(256),
-                self.config.n_units,
-                n_images,
-            ],
-        );
-        gpu.queue.submit([encoder.finish()]);
+        gpu.record(|encoder| {
+            dispatch(
+                gpu,
+                encoder,
+                &gpu.pipeline(COUNT, "upsample_probe"),
+                &[
+                    whole(0, &params),
+                    view_entry(1, view, &bound),
+                    whole(3, &self.consts),
+                    whole(9, &probe),
+                ],
+                [
+                    (n_pixels as u32).div_ceil(256),
+                    self.config.n_units,
+                    n_images,
+                ],
+            );
+        });
         gpu.read_buffer(&probe, 0, total)
     }
 }
@@ -1145,6 +1168,89 @@ mod tests {
         }
         // Downsampled maps may fire nowhere; the others must.
         assert!(fired.iter().filter(|&&f| f > 0).count() >= 4, "{fired:?}");
+    }
+
+    #[test]
+    fn a_batch_of_every_layers_kernels_is_one_submission_and_changes_nothing() {
+        // A device of its own, so that other tests' submissions do not count.
+        let gpu = Gpu::new().expect("a wgpu adapter");
+        let mut rng = Rng::new(12);
+        let layers = [
+            (3u32, Upsample::half_pixel(7, 7, 20, 17)),
+            (2, Upsample::half_pixel(4, 5, 9, 9)),
+        ];
+        let batches = [3u32, 3, 2];
+        let inputs: Vec<Vec<(Vec<f32>, HostLabels)>> = layers
+            .iter()
+            .map(|&(units, up)| {
+                let cfg = config(units, up, 3);
+                batches
+                    .iter()
+                    .map(|&n| {
+                        let data = rng.floats((n * units * up.h * up.w) as usize, -1.0, 1.0);
+                        (data, random_labels(&mut rng, &cfg, n))
+                    })
+                    .collect()
+            })
+            .collect();
+        // Per layer: rank select, top-k and counter, run unbatched and batched.
+        let run = |batched: bool| {
+            let mut state: Vec<_> = layers
+                .iter()
+                .map(|&(units, up)| {
+                    let values = 8 * u64::from(up.h * up.w);
+                    let most = 3 * u64::from(up.h * up.w);
+                    (
+                        crate::RankSelect::new(&gpu, units, 0.1, values, most).unwrap(),
+                        crate::TopK::new(&gpu, units, 2).unwrap(),
+                        Counter::new(&gpu, config(units, up, 3)).unwrap(),
+                        gpu.storage_init("thr", &vec![0.4f32; units as usize]),
+                    )
+                })
+                .collect();
+            let before = gpu.submissions();
+            let mut first = 0;
+            for (b, &n) in batches.iter().enumerate() {
+                if batched {
+                    gpu.begin_batch();
+                }
+                for (l, (select, top, counter, thr)) in state.iter_mut().enumerate() {
+                    let (data, labels) = &inputs[l][b];
+                    let buf = upload_padded(&gpu, data, 1);
+                    let (units, up) = layers[l];
+                    let view = ActivationView {
+                        buffer: &buf,
+                        offset_bytes: 4,
+                        shape: [n, units, up.h, up.w],
+                    };
+                    select.observe(&gpu, &view).unwrap();
+                    top.observe(&gpu, &view, first).unwrap();
+                    counter.count(&gpu, &view, thr, labels).unwrap();
+                }
+                if batched {
+                    gpu.end_batch();
+                }
+                first += n;
+            }
+            let submitted = gpu.submissions() - before;
+            let results: Vec<_> = (state.iter_mut())
+                .map(|(select, top, counter, _)| {
+                    select.finish(&gpu).unwrap();
+                    let t = crate::testutil::bits(&select.read_thresholds(&gpu).unwrap());
+                    (t, top.read(&gpu).unwrap(), counter.read(&gpu).unwrap())
+                })
+                .collect();
+            (submitted, results)
+        };
+        let (one_by_one, want) = run(false);
+        let (batched, got) = run(true);
+        assert_eq!(got, want);
+        assert_eq!(
+            one_by_one,
+            3 * 2 * 3,
+            "select, top-k and count per layer and batch"
+        );
+        assert_eq!(batched, 3, "one submission per batch");
     }
 
     #[test]

@@ -17,6 +17,12 @@ pub struct Gpu {
     /// Bytes copied back to the host through [`Gpu::read_buffer`], the only
     /// way this crate reads the device: results only, never activations.
     read_back: AtomicU64,
+    /// The open batch (see [`Gpu::begin_batch`]): its number and the work
+    /// recorded into it so far.
+    batch: Mutex<Option<(u64, wgpu::CommandEncoder)>>,
+    batches: AtomicU64,
+    /// Command buffers submitted by this crate so far.
+    submissions: AtomicU64,
 }
 
 impl Gpu {
@@ -52,7 +58,79 @@ impl Gpu {
             info,
             pipelines: Mutex::new(HashMap::new()),
             read_back: AtomicU64::new(0),
+            batch: Mutex::new(None),
+            batches: AtomicU64::new(0),
+            submissions: AtomicU64::new(0),
         }
+    }
+
+    /// Opens a batch: the kernels called until [`Gpu::end_batch`] record
+    /// into one command encoder, submitted once (a submission costs far
+    /// more than a dispatch), instead of submitting each its own. Anything
+    /// that reads the device back submits the open batch first. Buffers a
+    /// kernel rewrites with `write_buffer` between calls must not be
+    /// rewritten while a call recorded into the open batch uses them
+    /// ([`Gpu::open_batch`] tells).
+    pub fn begin_batch(&self) {
+        let mut batch = self.lock_batch();
+        if batch.is_none() {
+            let id = self.batches.fetch_add(1, Ordering::Relaxed) + 1;
+            *batch = Some((id, self.device.create_command_encoder(&Default::default())));
+        }
+    }
+
+    /// Submits the open batch and closes it.
+    pub fn end_batch(&self) {
+        let open = self.lock_batch().take();
+        if let Some((_, encoder)) = open {
+            self.submit(encoder);
+        }
+    }
+
+    /// The number of the open batch, if any.
+    pub fn open_batch(&self) -> Option<u64> {
+        self.lock_batch().as_ref().map(|(id, _)| *id)
+    }
+
+    /// Submits what the open batch holds so far and keeps it open (as a new
+    /// batch number).
+    pub(crate) fn flush(&self) {
+        let mut batch = self.lock_batch();
+        if let Some((_, encoder)) = batch.take() {
+            let id = self.batches.fetch_add(1, Ordering::Relaxed) + 1;
+            *batch = Some((id, self.device.create_command_encoder(&Default::default())));
+            drop(batch);
+            self.submit(encoder);
+        }
+    }
+
+    /// Records work with `f`: into the open batch, or into an encoder of its
+    /// own submitted at once when none is open.
+    pub(crate) fn record<T>(&self, f: impl FnOnce(&mut wgpu::CommandEncoder) -> T) -> T {
+        let mut batch = self.lock_batch();
+        if let Some((_, encoder)) = batch.as_mut() {
+            return f(encoder);
+        }
+        drop(batch);
+        let mut encoder = self.device.create_command_encoder(&Default::default());
+        let out = f(&mut encoder);
+        self.submit(encoder);
+        out
+    }
+
+    fn submit(&self, encoder: wgpu::CommandEncoder) {
+        self.submissions.fetch_add(1, Ordering::Relaxed);
+        self.queue.submit([encoder.finish()]);
+    }
+
+    /// Command buffers this handle has submitted so far.
+    pub fn submissions(&self) -> u64 {
+        self.submissions.load(Ordering::Relaxed)
+    }
+
+    fn lock_batch(&self) -> std::sync::MutexGuard<'_, Option<(u64, wgpu::CommandEncoder)>> {
+        // A poisoned lock only means a panic while recording; the encoder is still usable.
+        self.batch.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The compute pipeline of `entry` in `shader`, built once and cached.
@@ -144,6 +222,7 @@ impl Gpu {
         }
         let padded = size.next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT);
         self.read_back.fetch_add(padded, Ordering::Relaxed);
+        self.flush();
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
             size: padded,
@@ -152,7 +231,7 @@ impl Gpu {
         });
         let mut encoder = self.device.create_command_encoder(&Default::default());
         encoder.copy_buffer_to_buffer(buffer, offset, &staging, 0, padded);
-        self.queue.submit([encoder.finish()]);
+        self.submit(encoder);
         let (tx, rx) = std::sync::mpsc::channel();
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
             // The receiver lives until the poll below returns, so a failed send cannot happen.
@@ -174,8 +253,9 @@ impl Gpu {
         Ok(out)
     }
 
-    /// Blocks until all submitted work is done.
+    /// Blocks until all work is done, the open batch's included.
     pub fn wait(&self) -> Result<(), KernelError> {
+        self.flush();
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
             .map(|_| ())

@@ -140,20 +140,20 @@ impl QuantileSketch {
             },
         );
         let pipeline = gpu.pipeline(QUANTILE, "histogram");
-        let mut encoder = gpu.device.create_command_encoder(&Default::default());
-        dispatch(
-            gpu,
-            &mut encoder,
-            &pipeline,
-            &[
-                whole(0, &params),
-                view_entry(1, view, &bound),
-                whole(2, &self.hist),
-                whole(3, &self.state),
-            ],
-            linear_groups(n_elems, 256),
-        );
-        gpu.queue.submit([encoder.finish()]);
+        gpu.record(|encoder| {
+            dispatch(
+                gpu,
+                encoder,
+                &pipeline,
+                &[
+                    whole(0, &params),
+                    view_entry(1, view, &bound),
+                    whole(2, &self.hist),
+                    whole(3, &self.state),
+                ],
+                linear_groups(n_elems, 256),
+            );
+        });
         Ok(())
     }
 
@@ -180,21 +180,21 @@ impl QuantileSketch {
             },
         );
         let pipeline = gpu.pipeline(QUANTILE, "select_bin");
-        let mut encoder = gpu.device.create_command_encoder(&Default::default());
-        dispatch(
-            gpu,
-            &mut encoder,
-            &pipeline,
-            &[
-                whole(0, &params),
-                whole(2, &self.hist),
-                whole(3, &self.state),
-                whole(4, &self.thresholds),
-            ],
-            [self.n_units.div_ceil(64), 1, 1],
-        );
-        encoder.clear_buffer(&self.hist, 0, None);
-        gpu.queue.submit([encoder.finish()]);
+        gpu.record(|encoder| {
+            dispatch(
+                gpu,
+                encoder,
+                &pipeline,
+                &[
+                    whole(0, &params),
+                    whole(2, &self.hist),
+                    whole(3, &self.state),
+                    whole(4, &self.thresholds),
+                ],
+                [self.n_units.div_ceil(64), 1, 1],
+            );
+            encoder.clear_buffer(&self.hist, 0, None);
+        });
         self.round += 1;
         self.seen = 0;
         Ok(if self.round == PASSES {

@@ -46,15 +46,15 @@ pub fn source(name: &str) -> Option<&'static str> {
 pub fn smoke(gpu: &crate::Gpu, values: &[f32]) -> Result<Vec<f32>, crate::KernelError> {
     let buffer = gpu.storage_init("smoke", values);
     let pipeline = gpu.pipeline(SMOKE, "double");
-    let mut encoder = gpu.device.create_command_encoder(&Default::default());
-    crate::gpu::dispatch(
-        gpu,
-        &mut encoder,
-        &pipeline,
-        &[crate::gpu::whole(0, &buffer)],
-        [(values.len() as u32).div_ceil(64).max(1), 1, 1],
-    );
-    gpu.queue.submit([encoder.finish()]);
+    gpu.record(|encoder| {
+        crate::gpu::dispatch(
+            gpu,
+            encoder,
+            &pipeline,
+            &[crate::gpu::whole(0, &buffer)],
+            [(values.len() as u32).div_ceil(64).max(1), 1, 1],
+        );
+    });
     gpu.read_buffer(&buffer, 0, values.len())
 }
 

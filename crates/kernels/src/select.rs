@@ -195,21 +195,21 @@ impl RankSelect {
             "select-params",
             &self.params(bound.elem_offset, n_elems as u32, h * w, false),
         );
-        let mut encoder = gpu.device.create_command_encoder(&Default::default());
-        dispatch(
-            gpu,
-            &mut encoder,
-            &gpu.pipeline(SELECT, "collect"),
-            &[
-                whole(0, &params),
-                view_entry(1, view, &bound),
-                whole(2, &self.cand),
-                whole(3, &self.state),
-            ],
-            linear_groups(n_elems, 256),
-        );
-        self.compact(gpu, &mut encoder, &params);
-        gpu.queue.submit([encoder.finish()]);
+        gpu.record(|encoder| {
+            dispatch(
+                gpu,
+                encoder,
+                &gpu.pipeline(SELECT, "collect"),
+                &[
+                    whole(0, &params),
+                    view_entry(1, view, &bound),
+                    whole(2, &self.cand),
+                    whole(3, &self.state),
+                ],
+                linear_groups(n_elems, 256),
+            );
+            self.compact(gpu, encoder, &params);
+        });
         Ok(())
     }
 
@@ -222,9 +222,9 @@ impl RankSelect {
             )));
         }
         let params = gpu.uniform("select-params", &self.params(0, 0, 1, true));
-        let mut encoder = gpu.device.create_command_encoder(&Default::default());
-        self.compact(gpu, &mut encoder, &params);
-        gpu.queue.submit([encoder.finish()]);
+        gpu.record(|encoder| {
+            self.compact(gpu, encoder, &params);
+        });
         self.done = true;
         Ok(())
     }

@@ -31,10 +31,7 @@ pub struct ImageMax {
 impl ImageMax {
     /// Computes the maxima of every map of the batch in `view`.
     pub fn compute(gpu: &Gpu, view: &ActivationView) -> Result<ImageMax, KernelError> {
-        let mut encoder = gpu.device.create_command_encoder(&Default::default());
-        let out = Self::record(gpu, &mut encoder, view)?;
-        gpu.queue.submit([encoder.finish()]);
-        Ok(out)
+        gpu.record(|encoder| Self::record(gpu, encoder, view))
     }
 
     fn record(
@@ -148,34 +145,34 @@ impl TopK {
                 first_image as u64 + n as u64
             )));
         }
-        let mut encoder = gpu.device.create_command_encoder(&Default::default());
-        let maxes = ImageMax::record(gpu, &mut encoder, view)?;
-        let params = gpu.uniform(
-            "topk-params",
-            &Params {
-                elem_offset: 0,
-                n_images: n,
-                n_units: c,
-                plane: 1,
-                k: self.k,
-                first_image,
-                pad: [0; 2],
-            },
-        );
-        let pipeline = gpu.pipeline(TOPK, "merge_top");
-        dispatch(
-            gpu,
-            &mut encoder,
-            &pipeline,
-            &[
-                whole(0, &params),
-                whole(2, &maxes.buffer),
-                whole(3, &self.slots),
-            ],
-            [c.div_ceil(64), 1, 1],
-        );
-        gpu.queue.submit([encoder.finish()]);
-        Ok(maxes)
+        gpu.record(|encoder| {
+            let maxes = ImageMax::record(gpu, encoder, view)?;
+            let params = gpu.uniform(
+                "topk-params",
+                &Params {
+                    elem_offset: 0,
+                    n_images: n,
+                    n_units: c,
+                    plane: 1,
+                    k: self.k,
+                    first_image,
+                    pad: [0; 2],
+                },
+            );
+            let pipeline = gpu.pipeline(TOPK, "merge_top");
+            dispatch(
+                gpu,
+                encoder,
+                &pipeline,
+                &[
+                    whole(0, &params),
+                    whole(2, &maxes.buffer),
+                    whole(3, &self.slots),
+                ],
+                [c.div_ceil(64), 1, 1],
+            );
+            Ok(maxes)
+        })
     }
 
     /// Per unit, up to `k` (image, max) pairs sorted by max descending, ties by lower image index.
