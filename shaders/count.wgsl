@@ -1,7 +1,7 @@
 // Upsample-binarize-count: the intersections and unions of Network Dissection, counted per batch
 // without materialising upsampled maps, then folded into 64-bit totals.
 //
-// `mark_live`: one invocation per (image, unit) map: which of its rows and columns hold a value
+// `mark_live`: one workgroup per (image, unit) map: which of its rows and columns hold a value
 // strictly above the unit's threshold, as two bit sets (bit r >> row_shift of the first word for
 // row r, bit c >> col_shift of the second for column c; the shifts fold maps of more than 32 rows
 // or columns). A bilinear sample never exceeds the largest of its four neighbours (the clamp in
@@ -109,6 +109,8 @@ var<storage, read_write> live: array<u32>;
 var<workgroup> wg_count: atomic<u32>;
 var<workgroup> wg_bits: atomic<u32>;
 var<workgroup> wg_rows: u32;
+var<workgroup> ml_rows: atomic<u32>;
+var<workgroup> ml_cols: atomic<u32>;
 
 // Identity that the compiler cannot see through (params.never is always 0): blocks FMA contraction.
 fn opaque(x: f32) -> f32 {
@@ -158,28 +160,38 @@ fn mark_live(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
-    let i = (wg.y * nwg.x + wg.x) * 64u + li;
+    // One workgroup per map, its invocations reading adjacent values (coalesced); the rare value
+    // above the threshold pays one divide for its row and column.
+    let i = wg.y * nwg.x + wg.x;
     if i >= params.n_images * params.n_units {
         return;
     }
-    let base = params.elem_offset + i * params.h * params.w;
+    if li == 0u {
+        atomicStore(&ml_rows, 0u);
+        atomicStore(&ml_cols, 0u);
+    }
+    workgroupBarrier();
+    let plane = params.h * params.w;
+    let base = params.elem_offset + i * plane;
     let t = thresholds[i % params.n_units];
     var rows = 0u;
     var cols = 0u;
-    var j = base;
-    for (var r = 0u; r < params.h; r = r + 1u) {
-        var row = 0u;
-        for (var c = 0u; c < params.w; c = c + 1u) {
-            if acts[j] > t {
-                row = 1u;
-                cols = cols | (1u << (c >> params.col_shift));
-            }
-            j = j + 1u;
+    for (var j = li; j < plane; j = j + 64u) {
+        if acts[base + j] > t {
+            let r = j / params.w;
+            rows = rows | (1u << (r >> params.row_shift));
+            cols = cols | (1u << ((j - r * params.w) >> params.col_shift));
         }
-        rows = rows | (row << (r >> params.row_shift));
     }
-    live[2u * i] = rows;
-    live[2u * i + 1u] = cols;
+    if rows != 0u {
+        atomicOr(&ml_rows, rows);
+        atomicOr(&ml_cols, cols);
+    }
+    workgroupBarrier();
+    if li == 0u {
+        live[2u * i] = atomicLoad(&ml_rows);
+        live[2u * i + 1u] = atomicLoad(&ml_cols);
+    }
 }
 
 // Whether source indices `i0`, `i1` (rows or columns) touch a live one of `bits`.

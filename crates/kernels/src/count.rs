@@ -758,7 +758,7 @@ impl Counter {
                     whole(2, thresholds),
                     whole(10, &self.live),
                 ],
-                linear_groups(n_images as u64 * c.n_units as u64, 64),
+                linear_groups(n_images as u64 * c.n_units as u64, 1),
             );
             dispatch(
                 gpu,
