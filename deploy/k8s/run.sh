@@ -13,9 +13,11 @@ image=${IMAGE:-netdissect:0.1.0}
 kubectl=(kubectl ${NAMESPACE:+--namespace "$NAMESPACE"})
 
 shards=$(sed -n 's/^  SHARDS: "\([0-9]*\)"$/\1/p' "$here/config.yaml")
-completions() { sed -n 's/^  completions: \([0-9]*\)$/\1/p' "$here/$1"; }
-if [[ -z $shards ]] || [[ $(completions 2-thresholds.yaml) != "$shards" ]] ||
-    [[ $(completions 4-counts.yaml) != "$shards" ]]; then
+field() { sed -n "s/^  $1: \([0-9]*\)\$/\1/p" "$here/$2"; }
+if [[ -z $shards ]] || [[ $(field completions 2-thresholds.yaml) != "$shards" ]] ||
+    [[ $(field completions 4-counts.yaml) != "$shards" ]] ||
+    [[ $(field parallelism 2-thresholds.yaml) != "$shards" ]] ||
+    [[ $(field parallelism 4-counts.yaml) != "$shards" ]]; then
     echo "config.yaml has SHARDS=$shards: set completions and parallelism to $shards" \
         "in 2-thresholds.yaml and 4-counts.yaml" >&2
     exit 2
@@ -27,8 +29,9 @@ fi
 wait_for() {
     while true; do
         local conditions
+        # A failed look (the API server busy) is only a wait.
         conditions=$("${kubectl[@]}" get job "$1" \
-            -o jsonpath='{range .status.conditions[*]}{.type}={.status} {end}')
+            -o jsonpath='{range .status.conditions[*]}{.type}={.status} {end}' || true)
         case " $conditions " in
         *" Complete=True "*) return 0 ;;
         *" Failed=True "*)

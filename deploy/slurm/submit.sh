@@ -27,6 +27,10 @@ export SHARDS=${SHARDS:-8}
 export NETDISSECT=${NETDISSECT:-netdissect}
 export DEVICE_ARGS=${DEVICE_ARGS---device 0}
 export RESULTS=${RESULTS:-$WORK/results}
+if ! [[ $SHARDS =~ ^[1-9][0-9]*$ ]]; then
+    echo "SHARDS must be a positive number, not '$SHARDS'" >&2
+    exit 2
+fi
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 mkdir -p "$WORK/thresholds" "$WORK/counts" "$WORK/logs"
@@ -38,6 +42,8 @@ fi
 
 last=$((SHARDS - 1))
 logs="--output=$WORK/logs/%x-%A_%a.out"
+# `sbatch --parsable` prints `id` or `id;cluster`: the id is what --dependency takes.
+sbatch() { local out; out=$(command sbatch "$@") && echo "${out%%;*}"; }
 tune=$(sbatch --parsable "$logs" "$here/warm-up.sbatch")
 thresholds=$(sbatch --parsable "$logs" --array="0-$last" --dependency="afterok:$tune" \
     "$here/thresholds.sbatch")

@@ -131,6 +131,11 @@ pub struct MergeArgs {
     /// Overwrite an output that already holds results.
     #[arg(long)]
     pub force: bool,
+    /// Where the example explanation of a zoo model's last layer runs
+    /// (`explain/`, as `dissect` writes it): on the backend the shards ran
+    /// on, its logits equal the unsharded run's.
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    pub backend: BackendArg,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -890,10 +890,7 @@ fn run_shard(
             let merged = report::shards::read_thresholds(file).map_err(input)?;
             let mut shard = dissector
                 .shard_counts(&work, &merged, &mut progress)
-                .map_err(|e| match e.kind() {
-                    ErrorKind::Input => input(anyhow::anyhow!("{}: {e}", file.display())),
-                    _ => run_error(e),
-                })?;
+                .map_err(run_error)?;
             shard.info.weights = weights_text;
             let written = report::shards::write_count_shard(staging.path(), &shard, &merged)
                 .map_err(output_error)?;
@@ -925,6 +922,11 @@ fn merge(a: &MergeArgs) -> Result<(), Failure> {
     let named = |dir: &PathBuf| dir.display().to_string();
     match a.phase {
         PhaseArg::Thresholds => {
+            if a.dataset.is_some() {
+                return Err(fail(EXIT_USAGE)(anyhow::anyhow!(
+                    "--dataset is for the final merge: merging thresholds reads no dataset"
+                )));
+            }
             if a.out.exists() && !a.force {
                 return Err(input(anyhow::anyhow!(
                     "{} exists (use --force to replace it)",
@@ -979,13 +981,20 @@ fn merge(a: &MergeArgs) -> Result<(), Failure> {
             let outcome =
                 dissect::shard::merge_counts(&dataset, &shards, &thresholds).map_err(run_error)?;
             let weights = outcome.dissection.weights.clone().map(PathBuf::from);
-            example_explanation(
-                weights.as_deref(),
-                &outcome.dissection,
-                &dataset,
-                &Dissector::cpu(),
-                staging.path(),
-            );
+            match weights.as_deref() {
+                Some(w) if !w.is_file() => eprintln!(
+                    "warning: no example explanation: the weights {} (as the shards recorded \
+                     them) are not there from here",
+                    w.display()
+                ),
+                _ => example_explanation(
+                    weights.as_deref(),
+                    &outcome.dissection,
+                    &dataset,
+                    &make_dissector(a.backend, None)?,
+                    staging.path(),
+                ),
+            }
             eprintln!("merged {} shards", shards.len());
             write_results(staging, &outcome)
         }

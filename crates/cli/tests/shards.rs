@@ -225,6 +225,27 @@ fn recorded_activations_shard_by_the_runs_image_index() {
 }
 
 #[test]
+fn no_top_images_runs_on_both_backends_sharded_or_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path());
+    for backend in ["cpu", "gpu"] {
+        let work = tmp.path().join(backend);
+        let mut args = planted_args(&data, backend);
+        let k = args.iter().position(|a| *a == "--top-k").unwrap();
+        args[k + 1] = "0";
+        let single = work.join("single");
+        let mut a = args.clone();
+        a.extend(["--cache-mib", "0", "--out", s(&single)]);
+        ok(netdissect(&a));
+        let merged = sharded(&work, &args, 2);
+        assert_same_folders(&single, &merged);
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(merged.join("results.json")).unwrap()).unwrap();
+        assert!(json["layers"][0]["top_maps_file"].is_null());
+    }
+}
+
+#[test]
 fn shard_sets_that_do_not_belong_together_are_refused_by_name() {
     let tmp = tempfile::tempdir().unwrap();
     let data = dataset(tmp.path());
@@ -334,7 +355,40 @@ fn shard_sets_that_do_not_belong_together_are_refused_by_name() {
     assert!(stderr(&o).contains("other thresholds"), "{}", stderr(&o));
     assert!(!results.exists(), "no results folder");
     let c2 = phase2("c2-again", "2/3", &thresholds);
+    // Scored against another dataset with as many images: refused.
+    let elsewhere = tmp.path().join("elsewhere");
+    broden::synth::generate(
+        &elsewhere,
+        &broden::synth::SynthOptions {
+            images: IMAGES,
+            seed: 12,
+            size: 112,
+            swatch_percent: 10,
+        },
+    )
+    .unwrap();
+    let mut a = vec!["merge", "--out", s(&results), "--dataset", s(&elsewhere)];
+    a.extend([s(&c0), s(&c1), s(&c2)]);
+    let o = netdissect(&a);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is not the one"), "{}", stderr(&o));
     ok(final_merge(&[&c2, &c0, &c1]));
+    // A shard.json edited into nonsense is an error naming it, not a panic.
+    let bad = tmp.path().join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    for e in std::fs::read_dir(&a1).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, bad.join(p.file_name().unwrap())).unwrap();
+    }
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bad.join("shard.json")).unwrap()).unwrap();
+    json["info"]["shard"]["count"] = 0.into();
+    std::fs::write(bad.join("shard.json"), serde_json::to_vec(&json).unwrap()).unwrap();
+    std::fs::remove_file(&thresholds).unwrap();
+    refused(
+        merge(&[&a0, &bad, &a2]),
+        &["shard.json", "`1/0` is not a shard"],
+    );
     // Phases mixed up, and options a shard cannot take.
     let o = netdissect(&[
         "merge",

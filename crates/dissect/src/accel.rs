@@ -122,7 +122,13 @@ impl Backend {
                 };
                 Box::new(DeviceLayer {
                     thresholds,
-                    top_k: TopK::new(gpu, units, k)?,
+                    // No top images asked for: nothing to keep.
+                    top_k: if k == 0 {
+                        None
+                    } else {
+                        Some(TopK::new(gpu, units, k)?)
+                    },
+                    units,
                     counters: BTreeMap::new(),
                     gpu: gpu.clone(),
                 })
@@ -174,7 +180,8 @@ impl DeviceThresholds {
 struct DeviceLayer {
     gpu: Arc<Gpu>,
     thresholds: DeviceThresholds,
-    top_k: TopK,
+    top_k: Option<TopK>,
+    units: u32,
     counters: BTreeMap<Seg, Counter>,
 }
 
@@ -201,7 +208,9 @@ impl Accumulator for DeviceLayer {
                 DeviceThresholds::Radix(s) => s.observe(&self.gpu, view)?,
                 DeviceThresholds::Given(..) => return Err(given()),
             }
-            self.top_k.observe(&self.gpu, view, first_image)?;
+            if let Some(top_k) = &mut self.top_k {
+                top_k.observe(&self.gpu, view, first_image)?;
+            }
             Ok(())
         })
     }
@@ -237,7 +246,10 @@ impl Accumulator for DeviceLayer {
     }
 
     fn top_k(&self) -> Result<Vec<Vec<(u32, f32)>>, DissectError> {
-        Ok(self.top_k.read(&self.gpu)?)
+        match &self.top_k {
+            Some(top_k) => Ok(top_k.read(&self.gpu)?),
+            None => Ok(vec![Vec::new(); self.units as usize]),
+        }
     }
 
     fn thresholds(&self) -> Result<Vec<f32>, DissectError> {

@@ -12,7 +12,10 @@
 //!    largest of its own shard, so the `r`-th largest of every shard's
 //!    candidates is the run's threshold ([`merge_thresholds`]); the top-k
 //!    images merge the same way, by maximum and then image index, the order
-//!    a single run keeps. Memory and files: `r` keys per unit per shard.
+//!    a single run keeps. Files: `r` keys per unit per shard (the same for
+//!    any number of shards: `r` follows from the run); memory during the
+//!    pass up to `2r` per unit on the CPU, `2r` plus a batch's values on a
+//!    GPU, whose binding limit may refuse a large early layer's shards.
 //! 2. **Counts.** With the merged thresholds and top-k images given, each
 //!    shard counts its images ([`crate::Dissector::shard_counts`]) and keeps
 //!    the maps of those top images that are its own. The counts are sums;
@@ -42,7 +45,7 @@ use std::time::Instant;
 use broden::Dataset;
 use kernels::Counts;
 use kernels::cpu_select::threshold_of;
-use kernels::quantile::key_of;
+use kernels::quantile::{key_of, rank_from_top};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -56,9 +59,25 @@ use crate::run::{Header, LayerTotals, Part, Run, score_layers};
 /// Shard `index` of `count` (0-based, as Slurm array indices and
 /// Kubernetes completion indices are), written `index/count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "RawShard")]
 pub struct Shard {
     pub index: u32,
     pub count: u32,
+}
+
+/// A shard as a file spells it, checked into a [`Shard`].
+#[derive(Deserialize)]
+struct RawShard {
+    index: u32,
+    count: u32,
+}
+
+impl TryFrom<RawShard> for Shard {
+    type Error = String;
+
+    fn try_from(raw: RawShard) -> Result<Self, String> {
+        format!("{}/{}", raw.index, raw.count).parse()
+    }
 }
 
 impl fmt::Display for Shard {
@@ -106,8 +125,8 @@ impl Shard {
         Ok(first * batch_size..(last * batch_size).min(n_images))
     }
 
-    /// The shard's part of `dataset` (its images only) and the run's index
-    /// of its first image.
+    /// The shard's part of `dataset`: its images only (the first is the
+    /// run's image `range(..).start`).
     pub fn subset(&self, dataset: &Dataset, batch_size: usize) -> Result<Dataset, DissectError> {
         let range = self.range(dataset.images.len(), batch_size)?;
         let mut sub = dataset.clone();
@@ -159,6 +178,9 @@ pub struct ShardInfo {
     pub weights: Option<String>,
     /// The dataset folder, as given.
     pub dataset: String,
+    /// [`dataset_digest`] of the run's dataset, which the final merge
+    /// checks against the dataset it scores with.
+    pub dataset_digest: String,
     pub adapter: String,
     pub tool_version: String,
     /// The options in effect (top-k capped at the run's images).
@@ -282,22 +304,7 @@ pub fn digest(input: &DigestInput<'_>) -> Result<String, DissectError> {
         .map_err(|e| DissectError::Internal(format!("options as JSON: {e}")))?;
     field("options", &options);
     field("shards", &input.shards.to_le_bytes());
-    let ds = input.dataset;
-    let images: Vec<u8> = (ds.images.iter())
-        .flat_map(|r| r.image.bytes().chain([0]))
-        .collect();
-    field("images", &images);
-    let mut csvs: Vec<_> = std::fs::read_dir(&ds.root)
-        .map_err(|e| io_error(&ds.root, e))?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "csv"))
-        .collect();
-    csvs.sort();
-    for path in csvs {
-        let bytes = std::fs::read(&path).map_err(|e| io_error(&path, e))?;
-        field(&file_name(&path), &bytes);
-    }
+    field("dataset", dataset_digest(input.dataset)?.as_bytes());
     for path in input.weights {
         let mut file = std::fs::File::open(path).map_err(|e| io_error(path, e))?;
         let mut buf = vec![0u8; 1 << 20];
@@ -316,6 +323,30 @@ pub fn digest(input: &DigestInput<'_>) -> Result<String, DissectError> {
             .len();
         h.update(file_name(path).as_bytes());
         h.update(len.to_le_bytes());
+    }
+    Ok(hex(&h.finalize()))
+}
+
+/// A hex SHA-256 of a dataset as a run selects it: its CSV files and the
+/// selected image list.
+pub fn dataset_digest(ds: &Dataset) -> Result<String, DissectError> {
+    let mut h = Sha256::new();
+    for r in &ds.images {
+        h.update(r.image.as_bytes());
+        h.update([0]);
+    }
+    let mut csvs: Vec<_> = std::fs::read_dir(&ds.root)
+        .map_err(|e| io_error(&ds.root, e))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "csv"))
+        .collect();
+    csvs.sort();
+    for path in csvs {
+        let bytes = std::fs::read(&path).map_err(|e| io_error(&path, e))?;
+        h.update(file_name(&path).as_bytes());
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(&bytes);
     }
     Ok(hex(&h.finalize()))
 }
@@ -342,18 +373,18 @@ pub fn check_set(shards: &[(String, &ShardInfo)]) -> Result<(), DissectError> {
         return Err(DissectError::Usage("no shard folders to merge".into()));
     };
     for (name, info) in shards {
+        if info.shard.count != first.shard.count {
+            return Err(DissectError::Input(format!(
+                "{name} is shard {} but {first_name} is shard {}",
+                info.shard, first.shard
+            )));
+        }
         if info.digest != first.digest {
             return Err(DissectError::Input(format!(
                 "{name} and {first_name} are shards of different runs (other options, network, \
                  weights or dataset: digest {} against {})",
                 short(&info.digest),
                 short(&first.digest)
-            )));
-        }
-        if info.shard.count != first.shard.count {
-            return Err(DissectError::Input(format!(
-                "{name} is shard {} but {first_name} is shard {}",
-                info.shard, first.shard
             )));
         }
         let want = info
@@ -397,7 +428,7 @@ pub fn check_set(shards: &[(String, &ShardInfo)]) -> Result<(), DissectError> {
 }
 
 fn short(digest: &str) -> &str {
-    &digest[..digest.len().min(12)]
+    digest.get(..12).unwrap_or(digest)
 }
 
 /// A phase-1 shard as the thresholds merge reads it: its description in
@@ -465,18 +496,38 @@ fn merge_in_blocks(
                 )));
             }
         }
-        let block = (block_keys / (head.rank.max(1) * shards.len() as u64)).max(1) as usize;
+        let plane = u64::from(head.meta.feature_size[0]) * u64::from(head.meta.feature_size[1]);
+        let opts = &first.info().options;
+        let run_values = (first.info().n_images as u64).saturating_mul(plane);
+        if head.rank != rank_from_top(opts.quantile, run_values) {
+            return Err(DissectError::Input(format!(
+                "{first_name}: layer {} records rank {}, not the {} of quantile {} over {} values",
+                head.meta.name,
+                head.rank,
+                rank_from_top(opts.quantile, run_values),
+                opts.quantile,
+                run_values
+            )));
+        }
+        let block =
+            (block_keys / head.rank.max(1).saturating_mul(shards.len() as u64)).max(1) as usize;
         let mut thresholds = Vec::with_capacity(units);
         for start in (0..units).step_by(block) {
             let range = start..(start + block).min(units);
             let mut parts = Vec::new();
             for (name, s) in shards {
                 let keys = s.keys(l, range.clone())?;
-                if keys.len() != range.len() {
+                // Each unit keeps min(r, values seen) keys: fewer means a cut
+                // file, and a threshold from it would be silently wrong.
+                let [start, end] = s.info().images;
+                let want = head
+                    .rank
+                    .min((end.saturating_sub(start) as u64).saturating_mul(plane));
+                if keys.len() != range.len() || keys.iter().any(|k| k.len() as u64 != want) {
                     return Err(DissectError::Input(format!(
-                        "{name}: layer {} has keys for {} of units {range:?}",
-                        head.meta.name,
-                        keys.len()
+                        "{name}: layer {} holds other than {want} keys per unit for units \
+                         {range:?} (a shard folder cut short or edited?)",
+                        head.meta.name
                     )));
                 }
                 parts.push(keys);
@@ -566,6 +617,13 @@ pub fn merge_counts(
         }
     }
     let (first_name, first) = &shards[0];
+    if dataset_digest(dataset)? != first.info.dataset_digest {
+        return Err(DissectError::Input(format!(
+            "the dataset {} is not the one {first_name} was made from (its CSV files or \
+             selected images differ)",
+            dataset.root.display()
+        )));
+    }
     if dataset.images.len() != first.info.n_images {
         return Err(DissectError::Input(format!(
             "the dataset {} has {} images selected, the shards' run {}",
@@ -708,7 +766,7 @@ impl Dissector {
             progress,
         )?;
         let layers = run.candidates()?;
-        let info = shard_info(&run, job, range, started);
+        let info = shard_info(&run, job, range, started)?;
         Ok(ThresholdShard { info, layers })
     }
 
@@ -723,8 +781,9 @@ impl Dissector {
         let started = Instant::now();
         if thresholds.digest != job.digest || thresholds.shards != job.shard.count {
             return Err(DissectError::Input(format!(
-                "the thresholds were merged from {} shards of another run (other options, \
-                 network, weights or dataset, or another shard count: digest {} against {})",
+                "the --thresholds file was merged from {} shards of another run (other \
+                 options, network, weights or dataset, or another shard count: digest {} \
+                 against {})",
                 thresholds.shards,
                 short(&thresholds.digest),
                 short(job.digest)
@@ -737,7 +796,7 @@ impl Dissector {
             .collect();
         if names != job.layers.iter().map(String::as_str).collect::<Vec<_>>() {
             return Err(DissectError::Input(format!(
-                "the thresholds are for layers {}, not {}",
+                "the --thresholds file is for layers {}, not {}",
                 names.join(","),
                 job.layers.join(",")
             )));
@@ -762,7 +821,7 @@ impl Dissector {
         let top_maps = run.counts()?;
         let counts = run.shard_counts()?;
         let metas = (0..job.layers.len()).map(|i| run.layer_meta(i)).collect();
-        let info = shard_info(&run, job, range, started);
+        let info = shard_info(&run, job, range, started)?;
         Ok(CountShard {
             info,
             thresholds: thresholds.fingerprint(),
@@ -793,10 +852,10 @@ fn shard_info(
     job: &ShardJob<'_>,
     range: std::ops::Range<usize>,
     started: Instant,
-) -> ShardInfo {
+) -> Result<ShardInfo, DissectError> {
     let header = run.header();
     let dataset = job.dataset;
-    ShardInfo {
+    Ok(ShardInfo {
         digest: job.digest.to_string(),
         shard: job.shard,
         images: [range.start, range.end],
@@ -804,12 +863,13 @@ fn shard_info(
         model: header.model,
         weights: None,
         dataset: dataset.root.display().to_string(),
+        dataset_digest: dataset_digest(dataset)?,
         adapter: header.adapter,
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
         options: header.options,
         duration_secs: started.elapsed().as_secs_f64(),
         timings: run.timings(),
-    }
+    })
 }
 
 /// Serde of `f32`s by their bits, so NaN, infinities and the sign of zero
@@ -898,6 +958,7 @@ mod tests {
             model: "m".into(),
             weights: None,
             dataset: "d".into(),
+            dataset_digest: "dd".into(),
             adapter: "a".into(),
             tool_version: "0".into(),
             options,
@@ -927,6 +988,7 @@ mod tests {
             .map(|i| {
                 let mut info = info(i, 3, "d");
                 info.options.top_k = 4;
+                info.options.quantile = q;
                 let images = info.images[0]..info.images[1];
                 let mut select = kernels::CpuRankSelect::shard(
                     units,

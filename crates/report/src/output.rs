@@ -82,7 +82,7 @@ pub fn begin(dir: &Path, force: bool) -> Result<(), ReportError> {
 /// A results folder written aside and swapped in whole when complete.
 ///
 /// The run writes into a fresh folder beside the destination
-/// (`.<name>.staging-<pid>-<n>`); [`Staging::commit`] then moves the
+/// (`.<name>.staging-<host>-<pid>-<n>`); [`Staging::commit`] then moves the
 /// destination's old results aside, renames the new folder into place and
 /// deletes the old one. So a failed or interrupted run never touches the
 /// previous results, a replaced folder keeps nothing of the old run (no
@@ -197,9 +197,10 @@ impl Staging {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "results".into());
-        remove_stale(&parent, &name);
+        let host = host_name();
+        remove_stale(&parent, &name, &host);
         for n in 0..1000 {
-            let dir = parent.join(format!(".{name}.staging-{}-{n}", std::process::id()));
+            let dir = parent.join(format!(".{name}.staging-{host}-{}-{n}", std::process::id()));
             match std::fs::create_dir(&dir) {
                 Ok(()) => {
                     return Ok(Staging {
@@ -252,10 +253,26 @@ impl Staging {
     }
 }
 
-/// Removes the staging folders of `name` left by runs that were killed
-/// (their process is gone; Linux only, where `/proc` tells).
-fn remove_stale(parent: &Path, name: &str) {
-    let prefix = format!(".{name}.staging-");
+/// This machine's name, for staging folders on a file system that other
+/// machines share (a cluster's volume): a process number means something
+/// only on the machine that runs it.
+fn host_name() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::env::var("COMPUTERNAME").ok())
+        .unwrap_or_default();
+    let safe: String = (name.trim().chars())
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    if safe.is_empty() { "host".into() } else { safe }
+}
+
+/// Removes the staging folders of `name` left by runs on this machine
+/// (`host`) that were killed (their process is gone; Linux only, where
+/// `/proc` tells). Other machines' folders are theirs to judge.
+fn remove_stale(parent: &Path, name: &str, host: &str) {
+    let prefix = format!(".{name}.staging-{host}-");
     let Ok(entries) = std::fs::read_dir(parent) else {
         return;
     };
@@ -426,16 +443,22 @@ mod tests {
     fn staging_folders_of_killed_runs_are_removed() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("run");
-        // No process has pid 4294967; this one is alive.
-        let dead = dir.path().join(".run.staging-4294967-0");
-        let alive = dir
-            .path()
-            .join(format!(".run.staging-{}-7", std::process::id()));
-        std::fs::create_dir_all(&dead).unwrap();
-        std::fs::create_dir_all(&alive).unwrap();
+        // No process has pid 4294967; this one is alive; another machine's
+        // process numbers say nothing here.
+        let host = host_name();
+        let dead = dir.path().join(format!(".run.staging-{host}-4294967-0"));
+        let alive = (dir.path()).join(format!(".run.staging-{host}-{}-7", std::process::id()));
+        let elsewhere = (dir.path()).join(format!(".run.staging-{host}x-4294967-0"));
+        for d in [&dead, &alive, &elsewhere] {
+            std::fs::create_dir_all(d).unwrap();
+        }
         let s = Staging::begin(&out, false).unwrap();
         assert!(!dead.exists() || !Path::new("/proc/self").exists());
         assert!(alive.exists());
+        assert!(
+            elsewhere.exists(),
+            "another machine's staging folder is left alone"
+        );
         drop(s);
     }
 

@@ -252,6 +252,13 @@ fn read_shard_file(dir: &Path) -> Result<ShardFile, ReportError> {
 
 /// Reads a binary file of `count` little-endian 4-byte values.
 fn read_words(path: &Path, count: usize) -> Result<Vec<[u8; 4]>, ReportError> {
+    let len = std::fs::metadata(path).map_err(io(path))?.len();
+    if Some(len) != (count as u64).checked_mul(4) {
+        return Err(malformed(
+            path,
+            format!("{len} bytes, expected {count} values of 4 bytes"),
+        ));
+    }
     let bytes = std::fs::read(path).map_err(io(path))?;
     if bytes.len() != count * 4 {
         return Err(malformed(
@@ -302,7 +309,10 @@ pub fn open_threshold_shard(dir: &Path) -> Result<ThresholdShardFiles, ReportErr
         let units = l.meta.units as usize;
         let path = dir.join(&c.file);
         let len = std::fs::metadata(&path).map_err(io(&path))?.len();
-        let want = (units * c.per_unit * 4) as u64;
+        let want = (units as u64)
+            .checked_mul(c.per_unit as u64)
+            .and_then(|v| v.checked_mul(4))
+            .ok_or_else(|| malformed(&dir.join(SHARD_JSON), "candidates too large to address"))?;
         if len != want {
             return Err(malformed(
                 &path,
@@ -390,39 +400,60 @@ pub fn read_count_shard(dir: &Path) -> Result<CountShard, ReportError> {
             .counts
             .ok_or_else(|| wrong_phase(dir, "counts (phase 2)"))?;
         let units = l.meta.units;
-        let mut total = Counts::zeros(units, c.n_labels, c.n_categories);
         let json_path = dir.join(SHARD_JSON);
-        for (dst, src, what) in [
-            (&mut total.intersect, c.intersect, "intersect"),
-            (&mut total.label_pixels, c.label_pixels, "label_pixels"),
-            (&mut total.unit_pixels, c.unit_pixels, "unit_pixels"),
+        // The sizes the file claims, checked before anything is allocated
+        // from them.
+        let (u, nl, nc) = (
+            units as u64,
+            u64::from(c.n_labels),
+            u64::from(c.n_categories),
+        );
+        for (len, want, what) in [
+            (c.intersect.len(), u.checked_mul(nl), "intersect"),
+            (c.label_pixels.len(), Some(nl), "label_pixels"),
+            (c.unit_pixels.len(), Some(u), "unit_pixels"),
             (
-                &mut total.unit_category_original,
-                c.unit_category_original,
+                c.unit_category_original.len(),
+                u.checked_mul(nc),
                 "unit_category_original",
             ),
             (
-                &mut total.unit_category_lite,
-                c.unit_category_lite,
+                c.unit_category_lite.len(),
+                u.checked_mul(nc),
                 "unit_category_lite",
             ),
         ] {
-            if dst.len() != src.len() {
+            if want != Some(len as u64) {
                 return Err(malformed(
                     &json_path,
                     format!(
-                        "layer {}: {what} has {} counts, expected {}",
+                        "layer {}: {what} has {len} counts, not the {} of {units} units, {} \
+                         labels and {} categories",
                         l.meta.name,
-                        src.len(),
-                        dst.len()
+                        want.map_or("(too many)".to_string(), |w| w.to_string()),
+                        c.n_labels,
+                        c.n_categories
                     ),
                 ));
             }
-            *dst = src;
         }
+        let total = Counts {
+            n_units: units,
+            n_labels: c.n_labels,
+            n_categories: c.n_categories,
+            intersect: c.intersect,
+            label_pixels: c.label_pixels,
+            unit_pixels: c.unit_pixels,
+            unit_category_original: c.unit_category_original,
+            unit_category_lite: c.unit_category_lite,
+        };
         let [h, w] = l.meta.feature_size.map(|v| v as usize);
         let path = dir.join(&c.top_maps_file);
-        let n = units as usize * k * h * w;
+        let n = (units as usize)
+            .checked_mul(k)
+            .and_then(|v| v.checked_mul(h))
+            .and_then(|v| v.checked_mul(w))
+            .ok_or_else(|| malformed(&json_path, "top maps too large to address"))?;
         let values = (read_words(&path, n)?.into_iter())
             .map(f32::from_le_bytes)
             .collect();
