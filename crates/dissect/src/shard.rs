@@ -749,22 +749,7 @@ impl Dissector {
     ) -> Result<ThresholdShard, DissectError> {
         let started = Instant::now();
         let (sub, range) = shard_setup(job)?;
-        let part = Part {
-            base: range.start,
-            run_images: job.dataset.images.len(),
-            sharded: true,
-            given: None,
-        };
-        let mut run = Run::new(
-            self,
-            job.network,
-            job.layers,
-            &sub,
-            part,
-            job.options,
-            0,
-            progress,
-        )?;
+        let mut run = self.shard_run(job, &sub, range.start, None, progress)?;
         let layers = run.candidates()?;
         let info = shard_info(&run, job, range, started)?;
         Ok(ThresholdShard { info, layers })
@@ -802,22 +787,8 @@ impl Dissector {
             )));
         }
         let (sub, range) = shard_setup(job)?;
-        let part = Part {
-            base: range.start,
-            run_images: job.dataset.images.len(),
-            sharded: true,
-            given: Some(&thresholds.layers),
-        };
-        let mut run = Run::new(
-            self,
-            job.network,
-            job.layers,
-            &sub,
-            part,
-            job.options,
-            0,
-            progress,
-        )?;
+        let given = Some(thresholds.layers.as_slice());
+        let mut run = self.shard_run(job, &sub, range.start, given, progress)?;
         let top_maps = run.counts()?;
         let counts = run.shard_counts()?;
         let metas = (0..job.layers.len()).map(|i| run.layer_meta(i)).collect();
@@ -829,6 +800,28 @@ impl Dissector {
             counts,
             top_maps,
         })
+    }
+}
+
+impl Dissector {
+    /// A run over a shard's images `sub`, the first of which is the run's
+    /// image `start`; nothing cached (each phase is one pass).
+    fn shard_run<'a>(
+        &'a self,
+        job: &ShardJob<'a>,
+        sub: &'a Dataset,
+        start: usize,
+        given: Option<&'a [LayerThresholds]>,
+        progress: &'a mut dyn FnMut(&Progress),
+    ) -> Result<Run<'a>, DissectError> {
+        let part = Part {
+            base: start,
+            run_images: job.dataset.images.len(),
+            sharded: true,
+            given,
+        };
+        let (net, layers, opts) = (job.network, job.layers, job.options);
+        Run::new(self, net, layers, sub, part, opts, 0, progress)
     }
 }
 
