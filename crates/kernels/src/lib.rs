@@ -16,7 +16,7 @@ pub mod registry;
 pub mod select;
 pub mod topk;
 
-pub use bench::{BenchReport, bench_count};
+pub use bench::{BenchReport, StreamKernel, StreamReport, bench_count, bench_stream};
 pub use count::{CountConfig, Counter, Counts, HostLabels, ImageLabel, LabelPlane, Upsample};
 pub use cpu_select::CpuRankSelect;
 pub use cpu_stream::{CpuQuantileSketch, CpuTopK};
@@ -131,6 +131,12 @@ pub(crate) mod testutil {
             (0.5, 4, [2, 2], vec![3, 3]),
             (0.999, 1, [4, 4], vec![2, 7]),
             (0.0, 300, [2, 3], vec![2, 2]),
+            // Maps larger than a workgroup's step (several blocks per map), and groups of many
+            // small maps with a partial last group.
+            (0.01, 2, [17, 19], vec![9, 3, 12]),
+            (0.01, 2, [2, 3], vec![400, 7, 700]),
+            // A floor low enough that more keys pass it in one workgroup than it stages.
+            (0.3, 1, [64, 64], vec![1, 3, 2]),
         ] {
             let batches = sizes
                 .iter()
