@@ -1,15 +1,20 @@
 // Upsample-binarize-count: the intersections and unions of Network Dissection, counted per batch
 // without materialising upsampled maps, then folded into 64-bit totals.
 //
-// `mark_live`: one workgroup per (image, unit) map: which of its rows and columns hold a value
-// strictly above the unit's threshold, as two bit sets (bit r >> row_shift of the first word for
-// row r, bit c >> col_shift of the second for column c; the shifts fold maps of more than 32 rows
-// or columns). A bilinear sample never exceeds the largest of its four neighbours (the clamp in
-// `sample`), so a seg pixel whose two source rows, or two source columns, hold no such value is
-// outside the mask: `count_pixels` skips a map with no live row (on a workgroup-uniform test), a
-// seg column whose source columns are not live, and a seg row whose source rows are not live.
-// `count_pixels`: one workgroup per (128 seg columns, unit, image), one invocation per column
-// walking its rows. Each sample is the unit's h x w map taken bilinearly at the seg pixel through
+// `mark_live`: `params.live_lanes` invocations per (image, unit) map (a power of two chosen on the
+// host for the map size, so small maps share a workgroup): which of its rows and columns hold a
+// value strictly above the unit's threshold, as two bit sets (bit r >> row_shift of the first word
+// for row r, bit c >> col_shift of the second for column c; the shifts fold maps of more than 32
+// rows or columns). A map with a live row is appended to `live_maps`. A bilinear sample never
+// exceeds the largest of its four neighbours (the clamp in `sample`), so a seg pixel whose two
+// source rows, or two source columns, hold no such value is outside the mask: `count_pixels` runs
+// only on the live maps, and skips a seg column whose source columns are not live and a seg row
+// whose source rows are not live.
+// `live_dispatch`: one invocation writes `count_pixels`' workgroup counts for an indirect dispatch,
+// so maps with no value above the threshold (most (image, unit) pairs at the dissection's
+// quantile) cost no workgroup at all.
+// `count_pixels`: one workgroup per (128 seg columns, live map), one invocation per column walking
+// its rows. Each sample is the unit's h x w map taken bilinearly at the seg pixel through
 // per-axis taps (two source indices and two weights per row and per column, computed on the
 // host); a pixel is kept when the sample is strictly above the unit's threshold, and then adds 1
 // to batch_intersect[unit][label] for every non-zero label of the pixel in every label plane of
@@ -42,6 +47,9 @@
 //                       original union [n_units * n_categories], lite union [n_units * n_categories]
 //   9: probe            f32 [n_images * n_units * sh * sw] samples (upsample_probe only, for tests)
 //  10: live             u32 [n_images * n_units * 2]: the map's live rows and live columns
+//  11: live_maps        u32: the number of live maps of the batch (cleared before `mark_live`),
+//                       then their indices image * n_units + unit, in no set order
+//  12: live_args        u32 [3]: the indirect workgroup counts of `count_pixels`
 
 struct Params {
     elem_offset: u32,
@@ -60,6 +68,10 @@ struct Params {
     acc_cat_lite: u32,
     row_shift: u32,
     col_shift: u32,
+    live_lanes: u32,
+    live_lane_shift: u32,
+    col_blocks: u32,
+    _pad: u32,
 }
 
 @group(0)
@@ -106,11 +118,20 @@ var<storage, read_write> probe: array<f32>;
 @binding(10)
 var<storage, read_write> live: array<u32>;
 
+@group(0)
+@binding(11)
+var<storage, read_write> live_maps: array<atomic<u32>>;
+
+@group(0)
+@binding(12)
+var<storage, read_write> live_args: array<u32>;
+
 var<workgroup> wg_count: atomic<u32>;
 var<workgroup> wg_bits: atomic<u32>;
 var<workgroup> wg_rows: u32;
-var<workgroup> ml_rows: atomic<u32>;
-var<workgroup> ml_cols: atomic<u32>;
+var<workgroup> wg_map: u32;
+var<workgroup> ml_rows: array<atomic<u32>, 256>;
+var<workgroup> ml_cols: array<atomic<u32>, 256>;
 
 // Identity that the compiler cannot see through (params.never is always 0): blocks FMA contraction.
 fn opaque(x: f32) -> f32 {
@@ -154,44 +175,62 @@ fn sample(image: u32, unit: u32, y: u32, x: u32) -> f32 {
     );
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(256)
 fn mark_live(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
-    // One workgroup per map, its invocations reading adjacent values (coalesced); the rare value
-    // above the threshold pays one divide for its row and column.
-    let i = wg.y * nwg.x + wg.x;
-    if i >= params.n_images * params.n_units {
-        return;
-    }
-    if li == 0u {
-        atomicStore(&ml_rows, 0u);
-        atomicStore(&ml_cols, 0u);
+    // The workgroup's maps are adjacent and each map's invocations read adjacent values
+    // (coalesced); the rare value above the threshold pays one divide for its row and column.
+    let lanes = params.live_lanes;
+    let lane = li & (lanes - 1u);
+    let local = li >> params.live_lane_shift;
+    let i = ((wg.y * nwg.x + wg.x) << (8u - params.live_lane_shift)) + local;
+    if lane == 0u {
+        atomicStore(&ml_rows[local], 0u);
+        atomicStore(&ml_cols[local], 0u);
     }
     workgroupBarrier();
-    let plane = params.h * params.w;
-    let base = params.elem_offset + i * plane;
-    let t = thresholds[i % params.n_units];
+    let n_maps = params.n_images * params.n_units;
     var rows = 0u;
     var cols = 0u;
-    for (var j = li; j < plane; j = j + 64u) {
-        if acts[base + j] > t {
-            let r = j / params.w;
-            rows = rows | (1u << (r >> params.row_shift));
-            cols = cols | (1u << ((j - r * params.w) >> params.col_shift));
+    if i < n_maps {
+        let plane = params.h * params.w;
+        let base = params.elem_offset + i * plane;
+        let t = thresholds[i % params.n_units];
+        for (var j = lane; j < plane; j = j + lanes) {
+            if acts[base + j] > t {
+                let r = j / params.w;
+                rows = rows | (1u << (r >> params.row_shift));
+                cols = cols | (1u << ((j - r * params.w) >> params.col_shift));
+            }
         }
     }
     if rows != 0u {
-        atomicOr(&ml_rows, rows);
-        atomicOr(&ml_cols, cols);
+        atomicOr(&ml_rows[local], rows);
+        atomicOr(&ml_cols[local], cols);
     }
     workgroupBarrier();
-    if li == 0u {
-        live[2u * i] = atomicLoad(&ml_rows);
-        live[2u * i + 1u] = atomicLoad(&ml_cols);
+    if lane == 0u && i < n_maps {
+        let r = atomicLoad(&ml_rows[local]);
+        live[2u * i] = r;
+        live[2u * i + 1u] = atomicLoad(&ml_cols[local]);
+        if r != 0u {
+            let at = atomicAdd(&live_maps[0], 1u);
+            atomicStore(&live_maps[1u + at], i);
+        }
     }
+}
+
+@compute @workgroup_size(1)
+fn live_dispatch() {
+    // x at most 65535 (the dispatch limit), y the rest; count_pixels skips indices past the end.
+    let total = atomicLoad(&live_maps[0]) * params.col_blocks;
+    let x = min(total, 65535u);
+    live_args[0] = x;
+    live_args[1] = select(0u, (total + x - 1u) / x, x != 0u);
+    live_args[2] = 1u;
 }
 
 // Whether source indices `i0`, `i1` (rows or columns) touch a live one of `bits`.
@@ -202,25 +241,36 @@ fn touches(bits: u32, i0: u32, i1: u32, shift: u32) -> bool {
 @compute @workgroup_size(128)
 fn count_pixels(
     @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
-    let unit = wg.y;
-    let image = wg.z;
+    // Workgroup (column block, live map), in a linear index over the indirect dispatch.
+    let linear = wg.y * nwg.x + wg.x;
+    let live_slot = linear / params.col_blocks;
+    let block = linear - live_slot * params.col_blocks;
     if li == 0u {
         atomicStore(&wg_count, 0u);
         atomicStore(&wg_bits, 0u);
-        wg_rows = live[2u * (image * params.n_units + unit)];
+        wg_rows = 0u;
+        if live_slot < atomicLoad(&live_maps[0]) {
+            let map = atomicLoad(&live_maps[1u + live_slot]);
+            wg_map = map;
+            wg_rows = live[2u * map];
+        }
     }
     // Also the barrier for the stores above; uniform, so the whole workgroup leaves together.
     let rows = workgroupUniformLoad(&wg_rows);
     if rows == 0u {
         return;
     }
-    let cols = live[2u * (image * params.n_units + unit) + 1u];
+    let map = wg_map;
+    let image = map / params.n_units;
+    let unit = map - image * params.n_units;
+    let cols = live[2u * map + 1u];
     // One seg column per invocation, rows in a loop: adjacent invocations read adjacent labels,
     // the column's taps are read once, the row's taps are the same for the whole workgroup, and
     // no pixel index is divided.
-    let x = wg.x * 128u + li;
+    let x = block * 128u + li;
     let tx = 4u * (params.sh + min(x, params.sw - 1u));
     let x0 = consts[tx];
     let x1 = consts[tx + 1u];

@@ -3,7 +3,8 @@
 //
 // Each unit keeps candidate keys (the order-preserving keys of quantile.wgsl: NaN lowest, -0.0 equal
 // to +0.0) in its own slice of `cand`. `collect` (once per batch) appends every key of the batch
-// that is above the unit's floor, or every key while the unit has none. `compact` (after every
+// that is above the unit's floor, or every key while the unit has none (in no set order: the
+// select does not depend on it). `compact` (after every
 // batch) leaves units with fewer than 2r candidates alone; for the others, one workgroup per unit
 // finds the r-th largest candidate T by a radix select in workgroup memory (11, 11 and 10 bits),
 // keeps the candidates above T and as many copies of T as make r, and sets the floor to T. Keys at
@@ -23,13 +24,13 @@
 
 struct Params {
     elem_offset: u32,
-    n_elems: u32,
+    n_images: u32,
     n_units: u32,
     plane: u32,
     cap: u32,
     rank: u32,
     last: u32,
-    _pad: u32,
+    group_images: u32,
 }
 
 @group(0)
@@ -56,30 +57,111 @@ var<storage, read_write> scratch: array<u32>;
 @binding(5)
 var<storage, read_write> thresholds: array<f32>;
 
+// Keys a workgroup of `collect` stages in workgroup memory, to reserve their slots in `cand` with one
+// atomic on the unit's count instead of one each (past that, one each).
+const STAGE: u32 = 2048u;
+
+var<workgroup> stage: array<u32, 2048>;
+var<workgroup> stage_n: atomic<u32>;
+var<workgroup> stage_base: u32;
+var<workgroup> stage_len: u32;
+
 @compute @workgroup_size(256)
 fn collect(
     @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
-    let i = (wg.y * nwg.x + wg.x) * 256u + li;
-    if i >= params.n_elems {
+    // One workgroup per (group of params.group_images images, unit): the unit, its floor and the
+    // images are uniform; invocation li takes elements li, li + 256, ... of the group's maps laid
+    // end to end, adjacent invocations reading adjacent values (coalesced), and steps its (image,
+    // offset) position without dividing.
+    let unit = wg.y;
+    let first_image = wg.x * params.group_images;
+    let images = min(params.group_images, params.n_images - first_image);
+    let plane = params.plane;
+    let total = images * plane;
+    let cand_base = unit * params.cap;
+    // The floor changes only in `compact`, a later dispatch; whether there is one is loaded
+    // uniformly, since the barriers below depend on it.
+    if li == 0u {
+        stage_len = atomicLoad(&state[3u * unit + 1u]);
+    }
+    let has_floor = workgroupUniformLoad(&stage_len) != 0u;
+    let floor = atomicLoad(&state[3u * unit + 2u]);
+    let step_images = 256u / plane;
+    let step_offset = 256u - step_images * plane;
+    var image = first_image + li / plane;
+    var offset = li % plane;
+    if !has_floor {
+        // Every key is a candidate: one reservation for the whole group, element j at slot j.
+        if li == 0u {
+            stage_base = atomicAdd(&state[3u * unit], total);
+        }
+        let base = workgroupUniformLoad(&stage_base);
+        for (var j = li; j < total; j = j + 256u) {
+            let slot = base + j;
+            if slot < params.cap {
+                let i = (image * params.n_units + unit) * plane + offset;
+                cand[cand_base + slot] = key_of(acts[params.elem_offset + i]);
+            }
+            image = image + step_images;
+            offset = offset + step_offset;
+            if offset >= plane {
+                offset = offset - plane;
+                image = image + 1u;
+            }
+        }
         return;
     }
-    let unit = (i / params.plane) % params.n_units;
-    let key = key_of(acts[params.elem_offset + i]);
-    if atomicLoad(&state[3u * unit + 1u]) != 0u && key <= atomicLoad(&state[3u * unit + 2u]) {
-        return;
+    if li == 0u {
+        atomicStore(&stage_n, 0u);
     }
-    let slot = atomicAdd(&state[3u * unit], 1u);
-    if slot < params.cap {
-        cand[unit * params.cap + slot] = key;
+    workgroupBarrier();
+    // Keys above the floor are staged in workgroup memory and their slots reserved at once at the
+    // end; should the stage fill up, the rest reserve their slots one by one.
+    for (var j = li; j < total; j = j + 256u) {
+        let i = (image * params.n_units + unit) * plane + offset;
+        let key = key_of(acts[params.elem_offset + i]);
+        if key > floor {
+            let at = atomicAdd(&stage_n, 1u);
+            if at < STAGE {
+                stage[at] = key;
+            } else {
+                let slot = atomicAdd(&state[3u * unit], 1u);
+                if slot < params.cap {
+                    cand[cand_base + slot] = key;
+                }
+            }
+        }
+        image = image + step_images;
+        offset = offset + step_offset;
+        if offset >= plane {
+            offset = offset - plane;
+            image = image + 1u;
+        }
+    }
+    workgroupBarrier();
+    if li == 0u {
+        let n = min(atomicLoad(&stage_n), STAGE);
+        stage_len = n;
+        if n != 0u {
+            stage_base = atomicAdd(&state[3u * unit], n);
+        }
+    }
+    let n = workgroupUniformLoad(&stage_len);
+    let base = stage_base;
+    for (var k = li; k < n; k = k + 256u) {
+        let slot = base + k;
+        if slot < params.cap {
+            cand[cand_base + slot] = stage[k];
+        }
     }
 }
 
 const BINS: u32 = 2048u;
 
 var<workgroup> hist: array<atomic<u32>, 2048>;
+var<workgroup> scan: array<u32, 256>;
 var<workgroup> wg_n: u32;
 var<workgroup> wg_prefix: u32;
 var<workgroup> wg_remaining: u32;
@@ -128,6 +210,7 @@ fn compact(
         // Keys matching the digits chosen so far: those above `shift + digit bits`.
         let high = shift + select(11u, 10u, round == 2u);
         let prefix = wg_prefix;
+        let remaining = wg_remaining;
         for (var j = li; j < n; j = j + 256u) {
             let key = cand[base + j];
             if high >= 32u || (key >> high) == (prefix >> high) {
@@ -135,24 +218,42 @@ fn compact(
             }
         }
         workgroupBarrier();
-        if li == 0u {
-            var remaining = wg_remaining;
-            var chosen = 0u;
-            var bin = mask + 1u;
+        // The bin holding the remaining-th largest key, found in parallel: invocation li sums its
+        // chunk of bins, a scan gives every chunk the keys at or above it, and the one invocation
+        // whose chunk holds the remaining-th key walks its bins from the top.
+        let chunk = (mask + 1u) / 256u;
+        let first = li * chunk;
+        var own = 0u;
+        for (var b = 0u; b < chunk; b = b + 1u) {
+            own = own + atomicLoad(&hist[first + b]);
+        }
+        scan[li] = own;
+        workgroupBarrier();
+        for (var step = 1u; step < 256u; step = step << 1u) {
+            var v = scan[li];
+            if li + step < 256u {
+                v = v + scan[li + step];
+            }
+            workgroupBarrier();
+            scan[li] = v;
+            workgroupBarrier();
+        }
+        // Keys in this chunk and every chunk above it, and above it alone.
+        let through = scan[li];
+        let above = through - own;
+        if above < remaining && remaining <= through {
+            var left = remaining - above;
+            var bin = first + chunk;
             loop {
-                if bin == 0u {
-                    break;
-                }
                 bin = bin - 1u;
                 let c = atomicLoad(&hist[bin]);
-                if remaining <= c {
-                    chosen = bin;
+                if left <= c || bin == first {
                     break;
                 }
-                remaining = remaining - c;
+                left = left - c;
             }
-            wg_prefix = prefix | (chosen << shift);
-            wg_remaining = remaining;
+            wg_prefix = prefix | (bin << shift);
+            wg_remaining = left;
         }
         workgroupBarrier();
     }

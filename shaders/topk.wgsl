@@ -1,7 +1,9 @@
 // Per-image maxima of every unit's map, and a running top-k of images per unit across batches.
 //
-// `image_max`: one workgroup per (image, unit) plane reduces the order-preserving keys of the map
-// (NaN below every number, -0.0 equal to +0.0) and writes the maximum as a float.
+// `image_max`: `params.lanes` invocations per (image, unit) plane (a power of two, at most 256,
+// chosen on the host for the map size, so small maps share a workgroup instead of idling most of
+// it) reduce the order-preserving keys of the map (NaN below every number, -0.0 equal to +0.0) and
+// write the maximum as a float. The workgroup's planes are adjacent, so its reads are coalesced.
 // `merge_top`: one invocation per unit inserts the batch's images into the unit's sorted list of
 // k (key, image) slots; larger key first, equal keys by lower image index. Empty slots hold key 0
 // and image 0xffffffff, which every real entry beats.
@@ -21,8 +23,8 @@ struct Params {
     plane: u32,
     k: u32,
     first_image: u32,
-    _pad0: u32,
-    _pad1: u32,
+    lanes: u32,
+    lane_shift: u32,
 }
 
 @group(0)
@@ -49,25 +51,27 @@ fn image_max(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
-    let plane_idx = wg.y * nwg.x + wg.x;
+    let lanes = params.lanes;
+    let lane = li & (lanes - 1u);
+    let plane_idx = ((wg.y * nwg.x + wg.x) << (8u - params.lane_shift)) + (li >> params.lane_shift);
     let n_planes = params.n_images * params.n_units;
     var best = 0u;
     if plane_idx < n_planes {
         let base = params.elem_offset + plane_idx * params.plane;
-        for (var p = li; p < params.plane; p = p + 256u) {
+        for (var p = lane; p < params.plane; p = p + lanes) {
             best = max(best, key_of(acts[base + p]));
         }
     }
     partial[li] = best;
     workgroupBarrier();
-    for (var stride = 128u; stride > 0u; stride = stride / 2u) {
-        if li < stride {
+    for (var stride = lanes / 2u; stride > 0u; stride = stride / 2u) {
+        if lane < stride {
             partial[li] = max(partial[li], partial[li + stride]);
         }
         workgroupBarrier();
     }
-    if li == 0u && plane_idx < n_planes {
-        maxes[plane_idx] = value_of(partial[0]);
+    if lane == 0u && plane_idx < n_planes {
+        maxes[plane_idx] = value_of(partial[li]);
     }
 }
 

@@ -42,7 +42,9 @@
 //! (two u32 words with carry), so a full Broden run cannot overflow.
 
 use crate::error::KernelError;
-use crate::gpu::{ActivationView, Gpu, dispatch, linear_groups, view_entry, whole};
+use crate::gpu::{
+    ActivationView, Gpu, dispatch, dispatch_indirect, lanes_for, linear_groups, view_entry, whole,
+};
 use crate::registry::COUNT;
 
 /// The most categories a configuration may have (they are bits of one u32 on the device).
@@ -446,6 +448,12 @@ struct Params {
     acc_cat_lite: u32,
     row_shift: u32,
     col_shift: u32,
+    /// Invocations per map in `mark_live` (a power of two up to 256) and its log2.
+    live_lanes: u32,
+    live_lane_shift: u32,
+    /// Workgroups of 128 seg columns per map in `count_pixels`.
+    col_blocks: u32,
+    pad: u32,
 }
 
 /// Adds the batch intersections into the u64 totals and clears them.
@@ -486,6 +494,11 @@ pub struct Counter {
     /// Per (image, unit) of a batch: its rows and columns with a value above
     /// the unit's threshold (`mark_live`); pixels away from them are skipped.
     live: wgpu::Buffer,
+    /// The number of maps of the batch with a live row, then their indices,
+    /// and the indirect workgroup counts `count_pixels` runs with: it runs
+    /// on the live maps alone.
+    live_maps: wgpu::Buffer,
+    live_args: wgpu::Buffer,
     /// An upper bound of every batch intersection cell since they were last
     /// folded into the u64 totals: they are folded only before one could
     /// overflow (and before a read), not after every batch.
@@ -583,6 +596,13 @@ impl Counter {
             batch_intersect: gpu.storage("count-batch-intersect", u * l * 4),
             batch_units: gpu.storage("count-batch-units", config.max_images as u64 * u * 8),
             live: gpu.storage("count-live", config.max_images as u64 * u * 8),
+            live_maps: gpu.storage("count-live-maps", (config.max_images as u64 * u + 1) * 4),
+            live_args: gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("count-live-args"),
+                size: 12,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::INDIRECT,
+                mapped_at_creation: false,
+            }),
             pending: 0,
             fold_limit: u64::from(u32::MAX),
             recorded_in: None,
@@ -605,6 +625,7 @@ impl Counter {
 
     fn params(&self, elem_offset: u32, n_images: u32) -> Params {
         let c = &self.config;
+        let (live_lanes, live_lane_shift) = lanes_for(c.upsample.h * c.upsample.w);
         let (u, l, nc) = (c.n_units, c.n_labels, c.n_categories);
         Params {
             elem_offset,
@@ -623,6 +644,10 @@ impl Counter {
             acc_cat_lite: u * l + u + u * nc,
             row_shift: live_shift(c.upsample.h),
             col_shift: live_shift(c.upsample.w),
+            live_lanes,
+            live_lane_shift,
+            col_blocks: c.upsample.sw.div_ceil(128),
+            pad: 0,
         }
     }
 
@@ -748,6 +773,7 @@ impl Counter {
             if fold {
                 fold_matrix(gpu, encoder, params, batch_intersect, acc, c);
             }
+            encoder.clear_buffer(&self.live_maps, 0, Some(4));
             dispatch(
                 gpu,
                 encoder,
@@ -757,10 +783,25 @@ impl Counter {
                     view_entry(1, view, &bound),
                     whole(2, thresholds),
                     whole(10, &self.live),
+                    whole(11, &self.live_maps),
                 ],
-                linear_groups(n_images as u64 * c.n_units as u64, 1),
+                linear_groups(
+                    n_images as u64 * c.n_units as u64,
+                    u64::from(256 / params_value.live_lanes),
+                ),
             );
             dispatch(
+                gpu,
+                encoder,
+                &gpu.pipeline(COUNT, "live_dispatch"),
+                &[
+                    whole(0, params),
+                    whole(11, &self.live_maps),
+                    whole(12, &self.live_args),
+                ],
+                [1, 1, 1],
+            );
+            dispatch_indirect(
                 gpu,
                 encoder,
                 &gpu.pipeline(COUNT, "count_pixels"),
@@ -774,8 +815,9 @@ impl Counter {
                     whole(6, batch_intersect),
                     whole(7, &self.batch_units),
                     whole(10, &self.live),
+                    whole(11, &self.live_maps),
                 ],
-                [c.upsample.sw.div_ceil(128), c.n_units, n_images],
+                &self.live_args,
             );
             dispatch(
                 gpu,
@@ -1168,6 +1210,33 @@ mod tests {
         }
         // Downsampled maps may fire nowhere; the others must.
         assert!(fired.iter().filter(|&&f| f > 0).count() >= 4, "{fired:?}");
+    }
+
+    #[test]
+    fn batches_without_a_live_map_count_nothing_and_the_live_list_restarts() {
+        // The counting kernel runs on the live maps alone (an indirect dispatch
+        // sized on the device): a batch where no map exceeds its threshold must
+        // dispatch nothing, and each batch's list of live maps must start empty,
+        // whatever the batch before it held.
+        let mut rng = Rng::new(12);
+        let cfg = config(3, Upsample::half_pixel(7, 7, 28, 28), 4);
+        let thresholds = [0.5, 0.6, 0.7];
+        let dead = |n: u32| vec![-1.0; (n * 3 * 49) as usize];
+        let live = |rng: &mut Rng, n: u32| rng.floats((n * 3 * 49) as usize, -1.0, 1.0);
+        let batches = vec![
+            (dead(2), random_labels(&mut rng, &cfg, 2)),
+            (live(&mut rng, 4), random_labels(&mut rng, &cfg, 4)),
+            (dead(3), random_labels(&mut rng, &cfg, 3)),
+            (live(&mut rng, 1), random_labels(&mut rng, &cfg, 1)),
+        ];
+        let got = check(&cfg, &batches, &thresholds);
+        assert!(
+            got.unit_pixels.iter().all(|&p| p > 0),
+            "{:?}",
+            got.unit_pixels
+        );
+        let only_dead = check(&cfg, &[batches[0].clone()], &thresholds);
+        assert!(only_dead.unit_pixels.iter().all(|&p| p == 0));
     }
 
     #[test]

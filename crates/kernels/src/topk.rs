@@ -5,7 +5,7 @@
 //! largest maxima, ties broken by the lower image index; that is the order [`TopK::read`] returns.
 
 use crate::error::KernelError;
-use crate::gpu::{ActivationView, Gpu, dispatch, linear_groups, view_entry, whole};
+use crate::gpu::{ActivationView, Gpu, dispatch, lanes_for, linear_groups, view_entry, whole};
 use crate::registry::TOPK;
 
 #[repr(C)]
@@ -17,7 +17,9 @@ struct Params {
     plane: u32,
     k: u32,
     first_image: u32,
-    pad: [u32; 2],
+    /// Invocations per map in `image_max`, a power of two up to 256, and its log2.
+    lanes: u32,
+    lane_shift: u32,
 }
 
 /// The per-(image, unit) maxima of one batch, image-major, on the device.
@@ -49,6 +51,7 @@ impl ImageMax {
             });
         }
         let buffer = gpu.storage("image-max", n as u64 * c as u64 * 4);
+        let (lanes, lane_shift) = lanes_for(h * w);
         let params = gpu.uniform(
             "image-max-params",
             &Params {
@@ -58,7 +61,8 @@ impl ImageMax {
                 plane: h * w,
                 k: 0,
                 first_image: 0,
-                pad: [0; 2],
+                lanes,
+                lane_shift,
             },
         );
         let pipeline = gpu.pipeline(TOPK, "image_max");
@@ -71,7 +75,7 @@ impl ImageMax {
                 view_entry(1, view, &bound),
                 whole(2, &buffer),
             ],
-            linear_groups(n as u64 * c as u64, 1),
+            linear_groups(n as u64 * c as u64, u64::from(256 / lanes)),
         );
         Ok(ImageMax {
             buffer,
@@ -156,7 +160,8 @@ impl TopK {
                     plane: 1,
                     k: self.k,
                     first_image,
-                    pad: [0; 2],
+                    lanes: 1,
+                    lane_shift: 0,
                 },
             );
             let pipeline = gpu.pipeline(TOPK, "merge_top");
@@ -208,6 +213,8 @@ mod tests {
             [2, 2048, 1, 2],
             [1, 2, 56, 56],
             [2, 3, 17, 19],
+            [5, 7, 3, 3],
+            [3, 300, 2, 2],
         ] {
             let mut data = rng.floats(shape.iter().product::<u32>() as usize, -2.0, 2.0);
             let specials = [f32::NAN, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::MAX];
