@@ -4,8 +4,9 @@
 // Each unit keeps candidate keys (the order-preserving keys of quantile.wgsl: NaN lowest, -0.0 equal
 // to +0.0) in its own slice of `cand`. `collect` (once per batch) appends every key of the batch
 // that is above the unit's floor, or every key while the unit has none (in no set order: the
-// select does not depend on it). `compact` (after every
-// batch) leaves units with fewer than 2r candidates alone; for the others, one workgroup per unit
+// select does not depend on it). `compact` (after every batch) runs on the units whose candidates
+// reached 2r in the batch, which `collect` lists in `pending` (an indirect dispatch sized by
+// `compact_dispatch`, so the other units cost no workgroup); for each, one workgroup
 // finds the r-th largest candidate T by a radix select in workgroup memory (11, 11 and 10 bits),
 // keeps the candidates above T and as many copies of T as make r, and sets the floor to T. Keys at
 // or below a floor can never be the r-th largest of the unit (r kept keys are at or above it), so
@@ -21,6 +22,9 @@
 //   3: state       u32 [n_units * 3]: candidate count, floor set (0/1), floor key
 //   4: scratch     u32 [n_units * rank] kept keys during compaction
 //   5: thresholds  f32 [n_units]
+//   6: pending     u32 [1 + n_units]: how many units reached 2r in the batch (cleared before
+//                  `collect`), then those units
+//   7: compact_args u32 [3]: the indirect workgroup counts of `compact`
 
 struct Params {
     elem_offset: u32,
@@ -56,6 +60,25 @@ var<storage, read_write> scratch: array<u32>;
 @group(0)
 @binding(5)
 var<storage, read_write> thresholds: array<f32>;
+
+@group(0)
+@binding(6)
+var<storage, read_write> pending: array<atomic<u32>>;
+
+@group(0)
+@binding(7)
+var<storage, read_write> compact_args: array<u32>;
+
+// Takes note of a reservation of `m` slots from `old` on: the one that brings the unit's count to
+// 2r puts the unit on the list `compact` runs on (counts only grow within a batch, and start it
+// below 2r, so each unit is listed at most once).
+fn reserved(unit: u32, old: u32, m: u32) {
+    let full = 2u * params.rank;
+    if old < full && m >= full - old {
+        let at = atomicAdd(&pending[0], 1u);
+        atomicStore(&pending[1u + at], unit);
+    }
+}
 
 // Keys a workgroup of `collect` stages in workgroup memory, to reserve their slots in `cand` with one
 // atomic on the unit's count instead of one each (past that, one each).
@@ -95,7 +118,9 @@ fn collect(
     if !has_floor {
         // Every key is a candidate: one reservation for the whole group, element j at slot j.
         if li == 0u {
-            stage_base = atomicAdd(&state[3u * unit], total);
+            let old = atomicAdd(&state[3u * unit], total);
+            reserved(unit, old, total);
+            stage_base = old;
         }
         let base = workgroupUniformLoad(&stage_base);
         for (var j = li; j < total; j = j + 256u) {
@@ -128,6 +153,7 @@ fn collect(
                 stage[at] = key;
             } else {
                 let slot = atomicAdd(&state[3u * unit], 1u);
+                reserved(unit, slot, 1u);
                 if slot < params.cap {
                     cand[cand_base + slot] = key;
                 }
@@ -145,7 +171,9 @@ fn collect(
         let n = min(atomicLoad(&stage_n), STAGE);
         stage_len = n;
         if n != 0u {
-            stage_base = atomicAdd(&state[3u * unit], n);
+            let old = atomicAdd(&state[3u * unit], n);
+            reserved(unit, old, n);
+            stage_base = old;
         }
     }
     let n = workgroupUniformLoad(&stage_len);
@@ -163,6 +191,7 @@ const BINS: u32 = 2048u;
 var<workgroup> hist: array<atomic<u32>, 2048>;
 var<workgroup> scan: array<u32, 256>;
 var<workgroup> wg_n: u32;
+var<workgroup> wg_unit: u32;
 var<workgroup> wg_prefix: u32;
 var<workgroup> wg_remaining: u32;
 var<workgroup> wg_kept: atomic<u32>;
@@ -174,15 +203,25 @@ fn compact(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
-    let unit = wg.y * nwg.x + wg.x;
+    // After a batch, one workgroup per listed unit (an indirect dispatch); with params.last, one
+    // per unit.
+    let linear = wg.y * nwg.x + wg.x;
     if li == 0u {
         var n = 0u;
+        var unit = linear;
+        if params.last == 0u {
+            unit = params.n_units;
+            if linear < atomicLoad(&pending[0]) {
+                unit = atomicLoad(&pending[1u + linear]);
+            }
+        }
         if unit < params.n_units {
             n = min(atomicLoad(&state[3u * unit]), params.cap);
             if params.last == 0u && n < 2u * params.rank {
                 n = 0u;
             }
         }
+        wg_unit = unit;
         wg_n = n;
         wg_prefix = 0u;
         wg_remaining = params.rank;
@@ -192,6 +231,7 @@ fn compact(
     if n == 0u {
         return;
     }
+    let unit = wg_unit;
     let base = unit * params.cap;
     // Three rounds of radix select: digits of 11, 11 and 10 bits, most significant first.
     for (var round = 0u; round < 3u; round = round + 1u) {
@@ -290,4 +330,14 @@ fn compact(
         atomicStore(&state[3u * unit + 1u], 1u);
         atomicStore(&state[3u * unit + 2u], t);
     }
+}
+
+@compute @workgroup_size(1)
+fn compact_dispatch() {
+    // x at most 65535 (the dispatch limit), y the rest; compact skips indices past the list.
+    let listed = atomicLoad(&pending[0]);
+    let x = min(listed, 65535u);
+    compact_args[0] = x;
+    compact_args[1] = select(0u, (listed + x - 1u) / x, x != 0u);
+    compact_args[2] = 1u;
 }

@@ -8,7 +8,9 @@
 //! the most values of one unit in a batch. Nothing is read back but the thresholds.
 
 use crate::error::KernelError;
-use crate::gpu::{ActivationView, Gpu, dispatch, linear_groups, view_entry, whole};
+use crate::gpu::{
+    ActivationView, Gpu, dispatch, dispatch_indirect, linear_groups, view_entry, whole,
+};
 use crate::quantile::rank_from_top;
 use crate::registry::SELECT;
 
@@ -46,6 +48,10 @@ pub struct RankSelect {
     state: wgpu::Buffer,
     scratch: wgpu::Buffer,
     thresholds: wgpu::Buffer,
+    /// The units whose candidates reached `2r` in the batch (a count, then
+    /// the units), and the indirect workgroup counts `compact` runs with.
+    pending: wgpu::Buffer,
+    compact_args: wgpu::Buffer,
 }
 
 impl RankSelect {
@@ -141,6 +147,13 @@ impl RankSelect {
                 u64::from(n_units) * rank.min(values_per_unit) * 4,
             ),
             thresholds: gpu.storage("select-thresholds", u64::from(n_units) * 4),
+            pending: gpu.storage("select-pending", (u64::from(n_units) + 1) * 4),
+            compact_args: gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("select-compact-args"),
+                size: 12,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::INDIRECT,
+                mapped_at_creation: false,
+            }),
         })
     }
 
@@ -157,20 +170,37 @@ impl RankSelect {
         }
     }
 
-    fn compact(&self, gpu: &Gpu, encoder: &mut wgpu::CommandEncoder, params: &wgpu::Buffer) {
+    /// Records `compact`: over every unit with `params.last`, else over the
+    /// units `collect` listed, sized on the device.
+    fn compact(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        params: &wgpu::Buffer,
+        last: bool,
+    ) {
+        let entries = [
+            whole(0, params),
+            whole(2, &self.cand),
+            whole(3, &self.state),
+            whole(4, &self.scratch),
+            whole(5, &self.thresholds),
+            whole(6, &self.pending),
+        ];
+        let pipeline = gpu.pipeline(SELECT, "compact");
+        if last {
+            let groups = linear_groups(u64::from(self.n_units), 1);
+            dispatch(gpu, encoder, &pipeline, &entries, groups);
+            return;
+        }
         dispatch(
             gpu,
             encoder,
-            &gpu.pipeline(SELECT, "compact"),
-            &[
-                whole(0, params),
-                whole(2, &self.cand),
-                whole(3, &self.state),
-                whole(4, &self.scratch),
-                whole(5, &self.thresholds),
-            ],
-            linear_groups(u64::from(self.n_units), 1),
+            &gpu.pipeline(SELECT, "compact_dispatch"),
+            &[whole(6, &self.pending), whole(7, &self.compact_args)],
+            [1, 1, 1],
         );
+        dispatch_indirect(gpu, encoder, &pipeline, &entries, &self.compact_args);
     }
 
     /// Adds one batch and submits it (one submission: collect, then compact).
@@ -207,6 +237,7 @@ impl RankSelect {
         let groups = [n.div_ceil(params.group_images), self.n_units, 1];
         let params = gpu.uniform("select-params", &params);
         gpu.record(|encoder| {
+            encoder.clear_buffer(&self.pending, 0, Some(4));
             dispatch(
                 gpu,
                 encoder,
@@ -216,10 +247,11 @@ impl RankSelect {
                     view_entry(1, view, &bound),
                     whole(2, &self.cand),
                     whole(3, &self.state),
+                    whole(6, &self.pending),
                 ],
                 groups,
             );
-            self.compact(gpu, encoder, &params);
+            self.compact(gpu, encoder, &params, false);
         });
         Ok(())
     }
@@ -234,7 +266,7 @@ impl RankSelect {
         }
         let params = gpu.uniform("select-params", &self.params(0, 0, 1, true));
         gpu.record(|encoder| {
-            self.compact(gpu, encoder, &params);
+            self.compact(gpu, encoder, &params, true);
         });
         self.done = true;
         Ok(())
