@@ -1170,6 +1170,8 @@ mod tests {
                 Upsample::affine(7, 7, 60, 61, CENTRES_3_5_BY_8, CENTRES_3_5_BY_8),
             ),
             (2, Upsample::half_pixel(100, 3, 50, 9)),
+            // More than 128 seg columns: several workgroups per live map.
+            (2, Upsample::half_pixel(7, 7, 20, 300)),
         ] {
             let cfg = config(n_units, up, 3);
             // Noise in [-1, 1) and one bump of height 2 per map: only cells

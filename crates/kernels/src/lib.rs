@@ -131,10 +131,12 @@ pub(crate) mod testutil {
             (0.5, 4, [2, 2], vec![3, 3]),
             (0.999, 1, [4, 4], vec![2, 7]),
             (0.0, 300, [2, 3], vec![2, 2]),
-            // Maps larger than a workgroup's step (several blocks per map), and groups of many
-            // small maps with a partial last group.
+            // Maps larger than a workgroup's step, and groups of many small maps, the last
+            // partial.
             (0.01, 2, [17, 19], vec![9, 3, 12]),
             (0.01, 2, [2, 3], vec![400, 7, 700]),
+            // A batch of several groups once the floor is set.
+            (0.01, 2, [2, 3], vec![400, 3000]),
             // A floor low enough that more keys pass it in one workgroup than it stages.
             (0.3, 1, [64, 64], vec![1, 3, 2]),
         ] {
@@ -176,6 +178,19 @@ pub(crate) mod testutil {
             units: 1,
             plane: [2, 2],
             batches: vec![vec![f32::NAN; 8]],
+        });
+        // Every key of the second batch beats the floor the first set: a workgroup stages 2048
+        // and reserves the rest one by one, and one of those brings the count to 2r. Had that
+        // not listed the unit for compaction, the third batch would overflow its candidates.
+        cases.push(RankCase {
+            q: 0.001,
+            units: 1,
+            plane: [64, 64],
+            batches: vec![
+                rng.floats(4096, -3.0, -2.0),
+                rng.floats(8192, 0.0, 1.0),
+                rng.floats(8192, 1.0, 2.0),
+            ],
         });
         cases
     }

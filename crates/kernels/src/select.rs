@@ -118,7 +118,8 @@ impl RankSelect {
         if cand_bytes > max
             || cap > u64::from(u32::MAX)
             || values_per_unit > u64::from(u32::MAX)
-            || rank > u64::from(u32::MAX)
+            // The shaders compare counts with 2r in u32.
+            || 2 * rank > u64::from(u32::MAX)
         {
             return Err(KernelError::Config(format!(
                 "{n_units} units need {cand_bytes} bytes of threshold candidates, above the device \
@@ -232,9 +233,17 @@ impl RankSelect {
                 limit: u64::from(u32::MAX),
             });
         }
-        self.seen += per_unit;
         let params = self.params(bound.elem_offset, n, h * w, false);
         let groups = [n.div_ceil(params.group_images), self.n_units, 1];
+        let max_groups = gpu.device.limits().max_compute_workgroups_per_dimension;
+        if groups[0] > max_groups {
+            return Err(KernelError::Overflow {
+                what: "rank-select workgroups per unit of a batch",
+                value: u64::from(groups[0]),
+                limit: u64::from(max_groups),
+            });
+        }
+        self.seen += per_unit;
         let params = gpu.uniform("select-params", &params);
         gpu.record(|encoder| {
             encoder.clear_buffer(&self.pending, 0, Some(4));

@@ -215,6 +215,8 @@ mod tests {
             [2, 3, 17, 19],
             [5, 7, 3, 3],
             [3, 300, 2, 2],
+            // 4 invocations per map, 64 maps per workgroup, three workgroups, the last partial.
+            [4, 40, 7, 7],
         ] {
             let mut data = rng.floats(shape.iter().product::<u32>() as usize, -2.0, 2.0);
             let specials = [f32::NAN, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::MAX];
