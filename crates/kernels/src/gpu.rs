@@ -368,15 +368,13 @@ pub(crate) fn view_entry<'a>(
     }
 }
 
-/// Records one dispatch of `pipeline` with `entries` as bind group 0 over `groups` workgroups,
-/// splitting counts above the per-dimension limit into a second dimension.
-pub(crate) fn dispatch(
+/// Opens a compute pass on `encoder` with `pipeline` and `entries` as bind group 0.
+fn begin_pass<'e>(
     gpu: &Gpu,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &'e mut wgpu::CommandEncoder,
     pipeline: &wgpu::ComputePipeline,
     entries: &[wgpu::BindGroupEntry<'_>],
-    groups: [u32; 3],
-) {
+) -> wgpu::ComputePass<'e> {
     let layout = pipeline.get_bind_group_layout(0);
     let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
         label: None,
@@ -386,7 +384,20 @@ pub(crate) fn dispatch(
     let mut pass = encoder.begin_compute_pass(&Default::default());
     pass.set_pipeline(pipeline);
     pass.set_bind_group(0, &bind_group, &[]);
-    pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+    pass
+}
+
+/// Records one dispatch of `pipeline` with `entries` as bind group 0 over `groups` workgroups,
+/// splitting counts above the per-dimension limit into a second dimension.
+pub(crate) fn dispatch(
+    gpu: &Gpu,
+    encoder: &mut wgpu::CommandEncoder,
+    pipeline: &wgpu::ComputePipeline,
+    entries: &[wgpu::BindGroupEntry<'_>],
+    groups: [u32; 3],
+) {
+    begin_pass(gpu, encoder, pipeline, entries)
+        .dispatch_workgroups(groups[0], groups[1], groups[2]);
 }
 
 /// Records one indirect dispatch of `pipeline`: its workgroup counts are the three u32 at the start
@@ -398,16 +409,7 @@ pub(crate) fn dispatch_indirect(
     entries: &[wgpu::BindGroupEntry<'_>],
     args: &wgpu::Buffer,
 ) {
-    let layout = pipeline.get_bind_group_layout(0);
-    let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: None,
-        layout: &layout,
-        entries,
-    });
-    let mut pass = encoder.begin_compute_pass(&Default::default());
-    pass.set_pipeline(pipeline);
-    pass.set_bind_group(0, &bind_group, &[]);
-    pass.dispatch_workgroups_indirect(args, 0);
+    begin_pass(gpu, encoder, pipeline, entries).dispatch_workgroups_indirect(args, 0);
 }
 
 /// `(lanes, log2 lanes)` for the kernels that give each map of `plane` values a power of two of
