@@ -225,12 +225,10 @@ fn mark_live(
 
 @compute @workgroup_size(1)
 fn live_dispatch() {
-    // x at most 65535 (the dispatch limit), y the rest; count_pixels skips indices past the end.
-    let total = atomicLoad(&live_maps[0]) * params.col_blocks;
-    let x = min(total, 65535u);
-    live_args[0] = x;
-    live_args[1] = select(0u, (total + x - 1u) / x, x != 0u);
-    live_args[2] = 1u;
+    let counts = indirect_counts(atomicLoad(&live_maps[0]) * params.col_blocks);
+    live_args[0] = counts.x;
+    live_args[1] = counts.y;
+    live_args[2] = counts.z;
 }
 
 // Whether source indices `i0`, `i1` (rows or columns) touch a live one of `bits`.

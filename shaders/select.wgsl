@@ -13,7 +13,8 @@
 // the r-th largest of the candidates is always that of everything seen. With `params.last` set,
 // `compact` selects for every unit and writes T as the unit's threshold.
 //
-// key_of and value_of come from keys.wgsl, which the registry prepends.
+// key_of and value_of come from keys.wgsl, indirect_counts from indirect.wgsl; the registry
+// prepends both.
 //
 // Bindings (group 0):
 //   0: params      uniform Params
@@ -334,10 +335,8 @@ fn compact(
 
 @compute @workgroup_size(1)
 fn compact_dispatch() {
-    // x at most 65535 (the dispatch limit), y the rest; compact skips indices past the list.
-    let listed = atomicLoad(&pending[0]);
-    let x = min(listed, 65535u);
-    compact_args[0] = x;
-    compact_args[1] = select(0u, (listed + x - 1u) / x, x != 0u);
-    compact_args[2] = 1u;
+    let counts = indirect_counts(atomicLoad(&pending[0]));
+    compact_args[0] = counts.x;
+    compact_args[1] = counts.y;
+    compact_args[2] = counts.z;
 }

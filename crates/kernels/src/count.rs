@@ -597,12 +597,7 @@ impl Counter {
             batch_units: gpu.storage("count-batch-units", config.max_images as u64 * u * 8),
             live: gpu.storage("count-live", config.max_images as u64 * u * 8),
             live_maps: gpu.storage("count-live-maps", (config.max_images as u64 * u + 1) * 4),
-            live_args: gpu.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("count-live-args"),
-                size: 12,
-                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::INDIRECT,
-                mapped_at_creation: false,
-            }),
+            live_args: gpu.indirect_args("count-live-args"),
             pending: 0,
             fold_limit: u64::from(u32::MAX),
             recorded_in: None,

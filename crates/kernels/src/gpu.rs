@@ -175,6 +175,17 @@ impl Gpu {
         })
     }
 
+    /// The three u32 workgroup counts of an indirect dispatch, written by a kernel (as storage)
+    /// before the dispatch that reads them.
+    pub(crate) fn indirect_args(&self, label: &str) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: 12,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::INDIRECT,
+            mapped_at_creation: false,
+        })
+    }
+
     /// A storage buffer holding `data` (padded to at least 4 bytes).
     pub(crate) fn storage_init<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> wgpu::Buffer {
         let buffer = self.storage(label, std::mem::size_of_val(data) as u64);

@@ -15,14 +15,16 @@ pub const SELECT: &str = "select";
 
 /// The file of the shared key functions (not a shader of its own).
 pub const KEYS_PART: &str = "keys.wgsl";
+/// The file of the shared indirect-dispatch sizing (not a shader of its own).
+pub const INDIRECT_PART: &str = "indirect.wgsl";
 
-/// A shader that selects by rank: `shaders/keys.wgsl` (the order-preserving
-/// float keys), then the file itself.
-macro_rules! with_keys {
-    ($file:literal) => {
+/// A shader made of the parts named first (files of `shaders/` that are not
+/// shaders of their own, such as `keys.wgsl`, the order-preserving float
+/// keys), then the file itself.
+macro_rules! with_parts {
+    ($($part:literal),+ ; $file:literal) => {
         concat!(
-            include_str!("../../../shaders/keys.wgsl"),
-            "\n",
+            $(include_str!(concat!("../../../shaders/", $part)), "\n",)+
             include_str!(concat!("../../../shaders/", $file))
         )
     };
@@ -31,10 +33,13 @@ macro_rules! with_keys {
 /// Every shader, by name (its file is `shaders/<name>.wgsl`).
 pub const SHADERS: &[(&str, &str)] = &[
     (SMOKE, include_str!("../../../shaders/smoke.wgsl")),
-    (QUANTILE, with_keys!("quantile.wgsl")),
-    (TOPK, with_keys!("topk.wgsl")),
-    (COUNT, include_str!("../../../shaders/count.wgsl")),
-    (SELECT, with_keys!("select.wgsl")),
+    (QUANTILE, with_parts!("keys.wgsl"; "quantile.wgsl")),
+    (TOPK, with_parts!("keys.wgsl"; "topk.wgsl")),
+    (COUNT, with_parts!("indirect.wgsl"; "count.wgsl")),
+    (
+        SELECT,
+        with_parts!("keys.wgsl", "indirect.wgsl"; "select.wgsl"),
+    ),
 ];
 
 /// The WGSL source of shader `name`, if registered.
@@ -98,15 +103,21 @@ mod tests {
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
         on_disk.sort();
-        // keys.wgsl is a part that the rank-selecting shaders start with.
+        // keys.wgsl and indirect.wgsl are parts that other shaders start with.
         let mut registered: Vec<String> = SHADERS
             .iter()
             .map(|(n, _)| format!("{n}.wgsl"))
-            .chain([KEYS_PART.to_string()])
+            .chain([KEYS_PART.to_string(), INDIRECT_PART.to_string()])
             .collect();
         registered.sort();
         for name in [QUANTILE, TOPK, SELECT] {
             assert!(source(name).unwrap().contains("fn key_of"), "{name}");
+        }
+        for name in [COUNT, SELECT] {
+            assert!(
+                source(name).unwrap().contains("fn indirect_counts"),
+                "{name}"
+            );
         }
         assert_eq!(on_disk, registered);
     }

@@ -149,12 +149,7 @@ impl RankSelect {
             ),
             thresholds: gpu.storage("select-thresholds", u64::from(n_units) * 4),
             pending: gpu.storage("select-pending", (u64::from(n_units) + 1) * 4),
-            compact_args: gpu.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("select-compact-args"),
-                size: 12,
-                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::INDIRECT,
-                mapped_at_creation: false,
-            }),
+            compact_args: gpu.indirect_args("select-compact-args"),
         })
     }
 
