@@ -48,6 +48,14 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The CPU backend's convolutions per ResNet-18 shape, Burn's against
+    /// ours (release build); writes target/bench/conv.md. Arguments go to
+    /// `netdissect-dev bench-conv` (`--batch`, `--reps`, `--forward`,
+    /// `--torch /tmp/peers/venv/bin/python` to add PyTorch).
+    BenchConv {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// The formula search's cost beyond the dissection and its gains
     /// (release build, CPU backend): the default model, and ResNet-18
     /// layer4 over 1500 generated images; writes target/bench/formulas.md.
@@ -95,6 +103,7 @@ fn main() -> Result<()> {
             adapter::ensure()?;
             devtools("bench", &args)
         }
+        Cmd::BenchConv { args } => devtools("bench-conv", &args),
         Cmd::BenchFormulas { args } => devtools("bench-formulas", &args),
         Cmd::GpuCheck { args } => {
             adapter::ensure()?;

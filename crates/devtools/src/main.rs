@@ -3,6 +3,7 @@
 //! so that xtask itself builds in seconds and shares no build with Burn.
 
 mod bench;
+mod conv_bench;
 mod formulas;
 mod gpu_check;
 mod train;
@@ -23,6 +24,9 @@ struct Cli {
 enum Cmd {
     /// Benchmarks: throughput, stage shares, memory, CPU vs device baselines.
     Bench(bench::BenchArgs),
+    /// The CPU backend's convolutions per ResNet-18 shape, Burn's against ours
+    /// (and PyTorch's with `--torch`), and with `--forward` whole forward passes.
+    BenchConv(conv_bench::ConvArgs),
     /// The formula search's cost beyond the dissection, and its gains.
     BenchFormulas(formulas::FormulaArgs),
     /// The prepared check for a machine with a GPU: adapters, parity of
@@ -43,6 +47,7 @@ enum Cmd {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Cmd::Bench(args) => bench::bench(args),
+        Cmd::BenchConv(args) => conv_bench::bench_conv(args),
         Cmd::BenchFormulas(args) => formulas::bench_formulas(args),
         Cmd::GpuCheck(args) => gpu_check::gpu_check(args),
         Cmd::TrainDefault {

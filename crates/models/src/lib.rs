@@ -4,13 +4,17 @@
 //! - [`Model`]: weights on a device; [`Model::forward_taps`] returns chosen layer activations.
 //! - [`StateDict`], [`SyntheticWeights`]: where weights come from.
 //! - [`tiny`]: `tiny-resnet`, the embedded default model, with seeded init and export.
+//! - [`folded`]: BatchNorm-folded, epilogue-fused convolutions for inference on every
+//!   backend, running the `conv` crate's own kernels on the CPU.
 //! - [`gpu`]: Burn's wgpu device/queue and zero-copy access to a tensor's buffer.
 
 pub mod arch;
 pub mod error;
 pub mod explain;
+pub mod folded;
 pub mod geometry;
 pub mod gpu;
+mod inference;
 pub mod model;
 pub mod nets;
 pub mod tiny;

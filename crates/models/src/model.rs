@@ -9,6 +9,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::arch::{Arch, TapId, TapInfo};
 use crate::error::ModelError;
+use crate::inference::Folded;
 use crate::nets::{Collector, Net};
 use crate::weights::{Builder, ParamSource, StateDict, SyntheticWeights};
 
@@ -37,6 +38,8 @@ pub struct Model {
     arch: Arch,
     num_classes: usize,
     net: Net,
+    /// The inference form of `net` (BatchNorm folded, epilogues fused), where it has one.
+    folded: Option<Folded>,
 }
 
 impl fmt::Debug for Model {
@@ -74,11 +77,7 @@ impl Model {
                 problems: builder.bad_values,
             });
         }
-        Ok(Model {
-            arch,
-            num_classes,
-            net,
-        })
+        Ok(Model::from_net(arch, num_classes, net))
     }
 
     /// A deterministic untrained model ([`SyntheticWeights`]), for tests and demos.
@@ -132,11 +131,7 @@ impl Model {
                 problems: bad_values,
             });
         }
-        Ok(Model {
-            arch,
-            num_classes,
-            net,
-        })
+        Ok(Model::from_net(arch, num_classes, net))
     }
 
     pub fn arch(&self) -> Arch {
@@ -172,7 +167,27 @@ impl Model {
         Model {
             arch,
             num_classes,
+            folded: Folded::build(&net),
             net,
+        }
+    }
+
+    /// Like [`Model::from_net`], but always running the module tree as it is (no BatchNorm
+    /// folded, Burn's convolutions): the baseline for benchmarks and tests.
+    pub fn from_net_unfolded(arch: Arch, num_classes: usize, net: Net) -> Model {
+        Model {
+            arch,
+            num_classes,
+            folded: None,
+            net,
+        }
+    }
+
+    /// Runs the trunk: the inference form where there is one, else the module tree.
+    fn trunk(&self, input: Tensor<4>, collector: &mut Collector) -> Option<Tensor<4>> {
+        match &self.folded {
+            Some(folded) => folded.trunk(&self.net, input, collector),
+            None => self.net.trunk(input, collector),
         }
     }
 
@@ -218,7 +233,7 @@ impl Model {
         let deepest = wanted.iter().copied().max().unwrap_or(0);
         self.check_input(&input, &all[deepest])?;
         let mut collector = Collector::new(wanted);
-        let _ = self.net.trunk(input, &mut collector);
+        let _ = self.trunk(input, &mut collector);
         collector
             .slots
             .into_iter()
@@ -240,14 +255,13 @@ impl Model {
             self.check_input(&input, last)?;
         }
         let mut collector = Collector::new(Vec::new());
-        let features =
-            self.net
-                .trunk(input, &mut collector)
-                .ok_or_else(|| ModelError::BadInput {
-                    arch: self.arch.name().to_string(),
-                    shape: Vec::new(),
-                    reason: "the forward pass stopped early".into(),
-                })?;
+        let features = self
+            .trunk(input, &mut collector)
+            .ok_or_else(|| ModelError::BadInput {
+                arch: self.arch.name().to_string(),
+                shape: Vec::new(),
+                reason: "the forward pass stopped early".into(),
+            })?;
         Ok(self.net.head(features))
     }
 

@@ -47,6 +47,20 @@ impl Collector {
         }
         self.deepest.is_some_and(|d| here >= d)
     }
+
+    /// Whether the tap `ahead` positions after the next one is wanted.
+    pub(crate) fn wants(&self, ahead: usize) -> bool {
+        self.wanted.contains(&(self.next + ahead))
+    }
+
+    /// Passes the next position, which is not wanted, without its activation; reports
+    /// whether the forward pass may stop.
+    pub(crate) fn skip(&mut self) -> bool {
+        debug_assert!(!self.wants(0), "a wanted tap was skipped");
+        let here = self.next;
+        self.next += 1;
+        self.deepest.is_some_and(|d| here >= d)
+    }
 }
 
 /// Visits a tap; returns from the enclosing forward when nothing deeper is wanted.
@@ -57,6 +71,7 @@ macro_rules! tap {
         }
     };
 }
+pub(crate) use tap;
 
 fn max_pool(kernel: usize, stride: usize, padding: usize) -> MaxPool2d {
     MaxPool2dConfig::new([kernel, kernel])
@@ -258,6 +273,17 @@ pub enum Layer {
     MaxPool(MaxPool2d),
 }
 
+impl Layer {
+    pub(crate) fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        match self {
+            Layer::Conv(conv) => conv.forward(x),
+            Layer::Bn(bn) => bn.forward(x),
+            Layer::Relu(_) => relu(x),
+            Layer::MaxPool(pool) => pool.forward(x),
+        }
+    }
+}
+
 /// torchvision AlexNet and VGG: `features`, an adaptive average pool, and a three-layer
 /// `classifier`.
 #[derive(Module, Debug)]
@@ -336,12 +362,7 @@ impl Plain {
 
     pub(crate) fn trunk(&self, mut x: Tensor<4>, c: &mut Collector) -> Option<Tensor<4>> {
         for layer in &self.features {
-            x = match layer {
-                Layer::Conv(conv) => conv.forward(x),
-                Layer::Bn(bn) => bn.forward(x),
-                Layer::Relu(_) => relu(x),
-                Layer::MaxPool(pool) => pool.forward(x),
-            };
+            x = layer.forward(x);
             tap!(c, x);
         }
         Some(x)

@@ -1,0 +1,131 @@
+//! The CPU convolutions against a plain f64 convolution, on random
+//! values and awkward shapes: maps that are not a multiple of the tile, one channel, batch
+//! one, 7x7 and smaller maps, padding 0 and 2, with and without each part of the epilogue.
+
+use super::testing::{cases, values, worst};
+use super::*;
+
+fn epilogues<'a>(bias: &'a [f32], residual: &'a [f32]) -> Vec<Epilogue<'a>> {
+    vec![
+        Epilogue::default(),
+        Epilogue {
+            bias: Some(bias),
+            residual: None,
+            relu: true,
+        },
+        Epilogue {
+            bias: Some(bias),
+            residual: Some(residual),
+            relu: true,
+        },
+        Epilogue {
+            bias: None,
+            residual: Some(residual),
+            relu: false,
+        },
+    ]
+}
+
+#[test]
+fn winograd_matches_the_f64_reference() {
+    for tile in [Tile::F2, Tile::F4] {
+        let mut max_err = 0.0f64;
+        for (i, case) in cases().iter().enumerate() {
+            let ImageShape { c, .. } = case.shape;
+            let k = case.out_ch;
+            let x = values(i as u64, case.shape.len());
+            let weight = values(100 + i as u64, k * c * 9);
+            let conv = Winograd::new(&weight, k, c, case.padding, tile);
+            let ImageShape { n, h, w, .. } = case.shape;
+            let [ho, wo] = conv.output_size(h, w).unwrap();
+            let bias = values(200 + i as u64, k);
+            let residual = values(300 + i as u64, n * k * ho * wo);
+            for epilogue in epilogues(&bias, &residual) {
+                let got = conv.run(&x, case.shape, &epilogue);
+                let (want, scale) = reference(
+                    &x,
+                    case.shape,
+                    &weight,
+                    Spec {
+                        out_ch: k,
+                        kernel: 3,
+                        stride: 1,
+                        padding: case.padding,
+                    },
+                    &epilogue,
+                );
+                let err = worst(&got, &want, &scale);
+                assert!(
+                    err <= winograd::tolerance(tile),
+                    "{tile:?} case {i}: error {err:e} over the bound"
+                );
+                max_err = max_err.max(err);
+            }
+        }
+        println!("{tile:?}: worst error {max_err:e} of the sum of |products|");
+    }
+}
+
+#[test]
+fn pointwise_matches_the_f64_reference() {
+    for stride in [1, 2, 3] {
+        for (i, case) in cases().iter().enumerate() {
+            let ImageShape { n, c, h, w } = case.shape;
+            let k = case.out_ch;
+            let x = values(i as u64, case.shape.len());
+            let weight = values(100 + i as u64, k * c);
+            let conv = Pointwise::new(&weight, k, c, stride);
+            let [ho, wo] = conv.output_size(h, w);
+            let bias = values(200 + i as u64, k);
+            let residual = values(300 + i as u64, n * k * ho * wo);
+            for epilogue in epilogues(&bias, &residual) {
+                let got = conv.run(&x, case.shape, &epilogue);
+                let (want, scale) = reference(
+                    &x,
+                    case.shape,
+                    &weight,
+                    Spec {
+                        out_ch: k,
+                        kernel: 1,
+                        stride,
+                        padding: 0,
+                    },
+                    &epilogue,
+                );
+                let err = worst(&got, &want, &scale);
+                // A plain f32 dot product of C terms: C units of roundoff at worst.
+                assert!(err <= 1e-6, "stride {stride} case {i}: error {err:e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_large_map_crosses_blocks_and_tasks() {
+    // 56x56 with 64 channels: 196 F(4, 3) tiles per image, more than one block.
+    let shape = ImageShape {
+        n: 3,
+        c: 64,
+        h: 56,
+        w: 56,
+    };
+    let (k, c) = (64, 64);
+    let x = values(1, shape.len());
+    let weight = values(2, k * c * 9);
+    let conv = Winograd::new(&weight, k, c, 1, Tile::F4);
+    let got = conv.run(&x, shape, &Epilogue::default());
+    let (want, scale) = reference(
+        &x,
+        shape,
+        &weight,
+        Spec {
+            out_ch: k,
+            kernel: 3,
+            stride: 1,
+            padding: 1,
+        },
+        &Epilogue::default(),
+    );
+    let err = worst(&got, &want, &scale);
+    assert!(err <= winograd::tolerance(Tile::F4), "{err:e}");
+}
