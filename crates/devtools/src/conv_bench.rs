@@ -37,6 +37,10 @@ pub struct ConvArgs {
     /// Also time whole forward passes.
     #[arg(long)]
     forward: bool,
+    /// Time the forward passes on Burn's wgpu device instead (folding only: our CPU
+    /// kernels do not run there); the per-shape table stays on the CPU.
+    #[arg(long)]
+    wgpu: bool,
     #[arg(long, default_value = "target/bench/conv.md")]
     out: PathBuf,
 }
@@ -131,8 +135,14 @@ pub fn bench_conv(args: ConvArgs) -> Result<()> {
         md += "\n";
     }
     if args.forward {
+        let torch = torch.filter(|_| !args.wgpu);
+        let (device, place) = if args.wgpu {
+            (models::gpu::default_wgpu_device(), "wgpu")
+        } else {
+            (device.clone(), "CPU")
+        };
         md += &format!(
-            "\n# Forward passes, batch {b}, images/s\n\n| network | module tree (Burn) | ours | ours / Burn |{}\n|---|---|---|---|{}\n",
+            "\n# Forward passes on the {place} device, batch {b}, images/s\n\n| network | module tree (Burn) | ours | ours / Burn |{}\n|---|---|---|---|{}\n",
             if torch.is_some() {
                 " torch | ours / torch |"
             } else {
@@ -140,7 +150,13 @@ pub fn bench_conv(args: ConvArgs) -> Result<()> {
             },
             if torch.is_some() { "---|---|" } else { "" },
         );
-        for (i, (arch, tap)) in FORWARDS.iter().enumerate() {
+        // lavapipe takes most of a second per ResNet-18 image: ResNet-18 alone there.
+        let nets = if args.wgpu {
+            &FORWARDS[..1]
+        } else {
+            &FORWARDS[..]
+        };
+        for (i, (arch, tap)) in nets.iter().enumerate() {
             let (burn, own) = forward_times(*arch, tap, b, args.reps, &device)?;
             let rate = |t: f64| b as f64 / t;
             md += &format!(
