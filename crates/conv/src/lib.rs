@@ -1,6 +1,7 @@
 //! The CPU backend's own convolutions, reached from the model code through Burn's
 //! primitive tensors (`models::folded`); this crate knows no Burn: Winograd `F(4, 3)`/`F(2, 3)` for 3x3 stride-1
-//! kernels ([`winograd`]) and a blocked matrix multiply for 1x1 kernels ([`Pointwise`]),
+//! kernels ([`winograd`]), a blocked matrix multiply for 1x1 kernels ([`Pointwise`]) and
+//! for every other square kernel over blocks of gathered patches ([`Im2col`]),
 //! each finishing with a fused epilogue (bias, residual add, ReLU) in the same pass that
 //! writes the output. Every other convolution stays Burn's.
 //!
@@ -9,11 +10,13 @@
 //! the model is loaded. [`reference`] is the plain f64 convolution the tests hold both to.
 
 mod gemm;
+mod im2col;
 pub mod winograd;
 
 use rayon::prelude::*;
 
 use gemm::{Mat, matmul};
+pub use im2col::Im2col;
 pub use winograd::{Tile, Winograd};
 
 /// An NCHW input's dimensions.

@@ -129,3 +129,57 @@ fn a_large_map_crosses_blocks_and_tasks() {
     let err = worst(&got, &want, &scale);
     assert!(err <= winograd::tolerance(Tile::F4), "{err:e}");
 }
+
+#[test]
+fn im2col_matches_the_f64_reference() {
+    // The stem's 7x7 at stride 2, 3x3 at stride 2, 5x5, and kernels whose padding is
+    // wider or narrower than their reach.
+    let specs = [
+        (7, 2, 3),
+        (3, 2, 1),
+        (5, 1, 2),
+        (3, 1, 0),
+        (1, 1, 1),
+        (3, 3, 2),
+    ];
+    for (i, case) in cases().iter().enumerate() {
+        let ImageShape { n, c, h, w } = case.shape;
+        let k = case.out_ch;
+        let x = values(i as u64, case.shape.len());
+        for (kernel, stride, padding) in specs {
+            let spec = Spec {
+                out_ch: k,
+                kernel,
+                stride,
+                padding,
+            };
+            let weight = values(100 + i as u64, k * c * kernel * kernel);
+            let conv = Im2col::new(&weight, c, spec);
+            let Some([ho, wo]) = conv.output_size(h, w) else {
+                continue;
+            };
+            let bias = values(200 + i as u64, k);
+            let residual = values(300 + i as u64, n * k * ho * wo);
+            for epilogue in epilogues(&bias, &residual) {
+                let got = conv.run(&x, case.shape, &epilogue);
+                let (want, scale) = reference(&x, case.shape, &weight, spec, &epilogue);
+                let err = worst(&got, &want, &scale);
+                // A plain f32 dot product of C·k² terms, blocked by gemm.
+                assert!(err <= 2e-6, "{spec:?} case {i}: error {err:e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_tile_needs_the_fewest_multiplies() {
+    // 7x7: four 4x4 tiles (4 x 36 multiplies) against sixteen 2x2 tiles (16 x 16).
+    assert_eq!(Tile::for_output(7, 7), Tile::F4);
+    assert_eq!(Tile::for_output(56, 56), Tile::F4);
+    assert_eq!(Tile::for_output(4, 4), Tile::F4);
+    // 6x6 and 5x5: 144 multiplies either way, and F(2, 3) is the more precise.
+    assert_eq!(Tile::for_output(6, 6), Tile::F2);
+    assert_eq!(Tile::for_output(5, 5), Tile::F2);
+    assert_eq!(Tile::for_output(2, 2), Tile::F2);
+    assert_eq!(Tile::for_output(1, 9), Tile::F2);
+}

@@ -18,29 +18,20 @@
 //! 4x fewer than direct) and `F(2, 3)` (α = 4), which wastes less of a small map and whose
 //! transforms lose less precision. Error: see [`tolerance`].
 
+use std::cell::RefCell;
+
 use rayon::prelude::*;
 
 use super::gemm::{Mat, matmul};
-use super::{Epilogue, ImageShape};
+use super::{BLOCK_BYTES, Epilogue, ImageShape};
 
-/// The transforms of one `F(M, 3)`, `A = M + 2`.
+/// The kernel transform `G` of one `F(M, 3)` (`A = M + 2` rows); the input and output
+/// transforms `Bᵀ` and `Aᵀ` are written out as the explicit sums below ([`f43_in`], ...).
 struct Transforms<const M: usize, const A: usize> {
-    /// `Bᵀ`, input transform.
-    bt: [[f32; A]; A],
-    /// `Aᵀ`, output transform.
-    at: [[f32; A]; M],
-    /// `G`, kernel transform.
     g: [[f64; 3]; A],
 }
 
 const F23: Transforms<2, 4> = Transforms {
-    bt: [
-        [1.0, 0.0, -1.0, 0.0],
-        [0.0, 1.0, 1.0, 0.0],
-        [0.0, -1.0, 1.0, 0.0],
-        [0.0, 1.0, 0.0, -1.0],
-    ],
-    at: [[1.0, 1.0, 1.0, 0.0], [0.0, 1.0, -1.0, -1.0]],
     g: [
         [1.0, 0.0, 0.0],
         [0.5, 0.5, 0.5],
@@ -51,20 +42,6 @@ const F23: Transforms<2, 4> = Transforms {
 
 // Interpolation points 0, 1, -1, 2, -2 and infinity.
 const F43: Transforms<4, 6> = Transforms {
-    bt: [
-        [4.0, 0.0, -5.0, 0.0, 1.0, 0.0],
-        [0.0, -4.0, -4.0, 1.0, 1.0, 0.0],
-        [0.0, 4.0, -4.0, -1.0, 1.0, 0.0],
-        [0.0, -2.0, -1.0, 2.0, 1.0, 0.0],
-        [0.0, 2.0, -1.0, -2.0, 1.0, 0.0],
-        [0.0, 4.0, 0.0, -5.0, 0.0, 1.0],
-    ],
-    at: [
-        [1.0, 1.0, 1.0, 1.0, 1.0, 0.0],
-        [0.0, 1.0, -1.0, 2.0, -2.0, 0.0],
-        [0.0, 1.0, 1.0, 4.0, 4.0, 0.0],
-        [0.0, 1.0, -1.0, 8.0, -8.0, 1.0],
-    ],
     g: [
         [1.0 / 4.0, 0.0, 0.0],
         [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
@@ -74,6 +51,84 @@ const F43: Transforms<4, 6> = Transforms {
         [0.0, 0.0, 1.0],
     ],
 };
+
+/// Tiles transformed side by side: lane `l` of every [`Lanes`] is one tile, so each line
+/// of the transforms is one vector operation (16 floats: an AVX-512 register, two AVX2).
+const LANES: usize = 16;
+type Lanes = [f32; LANES];
+
+/// `Bᵀ d` of `F(4, 3)` for one column of 6 values, per lane.
+#[inline(always)]
+fn f43_in(d: &[Lanes; 6]) -> [Lanes; 6] {
+    let mut r = [[0.0; LANES]; 6];
+    for l in 0..LANES {
+        let [d0, d1, d2, d3, d4, d5] = [d[0][l], d[1][l], d[2][l], d[3][l], d[4][l], d[5][l]];
+        r[0][l] = 4.0 * d0 - 5.0 * d2 + d4;
+        r[1][l] = -4.0 * (d1 + d2) + d3 + d4;
+        r[2][l] = 4.0 * (d1 - d2) - d3 + d4;
+        r[3][l] = 2.0 * (d3 - d1) - d2 + d4;
+        r[4][l] = 2.0 * (d1 - d3) - d2 + d4;
+        r[5][l] = 4.0 * d1 - 5.0 * d3 + d5;
+    }
+    r
+}
+
+/// `Aᵀ m` of `F(4, 3)`: 6 values to 4, per lane.
+#[inline(always)]
+fn f43_out(m: &[Lanes; 6]) -> [Lanes; 4] {
+    let mut y = [[0.0; LANES]; 4];
+    for l in 0..LANES {
+        let [m0, m1, m2, m3, m4, m5] = [m[0][l], m[1][l], m[2][l], m[3][l], m[4][l], m[5][l]];
+        let (a, b, c, d) = (m1 + m2, m1 - m2, m3 + m4, m3 - m4);
+        y[0][l] = m0 + a + c;
+        y[1][l] = b + 2.0 * d;
+        y[2][l] = a + 4.0 * c;
+        y[3][l] = b + 8.0 * d + m5;
+    }
+    y
+}
+
+/// `Bᵀ d` of `F(2, 3)`, per lane.
+#[inline(always)]
+fn f23_in(d: &[Lanes; 4]) -> [Lanes; 4] {
+    let mut r = [[0.0; LANES]; 4];
+    for l in 0..LANES {
+        let [d0, d1, d2, d3] = [d[0][l], d[1][l], d[2][l], d[3][l]];
+        r[0][l] = d0 - d2;
+        r[1][l] = d1 + d2;
+        r[2][l] = d2 - d1;
+        r[3][l] = d1 - d3;
+    }
+    r
+}
+
+/// `Aᵀ m` of `F(2, 3)`, per lane.
+#[inline(always)]
+fn f23_out(m: &[Lanes; 4]) -> [Lanes; 2] {
+    let mut y = [[0.0; LANES]; 2];
+    for l in 0..LANES {
+        y[0][l] = m[0][l] + m[1][l] + m[2][l];
+        y[1][l] = m[1][l] - m[2][l] - m[3][l];
+    }
+    y
+}
+
+/// `T x Tᵀ` for a square `A x A` block of lanes, with `t` a 1-D transform from `A` values to
+/// `B`: over the columns first, then over the rows.
+#[inline(always)]
+fn both_ways<const A: usize, const B: usize>(
+    x: &[[Lanes; A]; A],
+    t: impl Fn(&[Lanes; A]) -> [Lanes; B],
+) -> [[Lanes; B]; B] {
+    let mut tmp = [[[0.0; LANES]; A]; B];
+    for q in 0..A {
+        let column: [Lanes; A] = std::array::from_fn(|r| x[r][q]);
+        for (i, v) in t(&column).into_iter().enumerate() {
+            tmp[i][q] = v;
+        }
+    }
+    std::array::from_fn(|i| t(&tmp[i]))
+}
 
 /// Which output tile a Winograd convolution uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,11 +140,18 @@ pub enum Tile {
 }
 
 impl Tile {
-    /// The tile for an output map of `side` pixels (the smaller side): `F(4, 3)` from 8
-    /// pixels up; below that, where a 4-pixel tile would waste much of the map, `F(2, 3)`.
-    /// (ncnn makes the same choice; BENCHMARKS.md has both measured at ResNet's sizes.)
-    pub fn for_side(side: usize) -> Tile {
-        if side >= 8 { Tile::F4 } else { Tile::F2 }
+    /// The tile for an `h x w` output map: the one that needs fewer multiplies
+    /// (`⌈h/m⌉ ⌈w/m⌉ (m + 2)²` per channel pair), and `F(2, 3)`, whose error is lower, where
+    /// both need as many. So `F(4, 3)` from 7 pixels up and for 3 and 4 pixels (one tile),
+    /// `F(2, 3)` at 5 and 6 (a tie) and below 3. At ResNet's 7x7 maps `F(4, 3)` ran 1.3x
+    /// faster than `F(2, 3)` (BENCHMARKS.md), though ncnn picks `F(2, 3)` there.
+    pub fn for_output(h: usize, w: usize) -> Tile {
+        let cost = |t: Tile| h.div_ceil(t.m()) * w.div_ceil(t.m()) * (t.m() + 2).pow(2);
+        if cost(Tile::F4) < cost(Tile::F2) {
+            Tile::F4
+        } else {
+            Tile::F2
+        }
     }
 
     /// The output side `m` of the tile.
@@ -127,10 +189,6 @@ pub struct Winograd {
     u: Vec<f32>,
 }
 
-/// Values kept per tile in a block: the block of tiles is sized so its transformed inputs
-/// and products, `α² (C + K)` floats per tile, stay near this many bytes (L2-sized).
-const BLOCK_BYTES: usize = 1 << 20;
-
 impl Winograd {
     /// Transforms `weight` (`[K, C, 3, 3]`, row-major) for `tile`.
     pub fn new(weight: &[f32], out_ch: usize, in_ch: usize, padding: usize, tile: Tile) -> Self {
@@ -166,18 +224,23 @@ impl Winograd {
     /// Convolves `x` (`[n, C, h, w]`) into a new `[n, K, h', w']` buffer, applying `epilogue`.
     pub fn run(&self, x: &[f32], shape: ImageShape, epilogue: &Epilogue<'_>) -> Vec<f32> {
         match self.tile {
-            Tile::F2 => self.run_with(&F23, x, shape, epilogue),
-            Tile::F4 => self.run_with(&F43, x, shape, epilogue),
+            Tile::F2 => self.run_with::<2, 4, _, _>(f23_in, f23_out, x, shape, epilogue),
+            Tile::F4 => self.run_with::<4, 6, _, _>(f43_in, f43_out, x, shape, epilogue),
         }
     }
 
-    fn run_with<const M: usize, const A: usize>(
+    fn run_with<const M: usize, const A: usize, I, O>(
         &self,
-        t: &Transforms<M, A>,
+        into: I,
+        back: O,
         x: &[f32],
         shape: ImageShape,
         epilogue: &Epilogue<'_>,
-    ) -> Vec<f32> {
+    ) -> Vec<f32>
+    where
+        I: Fn(&[Lanes; A]) -> [Lanes; A] + Copy + Sync,
+        O: Fn(&[Lanes; A]) -> [Lanes; M] + Copy + Sync,
+    {
         let ImageShape { n, c, h, w } = shape;
         assert_eq!(c, self.in_ch, "input channels");
         assert_eq!(x.len(), n * c * h * w, "input size");
@@ -198,9 +261,10 @@ impl Winograd {
             ho,
             wo,
             pad: self.padding,
+            m: M,
         };
         let per_image = grid.th * grid.tw;
-        let block = (BLOCK_BYTES / (4 * A * A * (c + k))).clamp(16, 512);
+        let block = (BLOCK_BYTES / (4 * A * A * (c + k))).clamp(LANES, 512);
         // Whole images per task, enough of them to fill a block where maps are small, but
         // never so many that some thread goes without work.
         let threads = rayon::current_num_threads().max(1);
@@ -211,30 +275,74 @@ impl Winograd {
                 let first = task * images;
                 let count = out.len() / (k * plane);
                 let input = &x[first * c * h * w..(first + count) * c * h * w];
+                let residual = epilogue
+                    .residual
+                    .map(|r| &r[first * k * plane..(first + count) * k * plane]);
                 let tiles = count * per_image;
-                let mut v = vec![0.0f32; A * A * c * block.min(tiles)];
-                let mut m = vec![0.0f32; A * A * k * block.min(tiles)];
-                let mut t0 = 0;
-                while t0 < tiles {
-                    let nt = block.min(tiles - t0);
-                    input_transform(t, input, c, &grid, t0, nt, &mut v);
-                    for xi in 0..A * A {
-                        matmul(
-                            &mut m[xi * k * nt..(xi + 1) * k * nt],
-                            nt,
-                            Mat::new(&self.u[xi * k * c..(xi + 1) * k * c], k, c, c),
-                            Mat::new(&v[xi * c * nt..(xi + 1) * c * nt], c, nt, nt),
-                        );
+                let cap = block.min(tiles);
+                with_scratch(A * A * c * cap, A * A * k * cap, |v, m| {
+                    let mut t0 = 0;
+                    while t0 < tiles {
+                        let nt = block.min(tiles - t0);
+                        let at: Vec<TileAt> = (t0..t0 + nt).map(|t| grid.at(t)).collect();
+                        let v = &mut v[..A * A * c * nt];
+                        let m = &mut m[..A * A * k * nt];
+                        pulp::Arch::new().dispatch(Forward::<A, I> {
+                            t: into,
+                            x: input,
+                            c,
+                            grid: &grid,
+                            tiles: &at,
+                            v,
+                        });
+                        for xi in 0..A * A {
+                            matmul(
+                                &mut m[xi * k * nt..(xi + 1) * k * nt],
+                                nt,
+                                Mat::new(&self.u[xi * k * c..(xi + 1) * k * c], k, c, c),
+                                Mat::new(&v[xi * c * nt..(xi + 1) * c * nt], c, nt, nt),
+                            );
+                        }
+                        pulp::Arch::new().dispatch(Back::<M, A, O> {
+                            t: back,
+                            m,
+                            k,
+                            grid: &grid,
+                            tiles: &at,
+                            epilogue,
+                            residual,
+                            out: &mut *out,
+                        });
+                        t0 += nt;
                     }
-                    let residual = epilogue
-                        .residual
-                        .map(|r| &r[first * k * plane..(first + count) * k * plane]);
-                    output_transform(t, &m, k, &grid, t0, nt, epilogue, residual, out);
-                    t0 += nt;
-                }
+                });
             });
         out
     }
+}
+
+thread_local! {
+    /// Each thread's transformed inputs and products (`V`, `M`), kept between calls: fresh
+    /// buffers of a few MiB cost a page fault per 4 KiB every time.
+    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Runs `f` on this thread's scratch buffers, grown to `v` and `m` floats.
+fn with_scratch(v: usize, m: usize, f: impl FnOnce(&mut [f32], &mut [f32])) {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut pair) => {
+            let (sv, sm) = &mut *pair;
+            if sv.len() < v {
+                sv.resize(v, 0.0);
+            }
+            if sm.len() < m {
+                sm.resize(m, 0.0);
+            }
+            f(&mut sv[..v], &mut sm[..m]);
+        }
+        // Only if a task ever ran inside another on one thread: fresh buffers then.
+        Err(_) => f(&mut vec![0.0; v], &mut vec![0.0; m]),
+    });
 }
 
 /// Where tiles sit: `th x tw` tiles per image over an `ho x wo` output of an `h x w` input.
@@ -246,13 +354,33 @@ struct Grid {
     ho: usize,
     wo: usize,
     pad: usize,
+    /// Output tile side.
+    m: usize,
+}
+
+/// Where one tile sits: its image (within the task), its first output row and column, and
+/// its input window's first row and column (negative in the padding).
+#[derive(Debug, Clone, Copy)]
+struct TileAt {
+    img: usize,
+    oy: usize,
+    ox: usize,
+    y0: isize,
+    x0: isize,
 }
 
 impl Grid {
-    /// Image, tile row and tile column of tile `t` (counted over the task's images).
-    fn locate(&self, t: usize) -> (usize, usize, usize) {
+    /// Tile `t`, counted over the task's images.
+    fn at(&self, t: usize) -> TileAt {
         let per_image = self.th * self.tw;
-        (t / per_image, (t % per_image) / self.tw, t % self.tw)
+        let (oy, ox) = ((t % per_image) / self.tw * self.m, t % self.tw * self.m);
+        TileAt {
+            img: t / per_image,
+            oy,
+            ox,
+            y0: oy as isize - self.pad as isize,
+            x0: ox as isize - self.pad as isize,
+        }
     }
 }
 
@@ -284,148 +412,141 @@ fn transform_weights<const M: usize, const A: usize>(
     u
 }
 
-/// `V = Bᵀ d B` for tiles `t0..t0 + nt` of the task, every channel, into `[α², C, nt]`.
-fn input_transform<const M: usize, const A: usize>(
-    t: &Transforms<M, A>,
-    x: &[f32],
+/// `V = Bᵀ d B` for a block of tiles, every channel, into `[α², C, tiles]`, sixteen tiles
+/// at a time. A `pulp` job, so that the lane loops are compiled for the CPU's widest
+/// vectors (AVX-512 or AVX2, chosen at run time).
+struct Forward<'a, const A: usize, I> {
+    t: I,
+    x: &'a [f32],
     c: usize,
-    grid: &Grid,
-    t0: usize,
-    nt: usize,
-    v: &mut [f32],
-) {
-    let (h, w) = (grid.h, grid.w);
-    for ch in 0..c {
-        for j in 0..nt {
-            let (img, ty, tx) = grid.locate(t0 + j);
-            let map = &x[(img * c + ch) * h * w..(img * c + ch + 1) * h * w];
-            // The input tile, zero outside the map (the convolution's padding).
-            let y0 = (ty * M) as isize - grid.pad as isize;
-            let x0 = (tx * M) as isize - grid.pad as isize;
-            let mut d = [[0.0f32; A]; A];
-            let inside = y0 >= 0 && x0 >= 0 && y0 as usize + A <= h && x0 as usize + A <= w;
-            if inside {
-                let (y0, x0) = (y0 as usize, x0 as usize);
-                for (r, row) in d.iter_mut().enumerate() {
-                    row.copy_from_slice(&map[(y0 + r) * w + x0..(y0 + r) * w + x0 + A]);
+    grid: &'a Grid,
+    tiles: &'a [TileAt],
+    v: &'a mut [f32],
+}
+
+impl<const A: usize, I: Fn(&[Lanes; A]) -> [Lanes; A]> pulp::WithSimd for Forward<'_, A, I> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        let Forward {
+            t,
+            x,
+            c,
+            grid,
+            tiles,
+            v,
+        } = self;
+        let (h, w, nt) = (grid.h, grid.w, tiles.len());
+        for ch in 0..c {
+            for (g, group) in tiles.chunks(LANES).enumerate() {
+                let mut d = [[[0.0f32; LANES]; A]; A];
+                for (l, tile) in group.iter().enumerate() {
+                    let map = &x[(tile.img * c + ch) * h * w..(tile.img * c + ch + 1) * h * w];
+                    gather(map, h, w, tile, &mut d, l);
                 }
-            } else {
-                for (r, row) in d.iter_mut().enumerate() {
-                    let y = y0 + r as isize;
-                    if y < 0 || y >= h as isize {
-                        continue;
-                    }
-                    for (q, cell) in row.iter_mut().enumerate() {
-                        let xq = x0 + q as isize;
-                        if xq >= 0 && xq < w as isize {
-                            *cell = map[y as usize * w + xq as usize];
-                        }
-                    }
+                let r = both_ways(&d, &t);
+                let (j, n) = (g * LANES, group.len());
+                for (xi, lanes) in r.iter().flatten().enumerate() {
+                    let at = (xi * c + ch) * nt + j;
+                    v[at..at + n].copy_from_slice(&lanes[..n]);
                 }
-            }
-            let r = sandwich(&t.bt, &d);
-            for (xi, value) in r.iter().flatten().enumerate() {
-                v[(xi * c + ch) * nt + j] = *value;
             }
         }
     }
 }
 
-/// `Y = Aᵀ M A` for tiles `t0..t0 + nt`, every output channel, plus the epilogue, written
-/// into the task's output images.
-#[allow(clippy::too_many_arguments)]
-fn output_transform<const M: usize, const A: usize>(
-    t: &Transforms<M, A>,
-    m: &[f32],
+/// Lane `l` of `d` := the `A x A` input window of `tile` in `map`, zero outside the map (the
+/// convolution's padding).
+#[inline(always)]
+fn gather<const A: usize>(
+    map: &[f32],
+    h: usize,
+    w: usize,
+    tile: &TileAt,
+    d: &mut [[Lanes; A]; A],
+    l: usize,
+) {
+    let (y0, x0) = (tile.y0, tile.x0);
+    if y0 >= 0 && x0 >= 0 && y0 as usize + A <= h && x0 as usize + A <= w {
+        let (y0, x0) = (y0 as usize, x0 as usize);
+        for (r, row) in d.iter_mut().enumerate() {
+            let src = &map[(y0 + r) * w + x0..(y0 + r) * w + x0 + A];
+            for (cell, value) in row.iter_mut().zip(src) {
+                cell[l] = *value;
+            }
+        }
+        return;
+    }
+    for (r, row) in d.iter_mut().enumerate() {
+        let y = y0 + r as isize;
+        if y < 0 || y >= h as isize {
+            continue;
+        }
+        for (q, cell) in row.iter_mut().enumerate() {
+            let xq = x0 + q as isize;
+            if xq >= 0 && xq < w as isize {
+                cell[l] = map[y as usize * w + xq as usize];
+            }
+        }
+    }
+}
+
+/// `Y = Aᵀ M A` for a block of tiles, every output channel, plus the epilogue, into the
+/// task's output images; sixteen tiles at a time, like [`Forward`].
+struct Back<'a, const M: usize, const A: usize, O> {
+    t: O,
+    m: &'a [f32],
     k: usize,
-    grid: &Grid,
-    t0: usize,
-    nt: usize,
-    epilogue: &Epilogue<'_>,
-    residual: Option<&[f32]>,
-    out: &mut [f32],
-) {
-    let (ho, wo) = (grid.ho, grid.wo);
-    let plane = ho * wo;
-    for ch in 0..k {
-        let bias = epilogue.bias.map_or(0.0, |b| b[ch]);
-        for j in 0..nt {
-            let mut tile = [[0.0f32; A]; A];
-            for (xi, cell) in tile.iter_mut().flatten().enumerate() {
-                *cell = m[(xi * k + ch) * nt + j];
-            }
-            let y = sandwich_out(&t.at, &tile);
-            let (img, ty, tx) = grid.locate(t0 + j);
-            let base = (img * k + ch) * plane;
-            for (r, row) in y.iter().enumerate() {
-                let oy = ty * M + r;
-                if oy >= ho {
-                    break;
-                }
-                let cols = M.min(wo - tx * M);
-                let at = base + oy * wo + tx * M;
-                let dst = &mut out[at..at + cols];
-                let res = residual.map(|res| &res[at..at + cols]);
-                dst.copy_from_slice(&row[..cols]);
-                epilogue.finish(dst, bias, res);
-            }
-        }
-    }
+    grid: &'a Grid,
+    tiles: &'a [TileAt],
+    epilogue: &'a Epilogue<'a>,
+    residual: Option<&'a [f32]>,
+    out: &'a mut [f32],
 }
 
-/// `Bᵀ d B` for square `A x A` matrices.
-#[inline(always)]
-fn sandwich<const A: usize>(bt: &[[f32; A]; A], d: &[[f32; A]; A]) -> [[f32; A]; A] {
-    let mut tmp = [[0.0f32; A]; A];
-    for i in 0..A {
-        for p in 0..A {
-            let b = bt[i][p];
-            if b != 0.0 {
-                for j in 0..A {
-                    tmp[i][j] += b * d[p][j];
-                }
-            }
-        }
-    }
-    let mut r = [[0.0f32; A]; A];
-    for i in 0..A {
-        for j in 0..A {
-            let mut s = 0.0;
-            for p in 0..A {
-                s += tmp[i][p] * bt[j][p];
-            }
-            r[i][j] = s;
-        }
-    }
-    r
-}
+impl<const M: usize, const A: usize, O: Fn(&[Lanes; A]) -> [Lanes; M]> pulp::WithSimd
+    for Back<'_, M, A, O>
+{
+    type Output = ();
 
-/// `Aᵀ m A` with `Aᵀ` of `M x A`.
-#[inline(always)]
-fn sandwich_out<const M: usize, const A: usize>(
-    at: &[[f32; A]; M],
-    m: &[[f32; A]; A],
-) -> [[f32; M]; M] {
-    let mut tmp = [[0.0f32; A]; M];
-    for i in 0..M {
-        for p in 0..A {
-            let a = at[i][p];
-            if a != 0.0 {
-                for j in 0..A {
-                    tmp[i][j] += a * m[p][j];
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        let Back {
+            t,
+            m,
+            k,
+            grid,
+            tiles,
+            epilogue,
+            residual,
+            out,
+        } = self;
+        let (ho, wo, nt) = (grid.ho, grid.wo, tiles.len());
+        let plane = ho * wo;
+        for ch in 0..k {
+            let bias = epilogue.bias.map_or(0.0, |b| b[ch]);
+            for (g, group) in tiles.chunks(LANES).enumerate() {
+                let (j, n) = (g * LANES, group.len());
+                let mut tile = [[[0.0f32; LANES]; A]; A];
+                for (xi, lanes) in tile.iter_mut().flatten().enumerate() {
+                    let at = (xi * k + ch) * nt + j;
+                    lanes[..n].copy_from_slice(&m[at..at + n]);
+                }
+                let y = both_ways(&tile, &t);
+                for (l, at) in group.iter().enumerate() {
+                    let base = (at.img * k + ch) * plane;
+                    let cols = M.min(wo - at.ox);
+                    for (r, row) in y.iter().enumerate().take(M.min(ho - at.oy)) {
+                        let o = base + (at.oy + r) * wo + at.ox;
+                        let dst = &mut out[o..o + cols];
+                        for (cell, lanes) in dst.iter_mut().zip(row) {
+                            *cell = lanes[l];
+                        }
+                        epilogue.finish(dst, bias, residual.map(|res| &res[o..o + cols]));
+                    }
                 }
             }
         }
     }
-    let mut y = [[0.0f32; M]; M];
-    for i in 0..M {
-        for j in 0..M {
-            let mut s = 0.0;
-            for p in 0..A {
-                s += tmp[i][p] * at[j][p];
-            }
-            y[i][j] = s;
-        }
-    }
-    y
 }

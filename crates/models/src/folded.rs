@@ -3,16 +3,17 @@
 //!
 //! Folding: an eval-mode BatchNorm after a convolution is a per-channel affine map, so
 //! `bn(conv(x)) = conv'(x)` with `w'_k = s_k w_k` and `b'_k = β_k + s_k (b_k - μ_k)`,
-//! `s_k = γ_k / sqrt(σ²_k + ε)` (computed in f64). A [`FoldedConv`] holds these weights as
-//! Burn tensors on the model's device, and on the CPU device also the same weights
-//! prepared for [`Winograd`] (3x3, stride 1) or [`Pointwise`] (1x1, no padding) kernels.
+//! `s_k = γ_k / sqrt(σ²_k + ε)` (computed in f64).
 //!
-//! [`FoldedConv::forward`] computes `relu?(conv'(x) + residual?)`. On the CPU backend it
-//! reaches the input's storage through Burn's primitive tensor (`Tensor::try_into_primitive`
-//! for `Flex`) and hands the output back the same way, with no copy; the epilogue runs in
-//! the pass that writes each output value. Other convolutions on the CPU run Burn's kernel,
-//! followed by the epilogue as one pass. On any other device (wgpu) it is Burn's
-//! convolution with the folded bias, then Burn's add and ReLU, which Burn's fusion joins.
+//! [`FoldedConv::forward`] computes `relu?(conv'(x) + residual?)`. On the CPU device, every
+//! ungrouped, undilated square convolution runs one of `conv`'s kernels: [`Winograd`] for
+//! 3x3 stride 1, [`Pointwise`] for 1x1 without padding, [`Im2col`] for the rest. It reaches
+//! the input's storage through Burn's primitive tensor (`Tensor::try_into_primitive` for
+//! `Flex`) and hands the output back the same way, with no copy; the epilogue runs in the
+//! pass that writes each output value. Only there are the folded weights kept in the
+//! kernel's own layout and nowhere else. On any other device (wgpu), and for grouped or
+//! dilated convolutions, it is Burn's convolution with the folded bias, then Burn's add and
+//! ReLU (on wgpu Burn's fusion joins them).
 
 use std::sync::OnceLock;
 
@@ -24,43 +25,39 @@ use burn::tensor::activation::relu;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Device, Tensor, TensorData};
-
-use conv::{Epilogue, ImageShape, Pointwise, Tile, Winograd};
-
-/// Which of our kernels the CPU backend runs a convolution with.
-#[derive(Debug)]
-enum CpuKernel {
-    /// A 3x3 stride-1 kernel: its `F(4, 3)` and `F(2, 3)` forms, each transformed once,
-    /// when a map first needs it (`Tile::for_side`).
-    Winograd {
-        f4: OnceLock<Winograd>,
-        f2: OnceLock<Winograd>,
-        padding: usize,
-    },
-    Pointwise(Pointwise),
-    /// Burn's convolution, then our epilogue.
-    Burn,
-}
+use conv::{Epilogue, Im2col, ImageShape, Pointwise, Spec, Tile, Winograd};
 
 /// A convolution with the BatchNorm after it (if any) folded in.
 #[derive(Debug)]
 pub struct FoldedConv {
-    weight: Tensor<4>,
-    bias: Tensor<1>,
-    options: ConvOptions<2>,
     device: Device,
-    /// Set when the model lives on the CPU device.
-    cpu: Option<CpuConv>,
+    out_ch: usize,
+    kernel: Kernel,
 }
 
 #[derive(Debug)]
-struct CpuConv {
-    kernel: CpuKernel,
-    /// The folded weights and bias, `[K, C, kh, kw]` and `[K]`.
-    weight: Vec<f32>,
-    bias: Vec<f32>,
-    out_ch: usize,
-    in_ch: usize,
+enum Kernel {
+    /// Burn's convolution with the folded weights and bias.
+    Burn(Box<BurnConv>),
+    /// A 3x3 stride-1 kernel on the CPU: its `F(4, 3)` and `F(2, 3)` forms, each transformed
+    /// once, when a map first needs it (`Tile::for_output`), from `weight`.
+    Winograd {
+        weight: Vec<f32>,
+        bias: Vec<f32>,
+        in_ch: usize,
+        padding: usize,
+        f4: OnceLock<Winograd>,
+        f2: OnceLock<Winograd>,
+    },
+    Pointwise(Pointwise, Vec<f32>),
+    Im2col(Im2col, Vec<f32>),
+}
+
+#[derive(Debug)]
+struct BurnConv {
+    weight: Tensor<4>,
+    bias: Tensor<1>,
+    options: ConvOptions<2>,
 }
 
 /// Whether [`FoldedConv`] may use our CPU kernels (on by default). `NETDISSECT_CPU_CONV=burn`
@@ -70,10 +67,8 @@ fn own_kernels() -> bool {
 }
 
 impl FoldedConv {
-    /// Folds `bn` (if any) into `conv`. Only ungrouped, undilated convolutions with square
-    /// kernels, equal strides and equal padding on all sides reach our kernels; every
-    /// convolution with fixed padding folds (`None` for `Same` padding, which depends on
-    /// the input's size; the zoo has none).
+    /// Folds `bn` (if any) into `conv`. Every convolution with fixed padding folds (`None`
+    /// for `Same` padding, which depends on the input's size; the zoo has none).
     pub fn new(conv: &Conv2d, bn: Option<&BatchNorm>) -> Option<Self> {
         let ((top, bottom), (left, right)) = match conv.padding {
             PaddingConfig2d::Valid => ((0, 0), (0, 0)),
@@ -83,40 +78,61 @@ impl FoldedConv {
         let device = conv.weight.val().device();
         let [k, c, kh, kw] = conv.weight.val().dims();
         let (weight, bias) = fold(conv, bn);
-        let options = ConvOptions::new_with_padding(
-            conv.stride,
-            [(top, bottom), (left, right)],
-            conv.dilation,
-            conv.groups,
-        );
-        let plain = conv.groups == 1
+        let square = conv.groups == 1
             && conv.dilation == [1, 1]
             && kh == kw
             && conv.stride[0] == conv.stride[1]
             && top == bottom
             && left == right
             && top == left;
-        let cpu = is_cpu(&device).then(|| CpuConv {
-            kernel: match (plain && own_kernels(), kh, conv.stride[0], top) {
-                (true, 3, 1, padding) => CpuKernel::Winograd {
-                    f4: OnceLock::new(),
-                    f2: OnceLock::new(),
-                    padding,
-                },
-                (true, 1, s, 0) => CpuKernel::Pointwise(Pointwise::new(&weight, k, c, s)),
-                _ => CpuKernel::Burn,
-            },
-            weight: weight.clone(),
-            bias: bias.clone(),
+        let spec = Spec {
             out_ch: k,
-            in_ch: c,
-        });
+            kernel: kh,
+            stride: conv.stride[0],
+            padding: top,
+        };
+        let kernel = match (square && is_cpu(&device) && own_kernels(), spec) {
+            (
+                true,
+                Spec {
+                    kernel: 3,
+                    stride: 1,
+                    padding,
+                    ..
+                },
+            ) => Kernel::Winograd {
+                weight,
+                bias,
+                in_ch: c,
+                padding,
+                f4: OnceLock::new(),
+                f2: OnceLock::new(),
+            },
+            (
+                true,
+                Spec {
+                    kernel: 1,
+                    stride,
+                    padding: 0,
+                    ..
+                },
+            ) => Kernel::Pointwise(Pointwise::new(&weight, k, c, stride), bias),
+            (true, spec) => Kernel::Im2col(Im2col::new(&weight, c, spec), bias),
+            (false, _) => Kernel::Burn(Box::new(BurnConv {
+                weight: Tensor::from_data(TensorData::new(weight, [k, c, kh, kw]), &device),
+                bias: Tensor::from_data(TensorData::new(bias, [k]), &device),
+                options: ConvOptions::new_with_padding(
+                    conv.stride,
+                    [(top, bottom), (left, right)],
+                    conv.dilation,
+                    conv.groups,
+                ),
+            })),
+        };
         Some(Self {
-            weight: Tensor::from_data(TensorData::new(weight, [k, c, kh, kw]), &device),
-            bias: Tensor::from_data(TensorData::new(bias, [k]), &device),
-            options,
             device,
-            cpu,
+            out_ch: k,
+            kernel,
         })
     }
 
@@ -127,79 +143,71 @@ impl FoldedConv {
         residual: Option<Tensor<4>>,
         relu_after: bool,
     ) -> Tensor<4> {
-        if let Some(cpu) = &self.cpu
-            && x.dtype() == DType::F32
-            && x.device() == self.device
-            && residual
-                .as_ref()
-                .is_none_or(|r| r.dtype() == DType::F32 && r.device() == self.device)
-        {
-            return cpu.forward(self, x, residual, relu_after);
+        if let Kernel::Burn(burn) = &self.kernel {
+            let BurnConv {
+                weight,
+                bias,
+                options,
+            } = &**burn;
+            let mut y = conv2d(x, weight.clone(), Some(bias.clone()), options.clone());
+            if let Some(r) = residual {
+                y = y + r;
+            }
+            return if relu_after { relu(y) } else { y };
         }
-        let mut y = conv2d(
-            x,
-            self.weight.clone(),
-            Some(self.bias.clone()),
-            self.options.clone(),
-        );
-        if let Some(r) = residual {
-            y = y + r;
-        }
-        if relu_after { relu(y) } else { y }
-    }
-}
-
-impl CpuConv {
-    fn forward(
-        &self,
-        folded: &FoldedConv,
-        x: Tensor<4>,
-        residual: Option<Tensor<4>>,
-        relu_after: bool,
-    ) -> Tensor<4> {
-        let residual = residual.map(contiguous);
-        let epilogue = Epilogue {
-            bias: Some(&self.bias),
+        let residual = residual.map(|r| self.storage(r));
+        let epilogue = |bias| Epilogue {
+            bias: Some(bias),
             residual: residual.as_ref().map(values),
             relu: relu_after,
         };
         let [n, c, h, w] = x.dims();
         let shape = ImageShape { n, c, h, w };
+        let input = self.storage(x);
+        let input = values(&input);
         let (out, [ho, wo]) = match &self.kernel {
-            CpuKernel::Winograd { f4, f2, padding } => {
-                let input = contiguous(x);
-                let [ho, wo] = [h + 2 * padding - 2, w + 2 * padding - 2];
-                let cell = match Tile::for_side(ho.min(wo)) {
-                    Tile::F4 => (f4, Tile::F4),
-                    Tile::F2 => (f2, Tile::F2),
-                };
-                let conv = cell.0.get_or_init(|| {
-                    Winograd::new(&self.weight, self.out_ch, self.in_ch, *padding, cell.1)
-                });
-                (conv.run(values(&input), shape, &epilogue), [ho, wo])
+            Kernel::Winograd {
+                weight,
+                bias,
+                in_ch,
+                padding,
+                f4,
+                f2,
+            } => {
+                let side = |s: usize| (s + 2 * padding).saturating_sub(2);
+                let tile = Tile::for_output(side(h), side(w));
+                let cell = if tile == Tile::F4 { f4 } else { f2 };
+                let conv =
+                    cell.get_or_init(|| Winograd::new(weight, self.out_ch, *in_ch, *padding, tile));
+                (conv.run(input, shape, &epilogue(bias)), [side(h), side(w)])
             }
-            CpuKernel::Pointwise(conv) => {
-                let input = contiguous(x);
-                (
-                    conv.run(values(&input), shape, &epilogue),
-                    conv.output_size(h, w),
-                )
-            }
-            CpuKernel::Burn => {
-                let y = conv2d(x, folded.weight.clone(), None, folded.options.clone());
-                let [_, k, ho, wo] = y.dims();
-                let mut out = contiguous(y)
-                    .into_data()
-                    .try_into_vec::<f32>()
-                    .expect("f32 storage");
-                epilogue.apply(&mut out, k, ho * wo);
-                (out, [ho, wo])
-            }
+            Kernel::Pointwise(conv, bias) => (
+                conv.run(input, shape, &epilogue(bias)),
+                conv.output_size(h, w),
+            ),
+            Kernel::Im2col(conv, bias) => (
+                conv.run(input, shape, &epilogue(bias)),
+                conv.output_size(h, w).unwrap_or([0, 0]),
+            ),
+            Kernel::Burn(_) => unreachable!("Burn's convolution returned above"),
         };
         Tensor::from_primitive::<Flex>(FlexTensor::from_data(TensorData::new(
             out,
             [n, self.out_ch, ho, wo],
         )))
+    }
+
+    /// A tensor for our CPU kernels: its storage, contiguous (a copy only where it was a
+    /// strided view). Our kernels exist only for models on the CPU device, and the model
+    /// checks its input, so a tensor of another device or type is a bug.
+    fn storage(&self, t: Tensor<4>) -> FlexTensor {
+        assert!(
+            t.dtype() == DType::F32 && t.device() == self.device,
+            "a CPU convolution was given a {:?} tensor on {:?}",
+            t.dtype(),
+            t.device()
+        );
+        contiguous(t)
     }
 }
 

@@ -5,7 +5,7 @@ use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor, TensorData};
 use conv::testing::{cases, values, worst};
-use conv::{Epilogue, ImageShape, Pointwise, Spec, Tile, Winograd, reference, winograd};
+use conv::{Epilogue, Im2col, ImageShape, Pointwise, Spec, Tile, Winograd, reference, winograd};
 
 use crate::nets::Collector;
 use crate::{Arch, Model, TapId};
@@ -19,7 +19,16 @@ fn our_convolutions_match_burns() {
         let k = case.out_ch;
         let x = values(i as u64, case.shape.len());
         let input = Tensor::<4>::from_data(TensorData::new(x.clone(), [n, c, h, w]), &device);
-        for (kernel, stride, padding) in [(3, 1, case.padding), (1, 1, 0), (1, 2, 0)] {
+        for (kernel, stride, padding) in [
+            (3, 1, case.padding),
+            (1, 1, 0),
+            (1, 2, 0),
+            (3, 2, 1),
+            (7, 2, 3),
+        ] {
+            if h + 2 * padding < kernel || w + 2 * padding < kernel {
+                continue;
+            }
             let weight = values(100 + i as u64, k * c * kernel * kernel);
             let burn: Vec<f64> = conv2d(
                 input.clone(),
@@ -34,27 +43,29 @@ fn our_convolutions_match_burns() {
             .iter::<f32>()
             .map(f64::from)
             .collect();
-            let (ours, tol) = if kernel == 3 {
-                let [ho, wo] = [h + 2 * padding - 2, w + 2 * padding - 2];
-                let tile = Tile::for_side(ho.min(wo));
-                let conv = Winograd::new(&weight, k, c, padding, tile);
-                (conv.run(&x, case.shape, &none), winograd::tolerance(tile))
-            } else {
-                let conv = Pointwise::new(&weight, k, c, stride);
-                (conv.run(&x, case.shape, &none), 1e-6)
+            let spec = Spec {
+                out_ch: k,
+                kernel,
+                stride,
+                padding,
             };
-            let (_, scale) = reference(
-                &x,
-                case.shape,
-                &weight,
-                Spec {
-                    out_ch: k,
-                    kernel,
-                    stride,
-                    padding,
-                },
-                &none,
-            );
+            let (ours, tol) = match (kernel, stride) {
+                (3, 1) => {
+                    let [ho, wo] = [h + 2 * padding - 2, w + 2 * padding - 2];
+                    let tile = Tile::for_output(ho, wo);
+                    let conv = Winograd::new(&weight, k, c, padding, tile);
+                    (conv.run(&x, case.shape, &none), winograd::tolerance(tile))
+                }
+                (1, _) => {
+                    let conv = Pointwise::new(&weight, k, c, stride);
+                    (conv.run(&x, case.shape, &none), 1e-6)
+                }
+                _ => (
+                    Im2col::new(&weight, c, spec).run(&x, case.shape, &none),
+                    2e-6,
+                ),
+            };
+            let (_, scale) = reference(&x, case.shape, &weight, spec, &none);
             // Each is within its bound of the exact sums (Burn's im2col gemm: a dot product
             // of 9C terms, within 1e-6 like our 1x1), so within the sum of bounds of the other.
             let err = worst(&ours, &burn, &scale);
