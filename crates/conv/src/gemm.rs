@@ -20,13 +20,16 @@ pub(crate) struct Mat<'a> {
     row_stride: usize,
 }
 
-/// The number of elements a `rows x cols` matrix with `row_stride` spans.
-fn span(rows: usize, cols: usize, row_stride: usize) -> usize {
-    if rows == 0 || cols == 0 {
-        0
-    } else {
-        (rows - 1) * row_stride + cols
+/// The number of elements a `rows x cols` matrix with `row_stride` spans; `None` when that
+/// overflows, or when the stride does not fit the `isize` that gemm takes.
+fn span(rows: usize, cols: usize, row_stride: usize) -> Option<usize> {
+    if isize::try_from(row_stride).is_err() {
+        return None;
     }
+    if rows == 0 || cols == 0 {
+        return Some(0);
+    }
+    (rows - 1).checked_mul(row_stride)?.checked_add(cols)
 }
 
 impl<'a> Mat<'a> {
@@ -37,7 +40,7 @@ impl<'a> Mat<'a> {
             "columns overlap the next row"
         );
         assert!(
-            span(rows, cols, row_stride) <= data.len(),
+            span(rows, cols, row_stride).is_some_and(|n| n <= data.len()),
             "a {rows}x{cols} matrix with row stride {row_stride} does not fit {} values",
             data.len()
         );
@@ -60,7 +63,7 @@ pub(crate) fn matmul(dst: &mut [f32], dst_stride: usize, lhs: Mat<'_>, rhs: Mat<
         "destination columns overlap the next row"
     );
     assert!(
-        span(m, n, dst_stride) <= dst.len(),
+        span(m, n, dst_stride).is_some_and(|len| len <= dst.len()),
         "a {m}x{n} result does not fit the destination"
     );
     if m == 0 || n == 0 {
@@ -73,9 +76,10 @@ pub(crate) fn matmul(dst: &mut [f32], dst_stride: usize, lhs: Mat<'_>, rhs: Mat<
         return;
     }
     // SAFETY: the asserts above and in `Mat::new` keep every element addressed
-    // (`row * stride + col` for `row < rows`, `col < cols`) inside its slice; `dst` is a
-    // unique borrow, so it overlaps neither operand; with `read_dst == false` gemm never
-    // reads `dst`; strides fit in `isize` because they index allocated slices.
+    // (`row * stride + col` for `row < rows`, `col < cols`, computed without overflow)
+    // inside its slice, and every stride fits in `isize` (`span`); `dst` is a unique
+    // borrow, so it overlaps neither operand; with `read_dst == false` gemm never reads
+    // `dst`.
     unsafe {
         gemm::gemm(
             m,
@@ -129,5 +133,20 @@ mod tests {
     fn a_matrix_past_its_slice_is_refused() {
         let a = [0.0f32; 10];
         let _ = Mat::new(&a, 3, 4, 4);
+    }
+
+    #[test]
+    #[should_panic(expected = "does not fit")]
+    fn a_stride_that_overflows_is_refused() {
+        // (3 - 1) * 2^63 wraps to 0 in unchecked arithmetic.
+        let a = [0.0f32; 4];
+        let _ = Mat::new(&a, 3, 1, 1 << 63);
+    }
+
+    #[test]
+    #[should_panic(expected = "does not fit")]
+    fn a_stride_past_isize_is_refused_even_for_one_row() {
+        let a = [0.0f32; 4];
+        let _ = Mat::new(&a, 1, 1, usize::MAX);
     }
 }

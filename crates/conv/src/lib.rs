@@ -62,9 +62,9 @@ impl Epilogue<'_> {
             None => {}
         }
         if self.relu {
-            // Like Burn's ReLU (`x > 0 ? x : 0`), NaN included.
+            // Like Burn's and PyTorch's ReLU: NaN stays NaN.
             row.iter_mut()
-                .for_each(|v| *v = if *v > 0.0 { *v } else { 0.0 });
+                .for_each(|v| *v = if v.is_nan() || *v > 0.0 { *v } else { 0.0 });
         }
     }
 
@@ -229,8 +229,8 @@ pub fn reference(
                         sum += f64::from(r[at]);
                         abs += f64::from(r[at]).abs();
                     }
-                    if epilogue.relu {
-                        sum = sum.max(0.0);
+                    if epilogue.relu && !(sum.is_nan() || sum > 0.0) {
+                        sum = 0.0;
                     }
                     out[at] = sum;
                     scale[at] = abs;

@@ -183,3 +183,15 @@ fn the_tile_needs_the_fewest_multiplies() {
     assert_eq!(Tile::for_output(2, 2), Tile::F2);
     assert_eq!(Tile::for_output(1, 9), Tile::F2);
 }
+
+#[test]
+fn relu_keeps_nan_like_burn() {
+    let mut row = [f32::NAN, -1.0, 2.0];
+    let relu = Epilogue {
+        relu: true,
+        ..Epilogue::default()
+    };
+    relu.finish(&mut row, 0.0, None);
+    assert!(row[0].is_nan());
+    assert_eq!(&row[1..], &[0.0, 2.0]);
+}

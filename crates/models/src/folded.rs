@@ -198,8 +198,9 @@ impl FoldedConv {
     }
 
     /// A tensor for our CPU kernels: its storage, contiguous (a copy only where it was a
-    /// strided view). Our kernels exist only for models on the CPU device, and the model
-    /// checks its input, so a tensor of another device or type is a bug.
+    /// strided view). Our kernels exist only for models on the CPU device, and
+    /// `Model::check_input` refuses inputs that are not float32, so a tensor of another
+    /// device or type is a caller's bug.
     fn storage(&self, t: Tensor<4>) -> FlexTensor {
         assert!(
             t.dtype() == DType::F32 && t.device() == self.device,

@@ -82,9 +82,10 @@ impl FoldedBlock {
         Some(Self {
             conv1: FoldedConv::new(&b.conv1, Some(&b.bn1))?,
             conv2: FoldedConv::new(&b.conv2, Some(&b.bn2))?,
-            conv3: match &b.conv3 {
-                Some(conv) => Some(FoldedConv::new(conv, b.bn3.as_ref())?),
-                None => None,
+            // Like `Block::forward`: the third convolution runs only with its BatchNorm.
+            conv3: match (&b.conv3, &b.bn3) {
+                (Some(conv), Some(bn)) => Some(FoldedConv::new(conv, Some(bn))?),
+                _ => None,
             },
             downsample: match &b.downsample {
                 Some(d) => Some(FoldedConv::new(&d.conv, Some(&d.bn))?),

@@ -275,6 +275,12 @@ impl Model {
         if dims[1] != 3 {
             return Err(bad(format!("expected 3 channels, got {}", dims[1])));
         }
+        if input.dtype() != burn::tensor::DType::F32 {
+            return Err(bad(format!(
+                "expected float32 pixels, got {:?}",
+                input.dtype()
+            )));
+        }
         if dims[0] == 0 {
             return Err(bad("empty batch".into()));
         }
