@@ -7,7 +7,7 @@
 use rayon::prelude::*;
 
 use super::gemm::{Mat, matmul};
-use super::{BLOCK_BYTES, Epilogue, ImageShape, Spec};
+use super::{BLOCK_BYTES, Epilogue, ImageShape, Spec, Split};
 
 /// A convolution with its weights as a `K x C·k²` matrix.
 #[derive(Debug, Clone)]
@@ -72,10 +72,14 @@ impl Im2col {
             return out;
         }
         let cols = (BLOCK_BYTES / (4 * (rows + k))).clamp(64, plane.max(64));
-        out.par_chunks_mut(k * plane)
+        let split = Split::new(n, k, rayon::current_num_threads().max(1));
+        let kb = split.channels;
+        out.par_chunks_mut(kb * plane)
             .enumerate()
-            .for_each(|(img, out)| {
+            .for_each(|(task, out)| {
+                let (img, k0) = (task / split.parts, task % split.parts * kb);
                 let input = &x[img * c * h * w..(img + 1) * c * h * w];
+                let weight = Mat::new(&self.weight[k0 * rows..(k0 + kb) * rows], kb, rows, rows);
                 let mut patches = vec![0.0f32; rows * cols.min(plane)];
                 let mut j0 = 0;
                 while j0 < plane {
@@ -106,17 +110,10 @@ impl Im2col {
                     matmul(
                         &mut out[j0..],
                         plane,
-                        Mat::new(&self.weight, k, rows, rows),
+                        weight,
                         Mat::new(patches, rows, nb, nb),
                     );
-                    for ch in 0..k {
-                        let at = ch * plane + j0;
-                        let res = epilogue
-                            .residual
-                            .map(|r| &r[img * k * plane + at..img * k * plane + at + nb]);
-                        let bias = epilogue.bias.map_or(0.0, |b| b[ch]);
-                        epilogue.finish(&mut out[at..at + nb], bias, res);
-                    }
+                    epilogue.finish_block(out, img, k, k0, plane, j0, nb);
                     j0 += nb;
                 }
             });

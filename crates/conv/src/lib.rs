@@ -68,6 +68,27 @@ impl Epilogue<'_> {
         }
     }
 
+    /// Finishes columns `j0..j0 + nb` of every channel of a task's output block: channels
+    /// `k0..` of image `img` of a `k`-channel output.
+    #[allow(clippy::too_many_arguments)]
+    fn finish_block(
+        &self,
+        out: &mut [f32],
+        img: usize,
+        k: usize,
+        k0: usize,
+        plane: usize,
+        j0: usize,
+        nb: usize,
+    ) {
+        for (ch, row) in out.chunks_mut(plane).enumerate() {
+            let bias = self.bias.map_or(0.0, |b| b[k0 + ch]);
+            let at = (img * k + k0 + ch) * plane + j0;
+            let res = self.residual.map(|r| &r[at..at + nb]);
+            self.finish(&mut row[j0..j0 + nb], bias, res);
+        }
+    }
+
     /// Applies the epilogue to a whole `[n, k, plane]` output in place (for convolutions
     /// that are not ours).
     pub fn apply(&self, out: &mut [f32], k: usize, plane: usize) {
@@ -129,10 +150,14 @@ impl Pointwise {
         }
         let cols = (BLOCK_BYTES / (4 * (c + k))).clamp(64, plane.max(64));
         let s = self.stride;
-        out.par_chunks_mut(k * plane)
+        let split = Split::new(n, k, rayon::current_num_threads().max(1));
+        let kb = split.channels;
+        out.par_chunks_mut(kb * plane)
             .enumerate()
-            .for_each(|(img, out)| {
+            .for_each(|(task, out)| {
+                let (img, k0) = (task / split.parts, task % split.parts * kb);
                 let input = &x[img * c * h * w..(img + 1) * c * h * w];
+                let weight = Mat::new(&self.weight[k0 * c..(k0 + kb) * c], kb, c, c);
                 let mut gathered = Vec::new();
                 let mut j0 = 0;
                 while j0 < plane {
@@ -149,19 +174,40 @@ impl Pointwise {
                         }
                         Mat::new(&gathered, c, nb, nb)
                     };
-                    matmul(&mut out[j0..], plane, Mat::new(&self.weight, k, c, c), rhs);
-                    for ch in 0..k {
-                        let bias = epilogue.bias.map_or(0.0, |b| b[ch]);
-                        let at = ch * plane + j0;
-                        let res = epilogue
-                            .residual
-                            .map(|r| &r[img * k * plane + at..img * k * plane + at + nb]);
-                        epilogue.finish(&mut out[at..at + nb], bias, res);
-                    }
+                    matmul(&mut out[j0..], plane, weight, rhs);
+                    epilogue.finish_block(out, img, k, k0, plane, j0, nb);
                     j0 += nb;
                 }
             });
         out
+    }
+}
+
+/// How a convolution's output is shared among tasks: each task owns whole images, and where
+/// a batch has fewer images than twice the threads, `parts` contiguous blocks of
+/// `channels` output channels of one image (each part gathers or transforms that image's
+/// input again, so a block keeps at least 16 channels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Split {
+    parts: usize,
+    channels: usize,
+}
+
+impl Split {
+    fn new(n: usize, k: usize, threads: usize) -> Self {
+        let want = if n >= 2 * threads {
+            1
+        } else {
+            (2 * threads).div_ceil(n.max(1))
+        };
+        let parts = (1..=want)
+            .rev()
+            .find(|&s| k.is_multiple_of(s) && k / s >= 16)
+            .unwrap_or(1);
+        Split {
+            parts,
+            channels: k / parts,
+        }
     }
 }
 
@@ -264,14 +310,15 @@ pub mod testing {
         };
         vec![
             case(2, 3, 14, 14, 5, 1),
-            case(1, 1, 7, 7, 1, 1),   // one channel, batch one, 7x7
-            case(3, 4, 7, 9, 6, 1),   // not a multiple of either tile
-            case(2, 8, 13, 11, 3, 1), // odd sizes
-            case(1, 2, 5, 6, 2, 0),   // no padding
-            case(2, 3, 6, 5, 4, 2),   // padding wider than the kernel's reach
-            case(1, 16, 3, 3, 8, 1),  // one partial tile
-            case(1, 2, 3, 3, 2, 0),   // a single output pixel
-            case(5, 6, 28, 28, 7, 1), // several blocks of tiles
+            case(1, 1, 7, 7, 1, 1),    // one channel, batch one, 7x7
+            case(3, 4, 7, 9, 6, 1),    // not a multiple of either tile
+            case(2, 8, 13, 11, 3, 1),  // odd sizes
+            case(1, 2, 5, 6, 2, 0),    // no padding
+            case(2, 3, 6, 5, 4, 2),    // padding wider than the kernel's reach
+            case(1, 16, 3, 3, 8, 1),   // one partial tile
+            case(1, 2, 3, 3, 2, 0),    // a single output pixel
+            case(5, 6, 28, 28, 7, 1),  // several blocks of tiles
+            case(1, 8, 14, 14, 64, 1), // one image: its output channels split among tasks
         ]
     }
 

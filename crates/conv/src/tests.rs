@@ -195,3 +195,45 @@ fn relu_keeps_nan_like_burn() {
     assert!(row[0].is_nan());
     assert_eq!(&row[1..], &[0.0, 2.0]);
 }
+
+#[test]
+fn small_batches_split_output_channels() {
+    // Enough images: whole images per task.
+    assert_eq!(
+        Split::new(16, 64, 2),
+        Split {
+            parts: 1,
+            channels: 64
+        }
+    );
+    // One image on 2 threads: four parts of 16 channels.
+    assert_eq!(
+        Split::new(1, 64, 2),
+        Split {
+            parts: 4,
+            channels: 16
+        }
+    );
+    // Never below 16 channels a part, and only even splits.
+    assert_eq!(
+        Split::new(1, 16, 8),
+        Split {
+            parts: 1,
+            channels: 16
+        }
+    );
+    assert_eq!(
+        Split::new(1, 48, 8),
+        Split {
+            parts: 3,
+            channels: 16
+        }
+    );
+    assert_eq!(
+        Split::new(3, 512, 16),
+        Split {
+            parts: 11 - 3,
+            channels: 64
+        }
+    );
+}

@@ -23,7 +23,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use super::gemm::{Mat, matmul};
-use super::{BLOCK_BYTES, Epilogue, ImageShape};
+use super::{BLOCK_BYTES, Epilogue, ImageShape, Split};
 
 /// The kernel transform `G` of one `F(M, 3)` (`A = M + 2` rows); the input and output
 /// transforms `Bᵀ` and `Aᵀ` are written out as the explicit sums below ([`f43_in`], ...).
@@ -266,27 +266,35 @@ impl Winograd {
         let per_image = grid.th * grid.tw;
         let block = (BLOCK_BYTES / (4 * A * A * (c + k))).clamp(LANES, 512);
         // Whole images per task, enough of them to fill a block where maps are small, but
-        // never so many that some thread goes without work.
+        // never so many that some thread goes without work; where the batch has fewer
+        // images than that, each image's output channels are split too.
         let threads = rayon::current_num_threads().max(1);
-        let images = (block / per_image).clamp(1, n.div_ceil(2 * threads).max(1));
-        out.par_chunks_mut(images * k * plane)
+        let split = Split::new(n, k, threads);
+        let kb = split.channels;
+        let images = if split.parts > 1 {
+            1
+        } else {
+            (block / per_image).clamp(1, n.div_ceil(2 * threads).max(1))
+        };
+        out.par_chunks_mut(images * kb * plane)
             .enumerate()
             .for_each(|(task, out)| {
-                let first = task * images;
-                let count = out.len() / (k * plane);
+                let (first, k0) = (task / split.parts * images, task % split.parts * kb);
+                let count = out.len() / (kb * plane);
                 let input = &x[first * c * h * w..(first + count) * c * h * w];
+                let start = (first * k + k0) * plane;
                 let residual = epilogue
                     .residual
-                    .map(|r| &r[first * k * plane..(first + count) * k * plane]);
+                    .map(|r| &r[start..start + count * kb * plane]);
                 let tiles = count * per_image;
                 let cap = block.min(tiles);
-                with_scratch(A * A * c * cap, A * A * k * cap, |v, m| {
+                with_scratch(A * A * c * cap, A * A * kb * cap, |v, m| {
                     let mut t0 = 0;
                     while t0 < tiles {
                         let nt = block.min(tiles - t0);
                         let at: Vec<TileAt> = (t0..t0 + nt).map(|t| grid.at(t)).collect();
                         let v = &mut v[..A * A * c * nt];
-                        let m = &mut m[..A * A * k * nt];
+                        let m = &mut m[..A * A * kb * nt];
                         pulp::Arch::new().dispatch(Forward::<A, I> {
                             t: into,
                             x: input,
@@ -296,17 +304,19 @@ impl Winograd {
                             v,
                         });
                         for xi in 0..A * A {
+                            let u = (xi * k + k0) * c;
                             matmul(
-                                &mut m[xi * k * nt..(xi + 1) * k * nt],
+                                &mut m[xi * kb * nt..(xi + 1) * kb * nt],
                                 nt,
-                                Mat::new(&self.u[xi * k * c..(xi + 1) * k * c], k, c, c),
+                                Mat::new(&self.u[u..u + kb * c], kb, c, c),
                                 Mat::new(&v[xi * c * nt..(xi + 1) * c * nt], c, nt, nt),
                             );
                         }
                         pulp::Arch::new().dispatch(Back::<M, A, O> {
                             t: back,
                             m,
-                            k,
+                            k: kb,
+                            k0,
                             grid: &grid,
                             tiles: &at,
                             epilogue,
@@ -497,7 +507,9 @@ fn gather<const A: usize>(
 struct Back<'a, const M: usize, const A: usize, O> {
     t: O,
     m: &'a [f32],
+    /// The task's output channels, `k0..k0 + k` of the convolution's.
     k: usize,
+    k0: usize,
     grid: &'a Grid,
     tiles: &'a [TileAt],
     epilogue: &'a Epilogue<'a>,
@@ -516,6 +528,7 @@ impl<const M: usize, const A: usize, O: Fn(&[Lanes; A]) -> [Lanes; M]> pulp::Wit
             t,
             m,
             k,
+            k0,
             grid,
             tiles,
             epilogue,
@@ -525,7 +538,7 @@ impl<const M: usize, const A: usize, O: Fn(&[Lanes; A]) -> [Lanes; M]> pulp::Wit
         let (ho, wo, nt) = (grid.ho, grid.wo, tiles.len());
         let plane = ho * wo;
         for ch in 0..k {
-            let bias = epilogue.bias.map_or(0.0, |b| b[ch]);
+            let bias = epilogue.bias.map_or(0.0, |b| b[k0 + ch]);
             for (g, group) in tiles.chunks(LANES).enumerate() {
                 let (j, n) = (g * LANES, group.len());
                 let mut tile = [[[0.0f32; LANES]; A]; A];
