@@ -4,10 +4,8 @@
 //! multiplied by the `K x C·k²` weights straight into the NCHW output, and finished with
 //! the epilogue while the block is still in cache.
 
-use rayon::prelude::*;
-
-use super::gemm::{Mat, matmul};
-use super::{BLOCK_BYTES, Epilogue, ImageShape, Spec, Split};
+use super::gemm::Mat;
+use super::{Epilogue, ImageShape, Spec, by_columns};
 
 /// A convolution with its weights as a `K x C·k²` matrix.
 #[derive(Debug, Clone)]
@@ -50,7 +48,7 @@ impl Im2col {
 
     /// Convolves `x` into a new `[n, K, h', w']` buffer, applying `epilogue`.
     pub fn run(&self, x: &[f32], shape: ImageShape, epilogue: &Epilogue<'_>) -> Vec<f32> {
-        let ImageShape { n, c, h, w } = shape;
+        let ImageShape { c, h, w, .. } = shape;
         assert_eq!(c, self.in_ch, "input channels");
         assert_eq!(x.len(), shape.len(), "input size");
         let Some([ho, wo]) = self.output_size(h, w) else {
@@ -65,58 +63,39 @@ impl Im2col {
             stride,
             padding,
         } = self.spec;
-        let plane = ho * wo;
         let rows = c * kernel * kernel;
-        let mut out = vec![0.0f32; n * k * plane];
-        if out.is_empty() {
-            return out;
-        }
-        let cols = (BLOCK_BYTES / (4 * (rows + k))).clamp(64, plane.max(64));
-        let split = Split::new(n, k, rayon::current_num_threads().max(1));
-        let kb = split.channels;
-        out.par_chunks_mut(kb * plane)
-            .enumerate()
-            .for_each(|(task, out)| {
-                let (img, k0) = (task / split.parts, task % split.parts * kb);
-                let input = &x[img * c * h * w..(img + 1) * c * h * w];
-                let weight = Mat::new(&self.weight[k0 * rows..(k0 + kb) * rows], kb, rows, rows);
-                let mut patches = vec![0.0f32; rows * cols.min(plane)];
-                let mut j0 = 0;
-                while j0 < plane {
-                    let nb = cols.min(plane - j0);
-                    let patches = &mut patches[..rows * nb];
-                    for (row, dst) in patches.chunks_mut(nb).enumerate() {
-                        let (ch, i, j) =
-                            (row / (kernel * kernel), row / kernel % kernel, row % kernel);
-                        let map = &input[ch * h * w..(ch + 1) * h * w];
-                        // Rows and columns left of the padding wrap to huge values, so
-                        // one comparison each finds every position outside the map.
-                        let (mut oy, mut ox) = (j0 / wo, j0 % wo);
-                        for cell in dst.iter_mut() {
-                            let y = (oy * stride + i).wrapping_sub(padding);
-                            let xx = (ox * stride + j).wrapping_sub(padding);
-                            *cell = if y < h && xx < w {
-                                map[y * w + xx]
-                            } else {
-                                0.0
-                            };
-                            ox += 1;
-                            if ox == wo {
-                                ox = 0;
-                                oy += 1;
-                            }
+        by_columns(
+            x,
+            shape,
+            &self.weight,
+            [k, rows],
+            [ho, wo],
+            epilogue,
+            |input, j0, nb, patches| {
+                patches.resize(rows * nb, 0.0);
+                for (row, dst) in patches.chunks_mut(nb).enumerate() {
+                    let (ch, i, j) = (row / (kernel * kernel), row / kernel % kernel, row % kernel);
+                    let map = &input[ch * h * w..(ch + 1) * h * w];
+                    // Rows and columns left of the padding wrap to huge values, so one
+                    // comparison each finds every position outside the map.
+                    let (mut oy, mut ox) = (j0 / wo, j0 % wo);
+                    for cell in dst.iter_mut() {
+                        let y = (oy * stride + i).wrapping_sub(padding);
+                        let xx = (ox * stride + j).wrapping_sub(padding);
+                        *cell = if y < h && xx < w {
+                            map[y * w + xx]
+                        } else {
+                            0.0
+                        };
+                        ox += 1;
+                        if ox == wo {
+                            ox = 0;
+                            oy += 1;
                         }
                     }
-                    matmul(
-                        &mut out[j0..],
-                        plane,
-                        weight,
-                        Mat::new(patches, rows, nb, nb),
-                    );
-                    epilogue.finish_block(out, img, k, k0, plane, j0, nb);
-                    j0 += nb;
                 }
-            });
-        out
+                Mat::new(patches, rows, nb, nb)
+            },
+        )
     }
 }

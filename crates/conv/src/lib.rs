@@ -138,49 +138,81 @@ impl Pointwise {
 
     /// Convolves `x` into a new `[n, K, h', w']` buffer, applying `epilogue`.
     pub fn run(&self, x: &[f32], shape: ImageShape, epilogue: &Epilogue<'_>) -> Vec<f32> {
-        let ImageShape { n, c, h, w } = shape;
+        let ImageShape { c, h, w, .. } = shape;
         assert_eq!(c, self.in_ch, "input channels");
         assert_eq!(x.len(), shape.len(), "input size");
         let k = self.out_ch;
         let [ho, wo] = self.output_size(h, w);
-        let plane = ho * wo;
-        let mut out = vec![0.0f32; n * k * plane];
-        if out.is_empty() {
-            return out;
-        }
-        let cols = (BLOCK_BYTES / (4 * (c + k))).clamp(64, plane.max(64));
         let s = self.stride;
-        let split = Split::new(n, k, rayon::current_num_threads().max(1));
-        let kb = split.channels;
-        out.par_chunks_mut(kb * plane)
-            .enumerate()
-            .for_each(|(task, out)| {
-                let (img, k0) = (task / split.parts, task % split.parts * kb);
-                let input = &x[img * c * h * w..(img + 1) * c * h * w];
-                let weight = Mat::new(&self.weight[k0 * c..(k0 + kb) * c], kb, c, c);
-                let mut gathered = Vec::new();
-                let mut j0 = 0;
-                while j0 < plane {
-                    let nb = cols.min(plane - j0);
-                    let rhs = if s == 1 {
-                        Mat::new(&input[j0..], c, nb, h * w)
-                    } else {
-                        gathered.clear();
-                        for ch in 0..c {
-                            let map = &input[ch * h * w..(ch + 1) * h * w];
-                            gathered.extend(
-                                (j0..j0 + nb).map(|j| map[(j / wo) * s * w + (j % wo) * s]),
-                            );
-                        }
-                        Mat::new(&gathered, c, nb, nb)
-                    };
-                    matmul(&mut out[j0..], plane, weight, rhs);
-                    epilogue.finish_block(out, img, k, k0, plane, j0, nb);
-                    j0 += nb;
+        by_columns(
+            x,
+            shape,
+            &self.weight,
+            [k, c],
+            [ho, wo],
+            epilogue,
+            |input, j0, nb, gathered| {
+                if s == 1 {
+                    return Mat::new(&input[j0..], c, nb, h * w);
                 }
-            });
-        out
+                gathered.clear();
+                for ch in 0..c {
+                    let map = &input[ch * h * w..(ch + 1) * h * w];
+                    gathered.extend((j0..j0 + nb).map(|j| map[(j / wo) * s * w + (j % wo) * s]));
+                }
+                Mat::new(gathered, c, nb, nb)
+            },
+        )
     }
+}
+
+/// The loop [`Pointwise`] and [`Im2col`] share: `[K, rows]` weights times a `rows x nb`
+/// right-hand side that `rhs` gives for each L2-sized block of `nb` output pixels starting
+/// at `j0` of one image's `input` (a view of it, or gathered into the task's scratch), the
+/// product written straight into the NCHW output and finished with the epilogue while in
+/// cache. Tasks own whole images, or blocks of an image's output channels ([`Split`]).
+fn by_columns<G>(
+    x: &[f32],
+    shape: ImageShape,
+    weight: &[f32],
+    [k, rows]: [usize; 2],
+    [ho, wo]: [usize; 2],
+    epilogue: &Epilogue<'_>,
+    rhs: G,
+) -> Vec<f32>
+where
+    G: for<'b> Fn(&'b [f32], usize, usize, &'b mut Vec<f32>) -> Mat<'b> + Sync,
+{
+    let ImageShape { n, c, h, w } = shape;
+    let plane = ho * wo;
+    let mut out = vec![0.0f32; n * k * plane];
+    if out.is_empty() {
+        return out;
+    }
+    let cols = (BLOCK_BYTES / (4 * (rows + k))).clamp(64, plane.max(64));
+    let split = Split::new(n, k, rayon::current_num_threads().max(1));
+    let kb = split.channels;
+    out.par_chunks_mut(kb * plane)
+        .enumerate()
+        .for_each(|(task, out)| {
+            let (img, k0) = (task / split.parts, task % split.parts * kb);
+            let input = &x[img * c * h * w..(img + 1) * c * h * w];
+            let weight = Mat::new(&weight[k0 * rows..(k0 + kb) * rows], kb, rows, rows);
+            let mut scratch = Vec::new();
+            let mut j0 = 0;
+            while j0 < plane {
+                let nb = cols.min(plane - j0);
+                matmul(
+                    &mut out[j0..],
+                    plane,
+                    weight,
+                    rhs(input, j0, nb, &mut scratch),
+                );
+                epilogue.finish_block(out, img, k, k0, plane, j0, nb);
+                j0 += nb;
+            }
+        });
+    out
 }
 
 /// How a convolution's output is shared among tasks: each task owns whole images, and where

@@ -198,42 +198,20 @@ fn relu_keeps_nan_like_burn() {
 
 #[test]
 fn small_batches_split_output_channels() {
-    // Enough images: whole images per task.
-    assert_eq!(
-        Split::new(16, 64, 2),
-        Split {
-            parts: 1,
-            channels: 64
-        }
-    );
-    // One image on 2 threads: four parts of 16 channels.
-    assert_eq!(
-        Split::new(1, 64, 2),
-        Split {
-            parts: 4,
-            channels: 16
-        }
-    );
-    // Never below 16 channels a part, and only even splits.
-    assert_eq!(
-        Split::new(1, 16, 8),
-        Split {
-            parts: 1,
-            channels: 16
-        }
-    );
-    assert_eq!(
-        Split::new(1, 48, 8),
-        Split {
-            parts: 3,
-            channels: 16
-        }
-    );
-    assert_eq!(
-        Split::new(3, 512, 16),
-        Split {
-            parts: 11 - 3,
-            channels: 64
-        }
-    );
+    // (images, channels, threads) -> (parts, channels a part): enough images keep whole
+    // images per task; one image on 2 threads makes four parts of 16 channels; never below
+    // 16 channels a part, and only even splits.
+    for ((n, k, threads), (parts, channels)) in [
+        ((16, 64, 2), (1, 64)),
+        ((1, 64, 2), (4, 16)),
+        ((1, 16, 8), (1, 16)),
+        ((1, 48, 8), (3, 16)),
+        ((3, 512, 16), (8, 64)),
+    ] {
+        assert_eq!(
+            Split::new(n, k, threads),
+            Split { parts, channels },
+            "{n} {k} {threads}"
+        );
+    }
 }
