@@ -319,8 +319,9 @@ pub struct DissectArgs {
     /// one process per GPU on a machine with several.
     #[arg(long)]
     pub device: Option<usize>,
-    /// Activations kept between passes, in MiB: on the GPU, or in host
-    /// memory on the CPU backend. A dataset whose activations do not fit
+    /// Activations kept between passes, in MiB: on the GPU, or on the CPU
+    /// backend in an unlinked temporary file (in the page cache while
+    /// memory is free, so not in this process's memory). A dataset whose activations do not fit
     /// re-runs the network on every pass instead; 0 always re-runs, so
     /// memory stays flat in the number of images. Default: a quarter of the
     /// available memory on the CPU backend, 2048 on a GPU.

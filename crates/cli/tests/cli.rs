@@ -527,20 +527,29 @@ fn synth_writes_the_generators_dataset() {
 }
 
 /// `--cache-mib 0` re-runs the network on every pass, and results.json says
-/// so; the default keeps a small run's activations.
+/// so; the default keeps a small run's activations (on the CPU backend in a
+/// temporary file), and both give the same tallies.
 #[test]
 fn cache_budget_picks_the_mode() {
     let tmp = tempfile::tempdir().unwrap();
     let data = dataset(tmp.path(), 4);
+    let mut tallies = Vec::new();
     for (mib, mode) in [("0", "recomputed"), ("2048", "cached")] {
         let (o, out) = dissect_with(tmp.path(), &data, |a| {
-            a.extend(["--cache-mib", mib, "--force"].map(String::from))
+            a.extend(["--cache-mib", mib, "--backend", "cpu", "--force"].map(String::from))
         });
         assert!(o.status.success(), "{}", stderr(&o));
         let json: serde_json::Value =
             serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
         assert_eq!(json["mode"], mode, "--cache-mib {mib}");
+        let csvs: Vec<_> = snapshot(&out)
+            .into_iter()
+            .filter(|(path, _)| path.extension().is_some_and(|e| e == "csv"))
+            .collect();
+        assert!(!csvs.is_empty(), "no tally CSV in {}", out.display());
+        tallies.push(csvs);
     }
+    assert!(tallies[0] == tallies[1], "cached and re-run tallies differ");
 }
 
 /// Every file of a folder, relative path to contents.

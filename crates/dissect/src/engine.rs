@@ -4,8 +4,9 @@
 //! A run ([`crate::run`]) makes passes over the data: exact thresholds and
 //! top-k images, then upsample, binarize and count, then scores. The
 //! network runs once per image when the tapped activations fit the cache
-//! budget: they stay on the device, as Burn tensors, between the passes.
-//! Otherwise the run re-runs the forward pass for every extra pass
+//! budget: on a GPU they stay on the device, as Burn tensors, between the
+//! passes; on the CPU backend they go to an unlinked temporary file, which
+//! the kernel's page cache holds while memory is free. Otherwise the run re-runs the forward pass for every extra pass
 //! (bounded memory). [`crate::Dissection::mode`] says which ran.
 
 use std::sync::Arc;
@@ -186,7 +187,8 @@ impl Dissector {
 
     /// The cache budget this machine gives, and where it comes from: on the
     /// CPU backend a quarter of the host memory available now (Linux
-    /// `MemAvailable`); on a GPU [`DEFAULT_CACHE_BUDGET`], since wgpu does
+    /// `MemAvailable`), so that the cache file stays in the page cache; on
+    /// a GPU [`DEFAULT_CACHE_BUDGET`], since wgpu does
     /// not report an adapter's memory.
     pub fn default_cache_budget(&self) -> (u64, &'static str) {
         match (&self.backend, available_host_memory()) {
