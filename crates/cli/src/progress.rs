@@ -134,3 +134,36 @@ pub fn print_summary(d: &Dissection) {
         }
     }
 }
+
+/// What the CLI shows of a job: bars on stderr (unless quiet), notes on
+/// stderr, the summary table on stdout.
+#[derive(Debug)]
+pub struct Terminal {
+    bars: Bars,
+}
+
+impl Terminal {
+    pub fn new(quiet: bool) -> Self {
+        Self {
+            bars: Bars::new(quiet),
+        }
+    }
+}
+
+impl app::Events for Terminal {
+    fn progress(&mut self, progress: &Progress) {
+        self.bars.update(progress);
+    }
+
+    fn passes_done(&mut self) {
+        self.bars.finish();
+    }
+
+    fn note(&mut self, line: &str) {
+        eprintln!("{line}");
+    }
+
+    fn finished(&mut self, dissection: &Dissection) {
+        print_summary(dissection);
+    }
+}

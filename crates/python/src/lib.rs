@@ -8,21 +8,22 @@
 
 use std::path::PathBuf;
 
+use app::{Backend, EngineSpec, Job, Settings, Source};
 use dissect::npy::DType;
 use dissect::options::Overrides;
-use dissect::recorded::{Recorded, RecordedArray, TokenLayout};
-use dissect::{Alignment, DissectError, Dissector, ErrorKind, Preset, UnionRule};
+use dissect::recorded::{RecordedArray, TokenLayout};
+use dissect::{Alignment, Preset, UnionRule};
 use numpy::{PyArray1, PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
-/// A library error as a Python exception: bad input and usage are
+/// An application error as a Python exception: bad input and usage are
 /// `ValueError`s, failures `RuntimeError`s.
-fn py_error(e: DissectError) -> PyErr {
+fn py_error(e: app::Error) -> PyErr {
     match e.kind() {
-        ErrorKind::Usage | ErrorKind::Input => PyValueError::new_err(e.to_string()),
-        ErrorKind::Failure => PyRuntimeError::new_err(e.to_string()),
+        app::Kind::Usage | app::Kind::Input => PyValueError::new_err(e.to_string()),
+        app::Kind::Run | app::Kind::Adapter => PyRuntimeError::new_err(e.to_string()),
     }
 }
 
@@ -134,6 +135,79 @@ fn dissect_arrays<'py>(
     backend: &str,
     force: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
+    let (preset, union, backend) = named_choices(preset, union.as_deref(), backend)?;
+    let overrides = Overrides {
+        quantile,
+        iou_threshold,
+        categories,
+        union,
+        // Recorded activations carry no receptive fields.
+        alignment: Some(Alignment::HalfPixel),
+        preprocess: None,
+        split,
+        max_images,
+        batch_size,
+        top_k,
+        formula_length,
+        beam,
+    };
+    let names: Vec<String> = (layers.keys().iter())
+        .map(|k| k.extract::<String>())
+        .collect::<PyResult<_>>()?;
+    let held = hold_all(layers, &names)?;
+    let arrays = recorded_arrays(&names, &held);
+    let job = Job {
+        source: Source::Arrays {
+            arrays,
+            tokens: TokenLayout {
+                grid: token_grid.map(|(h, w)| [h, w]),
+                skip: skip_tokens,
+            },
+        },
+        layers: names.clone(),
+        dataset,
+        settings: Settings {
+            preset,
+            overrides,
+            preprocess: None,
+        },
+        engine: EngineSpec::of(backend),
+        out,
+        force,
+    };
+    let finished = app::run(job, &mut app::Silent).map_err(py_error)?;
+    let label_names = finished.labels;
+    let Some(outcome) = finished.outcomes.into_iter().next() else {
+        return Err(PyRuntimeError::new_err("the run returned no results"));
+    };
+    let copied: Vec<&str> = (names.iter().zip(&held))
+        .filter(|(_, (h, _))| matches!(h, Held::Copied(..)))
+        .map(|(n, _)| n.as_str())
+        .collect();
+    results_dict(py, outcome, label_names, copied)
+}
+
+/// The held arrays as the engine reads them.
+fn recorded_arrays<'a>(
+    names: &'a [String],
+    held: &'a [(Held<'_>, Vec<usize>)],
+) -> Vec<RecordedArray<'a>> {
+    (names.iter().zip(held))
+        .map(|(name, (h, shape))| RecordedArray {
+            name,
+            shape,
+            dtype: h.dtype(),
+            data: h.bytes(),
+        })
+        .collect()
+}
+
+/// The preset, union rule and backend named by their Python strings.
+fn named_choices(
+    preset: &str,
+    union: Option<&str>,
+    backend: &str,
+) -> PyResult<(Preset, Option<UnionRule>, Backend)> {
     let preset = pick(
         "preset",
         preset,
@@ -143,101 +217,46 @@ fn dissect_arrays<'py>(
         .map(|u| {
             pick(
                 "union",
-                &u,
+                u,
                 &[("original", UnionRule::Original), ("lite", UnionRule::Lite)],
             )
         })
         .transpose()?;
-    let overrides = Overrides {
-        quantile,
-        iou_threshold,
-        categories: categories.clone(),
-        union,
-        // Recorded activations carry no receptive fields.
-        alignment: Some(Alignment::HalfPixel),
-        preprocess: None,
-        split: split.clone(),
-        max_images,
-        batch_size,
-        top_k,
-        formula_length,
-        beam,
-    };
-    let ds_opts = broden::DatasetOptions {
-        split,
-        categories,
-        max_images,
-    };
-    let data = broden::Dataset::open(&dataset, &ds_opts).map_err(value_error)?;
-    let opts = overrides.apply(preset, &dissect::recorded::input_spec(&data));
-    let names: Vec<String> = layers
-        .keys()
-        .iter()
-        .map(|k| k.extract::<String>())
-        .collect::<PyResult<_>>()?;
-    opts.validate(&names).map_err(py_error)?;
+    let backend = pick(
+        "backend",
+        backend,
+        &[
+            ("auto", Backend::Auto),
+            ("gpu", Backend::Gpu),
+            ("cpu", Backend::Cpu),
+        ],
+    )?;
+    Ok((preset, union, backend))
+}
 
-    let mut held = Vec::new();
-    for name in &names {
-        let value = layers
-            .get_item(name)?
-            .ok_or_else(|| value_error(format!("layer `{name}` vanished")))?;
-        held.push(hold(name, &value)?);
-    }
-    let copied: Vec<&str> = names
+/// Every layer's array, in `names` order.
+fn hold_all<'py>(
+    layers: &Bound<'py, PyDict>,
+    names: &[String],
+) -> PyResult<Vec<(Held<'py>, Vec<usize>)>> {
+    names
         .iter()
-        .zip(&held)
-        .filter(|(_, (h, _))| matches!(h, Held::Copied(..)))
-        .map(|(n, _)| n.as_str())
-        .collect();
-    let arrays: Vec<RecordedArray<'_>> = names
-        .iter()
-        .zip(&held)
-        .map(|(name, (h, shape))| RecordedArray {
-            name,
-            shape,
-            dtype: h.dtype(),
-            data: h.bytes(),
+        .map(|name| {
+            let value = layers
+                .get_item(name)?
+                .ok_or_else(|| value_error(format!("layer `{name}` vanished")))?;
+            hold(name, &value)
         })
-        .collect();
-    let tokens = TokenLayout {
-        grid: token_grid.map(|(h, w)| [h, w]),
-        skip: skip_tokens,
-    };
-    let recorded = Recorded::from_arrays("numpy arrays", &arrays, data.images.len(), tokens)
-        .map_err(py_error)?;
-    let staging = match &out {
-        Some(dir) => Some(report::output::Staging::begin(dir, force).map_err(value_error)?),
-        None => None,
-    };
-    let dissector = match backend {
-        "auto" => Dissector::auto(),
-        "gpu" => Dissector::new(),
-        "cpu" => Ok(Dissector::cpu()),
-        other => {
-            return Err(value_error(format!(
-                "backend `{other}`: use auto, gpu or cpu"
-            )));
-        }
-    }
-    .map_err(py_error)?;
-    let recorded = recorded.on(dissector.device());
-    let outcome = dissector
-        .run(&recorded, &names, &data, &opts, &mut |_| {})
-        .map_err(py_error)?;
-    if let Some(staging) = staging {
-        report::output::write_all(
-            staging.path(),
-            &outcome.dissection,
-            &outcome.top_maps,
-            &outcome.ious,
-        )
-        .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
-        staging
-            .commit()
-            .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
-    }
+        .collect()
+}
 
+/// The dict `dissect` returns (see [`dissect_arrays`]).
+fn results_dict<'py>(
+    py: Python<'py>,
+    outcome: dissect::Outcome,
+    label_names: Vec<String>,
+    copied: Vec<&str>,
+) -> PyResult<Bound<'py, PyDict>> {
     let result = PyDict::new(py);
     let json = serde_json::to_string(&outcome.dissection).map_err(value_error)?;
     result.set_item("results", json)?;
@@ -251,7 +270,6 @@ fn dissect_arrays<'py>(
         per_layer.set_item(&layer.name, entry)?;
     }
     result.set_item("layers", per_layer)?;
-    let label_names: Vec<&str> = data.labels.iter().map(|l| l.name.as_str()).collect();
     result.set_item("labels", PyList::new(py, label_names)?)?;
     result.set_item("copied", PyList::new(py, copied)?)?;
     Ok(result)

@@ -1,0 +1,440 @@
+//! `netdissect explain`: the units behind a classifier's predictions.
+//!
+//! For each image, the model (with the run's preprocessing) predicts its
+//! top classes; each class's logit splits over the units of the dissected
+//! last layer ([`models::Attribution`]), and the units with the largest
+//! contributions are listed with the concepts dissection gave them.
+//! Writes `explain.json` and a self-contained `explain.html` (images
+//! inlined) with each top unit's thresholded region outlined, upsampled as
+//! the run upsampled it.
+
+use std::path::{Path, PathBuf};
+
+use broden::{Dataset, DatasetOptions, Preprocess};
+use dissect::{Dissection, Dissector, LayerResult};
+use image::RgbImage;
+use models::burn::tensor::{Tensor, TensorData};
+use models::{ArchChoice, ClassTerms, Model};
+use report::strips::{MapGeometry, overlay, region_classes};
+use serde::Serialize;
+
+use crate::engine::{Backend, EngineSpec};
+use crate::error::{Error, Kind, Result};
+use crate::events::Events;
+
+/// One unit's share of a class score.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct UnitTerm {
+    /// 1-based, as files show units.
+    pub unit: usize,
+    pub contribution: f64,
+    /// Share of all units' absolute contributions (signed: a unit that
+    /// lowers the score has a negative share).
+    pub share: f64,
+    /// The unit's label, or `unlabelled` when its best IoU is at or below
+    /// the run's threshold.
+    pub label: String,
+    pub category: String,
+    pub iou: f64,
+    pub detector: bool,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Prediction {
+    pub class: usize,
+    pub name: String,
+    pub logit: f64,
+    pub bias: f64,
+    pub units: Vec<UnitTerm>,
+    /// The sum of every other unit's contribution.
+    pub other_units: f64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Explained {
+    pub image: String,
+    pub predictions: Vec<Prediction>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct ExplainFile<'a> {
+    model: &'a str,
+    layer: &'a str,
+    attribution: &'a str,
+    images: &'a [Explained],
+}
+
+/// What `explain` is asked.
+#[derive(Debug, Clone)]
+pub struct ExplainJob {
+    /// The results folder of a dissection of the network's last layer.
+    pub results: PathBuf,
+    pub weights: PathBuf,
+    pub images: Vec<PathBuf>,
+    /// A dataset and how many of its first images to explain as well.
+    pub dataset: Option<(PathBuf, usize)>,
+    /// Class names, one per line.
+    pub classes: Option<PathBuf>,
+    /// Default: `explain/` in the results folder.
+    pub out: Option<PathBuf>,
+    pub top_classes: usize,
+    pub top_units: usize,
+    pub backend: Backend,
+}
+
+/// Explains the images of `job`; returns the page written.
+pub fn explain(job: &ExplainJob, events: &mut dyn Events) -> Result<PathBuf> {
+    let mut images = job.images.clone();
+    if let Some((dir, n)) = &job.dataset {
+        let ds = Dataset::open(dir, &DatasetOptions::default()).map_err(Error::input)?;
+        let root = ds.root.join("images");
+        images.extend(ds.images.iter().take(*n).map(|r| root.join(&r.image)));
+    }
+    if images.is_empty() {
+        return Err(Error::usage(
+            "nothing to explain: give --image IMG or --dataset D --images N",
+        ));
+    }
+    if job.top_classes == 0 || job.top_units == 0 {
+        return Err(Error::usage(
+            "--top-classes and --top-units must be at least 1",
+        ));
+    }
+    let dissector = EngineSpec::of(job.backend).dissector(events)?;
+    let d = report::output::read_dissection(&job.results).map_err(|e| {
+        let shown = format!("reading the results in {}", job.results.display());
+        Error::context(Kind::Input, shown, e)
+    })?;
+    let choice: ArchChoice = d.model.parse().map_err(|e| {
+        Error::new(
+            Kind::Input,
+            format!(
+                "{}: model `{}` is not one the zoo can load ({e})",
+                job.results.display(),
+                d.model
+            ),
+        )
+    })?;
+    let model = Model::load(&job.weights, choice, dissector.device()).map_err(Error::input)?;
+    let req = Request {
+        images,
+        classes: job.classes.as_deref(),
+        out: (job.out.clone()).unwrap_or_else(|| job.results.join("explain")),
+        top_classes: job.top_classes,
+        top_units: job.top_units,
+    };
+    explain_with(&d, &model, &req, &dissector)
+}
+
+/// What one explanation needs beside the model and its dissection.
+struct Request<'a> {
+    images: Vec<PathBuf>,
+    classes: Option<&'a Path>,
+    out: PathBuf,
+    top_classes: usize,
+    top_units: usize,
+}
+
+/// Probe images the report's example explanation shows.
+const EXAMPLE_IMAGES: usize = 3;
+
+/// When a zoo model's last layer was dissected with its checkpoint
+/// (`model`, the network the run loaded), explains the first probe images
+/// into `<out>/explain/` for the report to link to. A failure there costs
+/// the run nothing but the example: it is noted as a warning.
+pub(crate) fn example(
+    model: Option<&Model>,
+    d: &Dissection,
+    dataset: &Dataset,
+    dissector: &Dissector,
+    out: &Path,
+    events: &mut dyn Events,
+) {
+    let Some(model) = model else {
+        return;
+    };
+    if explained_layer(d, model).is_err() {
+        return;
+    }
+    let root = dataset.root.join("images");
+    let req = Request {
+        images: (dataset.images.iter().take(EXAMPLE_IMAGES))
+            .map(|r| root.join(&r.image))
+            .collect(),
+        classes: None,
+        out: out.join("explain"),
+        top_classes: 5,
+        top_units: 5,
+    };
+    if let Err(e) = explain_with(d, model, &req, dissector) {
+        events.note(&format!("warning: no example explanation: {e}"));
+    }
+}
+
+/// The zoo model `d` dissected, loaded from `weights`; `None` when there
+/// are none or it does not load (no example then).
+pub(crate) fn model_of(
+    weights: Option<&Path>,
+    d: &Dissection,
+    dissector: &Dissector,
+) -> Option<Model> {
+    let (Some(weights), Ok(choice)) = (weights, d.model.parse::<ArchChoice>()) else {
+        return None;
+    };
+    Model::load(weights, choice, dissector.device()).ok()
+}
+
+/// Class names: one per line, or `class N`.
+fn class_names(path: Option<&Path>, n: usize) -> Result<Vec<String>> {
+    let Some(path) = path else {
+        return Ok((0..n).map(|c| format!("class {c}")).collect());
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        let shown = format!("reading class names from {}", path.display());
+        Error::context(Kind::Input, shown, e)
+    })?;
+    let names: Vec<String> = text.lines().map(|l| l.trim().to_string()).collect();
+    if names.len() < n {
+        return Err(Error::new(
+            Kind::Input,
+            format!(
+                "{}: {} class names for a classifier of {n} classes",
+                path.display(),
+                names.len()
+            ),
+        ));
+    }
+    Ok(names)
+}
+
+/// The layer explained: the results' last layer, which must be the
+/// network's last tap (or, for VGG and AlexNet, the ReLU before the last
+/// max pool: the pool keeps channels, so contributions are the same).
+fn explained_layer<'a>(d: &'a Dissection, model: &Model) -> Result<&'a LayerResult> {
+    let taps = model.taps();
+    let last = taps.last().map(|t| t.name.clone()).unwrap_or_default();
+    let before = (model.attribution() == models::Attribution::GradientTimesInput)
+        .then(|| taps.len().checked_sub(2).map(|i| taps[i].name.clone()))
+        .flatten();
+    d.layers
+        .iter()
+        .rev()
+        .find(|l| l.tap == last || Some(&l.tap) == before.as_ref())
+        .ok_or_else(|| {
+            let had: Vec<String> = d.layers.iter().map(|l| format!("`{}`", l.tap)).collect();
+            Error::usage(format!(
+                "explaining needs a dissection of the network's last layer `{last}`; the results have {}",
+                had.join(", ")
+            ))
+        })
+}
+
+/// The model with the layer explained, ready to explain images.
+struct Explainer<'a> {
+    d: &'a Dissection,
+    model: &'a Model,
+    layer: &'a LayerResult,
+    names: Vec<String>,
+    tap: models::TapId,
+    last: models::TapId,
+    preprocess: Preprocess,
+    geometry: MapGeometry,
+    dissector: &'a Dissector,
+}
+
+/// Explains `req.images` with `model`, the network `d` dissected, and
+/// writes `explain.json` and `explain.html` into `req.out`.
+fn explain_with(
+    d: &Dissection,
+    model: &Model,
+    req: &Request<'_>,
+    dissector: &Dissector,
+) -> Result<PathBuf> {
+    let layer = explained_layer(d, model)?;
+    let last_name = model
+        .taps()
+        .last()
+        .map(|t| t.name.clone())
+        .unwrap_or_default();
+    let explainer = Explainer {
+        d,
+        model,
+        layer,
+        names: class_names(req.classes, model.num_classes())?,
+        tap: model.tap(&layer.tap).map_err(Error::input)?,
+        last: model.tap(&last_name).map_err(Error::input)?,
+        preprocess: d.options.preprocess.to_preprocess(),
+        geometry: MapGeometry::of(layer, &d.options),
+        dissector,
+    };
+    let mut explained = Vec::new();
+    let mut pictures = Vec::new();
+    for path in &req.images {
+        let (e, thumbs) = explainer.image(path, req)?;
+        explained.push(e);
+        pictures.push(thumbs);
+    }
+    write(d, layer, model, &explained, &pictures, &req.out)
+}
+
+impl Explainer<'_> {
+    /// One image: its top classes, their top units, and the top class's
+    /// units outlined on thumbnails.
+    fn image(&self, path: &Path, req: &Request<'_>) -> Result<(Explained, Vec<RgbImage>)> {
+        let p = &self.preprocess;
+        let (rgb, pixels) = broden::load_image(path, p).map_err(Error::input)?;
+        let x = Tensor::<4>::from_data(
+            TensorData::new(pixels, [1, 3, p.height as usize, p.width as usize]),
+            self.dissector.device(),
+        );
+        let acts = (self.model)
+            .forward_taps(x, &[self.tap, self.last])
+            .map_err(Error::input)?;
+        let [maps, features]: [Tensor<4>; 2] = acts
+            .try_into()
+            .map_err(|_| Error::new(Kind::Run, "two taps asked, other than two returned"))?;
+        let terms = (self.model)
+            .explain(features, req.top_classes)
+            .map_err(Error::input)?;
+        let [_, units, h, w] = maps.dims();
+        let maps = (maps.into_data().try_to_vec::<f32>())
+            .map_err(|e| Error::new(Kind::Run, format!("reading the maps: {e:?}")))?;
+        let predictions: Vec<Prediction> = (terms.into_iter().next().unwrap_or_default())
+            .into_iter()
+            .map(|t| self.prediction(&t, req.top_units))
+            .collect();
+        let thumbs = match predictions.first() {
+            Some(first) => self.outlines(&rgb, first, &maps, units, h * w),
+            None => Vec::new(),
+        };
+        let explained = Explained {
+            image: path.display().to_string(),
+            predictions,
+        };
+        Ok((explained, thumbs))
+    }
+
+    /// One class's score split over its `top_units` largest units.
+    fn prediction(&self, t: &ClassTerms, top_units: usize) -> Prediction {
+        let mut order: Vec<usize> = (0..t.contributions.len()).collect();
+        order.sort_by(|&a, &b| {
+            t.contributions[b]
+                .total_cmp(&t.contributions[a])
+                .then(a.cmp(&b))
+        });
+        let top: Vec<usize> = order.iter().copied().take(top_units).collect();
+        let explained_sum: f64 = t.contributions.iter().sum();
+        let scale: f64 = t.contributions.iter().map(|c| c.abs()).sum();
+        let units: Vec<UnitTerm> = (top.iter())
+            .map(|&k| self.unit_term(k, t.contributions[k], scale))
+            .collect();
+        let listed: f64 = top.iter().map(|&k| t.contributions[k]).sum();
+        Prediction {
+            class: t.class,
+            name: self.names.get(t.class).cloned().unwrap_or_default(),
+            logit: f64::from(t.logit),
+            bias: t.bias,
+            units,
+            other_units: explained_sum - listed,
+        }
+    }
+
+    /// Unit `k`'s contribution with the concept dissection gave it.
+    fn unit_term(&self, k: usize, contribution: f64, scale: f64) -> UnitTerm {
+        let score = self.layer.units.get(k);
+        let best = score.and_then(|u| u.best());
+        let iou = score.map_or(0.0, |u| u.score());
+        let detector = best.is_some() && iou > self.layer.summary.iou_threshold;
+        UnitTerm {
+            unit: k + 1,
+            contribution,
+            share: if scale == 0.0 {
+                0.0
+            } else {
+                contribution / scale
+            },
+            label: if detector {
+                best.map_or(String::new(), |b| b.name.clone())
+            } else {
+                "unlabelled".into()
+            },
+            category: score
+                .and_then(|u| u.category)
+                .filter(|_| detector)
+                .and_then(|c| self.d.categories.get(c).cloned())
+                .unwrap_or_default(),
+            iou,
+            detector,
+        }
+    }
+
+    /// The top prediction's units, each outlined on a thumbnail of the
+    /// image.
+    fn outlines(
+        &self,
+        rgb: &RgbImage,
+        first: &Prediction,
+        maps: &[f32],
+        units: usize,
+        plane: usize,
+    ) -> Vec<RgbImage> {
+        let p = &self.preprocess;
+        let mut thumbs = Vec::new();
+        for u in &first.units {
+            let k = u.unit - 1;
+            if k >= units {
+                continue;
+            }
+            let map = &maps[k * plane..(k + 1) * plane];
+            let mut thumb = image::imageops::resize(
+                rgb,
+                THUMB,
+                THUMB * p.height / p.width.max(1),
+                image::imageops::FilterType::Triangle,
+            );
+            let classes = region_classes(
+                map,
+                &self.geometry,
+                self.layer.thresholds.get(k).copied().unwrap_or(f32::NAN),
+                thumb.width(),
+                thumb.height(),
+            );
+            overlay(&mut thumb, &classes);
+            thumbs.push(thumb);
+        }
+        thumbs
+    }
+}
+
+/// Writes `explain.json` and `explain.html` into `out`; returns the page.
+fn write(
+    d: &Dissection,
+    layer: &LayerResult,
+    model: &Model,
+    explained: &[Explained],
+    pictures: &[Vec<RgbImage>],
+    out: &Path,
+) -> Result<PathBuf> {
+    let attribution = model.attribution().describe();
+    let json = serde_json::to_vec_pretty(&ExplainFile {
+        model: &d.model,
+        layer: &layer.name,
+        attribution,
+        images: explained,
+    })
+    .map_err(Error::run)?;
+    std::fs::create_dir_all(out)
+        .map_err(|e| Error::context(Kind::Run, format!("creating {}", out.display()), e))?;
+    let write = |name: &str, bytes: &[u8]| {
+        let path = out.join(name);
+        report::write_atomic(&path, bytes)
+            .map_err(|e| Error::context(Kind::Run, format!("writing {}", path.display()), e))
+    };
+    write("explain.json", &json)?;
+    let html = crate::explain_page::render(d, layer, attribution, explained, pictures)?;
+    write("explain.html", html.as_bytes())?;
+    Ok(out.join("explain.html"))
+}
+
+/// Thumbnail width of the pictures.
+pub(crate) const THUMB: u32 = 160;

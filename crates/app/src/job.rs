@@ -1,0 +1,106 @@
+//! A dissection job: where the activations come from, which layers, the
+//! dataset, the settings, the engine and the output folder. The CLI and
+//! the Python package build one from their arguments; [`crate::run`],
+//! [`crate::shards`] and [`crate::warm_up`] carry it out.
+
+use std::path::PathBuf;
+
+use broden::{Dataset, DatasetOptions, Preprocess};
+use dissect::options::Overrides;
+use dissect::{Alignment, Options, PreprocessSpec, Preset};
+use models::PreprocessKind;
+
+use crate::engine::EngineSpec;
+use crate::error::{Error, Result};
+use crate::source::Source;
+
+/// The options of a job: a preset, overridden setting by setting.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub preset: Preset,
+    /// Overrides of the preset; its `preprocess` is set from
+    /// [`Settings::preprocess`] at the network's input size.
+    pub overrides: Overrides,
+    /// The preprocessing, where not the network's own.
+    pub preprocess: Option<PreprocessKind>,
+}
+
+impl Settings {
+    /// The options for a network fed `own`.
+    pub fn options(&self, own: &Preprocess) -> Options {
+        let mut overrides = self.overrides.clone();
+        if let Some(kind) = self.preprocess {
+            overrides.preprocess = Some(PreprocessSpec::from(&preprocess_of(kind, own.height)));
+        }
+        overrides.apply(self.preset, own)
+    }
+
+    /// The dataset options these settings select.
+    pub fn dataset_options(&self) -> DatasetOptions {
+        DatasetOptions {
+            split: self.overrides.split.clone(),
+            categories: self.overrides.categories.clone(),
+            max_images: self.overrides.max_images,
+        }
+    }
+}
+
+/// The preprocessing of `kind` at `size`.
+pub fn preprocess_of(kind: PreprocessKind, size: u32) -> Preprocess {
+    match kind {
+        PreprocessKind::Torchvision => Preprocess::torchvision(size),
+        PreprocessKind::Caffe => Preprocess::caffe(size),
+        PreprocessKind::Lite => Preprocess::lite(size),
+    }
+}
+
+/// One dissection to run.
+#[derive(Debug)]
+pub struct Job<'a> {
+    pub source: Source<'a>,
+    pub layers: Vec<String>,
+    /// The Broden-format dataset's folder.
+    pub dataset: PathBuf,
+    pub settings: Settings,
+    pub engine: EngineSpec,
+    /// The results folder; `None` returns the results unwritten.
+    pub out: Option<PathBuf>,
+    /// Replace results already in `out`.
+    pub force: bool,
+}
+
+impl Job<'_> {
+    /// The dataset, with the settings' split, categories and image limit.
+    pub(crate) fn open_dataset(&self) -> Result<Dataset> {
+        Dataset::open(&self.dataset, &self.settings.dataset_options()).map_err(Error::input)
+    }
+
+    /// Fails on an empty layer list.
+    pub(crate) fn check_layers(&self) -> Result<()> {
+        if self.layers.is_empty() {
+            return Err(Error::new(
+                crate::Kind::Input,
+                "--layers is empty: name at least one layer (see `netdissect models`)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The options for a network fed `own`, validated against the layers.
+    pub(crate) fn options(&self, own: &Preprocess) -> Result<Options> {
+        let opts = self.settings.options(own);
+        opts.validate(&self.layers)?;
+        Ok(opts)
+    }
+
+    /// Fails when the settings ask for receptive fields that recorded
+    /// activations do not have.
+    pub(crate) fn check_recorded_alignment(&self) -> Result<()> {
+        if self.settings.overrides.alignment == Some(Alignment::ReceptiveField) {
+            return Err(Error::usage(
+                "--upsample receptive-field needs the network's receptive fields, which recorded activations do not have: drop it (--activations upsamples with half-pixel centres)",
+            ));
+        }
+        Ok(())
+    }
+}
