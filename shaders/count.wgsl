@@ -35,12 +35,9 @@
 //   0: params           uniform Params
 //   1: acts             f32 NCHW activations of the batch, from element params.elem_offset
 //   2: thresholds       f32 [n_units]
-//   3: consts           u32: y taps (4 words per seg row: i0, i1, bits of w0, bits of w1), then x
-//                       taps (4 words per seg column), then the primary category of every label
+//   3: taps             Tap [sh + sw]: the taps of every seg row, then of every seg column
 //   4: labels           u32 [n_planes * sh * sw], planes grouped by image
-//   5: image_meta       u32 [n_images * 6]: original-rule category bits, image-level category bits,
-//                       first image-level label, image-level label count, first plane, plane count;
-//                       then the image-level label list
+//   5: images           ImageRecord [n_images]
 //   6: batch_intersect  u32 [n_units * n_labels]
 //   7: batch_units      u32 [n_images * n_units * 2]: masked pixels, lite-rule category bits
 //   8: acc              u32 pairs: intersect [n_units * n_labels], unit pixels [n_units],
@@ -50,6 +47,11 @@
 //  11: live_maps        u32: the number of live maps of the batch (cleared before `mark_live`),
 //                       then their indices image * n_units + unit, in no set order
 //  12: live_args        u32 [3]: the indirect workgroup counts of `count_pixels`
+//  13: label_category   u32 [n_labels]: the primary category of every label
+//  14: image_labels     u32: the batch's non-zero image-level labels, grouped by image
+//
+// Params, Tap and ImageRecord mirror Rust structs of the same names (kernels/src/count/), whose
+// test compares their layouts with these.
 
 struct Params {
     elem_offset: u32,
@@ -62,7 +64,6 @@ struct Params {
     n_labels: u32,
     n_categories: u32,
     never: u32,
-    label_cat_offset: u32,
     acc_unit_pixels: u32,
     acc_cat_original: u32,
     acc_cat_lite: u32,
@@ -71,7 +72,29 @@ struct Params {
     live_lanes: u32,
     live_lane_shift: u32,
     col_blocks: u32,
-    _pad: u32,
+    _pad: vec2<u32>,
+}
+
+// One seg row's or column's bilinear taps: two source indices and their weights.
+struct Tap {
+    i0: u32,
+    i1: u32,
+    w0: f32,
+    w1: f32,
+}
+
+// What `count_pixels` and `fold_units` need of one image of the batch.
+struct ImageRecord {
+    // Primary categories present in any plane or as an image-level label (original rule), as bits.
+    present_categories: u32,
+    // Primary categories of the image's image-level labels, as bits.
+    image_label_categories: u32,
+    // The image's entries in `image_labels`.
+    first_image_label: u32,
+    n_image_labels: u32,
+    // The image's planes in `labels`.
+    first_plane: u32,
+    n_planes: u32,
 }
 
 @group(0)
@@ -88,7 +111,7 @@ var<storage, read_write> thresholds: array<f32>;
 
 @group(0)
 @binding(3)
-var<storage, read_write> consts: array<u32>;
+var<storage, read_write> taps: array<Tap>;
 
 @group(0)
 @binding(4)
@@ -96,7 +119,7 @@ var<storage, read_write> labels: array<u32>;
 
 @group(0)
 @binding(5)
-var<storage, read_write> image_meta: array<u32>;
+var<storage, read_write> images: array<ImageRecord>;
 
 @group(0)
 @binding(6)
@@ -125,6 +148,14 @@ var<storage, read_write> live_maps: array<atomic<u32>>;
 @group(0)
 @binding(12)
 var<storage, read_write> live_args: array<u32>;
+
+@group(0)
+@binding(13)
+var<storage, read_write> label_category: array<u32>;
+
+@group(0)
+@binding(14)
+var<storage, read_write> image_labels: array<u32>;
 
 var<workgroup> wg_count: atomic<u32>;
 var<workgroup> wg_bits: atomic<u32>;
@@ -156,22 +187,18 @@ fn blend(v00: f32, v01: f32, v10: f32, v11: f32, wx0: f32, wx1: f32, wy0: f32, w
 }
 
 fn sample(image: u32, unit: u32, y: u32, x: u32) -> f32 {
-    let ty = 4u * y;
-    let tx = 4u * (params.sh + x);
-    let y0 = consts[ty];
-    let y1 = consts[ty + 1u];
-    let x0 = consts[tx];
-    let x1 = consts[tx + 1u];
+    let ty = taps[y];
+    let tx = taps[params.sh + x];
     let base = params.elem_offset + (image * params.n_units + unit) * params.h * params.w;
     return blend(
-        acts[base + y0 * params.w + x0],
-        acts[base + y0 * params.w + x1],
-        acts[base + y1 * params.w + x0],
-        acts[base + y1 * params.w + x1],
-        bitcast<f32>(consts[tx + 2u]),
-        bitcast<f32>(consts[tx + 3u]),
-        bitcast<f32>(consts[ty + 2u]),
-        bitcast<f32>(consts[ty + 3u]),
+        acts[base + ty.i0 * params.w + tx.i0],
+        acts[base + ty.i0 * params.w + tx.i1],
+        acts[base + ty.i1 * params.w + tx.i0],
+        acts[base + ty.i1 * params.w + tx.i1],
+        tx.w0,
+        tx.w1,
+        ty.w0,
+        ty.w1,
     );
 }
 
@@ -269,39 +296,33 @@ fn count_pixels(
     // the column's taps are read once, the row's taps are the same for the whole workgroup, and
     // no pixel index is divided.
     let x = block * 128u + li;
-    let tx = 4u * (params.sh + min(x, params.sw - 1u));
-    let x0 = consts[tx];
-    let x1 = consts[tx + 1u];
-    if x < params.sw && touches(cols, x0, x1, params.col_shift) {
+    let tx = taps[params.sh + min(x, params.sw - 1u)];
+    if x < params.sw && touches(cols, tx.i0, tx.i1, params.col_shift) {
         let n_pixels = params.sh * params.sw;
-        let wx0 = bitcast<f32>(consts[tx + 2u]);
-        let wx1 = bitcast<f32>(consts[tx + 3u]);
         let base = params.elem_offset + (image * params.n_units + unit) * params.h * params.w;
         let t = thresholds[unit];
-        let first = image_meta[image * 6u + 4u];
-        let count = image_meta[image * 6u + 5u];
+        let first = images[image].first_plane;
+        let count = images[image].n_planes;
         var masked = 0u;
         var bits = 0u;
         var p = x;
         for (var y = 0u; y < params.sh; y = y + 1u) {
-            let ty = 4u * y;
-            let y0 = consts[ty];
-            let y1 = consts[ty + 1u];
-            if !touches(rows, y0, y1, params.row_shift) {
+            let ty = taps[y];
+            if !touches(rows, ty.i0, ty.i1, params.row_shift) {
                 p = p + params.sw;
                 continue;
             }
-            let r0 = base + y0 * params.w;
-            let r1 = base + y1 * params.w;
+            let r0 = base + ty.i0 * params.w;
+            let r1 = base + ty.i1 * params.w;
             let s = blend(
-                acts[r0 + x0],
-                acts[r0 + x1],
-                acts[r1 + x0],
-                acts[r1 + x1],
-                wx0,
-                wx1,
-                bitcast<f32>(consts[ty + 2u]),
-                bitcast<f32>(consts[ty + 3u]),
+                acts[r0 + tx.i0],
+                acts[r0 + tx.i1],
+                acts[r1 + tx.i0],
+                acts[r1 + tx.i1],
+                tx.w0,
+                tx.w1,
+                ty.w0,
+                ty.w1,
             );
             if s > t {
                 masked = masked + 1u;
@@ -309,7 +330,7 @@ fn count_pixels(
                     let label = labels[(first + i) * n_pixels + p];
                     if label != 0u {
                         atomicAdd(&batch_intersect[unit * params.n_labels + label], 1u);
-                        bits = bits | (1u << consts[params.label_cat_offset + label]);
+                        bits = bits | (1u << label_category[label]);
                     }
                 }
             }
@@ -368,7 +389,6 @@ fn fold_units(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     let n_cat = params.n_categories;
-    let list = params.n_images * 6u;
     for (var image = 0u; image < params.n_images; image = image + 1u) {
         let slot = 2u * (image * params.n_units + unit);
         let m = atomicLoad(&batch_units[slot]);
@@ -379,21 +399,18 @@ fn fold_units(@builtin(global_invocation_id) gid: vec3<u32>) {
             continue;
         }
         add64(2u * (params.acc_unit_pixels + unit), m);
-        let original_bits = image_meta[image * 6u];
-        let scalar_bits = image_meta[image * 6u + 1u];
-        let lite = lite_bits | scalar_bits;
+        let record = images[image];
+        let lite = lite_bits | record.image_label_categories;
         for (var c = 0u; c < n_cat; c = c + 1u) {
-            if ((original_bits >> c) & 1u) != 0u {
+            if ((record.present_categories >> c) & 1u) != 0u {
                 add64(2u * (params.acc_cat_original + unit * n_cat + c), m);
             }
             if ((lite >> c) & 1u) != 0u {
                 add64(2u * (params.acc_cat_lite + unit * n_cat + c), m);
             }
         }
-        let first = image_meta[image * 6u + 2u];
-        let count = image_meta[image * 6u + 3u];
-        for (var e = 0u; e < count; e = e + 1u) {
-            let label = image_meta[list + first + e];
+        for (var e = 0u; e < record.n_image_labels; e = e + 1u) {
+            let label = image_labels[record.first_image_label + e];
             add64(2u * (unit * params.n_labels + label), m);
         }
     }

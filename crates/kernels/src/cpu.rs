@@ -112,9 +112,6 @@ pub fn top_k(maxes: &[Vec<f32>], k: usize) -> Vec<Vec<(u32, f32)>> {
         .collect()
 }
 
-/// One unit's counts: intersections per label, masked pixels, original and lite unions per category.
-type UnitRow = (Vec<u64>, u64, Vec<u64>, Vec<u64>);
-
 /// Counts one batch exactly as [`crate::Counter::count`] does (see [`crate::count`]).
 /// `data` is the `[n_images, n_units, h, w]` batch, `thresholds` one per unit.
 pub fn count(
@@ -125,114 +122,201 @@ pub fn count(
 ) -> Result<Counts, KernelError> {
     config.validate()?;
     labels.validate(config)?;
-    let up = &config.upsample;
-    let (n_units, n_labels, n_cat) = (
-        config.n_units as usize,
-        config.n_labels as usize,
-        config.n_categories as usize,
-    );
-    let n_images = labels.n_images as usize;
-    let plane = (up.h * up.w) as usize;
-    let expected = n_images * n_units * plane;
-    if data.len() != expected {
-        return Err(KernelError::Shape {
-            what: "cpu count activations",
-            expected: expected.to_string(),
-            got: data.len().to_string(),
-        });
-    }
-    if thresholds.len() != n_units {
-        return Err(KernelError::Shape {
-            what: "cpu count thresholds",
-            expected: n_units.to_string(),
-            got: thresholds.len().to_string(),
-        });
-    }
-    let (ty, tx) = (up.taps_y(), up.taps_x());
-    let (present, scalar) = labels.category_bits(config);
-    let cat = |l: u32| config.label_category[l as usize];
-
-    let rows: Vec<UnitRow> = (0..n_units)
+    let batch = CpuBatch::new(config, data, thresholds, labels)?;
+    let rows: Vec<UnitCounts> = (0..config.n_units as usize)
         .into_par_iter()
-        .map(|u| {
-            let mut intersect = vec![0u64; n_labels];
-            let mut unit_pixels = 0u64;
-            let mut original = vec![0u64; n_cat];
-            let mut lite = vec![0u64; n_cat];
-            for b in 0..n_images {
-                let map = &data[(b * n_units + u) * plane..(b * n_units + u + 1) * plane];
-                // A sample never exceeds the largest of its four neighbours
-                // (see `upsample_value`), so a seg pixel whose two source
-                // rows, or two source columns, hold no value above the
-                // threshold is outside the mask; a map with none adds nothing
-                // anywhere.
-                let (mut live_rows, mut live_cols) =
-                    (vec![false; up.h as usize], vec![false; up.w as usize]);
-                for (i, &v) in map.iter().enumerate() {
-                    if v > thresholds[u] {
-                        live_rows[i / up.w as usize] = true;
-                        live_cols[i % up.w as usize] = true;
-                    }
-                }
-                if !live_rows.contains(&true) {
-                    continue;
-                }
-                let touches = |live: &[bool], t: &Tap| live[t.i0 as usize] || live[t.i1 as usize];
-                let planes: Vec<&[u32]> = labels
-                    .planes
-                    .iter()
-                    .filter(|p| p.image as usize == b)
-                    .map(|p| p.labels.as_slice())
-                    .collect();
-                let mut masked = 0u64;
-                let mut under_mask = 0u32;
-                for (y, &row) in ty.iter().enumerate() {
-                    if !touches(&live_rows, &row) {
-                        continue;
-                    }
-                    for (x, &col) in tx.iter().enumerate() {
-                        if touches(&live_cols, &col)
-                            && upsample_value(map, up.w, row, col) > thresholds[u]
-                        {
-                            masked += 1;
-                            for p in &planes {
-                                let l = p[y * up.sw as usize + x];
-                                if l != 0 {
-                                    intersect[l as usize] += 1;
-                                    under_mask |= 1 << cat(l);
-                                }
-                            }
+        .map(|u| batch.unit(u))
+        .collect();
+    let (n_labels, n_cat) = (config.n_labels as usize, config.n_categories as usize);
+    let mut out = Counts::zeros(config.n_units, config.n_labels, config.n_categories);
+    out.label_pixels = labels.label_pixels(config);
+    for (u, row) in rows.into_iter().enumerate() {
+        out.intersect[u * n_labels..(u + 1) * n_labels].copy_from_slice(&row.intersect);
+        out.unit_pixels[u] = row.unit_pixels;
+        out.unit_category_original[u * n_cat..(u + 1) * n_cat].copy_from_slice(&row.original);
+        out.unit_category_lite[u * n_cat..(u + 1) * n_cat].copy_from_slice(&row.lite);
+    }
+    Ok(out)
+}
+
+/// One unit's counts over a batch.
+struct UnitCounts {
+    /// Per label.
+    intersect: Vec<u64>,
+    /// Masked pixels.
+    unit_pixels: u64,
+    /// Per category, by the original and the lite union rule.
+    original: Vec<u64>,
+    lite: Vec<u64>,
+}
+
+/// A batch as the CPU count walks it: the inputs, and what is derived from them once.
+struct CpuBatch<'a> {
+    config: &'a CountConfig,
+    data: &'a [f32],
+    thresholds: &'a [f32],
+    labels: &'a HostLabels,
+    taps_y: Vec<Tap>,
+    taps_x: Vec<Tap>,
+    /// Per image: the bits of the categories present (original rule) and of the categories of
+    /// its image-level labels.
+    present: Vec<u32>,
+    scalar: Vec<u32>,
+}
+
+impl<'a> CpuBatch<'a> {
+    /// Checks the sizes of the activations and thresholds against the (validated) configuration
+    /// and labels.
+    fn new(
+        config: &'a CountConfig,
+        data: &'a [f32],
+        thresholds: &'a [f32],
+        labels: &'a HostLabels,
+    ) -> Result<CpuBatch<'a>, KernelError> {
+        let up = &config.upsample;
+        let n_units = config.n_units as usize;
+        let expected = labels.n_images as usize * n_units * (up.h * up.w) as usize;
+        if data.len() != expected {
+            return Err(KernelError::Shape {
+                what: "cpu count activations",
+                expected: expected.to_string(),
+                got: data.len().to_string(),
+            });
+        }
+        if thresholds.len() != n_units {
+            return Err(KernelError::Shape {
+                what: "cpu count thresholds",
+                expected: n_units.to_string(),
+                got: thresholds.len().to_string(),
+            });
+        }
+        let (present, scalar) = labels.category_bits(config);
+        Ok(CpuBatch {
+            config,
+            data,
+            thresholds,
+            labels,
+            taps_y: up.taps_y(),
+            taps_x: up.taps_x(),
+            present,
+            scalar,
+        })
+    }
+
+    /// The counts of unit `u` over every image of the batch.
+    fn unit(&self, u: usize) -> UnitCounts {
+        let (n_labels, n_cat) = (
+            self.config.n_labels as usize,
+            self.config.n_categories as usize,
+        );
+        let mut row = UnitCounts {
+            intersect: vec![0; n_labels],
+            unit_pixels: 0,
+            original: vec![0; n_cat],
+            lite: vec![0; n_cat],
+        };
+        for b in 0..self.labels.n_images as usize {
+            self.add_image(&mut row, b, u);
+        }
+        row
+    }
+
+    /// Adds unit `u`'s counts of image `b` to `row`.
+    fn add_image(&self, row: &mut UnitCounts, b: usize, u: usize) {
+        let up = &self.config.upsample;
+        let plane = (up.h * up.w) as usize;
+        let map_index = b * self.config.n_units as usize + u;
+        let map = &self.data[map_index * plane..(map_index + 1) * plane];
+        let Some(live) = LiveCells::of(map, up.w, up.h, self.thresholds[u]) else {
+            // A map with no value above the threshold adds nothing anywhere.
+            return;
+        };
+        let planes: Vec<&[u32]> = (self.labels.planes.iter())
+            .filter(|p| p.image as usize == b)
+            .map(|p| p.labels.as_slice())
+            .collect();
+        let (masked, under_mask) =
+            self.masked_pixels(map, self.thresholds[u], &live, &planes, &mut row.intersect);
+        row.unit_pixels += masked;
+        let image_labels = self.labels.image_labels.iter();
+        for il in image_labels.filter(|il| il.image as usize == b && il.label != 0) {
+            row.intersect[il.label as usize] += masked;
+        }
+        for c in 0..row.original.len() {
+            if self.present[b] >> c & 1 == 1 {
+                row.original[c] += masked;
+            }
+            if (under_mask | self.scalar[b]) >> c & 1 == 1 {
+                row.lite[c] += masked;
+            }
+        }
+    }
+
+    /// Walks the seg pixels of one map that may be in its mask (`live`): adds 1 to `intersect`
+    /// for each non-zero label of each `planes` at a masked pixel; the masked pixels, and the
+    /// bits of the categories of those labels.
+    fn masked_pixels(
+        &self,
+        map: &[f32],
+        threshold: f32,
+        live: &LiveCells,
+        planes: &[&[u32]],
+        intersect: &mut [u64],
+    ) -> (u64, u32) {
+        let up = &self.config.upsample;
+        let cat = |l: u32| self.config.label_category[l as usize];
+        let mut masked = 0u64;
+        let mut under_mask = 0u32;
+        for (y, &row) in self.taps_y.iter().enumerate() {
+            if !LiveCells::touches(&live.rows, &row) {
+                continue;
+            }
+            for (x, &col) in self.taps_x.iter().enumerate() {
+                if LiveCells::touches(&live.cols, &col)
+                    && upsample_value(map, up.w, row, col) > threshold
+                {
+                    masked += 1;
+                    for p in planes {
+                        let l = p[y * up.sw as usize + x];
+                        if l != 0 {
+                            intersect[l as usize] += 1;
+                            under_mask |= 1 << cat(l);
                         }
                     }
                 }
-                unit_pixels += masked;
-                for il in labels
-                    .image_labels
-                    .iter()
-                    .filter(|il| il.image as usize == b && il.label != 0)
-                {
-                    intersect[il.label as usize] += masked;
-                }
-                for c in 0..n_cat {
-                    if present[b] >> c & 1 == 1 {
-                        original[c] += masked;
-                    }
-                    if (under_mask | scalar[b]) >> c & 1 == 1 {
-                        lite[c] += masked;
-                    }
-                }
             }
-            (intersect, unit_pixels, original, lite)
-        })
-        .collect();
-
-    let mut out = Counts::zeros(config.n_units, config.n_labels, config.n_categories);
-    out.label_pixels = labels.label_pixels(config);
-    for (u, (intersect, unit_pixels, original, lite)) in rows.into_iter().enumerate() {
-        out.intersect[u * n_labels..(u + 1) * n_labels].copy_from_slice(&intersect);
-        out.unit_pixels[u] = unit_pixels;
-        out.unit_category_original[u * n_cat..(u + 1) * n_cat].copy_from_slice(&original);
-        out.unit_category_lite[u * n_cat..(u + 1) * n_cat].copy_from_slice(&lite);
+        }
+        (masked, under_mask)
     }
-    Ok(out)
+}
+
+/// The rows and columns of one map that hold a value above its unit's threshold.
+///
+/// A sample never exceeds the largest of its four neighbours (see [`upsample_value`]), so a seg
+/// pixel whose two source rows, or two source columns, hold no such value is outside the mask.
+struct LiveCells {
+    rows: Vec<bool>,
+    cols: Vec<bool>,
+}
+
+impl LiveCells {
+    /// The live rows and columns of the `h x w` `map`, or `None` when there are none.
+    fn of(map: &[f32], w: u32, h: u32, threshold: f32) -> Option<LiveCells> {
+        let mut live = LiveCells {
+            rows: vec![false; h as usize],
+            cols: vec![false; w as usize],
+        };
+        for (i, &v) in map.iter().enumerate() {
+            if v > threshold {
+                live.rows[i / w as usize] = true;
+                live.cols[i % w as usize] = true;
+            }
+        }
+        live.rows.contains(&true).then_some(live)
+    }
+
+    /// Whether either source index of `tap` is live in `live` (rows or columns).
+    fn touches(live: &[bool], tap: &Tap) -> bool {
+        live[tap.i0 as usize] || live[tap.i1 as usize]
+    }
 }

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::KernelError;
-use crate::registry;
+use crate::registry::{self, Kernel};
 
 /// A wgpu device and queue plus the compute pipelines built on them so far.
 #[derive(Debug)]
@@ -133,8 +133,9 @@ impl Gpu {
         self.batch.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The compute pipeline of `entry` in `shader`, built once and cached.
-    pub fn pipeline(&self, shader: &'static str, entry: &'static str) -> wgpu::ComputePipeline {
+    /// The compute pipeline of `kernel`, built once and cached.
+    pub fn pipeline(&self, kernel: impl Kernel) -> wgpu::ComputePipeline {
+        let (shader, entry) = (kernel.shader(), kernel.entry_point());
         // A poisoned lock only means another thread panicked while inserting; the map is still valid.
         let mut cache = self.pipelines.lock().unwrap_or_else(|e| e.into_inner());
         cache

@@ -16,7 +16,7 @@
 
 use crate::error::KernelError;
 use crate::gpu::{ActivationView, Gpu, dispatch, linear_groups, view_entry, whole};
-use crate::registry::QUANTILE;
+use crate::registry::QuantileKernel;
 
 /// The number of passes over the data a [`QuantileSketch`] needs.
 pub const PASSES: u32 = 3;
@@ -139,7 +139,7 @@ impl QuantileSketch {
                 pad: [0; 3],
             },
         );
-        let pipeline = gpu.pipeline(QUANTILE, "histogram");
+        let pipeline = gpu.pipeline(QuantileKernel::Histogram);
         gpu.record(|encoder| {
             dispatch(
                 gpu,
@@ -179,7 +179,7 @@ impl QuantileSketch {
                 pad: [0; 3],
             },
         );
-        let pipeline = gpu.pipeline(QUANTILE, "select_bin");
+        let pipeline = gpu.pipeline(QuantileKernel::SelectBin);
         gpu.record(|encoder| {
             dispatch(
                 gpu,

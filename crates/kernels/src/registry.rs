@@ -1,6 +1,8 @@
 //! The registry of WGSL shaders: every file in the top-level `shaders/` folder, embedded by name.
 //!
-//! Pipelines are built from these sources and cached per (shader, entry point) by [`crate::Gpu`].
+//! Pipelines are built from these sources and cached per (shader, entry point) by [`crate::Gpu`];
+//! a kernel is named by an enum of its shader's entry points ([`CountKernel::MarkLive`]), never
+//! by a string.
 
 /// Name of the smoke-test shader (doubles an array).
 pub const SMOKE: &str = "smoke";
@@ -42,6 +44,103 @@ pub const SHADERS: &[(&str, &str)] = &[
     ),
 ];
 
+/// A compute entry point of a registered shader: what [`crate::Gpu::pipeline`] builds.
+pub trait Kernel: Copy {
+    /// The name of the shader the entry point is in.
+    fn shader(self) -> &'static str;
+    /// The entry point's function name in the WGSL.
+    fn entry_point(self) -> &'static str;
+}
+
+/// Declares the entry points of one shader as an enum implementing [`Kernel`], with a list of
+/// them all (for the test that checks them against the WGSL).
+macro_rules! entry_points {
+    ($(#[$doc:meta])* $name:ident in $shader:ident {
+        $($(#[$variant_doc:meta])* $variant:ident => $entry:literal,)+
+    }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$variant_doc])* $variant,)+
+        }
+
+        impl $name {
+            /// Every entry point of the shader.
+            pub const ALL: &[$name] = &[$($name::$variant,)+];
+        }
+
+        impl Kernel for $name {
+            fn shader(self) -> &'static str {
+                $shader
+            }
+
+            fn entry_point(self) -> &'static str {
+                match self {
+                    $($name::$variant => $entry,)+
+                }
+            }
+        }
+    };
+}
+
+entry_points! {
+    /// The entry points of the smoke-test shader.
+    SmokeKernel in SMOKE {
+        /// Doubles every value of its buffer.
+        Double => "double",
+    }
+}
+
+entry_points! {
+    /// The entry points of the radix-select quantile shader.
+    QuantileKernel in QUANTILE {
+        /// Histograms the next digit of the keys that share the digits chosen so far.
+        Histogram => "histogram",
+        /// Walks each unit's bins to the one holding the wanted rank, narrowing prefix and rank.
+        SelectBin => "select_bin",
+    }
+}
+
+entry_points! {
+    /// The entry points of the per-image maximum and top-k shader.
+    TopKernel in TOPK {
+        /// The maximum of every (image, unit) map.
+        ImageMax => "image_max",
+        /// Merges a batch's maxima into each unit's top k.
+        MergeTop => "merge_top",
+    }
+}
+
+entry_points! {
+    /// The entry points of the upsample-binarize-count shader, in the order a batch runs them.
+    CountKernel in COUNT {
+        /// Marks each map's live rows and columns, and lists the live maps.
+        MarkLive => "mark_live",
+        /// Sizes `count_pixels`' indirect dispatch to the live maps.
+        LiveDispatch => "live_dispatch",
+        /// Counts the batch intersections and masked pixels of the live maps.
+        CountPixels => "count_pixels",
+        /// Folds the batch intersections into the u64 totals.
+        FoldMatrix => "fold_matrix",
+        /// Folds the masked pixels into unit pixels, unions and image-level intersections.
+        FoldUnits => "fold_units",
+        /// Test hook: writes every bilinear sample.
+        UpsampleProbe => "upsample_probe",
+    }
+}
+
+entry_points! {
+    /// The entry points of the one-pass rank-select shader.
+    SelectKernel in SELECT {
+        /// Appends the batch's keys above each unit's floor to its candidates.
+        Collect => "collect",
+        /// Keeps a listed unit's r largest candidates and raises its floor (or writes its threshold).
+        Compact => "compact",
+        /// Sizes `compact`'s indirect dispatch to the units that need it.
+        CompactDispatch => "compact_dispatch",
+    }
+}
+
 /// The WGSL source of shader `name`, if registered.
 pub fn source(name: &str) -> Option<&'static str> {
     SHADERS.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
@@ -50,7 +149,7 @@ pub fn source(name: &str) -> Option<&'static str> {
 /// Runs the smoke shader on `values` and returns them doubled (proves the device executes WGSL).
 pub fn smoke(gpu: &crate::Gpu, values: &[f32]) -> Result<Vec<f32>, crate::KernelError> {
     let buffer = gpu.storage_init("smoke", values);
-    let pipeline = gpu.pipeline(SMOKE, "double");
+    let pipeline = gpu.pipeline(SmokeKernel::Double);
     gpu.record(|encoder| {
         crate::gpu::dispatch(
             gpu,
@@ -92,6 +191,35 @@ mod tests {
             "shader validation failed:\n{}",
             failures.join("\n")
         );
+    }
+
+    /// (shader, entry point) of every kernel of an entry-point enum.
+    fn named<K: Kernel>(all: &[K]) -> impl Iterator<Item = (&'static str, &'static str)> + '_ {
+        all.iter().map(|k| (k.shader(), k.entry_point()))
+    }
+
+    #[test]
+    fn every_kernel_enum_names_exactly_the_entry_points_of_its_shader() {
+        let named: Vec<(&str, &str)> = (named(SmokeKernel::ALL))
+            .chain(named(QuantileKernel::ALL))
+            .chain(named(TopKernel::ALL))
+            .chain(named(CountKernel::ALL))
+            .chain(named(SelectKernel::ALL))
+            .collect();
+        for (name, src) in SHADERS {
+            let module = naga::front::wgsl::parse_str(src).expect("every shader parses");
+            let mut in_shader: Vec<&str> = (module.entry_points.iter())
+                .filter(|e| e.stage == naga::ShaderStage::Compute)
+                .map(|e| e.name.as_str())
+                .collect();
+            let mut in_enum: Vec<&str> = (named.iter())
+                .filter(|(shader, _)| shader == name)
+                .map(|(_, entry)| *entry)
+                .collect();
+            in_shader.sort_unstable();
+            in_enum.sort_unstable();
+            assert_eq!(in_enum, in_shader, "entry points of shaders/{name}.wgsl");
+        }
     }
 
     #[test]

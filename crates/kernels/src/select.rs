@@ -12,7 +12,7 @@ use crate::gpu::{
     ActivationView, Gpu, dispatch, dispatch_indirect, linear_groups, view_entry, whole,
 };
 use crate::quantile::rank_from_top;
-use crate::registry::SELECT;
+use crate::registry::SelectKernel;
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -183,7 +183,7 @@ impl RankSelect {
             whole(5, &self.thresholds),
             whole(6, &self.pending),
         ];
-        let pipeline = gpu.pipeline(SELECT, "compact");
+        let pipeline = gpu.pipeline(SelectKernel::Compact);
         if last {
             let groups = linear_groups(u64::from(self.n_units), 1);
             dispatch(gpu, encoder, &pipeline, &entries, groups);
@@ -192,7 +192,7 @@ impl RankSelect {
         dispatch(
             gpu,
             encoder,
-            &gpu.pipeline(SELECT, "compact_dispatch"),
+            &gpu.pipeline(SelectKernel::CompactDispatch),
             &[whole(6, &self.pending), whole(7, &self.compact_args)],
             [1, 1, 1],
         );
@@ -245,7 +245,7 @@ impl RankSelect {
             dispatch(
                 gpu,
                 encoder,
-                &gpu.pipeline(SELECT, "collect"),
+                &gpu.pipeline(SelectKernel::Collect),
                 &[
                     whole(0, &params),
                     view_entry(1, view, &bound),

@@ -6,7 +6,7 @@
 
 use crate::error::KernelError;
 use crate::gpu::{ActivationView, Gpu, dispatch, lanes_for, linear_groups, view_entry, whole};
-use crate::registry::TOPK;
+use crate::registry::TopKernel;
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -65,7 +65,7 @@ impl ImageMax {
                 lane_shift,
             },
         );
-        let pipeline = gpu.pipeline(TOPK, "image_max");
+        let pipeline = gpu.pipeline(TopKernel::ImageMax);
         dispatch(
             gpu,
             encoder,
@@ -164,7 +164,7 @@ impl TopK {
                     lane_shift: 0,
                 },
             );
-            let pipeline = gpu.pipeline(TOPK, "merge_top");
+            let pipeline = gpu.pipeline(TopKernel::MergeTop);
             dispatch(
                 gpu,
                 encoder,
