@@ -80,36 +80,90 @@ fn random(shape: [usize; 4], seed: u64, device: &Device) -> Tensor<4> {
     )
 }
 
+/// Times every shape (and with `--forward` every network), writes the
+/// markdown tables to `--out` and prints them.
 pub fn bench_conv(args: ConvArgs) -> Result<()> {
     let device = Device::flex();
     let threads = rayon::current_num_threads();
-    let b = args.batch;
+    let rows = time_shapes(args.batch, args.reps, &device)?;
+    let torch = match &args.torch {
+        Some(python) => Some(torch_times(
+            python,
+            threads,
+            args.batch,
+            args.reps,
+            args.forward,
+        )?),
+        None => None,
+    };
+    let mut md = shape_table(&args, threads, &rows, torch.as_ref());
+    if args.forward {
+        let torch = torch.filter(|_| !args.wgpu);
+        md += &forward_table(&args, &device, torch.as_ref())?;
+    }
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&args.out, &md).with_context(|| format!("writing {}", args.out.display()))?;
+    print!("{md}");
+    Ok(())
+}
+
+/// One shape's best seconds per call, Burn's and ours.
+#[derive(Debug, Clone, Copy)]
+struct ShapeTime {
+    name: &'static str,
+    c_in: usize,
+    c_out: usize,
+    burn: f64,
+    own: f64,
+    /// Floating-point operations of one call.
+    flops: f64,
+}
+
+/// Times Burn's `conv2d` and our folded convolution on every shape of
+/// [`SHAPES`], with `b` images per call, on the same random weights.
+fn time_shapes(b: usize, reps: usize, device: &Device) -> Result<Vec<ShapeTime>> {
     let mut rows = Vec::new();
     for &(name, c_in, c_out, side, k, s, p) in &SHAPES {
-        let x = random([b, c_in, side, side], 1, &device);
+        let x = random([b, c_in, side, side], 1, device);
         let mut conv = Conv2dConfig::new([c_in, c_out], [k, k])
             .with_stride([s, s])
             .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
             .with_bias(false)
-            .init(&device);
-        conv.weight = burn::module::Param::from_tensor(random([c_out, c_in, k, k], 2, &device));
+            .init(device);
+        conv.weight = burn::module::Param::from_tensor(random([c_out, c_in, k, k], 2, device));
         let ours = FoldedConv::new(&conv, None).context("explicit padding folds")?;
         let options = ConvOptions::new([s, s], [p, p], [1, 1], 1);
-        let burn = best_of(args.reps, || {
+        let burn = best_of(reps, || {
             let y = conv2d(x.clone(), conv.weight.val(), None, options.clone());
             let _ = y.into_data();
         });
-        let own = best_of(args.reps, || {
+        let own = best_of(reps, || {
             let _ = ours.forward(x.clone(), None, false).into_data();
         });
         let out_side = (side + 2 * p - k) / s + 1;
         let flops = 2.0 * (b * c_out * out_side * out_side * c_in * k * k) as f64;
-        rows.push((name, (c_in, c_out, side, k, s, p), burn, own, flops));
+        rows.push(ShapeTime {
+            name,
+            c_in,
+            c_out,
+            burn,
+            own,
+            flops,
+        });
     }
-    let torch = match &args.torch {
-        Some(python) => Some(torch_times(python, threads, b, args.reps, args.forward)?),
-        None => None,
-    };
+    Ok(rows)
+}
+
+/// The per-shape table, with PyTorch's columns when it was timed.
+fn shape_table(
+    args: &ConvArgs,
+    threads: usize,
+    rows: &[ShapeTime],
+    torch: Option<&TorchTimes>,
+) -> String {
+    let b = args.batch;
     let mut md = format!(
         "# CPU convolutions, batch {b}, {threads} threads (best of {})\n\n\
          | shape | in→out | Burn ms | ours ms | ours GFLOP/s | Burn / ours |{}\n|---|---|---|---|---|---|{}\n",
@@ -121,7 +175,15 @@ pub fn bench_conv(args: ConvArgs) -> Result<()> {
         },
         if torch.is_some() { "---|---|" } else { "" },
     );
-    for (i, (name, (c_in, c_out, ..), burn, own, flops)) in rows.iter().enumerate() {
+    for (i, row) in rows.iter().enumerate() {
+        let ShapeTime {
+            name,
+            c_in,
+            c_out,
+            burn,
+            own,
+            flops,
+        } = *row;
         md += &format!(
             "| {name} | {c_in}→{c_out} | {:.2} | {:.2} | {:.0} | {:.2}x |",
             burn * 1e3,
@@ -129,58 +191,57 @@ pub fn bench_conv(args: ConvArgs) -> Result<()> {
             flops / own / 1e9,
             burn / own
         );
-        if let Some(t) = &torch {
+        if let Some(t) = torch {
             md += &format!(" {:.2} | {:.2}x |", t.convs[i] * 1e3, t.convs[i] / own);
         }
         md += "\n";
     }
-    if args.forward {
-        let torch = torch.filter(|_| !args.wgpu);
-        let (device, place) = if args.wgpu {
-            (models::gpu::default_wgpu_device(), "wgpu")
+    md
+}
+
+/// Times whole forward passes (on wgpu with `--wgpu`, ResNet-18 only) and
+/// returns their table, with PyTorch's columns when it was timed.
+fn forward_table(args: &ConvArgs, cpu: &Device, torch: Option<&TorchTimes>) -> Result<String> {
+    let b = args.batch;
+    let (device, place) = if args.wgpu {
+        (models::gpu::default_wgpu_device(), "wgpu")
+    } else {
+        (cpu.clone(), "CPU")
+    };
+    let mut md = format!(
+        "\n# Forward passes on the {place} device, batch {b}, images/s\n\n| network | module tree (Burn) | ours | ours / Burn |{}\n|---|---|---|---|{}\n",
+        if torch.is_some() {
+            " torch | ours / torch |"
         } else {
-            (device.clone(), "CPU")
-        };
+            ""
+        },
+        if torch.is_some() { "---|---|" } else { "" },
+    );
+    // lavapipe takes most of a second per ResNet-18 image: ResNet-18 alone there.
+    let nets = if args.wgpu {
+        &FORWARDS[..1]
+    } else {
+        &FORWARDS[..]
+    };
+    for (i, (arch, tap)) in nets.iter().enumerate() {
+        let (burn, own) = forward_times(*arch, tap, b, args.reps, &device)?;
+        let rate = |t: f64| b as f64 / t;
         md += &format!(
-            "\n# Forward passes on the {place} device, batch {b}, images/s\n\n| network | module tree (Burn) | ours | ours / Burn |{}\n|---|---|---|---|{}\n",
-            if torch.is_some() {
-                " torch | ours / torch |"
-            } else {
-                ""
-            },
-            if torch.is_some() { "---|---|" } else { "" },
+            "| {arch} to {tap} | {:.1} | {:.1} | {:.2}x |",
+            rate(burn),
+            rate(own),
+            burn / own
         );
-        // lavapipe takes most of a second per ResNet-18 image: ResNet-18 alone there.
-        let nets = if args.wgpu {
-            &FORWARDS[..1]
-        } else {
-            &FORWARDS[..]
-        };
-        for (i, (arch, tap)) in nets.iter().enumerate() {
-            let (burn, own) = forward_times(*arch, tap, b, args.reps, &device)?;
-            let rate = |t: f64| b as f64 / t;
+        if let Some(t) = torch {
             md += &format!(
-                "| {arch} to {tap} | {:.1} | {:.1} | {:.2}x |",
-                rate(burn),
-                rate(own),
-                burn / own
+                " {:.1} | {:.2}x |",
+                rate(t.forwards[i]),
+                t.forwards[i] / own
             );
-            if let Some(t) = &torch {
-                md += &format!(
-                    " {:.1} | {:.2}x |",
-                    rate(t.forwards[i]),
-                    t.forwards[i] / own
-                );
-            }
-            md += "\n";
         }
+        md += "\n";
     }
-    if let Some(dir) = args.out.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(&args.out, &md).with_context(|| format!("writing {}", args.out.display()))?;
-    print!("{md}");
-    Ok(())
+    Ok(md)
 }
 
 const FORWARDS: [(Arch, &str); 3] = [

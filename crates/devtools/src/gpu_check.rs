@@ -20,7 +20,9 @@ use dissect::{Alignment, Dissector, Layer, Network, Options, Outcome, Preset, Un
 use models::burn::tensor::{Tensor, TensorData};
 use models::{ArchChoice, Model};
 
-use crate::bench::{Backend, ModelKind, ensure_dataset, run_baselines, run_dissection};
+use crate::bench::{
+    Backend, Baselines, KernelBaseline, ModelKind, ensure_dataset, run_baselines, run_dissection,
+};
 
 /// Options of `cargo xtask gpu-check`.
 #[derive(Debug, Clone, Args)]
@@ -105,9 +107,52 @@ fn same(a: &Outcome, b: &Outcome) -> Result<(), String> {
     Ok(())
 }
 
+/// Runs the check and writes `gpu.md` under `--out`; fails when the GPU and
+/// CPU backends disagree.
 pub fn gpu_check(args: GpuCheckArgs) -> Result<()> {
-    let adapters = dissect::engine::adapter_summaries();
     let mut md = String::from("# gpu-check\n\n");
+    let (gpu, on_hardware) = open_gpu(&mut md)?;
+    let adapter = gpu.adapter_line();
+    let _ = writeln!(md, "\nRunning on: {adapter}\n");
+    std::fs::create_dir_all(&args.out)?;
+    let parity = check_parity(&mut md, &gpu, &args)?;
+
+    let images = args.images.unwrap_or(if on_hardware { 4000 } else { 16 });
+    let sizes = args.batch_sizes.clone().unwrap_or(if on_hardware {
+        vec![64, 256]
+    } else {
+        vec![4, 8]
+    });
+    let best = time_end_to_end(&mut md, &gpu, &args.out, images, &sizes)?;
+    let b = run_baselines(&gpu, !on_hardware, sizes[0])?;
+    let (count, thresholds) = write_kernel_table(&mut md, &b);
+    // The kernel baselines compare their answers too.
+    let parity = parity && b.select.agree != Some(false) && b.quantile.agree != Some(false);
+    let last = format!(
+        "gpu-check: parity {}; count {count:.2}x, thresholds {thresholds:.2}x the CPU reference; {best:.1} images/s end to end on {adapter}{}",
+        if parity { "ok" } else { "FAILED" },
+        if on_hardware {
+            ""
+        } else {
+            " (lavapipe, small sizes)"
+        }
+    );
+    let _ = writeln!(md, "\n{last}");
+    std::fs::write(args.out.join("gpu.md"), &md)?;
+    print!("{md}");
+    if !parity {
+        bail!(
+            "the GPU and CPU backends disagree (see {})",
+            args.out.join("gpu.md").display()
+        );
+    }
+    Ok(())
+}
+
+/// Lists every adapter in `md` and starts the engine on the first hardware
+/// one, else on lavapipe (saying so); returns it and whether it is hardware.
+fn open_gpu(md: &mut String) -> Result<(Dissector, bool)> {
+    let adapters = dissect::engine::adapter_summaries();
     for (i, a) in adapters.iter().enumerate() {
         let _ = writeln!(
             md,
@@ -135,63 +180,112 @@ pub fn gpu_check(args: GpuCheckArgs) -> Result<()> {
             Dissector::new().context("starting the wgpu device (is Mesa lavapipe installed?)")?
         }
     };
-    let on_hardware = hardware.is_some();
-    let adapter = gpu.adapter_line();
-    let _ = writeln!(md, "\nRunning on: {adapter}\n");
-    std::fs::create_dir_all(&args.out)?;
+    Ok((gpu, hardware.is_some()))
+}
 
-    // Parity: the default model's activations, dissected by both backends.
-    let cpu = Dissector::cpu();
-    let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/default");
-    let model = Model::load(
-        &assets.join("model.safetensors"),
-        "tiny-resnet"
-            .parse::<ArchChoice>()
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
-        cpu.device(),
-    )?;
-    let data = ensure_dataset(&args.out, args.parity_images)?;
-    let ds = Dataset::open(&data, &DatasetOptions::default())?;
-    let names: Vec<String> = ["layer3", "layer4"].map(String::from).to_vec();
-    let layers: Vec<Layer> = names
-        .iter()
-        .map(|n| model.layer(n))
-        .collect::<Result<_, _>>()?;
-    let base = Options::preset(Preset::Original, &model.arch().default_preprocess_spec());
-    let acts = record(&model, &layers, &ds, &base)?;
-    let arrays: Vec<RecordedArray<'_>> = names
-        .iter()
-        .zip(&acts)
-        .map(|(name, (values, shape))| RecordedArray {
-            name,
-            shape,
-            dtype: DType::F32,
-            data: bytemuck::cast_slice(values),
+/// The parity check's input: the default model's `layer3` and `layer4`
+/// activations over the generated parity images, recorded once on the CPU.
+struct ParityInputs {
+    names: Vec<String>,
+    layers: Vec<Layer>,
+    ds: Dataset,
+    /// The default model's options, which each case varies.
+    base: Options,
+    acts: Vec<(Vec<f32>, [usize; 4])>,
+}
+
+impl ParityInputs {
+    /// Loads the default model on `cpu`'s device and records its activations
+    /// over `parity_images` generated images under `out`.
+    fn record(cpu: &Dissector, out: &Path, parity_images: usize) -> Result<ParityInputs> {
+        let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/default");
+        let model = Model::load(
+            &assets.join("model.safetensors"),
+            "tiny-resnet"
+                .parse::<ArchChoice>()
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+            cpu.device(),
+        )?;
+        let data = ensure_dataset(out, parity_images)?;
+        let ds = Dataset::open(&data, &DatasetOptions::default())?;
+        let names: Vec<String> = ["layer3", "layer4"].map(String::from).to_vec();
+        let layers: Vec<Layer> = names
+            .iter()
+            .map(|n| model.layer(n))
+            .collect::<Result<_, _>>()?;
+        let base = Options::preset(Preset::Original, &model.arch().default_preprocess_spec());
+        let acts = record(&model, &layers, &ds, &base)?;
+        Ok(ParityInputs {
+            names,
+            layers,
+            ds,
+            base,
+            acts,
         })
-        .collect();
+    }
+
+    /// The recorded activations as float32 arrays, one per layer.
+    fn arrays(&self) -> Vec<RecordedArray<'_>> {
+        self.names
+            .iter()
+            .zip(&self.acts)
+            .map(|(name, (values, shape))| RecordedArray {
+                name,
+                shape,
+                dtype: DType::F32,
+                data: bytemuck::cast_slice(values),
+            })
+            .collect()
+    }
+
+    /// Dissects the recorded `arrays` on `d` with `opts`, the layers keeping
+    /// their receptive fields.
+    fn dissect(
+        &self,
+        d: &Dissector,
+        arrays: &[RecordedArray<'_>],
+        opts: &Options,
+    ) -> Result<Outcome> {
+        let mut net = Recorded::from_arrays(
+            "the default model's activations",
+            arrays,
+            self.ds.images.len(),
+            TokenLayout::default(),
+        )?;
+        for (name, layer) in self.names.iter().zip(&self.layers) {
+            if let Some(field) = layer.field {
+                net = net.with_field(name, field)?;
+            }
+        }
+        Ok(d.run(
+            &net.on(d.device()),
+            &self.names,
+            &self.ds,
+            opts,
+            &mut |_| {},
+        )?)
+    }
+}
+
+/// Dissects the default model's activations on `gpu` and on the CPU under
+/// both union rules and both alignments, one table row per case; returns
+/// whether every case gave identical results.
+fn check_parity(md: &mut String, gpu: &Dissector, args: &GpuCheckArgs) -> Result<bool> {
+    let cpu = Dissector::cpu();
+    let inputs = ParityInputs::record(&cpu, &args.out, args.parity_images)?;
+    let arrays = inputs.arrays();
     md.push_str("| parity: union, alignment | GPU = CPU |\n|---|---|\n");
     let mut parity = true;
     for union in [UnionRule::Original, UnionRule::Lite] {
         for alignment in [Alignment::ReceptiveField, Alignment::HalfPixel] {
-            let mut opts = base.clone();
+            let mut opts = inputs.base.clone();
             opts.union = union;
             opts.alignment = alignment;
             opts.batch_size = 5;
-            let run = |d: &Dissector| -> Result<Outcome> {
-                let mut net = Recorded::from_arrays(
-                    "the default model's activations",
-                    &arrays,
-                    ds.images.len(),
-                    TokenLayout::default(),
-                )?;
-                for (name, layer) in names.iter().zip(&layers) {
-                    if let Some(field) = layer.field {
-                        net = net.with_field(name, field)?;
-                    }
-                }
-                Ok(d.run(&net.on(d.device()), &names, &ds, &opts, &mut |_| {})?)
-            };
-            let verdict = same(&run(&gpu)?, &run(&cpu)?);
+            let verdict = same(
+                &inputs.dissect(gpu, &arrays, &opts)?,
+                &inputs.dissect(&cpu, &arrays, &opts)?,
+            );
             parity &= verdict.is_ok();
             let _ = writeln!(
                 md,
@@ -200,21 +294,26 @@ pub fn gpu_check(args: GpuCheckArgs) -> Result<()> {
             );
         }
     }
+    Ok(parity)
+}
 
-    // The whole pipeline, ResNet-18 layer3 + layer4, at two batch sizes.
-    let images = args.images.unwrap_or(if on_hardware { 4000 } else { 16 });
-    let sizes = args.batch_sizes.clone().unwrap_or(if on_hardware {
-        vec![64, 256]
-    } else {
-        vec![4, 8]
-    });
-    let resnet_data = ensure_dataset(&args.out, images)?;
+/// Times the whole pipeline, ResNet-18 `layer3` + `layer4` over `images`
+/// generated images, at each batch size in `sizes`, one table row each;
+/// returns the best images per second.
+fn time_end_to_end(
+    md: &mut String,
+    gpu: &Dissector,
+    out: &Path,
+    images: usize,
+    sizes: &[usize],
+) -> Result<f64> {
+    let resnet_data = ensure_dataset(out, images)?;
     let resnet_layers = ["layer3", "layer4"].map(String::from).to_vec();
     md.push_str("\n| ResNet-18 layer3+layer4 | images | batch | warm-up s | wall s | images/s | passes | mode |\n|---|---|---|---|---|---|---|---|\n");
     let mut best = 0.0f64;
-    for &bs in &sizes {
+    for &bs in sizes {
         let r = run_dissection(
-            &gpu,
+            gpu,
             Backend::Wgpu,
             ModelKind::ResNet18,
             &resnet_layers,
@@ -231,11 +330,16 @@ pub fn gpu_check(args: GpuCheckArgs) -> Result<()> {
             r.images, r.warmup_secs, r.wall_secs, r.passes, r.mode
         );
     }
-    let b = run_baselines(&gpu, !on_hardware, sizes[0])?;
+    Ok(best)
+}
+
+/// The kernels and the forward pass against the CPU reference, as a table;
+/// returns the count's and the thresholds' speed-ups over the CPU.
+fn write_kernel_table(md: &mut String, b: &Baselines) -> (f64, f64) {
     let count = b.count.gpu_per_sec / b.count.cpu_per_sec.max(1e-9);
     let thresholds = b.select.gpu_per_sec / b.select.cpu_per_sec.max(1e-9);
     let radix = b.quantile.gpu_per_sec / b.quantile.cpu_per_sec.max(1e-9);
-    let disagree = |k: &crate::bench::KernelBaseline| {
+    let disagree = |k: &KernelBaseline| {
         if k.agree == Some(false) {
             " (**disagree**)"
         } else {
@@ -265,25 +369,5 @@ pub fn gpu_check(args: GpuCheckArgs) -> Result<()> {
         b.forward.wgpu_images_per_sec,
         b.forward.wgpu_images_per_sec / b.forward.flex_images_per_sec.max(1e-9),
     );
-    // The kernel baselines compare their answers too.
-    let parity = parity && b.select.agree != Some(false) && b.quantile.agree != Some(false);
-    let last = format!(
-        "gpu-check: parity {}; count {count:.2}x, thresholds {thresholds:.2}x the CPU reference; {best:.1} images/s end to end on {adapter}{}",
-        if parity { "ok" } else { "FAILED" },
-        if on_hardware {
-            ""
-        } else {
-            " (lavapipe, small sizes)"
-        }
-    );
-    let _ = writeln!(md, "\n{last}");
-    std::fs::write(args.out.join("gpu.md"), &md)?;
-    print!("{md}");
-    if !parity {
-        bail!(
-            "the GPU and CPU backends disagree (see {})",
-            args.out.join("gpu.md").display()
-        );
-    }
-    Ok(())
+    (count, thresholds)
 }

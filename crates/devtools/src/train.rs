@@ -13,8 +13,8 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use broden::Preprocess;
 use broden::synth::{self, SCENES, SynthOptions};
-use models::burn::nn::loss::CrossEntropyLossConfig;
-use models::burn::optim::{AdamConfig, GradientsParams};
+use models::burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
+use models::burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use models::burn::prelude::Module;
 use models::burn::tensor::{Device, Int, Tensor, TensorData};
 use models::nets::Net;
@@ -167,15 +167,7 @@ fn accuracy(net: &Net, set: &Images, prep: &Preprocess, device: &Device) -> Resu
 
 /// Trains `tiny-resnet` and writes `out/model.safetensors` and the probe set `out/probe/`.
 pub fn train_default(out: &Path, opts: &TrainOptions) -> Result<()> {
-    if opts.train_images == 0 || opts.batch_size == 0 || opts.epochs == 0 {
-        bail!("train images, batch size and epochs must be at least 1");
-    }
-    if opts.probe_seed == opts.train_seed || opts.probe_seed == opts.val_seed {
-        bail!(
-            "the probe seed {} must differ from the training and validation seeds",
-            opts.probe_seed
-        );
-    }
+    check_options(opts)?;
     let arch = Arch::TinyResNet;
     let size = arch.input_size();
     let prep = arch.default_preprocess_spec();
@@ -201,61 +193,145 @@ pub fn train_default(out: &Path, opts: &TrainOptions) -> Result<()> {
         &autodiff,
     )?;
     let mut net = model.into_net();
-    let mut optim = AdamConfig::new().init();
-    let loss_fn = CrossEntropyLossConfig::new().init(&autodiff);
-    let mut rng = ChaCha8Rng::seed_from_u64(opts.init_seed);
-    let steps_per_epoch = train.class.len().div_ceil(opts.batch_size);
-    let total_steps = (steps_per_epoch * opts.epochs) as f64;
-    let mut step = 0usize;
-
+    let mut trainer = Trainer::new(opts, autodiff, train.class.len());
     for epoch in 1..=opts.epochs {
         let epoch_start = Instant::now();
-        let mut order: Vec<usize> = (0..train.class.len()).collect();
-        order.shuffle(&mut rng);
-        let (mut loss_sum, mut correct) = (0f64, 0usize);
-        for chunk in order.chunks(opts.batch_size) {
-            let flips: Vec<bool> = chunk.iter().map(|_| rng.random::<bool>()).collect();
-            let x = batch_input(&train, chunk, &flips, &prep, &autodiff);
-            let targets: Vec<i64> = chunk.iter().map(|&i| train.class[i] as i64).collect();
-            let targets =
-                Tensor::<1, Int>::from_data(TensorData::new(targets, [chunk.len()]), &autodiff);
-            let logits = Model::logits(&net, x).context("the forward pass stopped early")?;
-            let loss = loss_fn.forward(logits.clone(), targets);
-            let grads = GradientsParams::from_grads(loss.backward(), &net);
-            let lr = 0.5
-                * opts.learning_rate
-                * (1.0 + (std::f64::consts::PI * step as f64 / total_steps).cos());
-            net = optim.step(lr, net, grads);
-            step += 1;
-            loss_sum += f64::from(loss.into_scalar::<f32>()) * chunk.len() as f64;
-            let predicted = argmax_rows(logits)?;
-            correct += chunk
-                .iter()
-                .zip(&predicted)
-                .filter(|&(&i, &p)| train.class[i] == p)
-                .count();
-        }
+        let (trained, sums) = trainer.epoch(net, &train, &prep)?;
+        net = trained;
         let n = train.class.len() as f64;
         let val_acc = accuracy(&net.valid(), &val, &prep, &device)?;
         println!(
             "epoch {epoch}/{}: train loss {:.4}, train acc {:.3}, val acc {:.3} ({:.0} s, {:.0} s total)",
             opts.epochs,
-            loss_sum / n,
-            correct as f64 / n,
+            sums.loss / n,
+            sums.correct as f64 / n,
             val_acc,
             epoch_start.elapsed().as_secs_f64(),
             started.elapsed().as_secs_f64()
         );
     }
+    save(
+        out,
+        opts,
+        arch,
+        Model::from_net(arch, SCENES.len(), net.valid()),
+        started,
+    )
+}
 
-    let trained = Model::from_net(arch, SCENES.len(), net.valid());
+/// Refuses options that would train on nothing or probe with training images.
+fn check_options(opts: &TrainOptions) -> Result<()> {
+    if opts.train_images == 0 || opts.batch_size == 0 || opts.epochs == 0 {
+        bail!("train images, batch size and epochs must be at least 1");
+    }
+    if opts.probe_seed == opts.train_seed || opts.probe_seed == opts.val_seed {
+        bail!(
+            "the probe seed {} must differ from the training and validation seeds",
+            opts.probe_seed
+        );
+    }
+    Ok(())
+}
+
+/// The training loss and the correct predictions of one epoch, summed over
+/// its images.
+#[derive(Debug, Clone, Copy, Default)]
+struct EpochSums {
+    loss: f64,
+    correct: usize,
+}
+
+/// Adam with a cosine learning-rate decay over all steps, on shuffled and
+/// randomly flipped batches.
+struct Trainer {
+    optim: ModuleOptimizer,
+    loss_fn: CrossEntropyLoss,
+    /// Shuffles the training set and draws the flips.
+    rng: ChaCha8Rng,
+    /// The autodiff device the training batches go to.
+    device: Device,
+    batch_size: usize,
+    learning_rate: f64,
+    step: usize,
+    total_steps: f64,
+}
+
+impl Trainer {
+    /// A trainer for `opts.epochs` epochs over `train_images` images.
+    fn new(opts: &TrainOptions, device: Device, train_images: usize) -> Trainer {
+        let optim = AdamConfig::new().init();
+        let loss_fn = CrossEntropyLossConfig::new().init(&device);
+        let steps_per_epoch = train_images.div_ceil(opts.batch_size);
+        Trainer {
+            optim,
+            loss_fn,
+            rng: ChaCha8Rng::seed_from_u64(opts.init_seed),
+            device,
+            batch_size: opts.batch_size,
+            learning_rate: opts.learning_rate,
+            step: 0,
+            total_steps: (steps_per_epoch * opts.epochs) as f64,
+        }
+    }
+
+    /// One pass over `train` in a fresh random order, one optimiser step per
+    /// batch; returns the updated network and the epoch's sums.
+    fn epoch(
+        &mut self,
+        mut net: Net,
+        train: &Images,
+        prep: &Preprocess,
+    ) -> Result<(Net, EpochSums)> {
+        let mut order: Vec<usize> = (0..train.class.len()).collect();
+        order.shuffle(&mut self.rng);
+        let mut sums = EpochSums::default();
+        for chunk in order.chunks(self.batch_size) {
+            let flips: Vec<bool> = chunk.iter().map(|_| self.rng.random::<bool>()).collect();
+            let x = batch_input(train, chunk, &flips, prep, &self.device);
+            let targets: Vec<i64> = chunk.iter().map(|&i| train.class[i] as i64).collect();
+            let targets =
+                Tensor::<1, Int>::from_data(TensorData::new(targets, [chunk.len()]), &self.device);
+            let logits = Model::logits(&net, x).context("the forward pass stopped early")?;
+            let loss = self.loss_fn.forward(logits.clone(), targets);
+            let grads = GradientsParams::from_grads(loss.backward(), &net);
+            let lr = self.next_learning_rate();
+            net = self.optim.step(lr, net, grads);
+            sums.loss += f64::from(loss.into_scalar::<f32>()) * chunk.len() as f64;
+            let predicted = argmax_rows(logits)?;
+            sums.correct += chunk
+                .iter()
+                .zip(&predicted)
+                .filter(|&(&i, &p)| train.class[i] == p)
+                .count();
+        }
+        Ok((net, sums))
+    }
+
+    /// The learning rate of this step on the cosine decay, and one step on.
+    fn next_learning_rate(&mut self) -> f64 {
+        let lr = 0.5
+            * self.learning_rate
+            * (1.0 + (std::f64::consts::PI * self.step as f64 / self.total_steps).cos());
+        self.step += 1;
+        lr
+    }
+}
+
+/// Writes the `trained` weights and a freshly generated probe set under `out`.
+fn save(
+    out: &Path,
+    opts: &TrainOptions,
+    arch: Arch,
+    trained: Model,
+    started: Instant,
+) -> Result<()> {
     let weights = out.join("model.safetensors");
     save_safetensors(&trained, &weights)?;
     let probe = out.join("probe");
     let probe_opts = SynthOptions {
         images: opts.probe_images,
         seed: opts.probe_seed,
-        size,
+        size: arch.input_size(),
         swatch_percent: opts.probe_swatch_percent,
     };
     synth::generate(&probe, &probe_opts)
