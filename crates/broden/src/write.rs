@@ -103,6 +103,15 @@ pub struct WriteSummary {
     pub coverage: Vec<Vec<f64>>,
 }
 
+/// The label data of one image as written, per category.
+struct Segmentations {
+    /// The entries of the category's `index.csv` cell: segmentation file
+    /// names, then image-level label numbers.
+    cells: Vec<Vec<String>>,
+    /// Pixels per label number, an image-level label counting every pixel.
+    counts: Vec<Vec<u64>>,
+}
+
 /// Writes one Broden dataset folder; see the module documentation.
 #[derive(Debug)]
 pub struct Writer {
@@ -308,25 +317,52 @@ impl Writer {
     /// Safe to call from several threads at once for different images.
     pub fn write_image(&self, image: &ImageData<'_>) -> Result<WrittenImage, BrodenError> {
         let stem = image_stem(image.path)?;
+        check_sizes(image)?;
+        let per_category = self.check_labels(image)?;
+        let Segmentations { cells, counts } =
+            self.write_segmentations(image, stem, &per_category)?;
+        let path = self.root.join("images").join(image.path);
+        let lower = image.path.to_ascii_lowercase();
+        let bytes = if lower.ends_with(".png") {
+            encode_png(&path, image.rgb, image.width, image.height)?
+        } else {
+            encode_jpeg(&path, image.rgb, image.width, image.height)?
+        };
+        write_atomic(&path, &bytes)?;
+
+        let mut row = vec![
+            image.path.to_owned(),
+            image.split.to_owned(),
+            image.height.to_string(),
+            image.width.to_string(),
+            image.seg_height.to_string(),
+            image.seg_width.to_string(),
+        ];
+        row.extend(cells.into_iter().map(|c| c.join(";")));
+        let mut pixels = Vec::new();
+        for (c, per_label) in counts.iter().enumerate() {
+            for (l, &n) in per_label.iter().enumerate().skip(1) {
+                if n > 0 {
+                    pixels.push((c, l as u32, n));
+                }
+            }
+        }
+        Ok(WrittenImage {
+            path: image.path.to_owned(),
+            stem: stem.to_owned(),
+            row,
+            pixels,
+            area: seg_area(image),
+        })
+    }
+
+    /// Checks that every plane and image-level label of `image` names a
+    /// category of this writer and holds labels it declares, and that every
+    /// plane has the segmentation's size; returns the number of planes per
+    /// category.
+    fn check_labels(&self, image: &ImageData<'_>) -> Result<Vec<usize>, BrodenError> {
         let max = self.labels.len() as u32;
-        let (w, h, sw, sh) = (image.width, image.height, image.seg_width, image.seg_height);
-        if w == 0 || h == 0 || sw == 0 || sh == 0 {
-            return Err(invalid(format!(
-                "{}: image {w}x{h}, segmentation {sw}x{sh}: sizes must be positive",
-                image.path
-            )));
-        }
-        if image.rgb.len() as u64 != u64::from(w) * u64::from(h) * 3 {
-            return Err(invalid(format!(
-                "{}: {} rgb bytes for a {w}x{h} image",
-                image.path,
-                image.rgb.len()
-            )));
-        }
-        if image.split.is_empty() {
-            return Err(invalid(format!("{}: empty split", image.path)));
-        }
-        let area = u64::from(sw) * u64::from(sh);
+        let (sw, sh) = (image.seg_width, image.seg_height);
         let n_cat = self.categories.len();
         let check_category = |c: usize| {
             if c < n_cat {
@@ -342,7 +378,7 @@ impl Writer {
         for p in &image.planes {
             check_category(p.category)?;
             per_category[p.category] += 1;
-            if p.labels.len() as u64 != area {
+            if p.labels.len() as u64 != seg_area(image) {
                 return Err(invalid(format!(
                     "{}: {} plane has {} labels, segmentation is {sw}x{sh}",
                     image.path,
@@ -366,7 +402,19 @@ impl Writer {
                 )));
             }
         }
+        Ok(per_category)
+    }
 
+    /// Writes the segmentation PNGs of `image` beside it (`per_category`
+    /// planes in each category) and returns what they add to the image's
+    /// row and statistics.
+    fn write_segmentations(
+        &self,
+        image: &ImageData<'_>,
+        stem: &str,
+        per_category: &[usize],
+    ) -> Result<Segmentations, BrodenError> {
+        let n_cat = self.categories.len();
         // Pixel counts per (category, label), image-level labels counting
         // every pixel; a label in several planes of a category adds up, as
         // in joinseg.py's bincount over all layers.
@@ -382,7 +430,9 @@ impl Writer {
                 format!("{stem}_{name}_{}.png", seen[p.category])
             };
             let path = self.root.join("images").join(&file);
-            write_atomic(&path, &encode_png(&path, &encode_labels(p.labels), sw, sh)?)?;
+            let rgb = encode_labels(p.labels);
+            let png = encode_png(&path, &rgb, image.seg_width, image.seg_height)?;
+            write_atomic(&path, &png)?;
             cells[p.category].push(file);
             for &l in p.labels {
                 counts[p.category][l as usize] += 1;
@@ -390,41 +440,9 @@ impl Writer {
         }
         for &(c, l) in &image.image_labels {
             cells[c].push(l.to_string());
-            counts[c][l as usize] += area;
+            counts[c][l as usize] += seg_area(image);
         }
-        let path = self.root.join("images").join(image.path);
-        let lower = image.path.to_ascii_lowercase();
-        let bytes = if lower.ends_with(".png") {
-            encode_png(&path, image.rgb, w, h)?
-        } else {
-            encode_jpeg(&path, image.rgb, w, h)?
-        };
-        write_atomic(&path, &bytes)?;
-
-        let mut row = vec![
-            image.path.to_owned(),
-            image.split.to_owned(),
-            h.to_string(),
-            w.to_string(),
-            sh.to_string(),
-            sw.to_string(),
-        ];
-        row.extend(cells.into_iter().map(|c| c.join(";")));
-        let mut pixels = Vec::new();
-        for (c, per_label) in counts.iter().enumerate() {
-            for (l, &n) in per_label.iter().enumerate().skip(1) {
-                if n > 0 {
-                    pixels.push((c, l as u32, n));
-                }
-            }
-        }
-        Ok(WrittenImage {
-            path: image.path.to_owned(),
-            stem: stem.to_owned(),
-            row,
-            pixels,
-            area,
-        })
+        Ok(Segmentations { cells, counts })
     }
 
     /// Records a written image as the next `index.csv` row and adds its
@@ -461,91 +479,13 @@ impl Writer {
                 self.root.display()
             )));
         }
-        let n_numbers = self.labels.len() + 1;
-        // Labels listed per category: those that occur there, plus labels
-        // that occur nowhere, in their own category.
-        let absent: Vec<bool> = (0..n_numbers)
-            .map(|l| self.frequency.iter().all(|f| f[l] == 0))
-            .collect();
-        let listed = |c: usize, l: usize| {
-            l > 0 && (self.frequency[c][l] > 0 || (absent[l] && self.labels[l - 1].category == c))
-        };
-
-        let mut category_rows = Vec::new();
-        for (c, name) in self.categories.iter().enumerate() {
-            // Dense codes by descending frequency then coverage, as
-            // joinseg.py assigns them; ties by number keep the order stable.
-            let mut members: Vec<usize> = (1..n_numbers).filter(|&l| listed(c, l)).collect();
-            members.sort_by(|&a, &b| {
-                self.frequency[c][b]
-                    .cmp(&self.frequency[c][a])
-                    .then(self.coverage[c][b].total_cmp(&self.coverage[c][a]))
-                    .then(a.cmp(&b))
-            });
-            let mut rows = vec![header(&["code", "number", "name", "frequency", "coverage"])];
-            for (code, &l) in members.iter().enumerate() {
-                rows.push(vec![
-                    (code + 1).to_string(),
-                    l.to_string(),
-                    self.labels[l - 1].name.clone(),
-                    self.frequency[c][l].to_string(),
-                    // Shortest round-trip form: exact, never in exponent
-                    // notation (NetDissect-Lite would read that as text).
-                    format!("{}", self.coverage[c][l]),
-                ]);
-            }
-            write_csv(&self.root.join(format!("c_{name}.csv")), &rows)?;
-            category_rows.push(vec![
-                name.clone(),
-                members.iter().min().map_or(0, |&l| l).to_string(),
-                members.iter().max().map_or(0, |&l| l).to_string(),
-                members.len().to_string(),
-                // joinseg.py sums the per-label image counts of the category.
-                members
-                    .iter()
-                    .map(|&l| self.frequency[c][l])
-                    .sum::<u64>()
-                    .to_string(),
-            ]);
+        let listed = self.listed();
+        let mut category_rows = vec![header(&["name", "first", "last", "count", "frequency"])];
+        for (c, in_category) in listed.iter().enumerate() {
+            category_rows.push(self.write_category(c, in_category)?);
         }
-
-        let mut label_rows = vec![header(&[
-            "number",
-            "name",
-            "category",
-            "frequency",
-            "coverage",
-            "syns",
-        ])];
-        for l in 1..n_numbers {
-            let spec = &self.labels[l - 1];
-            // Categories by descending count (ties in category order).
-            let mut cats: Vec<usize> = (0..self.categories.len())
-                .filter(|&c| listed(c, l))
-                .collect();
-            cats.sort_by(|&a, &b| self.frequency[b][l].cmp(&self.frequency[a][l]));
-            let cell = cats
-                .iter()
-                .map(|&c| format!("{}({})", self.categories[c], self.frequency[c][l]))
-                .collect::<Vec<_>>()
-                .join(";");
-            let frequency: u64 = self.frequency.iter().map(|f| f[l]).sum();
-            let coverage: f64 = self.coverage.iter().map(|c| c[l]).sum();
-            label_rows.push(vec![
-                l.to_string(),
-                spec.name.clone(),
-                cell,
-                frequency.to_string(),
-                // joinseg.py writes `'%f' % coverage`.
-                format!("{coverage:.6}"),
-                spec.syns.join(";"),
-            ]);
-        }
-        write_csv(&self.root.join("label.csv"), &label_rows)?;
-
-        let mut rows = vec![header(&["name", "first", "last", "count", "frequency"])];
-        rows.extend(category_rows);
-        write_csv(&self.root.join("category.csv"), &rows)?;
+        write_csv(&self.root.join("label.csv"), &self.label_rows(&listed))?;
+        write_csv(&self.root.join("category.csv"), &category_rows)?;
 
         let mut index_header: Vec<&str> = INDEX_META.to_vec();
         index_header.extend(self.categories.iter().map(String::as_str));
@@ -559,12 +499,140 @@ impl Writer {
             coverage: self.coverage,
         })
     }
+
+    /// Which labels each category lists, `[category][label number]`: those
+    /// that occur there, plus labels that occur nowhere, in their own
+    /// category.
+    fn listed(&self) -> Vec<Vec<bool>> {
+        let n_numbers = self.labels.len() + 1;
+        let absent: Vec<bool> = (0..n_numbers)
+            .map(|l| self.frequency.iter().all(|f| f[l] == 0))
+            .collect();
+        (0..self.categories.len())
+            .map(|c| {
+                (0..n_numbers)
+                    .map(|l| {
+                        l > 0
+                            && (self.frequency[c][l] > 0
+                                || (absent[l] && self.labels[l - 1].category == c))
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Writes `c_<name>.csv` of category `c`, which lists the labels marked
+    /// in `listed`, and returns the category's `category.csv` row.
+    fn write_category(&self, c: usize, listed: &[bool]) -> Result<Vec<String>, BrodenError> {
+        let name = &self.categories[c];
+        // Dense codes by descending frequency then coverage, as
+        // joinseg.py assigns them; ties by number keep the order stable.
+        let mut members: Vec<usize> = (1..listed.len()).filter(|&l| listed[l]).collect();
+        members.sort_by(|&a, &b| {
+            self.frequency[c][b]
+                .cmp(&self.frequency[c][a])
+                .then(self.coverage[c][b].total_cmp(&self.coverage[c][a]))
+                .then(a.cmp(&b))
+        });
+        let mut rows = vec![header(&["code", "number", "name", "frequency", "coverage"])];
+        for (code, &l) in members.iter().enumerate() {
+            rows.push(vec![
+                (code + 1).to_string(),
+                l.to_string(),
+                self.labels[l - 1].name.clone(),
+                self.frequency[c][l].to_string(),
+                // Shortest round-trip form: exact, never in exponent
+                // notation (NetDissect-Lite would read that as text).
+                format!("{}", self.coverage[c][l]),
+            ]);
+        }
+        write_csv(&self.root.join(format!("c_{name}.csv")), &rows)?;
+        Ok(vec![
+            name.clone(),
+            members.iter().min().map_or(0, |&l| l).to_string(),
+            members.iter().max().map_or(0, |&l| l).to_string(),
+            members.len().to_string(),
+            // joinseg.py sums the per-label image counts of the category.
+            members
+                .iter()
+                .map(|&l| self.frequency[c][l])
+                .sum::<u64>()
+                .to_string(),
+        ])
+    }
+
+    /// The rows of `label.csv`, header first; `listed` is [`Writer::listed`].
+    fn label_rows(&self, listed: &[Vec<bool>]) -> Vec<Vec<String>> {
+        let mut rows = vec![header(&[
+            "number",
+            "name",
+            "category",
+            "frequency",
+            "coverage",
+            "syns",
+        ])];
+        for (i, spec) in self.labels.iter().enumerate() {
+            let l = i + 1;
+            // Categories by descending count (ties in category order).
+            let mut cats: Vec<usize> = (0..self.categories.len())
+                .filter(|&c| listed[c][l])
+                .collect();
+            cats.sort_by(|&a, &b| self.frequency[b][l].cmp(&self.frequency[a][l]));
+            let cell = cats
+                .iter()
+                .map(|&c| format!("{}({})", self.categories[c], self.frequency[c][l]))
+                .collect::<Vec<_>>()
+                .join(";");
+            let frequency: u64 = self.frequency.iter().map(|f| f[l]).sum();
+            let coverage: f64 = self.coverage.iter().map(|c| c[l]).sum();
+            rows.push(vec![
+                l.to_string(),
+                spec.name.clone(),
+                cell,
+                frequency.to_string(),
+                // joinseg.py writes `'%f' % coverage`.
+                format!("{coverage:.6}"),
+                spec.syns.join(";"),
+            ]);
+        }
+        rows
+    }
 }
 
+/// Rejects an image or segmentation of zero size, RGB data of the wrong
+/// length for the image's size, and an empty split.
+fn check_sizes(image: &ImageData<'_>) -> Result<(), BrodenError> {
+    let (w, h, sw, sh) = (image.width, image.height, image.seg_width, image.seg_height);
+    if w == 0 || h == 0 || sw == 0 || sh == 0 {
+        return Err(invalid(format!(
+            "{}: image {w}x{h}, segmentation {sw}x{sh}: sizes must be positive",
+            image.path
+        )));
+    }
+    if image.rgb.len() as u64 != u64::from(w) * u64::from(h) * 3 {
+        return Err(invalid(format!(
+            "{}: {} rgb bytes for a {w}x{h} image",
+            image.path,
+            image.rgb.len()
+        )));
+    }
+    if image.split.is_empty() {
+        return Err(invalid(format!("{}: empty split", image.path)));
+    }
+    Ok(())
+}
+
+/// The number of segmentation pixels of `image`.
+fn seg_area(image: &ImageData<'_>) -> u64 {
+    u64::from(image.seg_width) * u64::from(image.seg_height)
+}
+
+/// A CSV header row of `names`.
 fn header(names: &[&str]) -> Vec<String> {
     names.iter().map(|&s| s.to_owned()).collect()
 }
 
+/// Writes `rows` as a CSV file at `path`, atomically.
 fn write_csv(path: &Path, rows: &[Vec<String>]) -> Result<(), BrodenError> {
     let mut w = csv::WriterBuilder::new()
         .terminator(csv::Terminator::Any(b'\n'))

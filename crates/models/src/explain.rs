@@ -14,9 +14,10 @@
 //!   sum of `g · p` over its pooled cells, and `b_eff` is reported as the
 //!   bias.
 
+use burn::nn::Linear;
 use burn::tensor::activation::relu;
 use burn::tensor::module::adaptive_avg_pool2d;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::error::ModelError;
 use crate::model::Model;
@@ -96,93 +97,21 @@ impl Model {
             return Ok(vec![Vec::new(); n]);
         }
         let device = features.device();
-        let (linears, relu_first, side) = match self.net() {
-            Net::ResNet(r) => (vec![&r.fc], false, 1),
-            Net::TinyResNet(t) => (vec![&t.fc], false, 1),
-            Net::GoogLeNet(g) => (vec![&g.fc], false, 1),
-            Net::DenseNet(d) => (vec![&d.classifier], true, 1),
-            Net::Plain(p) => (p.classifier.iter().collect(), false, p.pool_side),
-        };
+        let (linears, relu_first, side) = head_layers(self.net());
         let x = if relu_first { relu(features) } else { features };
         let cells = side * side;
         let pooled = adaptive_avg_pool2d(x, [side, side]).reshape([n, ch * cells]);
-        let p = to_vec(pooled.clone(), "pooled features")?;
-        // Forward through the head, keeping each hidden layer's pre-activation.
-        let mut hidden = Vec::new();
-        let mut h = pooled;
-        for (i, linear) in linears.iter().enumerate() {
-            h = linear.forward(h);
-            if i + 1 < linears.len() {
-                hidden.push(to_vec(h.clone(), "hidden activations")?);
-                h = relu(h);
-            }
-        }
+        let pass = HeadPass::run(&linears, pooled)?;
         let classes = self.num_classes();
-        let logits = to_vec(h, "logits")?;
         let picks: Vec<Vec<usize>> = (0..n)
-            .map(|i| top_classes(&logits[i * classes..(i + 1) * classes], top))
+            .map(|i| top_classes(&pass.logits[i * classes..(i + 1) * classes], top))
             .collect();
-        let last = linears[linears.len() - 1];
-        let w_last = to_vec(last.weight.val(), "classifier weights")?;
-        let b_last = match &last.bias {
-            Some(b) => to_vec(b.val(), "classifier bias")?,
-            None => vec![0.0; classes],
-        };
-        let d_last = w_last.len() / classes;
-        // Gradient of each picked logit with respect to the pooled input,
-        // `[n * top][ch * cells]`, through the active ReLUs.
-        let grads: Vec<Vec<f64>> = if linears.len() == 1 {
-            picks
-                .iter()
-                .flatten()
-                .map(|&c| {
-                    (0..d_last)
-                        .map(|k| f64::from(w_last[k * classes + c]))
-                        .collect()
-                })
-                .collect()
+        let last = LastLayer::read(linears[linears.len() - 1], classes)?;
+        let single = linears.len() == 1;
+        let grads = if single {
+            last.columns(&picks)
         } else {
-            // Columns of the last weight, masked by the last hidden layer's
-            // ReLU, then back through each earlier layer on the device.
-            let pairs: Vec<(usize, usize)> = picks
-                .iter()
-                .enumerate()
-                .flat_map(|(i, cs)| cs.iter().map(move |&c| (i, c)))
-                .collect();
-            let m = pairs.len();
-            let mut g = vec![0f32; d_last * m];
-            let h_last = &hidden[hidden.len() - 1];
-            for (j, &(i, c)) in pairs.iter().enumerate() {
-                for k in 0..d_last {
-                    if h_last[i * d_last + k] > 0.0 {
-                        g[k * m + j] = w_last[k * classes + c];
-                    }
-                }
-            }
-            let mut g = Tensor::<2>::from_data(TensorData::new(g, [d_last, m]), &device);
-            for layer in (0..linears.len() - 1).rev() {
-                // weight is [in, out]: the input gradient is W · g.
-                g = linears[layer].weight.val().matmul(g);
-                let d_in = g.dims()[0];
-                if layer > 0 {
-                    let pre = &hidden[layer - 1];
-                    let mask: Vec<f32> = (0..d_in * m)
-                        .map(|idx| {
-                            let (k, j) = (idx / m, idx % m);
-                            f32::from(u8::from(pre[pairs[j].0 * d_in + k] > 0.0))
-                        })
-                        .collect();
-                    g = g.mul(Tensor::<2>::from_data(
-                        TensorData::new(mask, [d_in, m]),
-                        &device,
-                    ));
-                }
-            }
-            let g = to_vec(g, "gradients")?;
-            let d_in = g.len() / m.max(1);
-            (0..m)
-                .map(|j| (0..d_in).map(|k| f64::from(g[k * m + j])).collect())
-                .collect()
+            backprop_stack(&linears, &pass.hidden, &picks, &last, &device)?
         };
         let mut grads = grads.into_iter();
         Ok(picks
@@ -192,31 +121,187 @@ impl Model {
                 cs.iter()
                     .map(|&c| {
                         let g = grads.next().unwrap_or_default();
-                        let row = &p[i * ch * cells..(i + 1) * ch * cells];
-                        let contributions: Vec<f64> = (0..ch)
-                            .map(|k| {
-                                (0..cells)
-                                    .map(|s| g[k * cells + s] * f64::from(row[k * cells + s]))
-                                    .sum()
-                            })
-                            .collect();
-                        let logit = logits[i * classes + c];
-                        let bias = if linears.len() == 1 {
-                            f64::from(b_last[c])
-                        } else {
-                            f64::from(logit) - contributions.iter().sum::<f64>()
-                        };
-                        ClassTerms {
-                            class: c,
-                            logit,
-                            bias,
-                            contributions,
-                        }
+                        let bias = single.then(|| f64::from(last.bias[c]));
+                        pass.class_terms(i, c, &g, [ch, cells], classes, bias)
                     })
                     .collect()
             })
             .collect())
     }
+}
+
+/// The linear layers of `net`'s head after its pool, whether a ReLU comes
+/// before the pool, and the side of the (adaptive average) pool.
+fn head_layers(net: &Net) -> (Vec<&Linear>, bool, usize) {
+    match net {
+        Net::ResNet(r) => (vec![&r.fc], false, 1),
+        Net::TinyResNet(t) => (vec![&t.fc], false, 1),
+        Net::GoogLeNet(g) => (vec![&g.fc], false, 1),
+        Net::DenseNet(d) => (vec![&d.classifier], true, 1),
+        Net::Plain(p) => (p.classifier.iter().collect(), false, p.pool_side),
+    }
+}
+
+/// The head run forward on a batch of pooled features, read back to the
+/// host.
+struct HeadPass {
+    /// The pooled features, `[n][ch * cells]` flattened.
+    pooled: Vec<f32>,
+    /// Each hidden layer's pre-activation, `[n][d]` flattened.
+    hidden: Vec<Vec<f32>>,
+    /// The logits, `[n][classes]` flattened.
+    logits: Vec<f32>,
+}
+
+impl HeadPass {
+    /// Runs `linears`, with a ReLU between each two, on `pooled`
+    /// (`[n, ch * cells]`), keeping each hidden layer's pre-activation.
+    fn run(linears: &[&Linear], pooled: Tensor<2>) -> Result<Self, ModelError> {
+        let p = to_vec(pooled.clone(), "pooled features")?;
+        let mut hidden = Vec::new();
+        let mut h = pooled;
+        for (i, linear) in linears.iter().enumerate() {
+            h = linear.forward(h);
+            if i + 1 < linears.len() {
+                hidden.push(to_vec(h.clone(), "hidden activations")?);
+                h = relu(h);
+            }
+        }
+        Ok(Self {
+            pooled: p,
+            hidden,
+            logits: to_vec(h, "logits")?,
+        })
+    }
+
+    /// The terms of class `c` of image `i`, from the gradient `g` of its
+    /// logit with respect to the pooled features (`[ch * cells]`); the bias
+    /// is `bias` where the head knows it, else what the units leave of the
+    /// logit.
+    fn class_terms(
+        &self,
+        i: usize,
+        c: usize,
+        g: &[f64],
+        [ch, cells]: [usize; 2],
+        classes: usize,
+        bias: Option<f64>,
+    ) -> ClassTerms {
+        let row = &self.pooled[i * ch * cells..(i + 1) * ch * cells];
+        let contributions: Vec<f64> = (0..ch)
+            .map(|k| {
+                (0..cells)
+                    .map(|s| g[k * cells + s] * f64::from(row[k * cells + s]))
+                    .sum()
+            })
+            .collect();
+        let logit = self.logits[i * classes + c];
+        let bias = bias.unwrap_or_else(|| f64::from(logit) - contributions.iter().sum::<f64>());
+        ClassTerms {
+            class: c,
+            logit,
+            bias,
+            contributions,
+        }
+    }
+}
+
+/// The head's last linear layer, read back to the host.
+struct LastLayer {
+    /// `[d_last, classes]` flattened (Burn stores `[in, out]`).
+    weight: Vec<f32>,
+    /// One per class; zeros where the layer has no bias.
+    bias: Vec<f32>,
+    classes: usize,
+}
+
+impl LastLayer {
+    /// Reads `linear`'s weight and bias, `classes` outputs.
+    fn read(linear: &Linear, classes: usize) -> Result<Self, ModelError> {
+        let weight = to_vec(linear.weight.val(), "classifier weights")?;
+        let bias = match &linear.bias {
+            Some(b) => to_vec(b.val(), "classifier bias")?,
+            None => vec![0.0; classes],
+        };
+        Ok(Self {
+            weight,
+            bias,
+            classes,
+        })
+    }
+
+    /// The number of inputs.
+    fn d_in(&self) -> usize {
+        self.weight.len() / self.classes
+    }
+
+    /// For a head of this one layer, the gradient of each picked logit with
+    /// respect to the pooled input: its weight column, `[n * top][d_in]`.
+    fn columns(&self, picks: &[Vec<usize>]) -> Vec<Vec<f64>> {
+        picks
+            .iter()
+            .flatten()
+            .map(|&c| {
+                (0..self.d_in())
+                    .map(|k| f64::from(self.weight[k * self.classes + c]))
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// For a stack of `linears` with ReLUs between (`hidden` their
+/// pre-activations), the gradient of each picked logit with respect to the
+/// pooled input, `[n * top][ch * cells]`: the columns of the last weight,
+/// masked by the last hidden layer's ReLU, then back through each earlier
+/// layer on the device.
+fn backprop_stack(
+    linears: &[&Linear],
+    hidden: &[Vec<f32>],
+    picks: &[Vec<usize>],
+    last: &LastLayer,
+    device: &Device,
+) -> Result<Vec<Vec<f64>>, ModelError> {
+    let pairs: Vec<(usize, usize)> = picks
+        .iter()
+        .enumerate()
+        .flat_map(|(i, cs)| cs.iter().map(move |&c| (i, c)))
+        .collect();
+    let m = pairs.len();
+    let d_last = last.d_in();
+    let mut g = vec![0f32; d_last * m];
+    let h_last = &hidden[hidden.len() - 1];
+    for (j, &(i, c)) in pairs.iter().enumerate() {
+        for k in 0..d_last {
+            if h_last[i * d_last + k] > 0.0 {
+                g[k * m + j] = last.weight[k * last.classes + c];
+            }
+        }
+    }
+    let mut g = Tensor::<2>::from_data(TensorData::new(g, [d_last, m]), device);
+    for layer in (0..linears.len() - 1).rev() {
+        // weight is [in, out]: the input gradient is W · g.
+        g = linears[layer].weight.val().matmul(g);
+        let d_in = g.dims()[0];
+        if layer > 0 {
+            let pre = &hidden[layer - 1];
+            let mask: Vec<f32> = (0..d_in * m)
+                .map(|idx| {
+                    let (k, j) = (idx / m, idx % m);
+                    f32::from(u8::from(pre[pairs[j].0 * d_in + k] > 0.0))
+                })
+                .collect();
+            g = g.mul(Tensor::<2>::from_data(
+                TensorData::new(mask, [d_in, m]),
+                device,
+            ));
+        }
+    }
+    let g = to_vec(g, "gradients")?;
+    let d_in = g.len() / m.max(1);
+    Ok((0..m)
+        .map(|j| (0..d_in).map(|k| f64::from(g[k * m + j])).collect())
+        .collect())
 }
 
 #[cfg(test)]

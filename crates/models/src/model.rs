@@ -293,11 +293,6 @@ impl Model {
 
 /// Infers the architecture from a checkpoint's keys and shapes, or lists the candidates.
 pub fn detect_arch(state: &StateDict) -> Result<Arch, ModelError> {
-    let ambiguous = |reason: &str, candidates: Vec<Arch>| ModelError::AmbiguousArch {
-        path: state.path().to_path_buf(),
-        reason: reason.to_string(),
-        candidates: candidates.iter().map(|a| a.name().to_string()).collect(),
-    };
     if state.shape("inception3a.branch1.conv.weight").is_some() {
         return Ok(Arch::GoogLeNet);
     }
@@ -305,89 +300,116 @@ pub fn detect_arch(state: &StateDict) -> Result<Arch, ModelError> {
         .shape("features.denseblock1.denselayer1.conv1.weight")
         .is_some()
     {
-        // Only DenseNet-161 has 96 initial features and a growth rate of 48.
-        let conv0 = state.shape("features.conv0.weight").map(|s| s.to_vec());
-        let blocks = (1..=4)
-            .map(|b| {
-                state
-                    .keys()
-                    .filter_map(|k| k.strip_prefix(&format!("features.denseblock{b}.denselayer")))
-                    .filter_map(|rest| rest.split('.').next())
-                    .collect::<BTreeSet<_>>()
-                    .len()
-            })
-            .collect::<Vec<_>>();
-        if conv0.as_deref() == Some(&[96, 3, 7, 7][..]) && blocks == [6, 12, 36, 24] {
-            return Ok(Arch::DenseNet161);
-        }
-        return Err(ambiguous(
-            &format!("a densenet with stem {conv0:?} and blocks {blocks:?} matches no zoo model"),
-            vec![Arch::DenseNet161],
-        ));
+        return detect_densenet(state);
     }
-    if state.shape("layer1.0.conv1.weight").is_some()
-        && state
-            .shape("conv1.weight")
-            .is_some_and(crate::tiny::is_tiny_stem)
+    if state.shape("layer1.0.conv1.weight").is_some() {
+        return detect_resnet(state);
+    }
+    if let Some(shape) = state.shape("features.0.weight") {
+        return detect_plain(state, shape);
+    }
+    Err(ambiguous(
+        state,
+        "no key of a known family (`layer1.0.conv1.weight`, `features.0.weight`, `inception3a.…`, `features.denseblock1.…`)",
+        &Arch::ALL,
+    ))
+}
+
+/// The error for a checkpoint that matches none or several of `candidates`.
+fn ambiguous(state: &StateDict, reason: &str, candidates: &[Arch]) -> ModelError {
+    ModelError::AmbiguousArch {
+        path: state.path().to_path_buf(),
+        reason: reason.to_string(),
+        candidates: candidates.iter().map(|a| a.name().to_string()).collect(),
+    }
+}
+
+/// How many distinct blocks have keys starting with `prefix`: the distinct
+/// key segments that follow it, up to the next `.`.
+fn count_blocks(state: &StateDict, prefix: &str) -> usize {
+    state
+        .keys()
+        .filter_map(|k| k.strip_prefix(prefix))
+        .filter_map(|rest| rest.split('.').next())
+        .collect::<BTreeSet<_>>()
+        .len()
+}
+
+/// A DenseNet checkpoint: only DenseNet-161 has 96 initial features and a
+/// growth rate of 48, with blocks of 6, 12, 36 and 24 layers.
+fn detect_densenet(state: &StateDict) -> Result<Arch, ModelError> {
+    let conv0 = state.shape("features.conv0.weight").map(|s| s.to_vec());
+    let blocks = (1..=4)
+        .map(|b| count_blocks(state, &format!("features.denseblock{b}.denselayer")))
+        .collect::<Vec<_>>();
+    if conv0.as_deref() == Some(&[96, 3, 7, 7][..]) && blocks == [6, 12, 36, 24] {
+        return Ok(Arch::DenseNet161);
+    }
+    Err(ambiguous(
+        state,
+        &format!("a densenet with stem {conv0:?} and blocks {blocks:?} matches no zoo model"),
+        &[Arch::DenseNet161],
+    ))
+}
+
+/// A ResNet checkpoint: `tiny-resnet` by its stem, else the torchvision
+/// ResNet with these block counts per stage and this block kind.
+fn detect_resnet(state: &StateDict) -> Result<Arch, ModelError> {
+    if state
+        .shape("conv1.weight")
+        .is_some_and(crate::tiny::is_tiny_stem)
     {
         return Ok(Arch::TinyResNet);
     }
-    if state.shape("layer1.0.conv1.weight").is_some() {
-        let bottleneck = state.shape("layer1.0.conv3.weight").is_some();
-        let mut counts = [0usize; 4];
-        for (stage, count) in counts.iter_mut().enumerate() {
-            let prefix = format!("layer{}.", stage + 1);
-            let blocks: BTreeSet<&str> = state
-                .keys()
-                .filter_map(|k| k.strip_prefix(&prefix))
-                .filter_map(|rest| rest.split('.').next())
-                .collect();
-            *count = blocks.len();
-        }
-        let resnets = [
-            Arch::ResNet18,
-            Arch::ResNet34,
-            Arch::ResNet50,
-            Arch::ResNet101,
-            Arch::ResNet152,
-        ];
-        return resnets
-            .into_iter()
-            .find(|a| a.resnet_layout() == Some((counts, bottleneck)))
-            .ok_or_else(|| {
-                ambiguous(
-                    &format!(
-                        "a resnet with {counts:?} {} blocks matches no zoo model",
-                        if bottleneck { "bottleneck" } else { "basic" }
-                    ),
-                    resnets.to_vec(),
-                )
-            });
+    let bottleneck = state.shape("layer1.0.conv3.weight").is_some();
+    let mut counts = [0usize; 4];
+    for (stage, count) in counts.iter_mut().enumerate() {
+        *count = count_blocks(state, &format!("layer{}.", stage + 1));
     }
-    if let Some(shape) = state.shape("features.0.weight") {
-        if shape == [64, 3, 11, 11] {
-            return Ok(Arch::AlexNet);
-        }
-        let convs = state
-            .keys()
-            .filter(|k| k.starts_with("features.") && k.ends_with(".weight"))
-            .filter(|k| state.shape(k).is_some_and(|s| s.len() == 4))
-            .count();
-        let batch_norm = state.shape("features.1.running_mean").is_some();
-        if shape == [64, 3, 3, 3] && convs == 13 {
-            return Ok(if batch_norm {
-                Arch::Vgg16Bn
-            } else {
-                Arch::Vgg16
-            });
-        }
-        return Err(ambiguous(
-            &format!("`features` with first conv {shape:?} and {convs} convolutions"),
-            vec![Arch::AlexNet, Arch::Vgg16, Arch::Vgg16Bn],
-        ));
+    let resnets = [
+        Arch::ResNet18,
+        Arch::ResNet34,
+        Arch::ResNet50,
+        Arch::ResNet101,
+        Arch::ResNet152,
+    ];
+    resnets
+        .into_iter()
+        .find(|a| a.resnet_layout() == Some((counts, bottleneck)))
+        .ok_or_else(|| {
+            ambiguous(
+                state,
+                &format!(
+                    "a resnet with {counts:?} {} blocks matches no zoo model",
+                    if bottleneck { "bottleneck" } else { "basic" }
+                ),
+                &resnets,
+            )
+        })
+}
+
+/// A checkpoint with a plain `features` stack whose first convolution has
+/// weight shape `shape`: AlexNet, or VGG-16 with or without BatchNorm.
+fn detect_plain(state: &StateDict, shape: &[usize]) -> Result<Arch, ModelError> {
+    if shape == [64, 3, 11, 11] {
+        return Ok(Arch::AlexNet);
+    }
+    let convs = state
+        .keys()
+        .filter(|k| k.starts_with("features.") && k.ends_with(".weight"))
+        .filter(|k| state.shape(k).is_some_and(|s| s.len() == 4))
+        .count();
+    let batch_norm = state.shape("features.1.running_mean").is_some();
+    if shape == [64, 3, 3, 3] && convs == 13 {
+        return Ok(if batch_norm {
+            Arch::Vgg16Bn
+        } else {
+            Arch::Vgg16
+        });
     }
     Err(ambiguous(
-        "no key of a known family (`layer1.0.conv1.weight`, `features.0.weight`, `inception3a.…`, `features.denseblock1.…`)",
-        Arch::ALL.to_vec(),
+        state,
+        &format!("`features` with first conv {shape:?} and {convs} convolutions"),
+        &[Arch::AlexNet, Arch::Vgg16, Arch::Vgg16Bn],
     ))
 }

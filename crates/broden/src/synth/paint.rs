@@ -271,53 +271,9 @@ pub(super) fn sample(rng: &mut ChaCha8Rng, size: u32, swatch_percent: u8) -> Lay
         rng.random_range(recipe.count.0..=recipe.count.1)
     };
     let grid_start = rng.random_range(0..4u32);
-    let mut objects = Vec::with_capacity(n as usize);
-    for k in 0..n {
-        let kind = pick_weighted(rng, recipe.objects, OBJECTS.len());
-        let mut r = s * uniform(rng, recipe.radius.0, recipe.radius.1);
-        let spread = |rng: &mut ChaCha8Rng| uniform(rng, -0.05, 0.05) * s;
-        let row = |rng: &mut ChaCha8Rng| {
-            let cx = (k as f32 + 0.5) / n as f32 * s + spread(rng);
-            (cx, s * uniform(rng, 0.62, 0.8))
-        };
-        let anywhere =
-            |rng: &mut ChaCha8Rng| (s * uniform(rng, 0.1, 0.9), s * uniform(rng, 0.1, 0.9));
-        let (cx, cy) = match recipe.placement {
-            Placement::Row => row(rng),
-            Placement::Scatter => anywhere(rng),
-            Placement::Grid => {
-                let cell = (grid_start + k) % 4;
-                let gx = if cell % 2 == 0 { 0.28 } else { 0.72 };
-                let gy = if cell < 2 { 0.3 } else { 0.72 };
-                (gx * s + spread(rng), gy * s + spread(rng))
-            }
-            Placement::Sky if k == 0 => (s * uniform(rng, 0.2, 0.8), s * uniform(rng, 0.12, 0.3)),
-            Placement::Sky => row(rng),
-            Placement::Centre if k == 0 => {
-                r *= 1.4;
-                (s * uniform(rng, 0.42, 0.58), s * uniform(rng, 0.42, 0.58))
-            }
-            Placement::Centre => anywhere(rng),
-        };
-        let usual = OBJECT_COLORS[kind];
-        let color = if rng.random::<f32>() < USUAL_COLOR_P {
-            usual[rng.random_range(0..usual.len() as u32) as usize]
-        } else {
-            rng.random_range(0..COLOR_RGB.len() as u32) as usize
-        };
-        let color = jitter(rng, color, 14.0);
-        let material = (rng.random::<f32>() < MATERIAL_P)
-            .then(|| pick_weighted(rng, recipe.materials, MATERIALS.len()));
-        objects.push(Object {
-            kind,
-            cx,
-            cy,
-            r: r.max(2.5),
-            color,
-            material,
-            seed: rng.random::<u32>(),
-        });
-    }
+    let objects = (0..n)
+        .map(|k| sample_object(rng, recipe, s, (k, n), grid_start))
+        .collect();
     Layout {
         swatch,
         scene,
@@ -328,6 +284,76 @@ pub(super) fn sample(rng: &mut ChaCha8Rng, size: u32, swatch_percent: u8) -> Lay
         vertical,
         seed,
         objects,
+    }
+}
+
+/// Draws object `k` of `n` (`slot = (k, n)`) in an image of side `s` whose
+/// scene follows `recipe`; `grid_start` is the grid cell the first
+/// object of a [`Placement::Grid`] scene takes.
+fn sample_object(
+    rng: &mut ChaCha8Rng,
+    recipe: &Recipe,
+    s: f32,
+    slot: (u32, u32),
+    grid_start: u32,
+) -> Object {
+    let kind = pick_weighted(rng, recipe.objects, OBJECTS.len());
+    let r = s * uniform(rng, recipe.radius.0, recipe.radius.1);
+    let (cx, cy, grow) = place(rng, recipe.placement, s, slot, grid_start);
+    let usual = OBJECT_COLORS[kind];
+    let color = if rng.random::<f32>() < USUAL_COLOR_P {
+        usual[rng.random_range(0..usual.len() as u32) as usize]
+    } else {
+        rng.random_range(0..COLOR_RGB.len() as u32) as usize
+    };
+    let color = jitter(rng, color, 14.0);
+    let material = (rng.random::<f32>() < MATERIAL_P)
+        .then(|| pick_weighted(rng, recipe.materials, MATERIALS.len()));
+    Object {
+        kind,
+        cx,
+        cy,
+        r: (r * grow).max(2.5),
+        color,
+        material,
+        seed: rng.random::<u32>(),
+    }
+}
+
+/// The centre `(cx, cy)` of object `k` of `n` (`slot = (k, n)`) under
+/// `placement` in an image of side `s`, and the factor its radius grows by
+/// (1 but for the large first object of a [`Placement::Centre`] scene).
+fn place(
+    rng: &mut ChaCha8Rng,
+    placement: Placement,
+    s: f32,
+    (k, n): (u32, u32),
+    grid_start: u32,
+) -> (f32, f32, f32) {
+    let spread = |rng: &mut ChaCha8Rng| uniform(rng, -0.05, 0.05) * s;
+    let row = |rng: &mut ChaCha8Rng| {
+        let cx = (k as f32 + 0.5) / n as f32 * s + spread(rng);
+        (cx, s * uniform(rng, 0.62, 0.8), 1.0)
+    };
+    let anywhere =
+        |rng: &mut ChaCha8Rng| (s * uniform(rng, 0.1, 0.9), s * uniform(rng, 0.1, 0.9), 1.0);
+    match placement {
+        Placement::Row => row(rng),
+        Placement::Scatter => anywhere(rng),
+        Placement::Grid => {
+            let cell = (grid_start + k) % 4;
+            let gx = if cell.is_multiple_of(2) { 0.28 } else { 0.72 };
+            let gy = if cell < 2 { 0.3 } else { 0.72 };
+            (gx * s + spread(rng), gy * s + spread(rng), 1.0)
+        }
+        Placement::Sky if k == 0 => (s * uniform(rng, 0.2, 0.8), s * uniform(rng, 0.12, 0.3), 1.0),
+        Placement::Sky => row(rng),
+        Placement::Centre if k == 0 => (
+            s * uniform(rng, 0.42, 0.58),
+            s * uniform(rng, 0.42, 0.58),
+            1.4,
+        ),
+        Placement::Centre => anywhere(rng),
     }
 }
 
