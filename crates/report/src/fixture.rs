@@ -322,6 +322,80 @@ pub(crate) fn add_formulas(d: &mut Dissection) {
     }
 }
 
+/// The shards of `d` (maps `maps`) as shard 0 of 2 would write them in each
+/// phase, and the merged thresholds between: the files' sizes are right,
+/// their numbers mean nothing.
+pub(crate) fn shards(
+    d: &Dissection,
+    maps: &[TopMaps],
+) -> (
+    dissect::shard::ThresholdShard,
+    dissect::shard::CountShard,
+    dissect::shard::MergedThresholds,
+) {
+    use dissect::shard::{
+        CountShard, LayerCandidates, LayerMeta, LayerThresholds, MergedThresholds, Shard,
+        ShardInfo, ThresholdShard,
+    };
+    let meta = |l: &LayerResult| LayerMeta {
+        name: l.name.clone(),
+        tap: l.tap.clone(),
+        field: l.field,
+        units: l.n_units as u32,
+        feature_size: l.feature_size,
+    };
+    let info = ShardInfo {
+        digest: "digest".into(),
+        shard: Shard { index: 0, count: 2 },
+        images: [0, N_IMAGES / 2],
+        n_images: N_IMAGES,
+        model: d.model.clone(),
+        weights: None,
+        dataset: d.dataset.clone(),
+        dataset_digest: "dataset".into(),
+        adapter: d.adapter.clone(),
+        tool_version: d.tool_version.clone(),
+        options: d.options.clone(),
+        duration_secs: 0.5,
+        timings: Default::default(),
+    };
+    let thresholds = ThresholdShard {
+        info: info.clone(),
+        layers: (d.layers.iter())
+            .map(|l| LayerCandidates {
+                meta: meta(l),
+                rank: 1,
+                top_k: vec![vec![(0, 1.0)]; l.n_units],
+                keys: vec![vec![7, 3]; l.n_units],
+            })
+            .collect(),
+    };
+    let merged = MergedThresholds {
+        digest: info.digest.clone(),
+        shards: 2,
+        n_images: N_IMAGES,
+        layers: (d.layers.iter())
+            .map(|l| LayerThresholds {
+                meta: meta(l),
+                thresholds: l.thresholds.clone(),
+                top_k: vec![vec![(0, 1.0)]; l.n_units],
+            })
+            .collect(),
+        duration_secs: 0.5,
+        timings: Default::default(),
+    };
+    let counts = CountShard {
+        info,
+        thresholds: merged.fingerprint(),
+        layers: d.layers.iter().map(meta).collect(),
+        counts: (d.layers.iter())
+            .map(|l| kernels::Counts::zeros(l.n_units as u32, 6, 2))
+            .collect(),
+        top_maps: maps.to_vec(),
+    };
+    (thresholds, counts, merged)
+}
+
 /// The Chromium binary: `$CHROMIUM`, else `chromium` or
 /// `chromium-browser` on the `PATH`. The report tests fail without one:
 /// `cargo xtask test` installs the Debian package `chromium`.

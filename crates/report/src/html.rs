@@ -11,12 +11,11 @@ use std::path::{Path, PathBuf};
 use dissect::{Alignment, Dissection, LayerResult, TopMaps, UnitScore};
 
 use crate::concepts::ConceptSource;
-use crate::strips::{self, LayerStrips, MapGeometry, StripOptions};
+use crate::strips::{self, LayerStrips, MapGeometry, StripOptions, UnitStrip};
 use crate::svg::{BarChart, bar_chart};
 use crate::{ReportError, write_atomic};
 
-/// File name of the report in the results folder.
-pub const REPORT_HTML: &str = "report.html";
+pub use crate::run_folder::REPORT_HTML;
 
 /// Knobs of [`write_report_with`].
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -32,8 +31,9 @@ pub struct ReportOptions {
     pub no_concepts: bool,
 }
 
-/// Where a run's example explanation is, relative to its folder; the
-/// report links to it when it is there.
+/// Where a run's example explanation is, relative to its folder: the page
+/// in [`crate::run_folder::EXPLAIN_DIR`]. The report links to it when it is
+/// there.
 pub const EXPLANATION: &str = "explain/explain.html";
 
 /// Writes `report.html` and its strips (`strips/<layer>/unit-NNNN.jpg`) into
@@ -249,7 +249,6 @@ pub fn render_html(
     explanation: Option<&str>,
 ) -> String {
     let mut s = String::with_capacity(64 * 1024);
-    let o = &dissection.options;
     let _ = write!(
         s,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Network dissection: {}</title><style>{STYLE}</style></head><body>\n",
@@ -267,21 +266,27 @@ pub fn render_html(
             escape(href)
         );
     }
-    let geometry_saved = dissection.layers.iter().all(|l| l.field.is_some());
-    let recorded = dissection.layers.iter().all(|l| l.field.is_none())
-        && dissection.model.starts_with("recorded activations");
-    let alignment_note = match o.alignment {
-        Alignment::HalfPixel if recorded => {
-            "maps were upsampled with half-pixel centres: the receptive fields of recorded activations are unknown"
-        }
-        Alignment::HalfPixel => "strips use the run's half-pixel upsampling",
-        Alignment::ReceptiveField if geometry_saved => {
-            "strips place each map at its receptive-field centres, as the run counted"
-        }
-        Alignment::ReceptiveField => {
-            "the run aligned maps by receptive-field centres; these results predate saved geometry, so strips use half-pixel centres and region edges may shift by up to about half a feature cell"
-        }
-    };
+    run_meta(&mut s, dissection);
+    warnings(&mut s, strips, images_root, concepts_unavailable);
+    if dissection.layers.len() > 1 {
+        comparison(&mut s, dissection);
+    }
+    let has_concepts = strips
+        .iter()
+        .flat_map(|l| &l.units)
+        .any(|u| u.concept_file.is_some());
+    filters(&mut s, dissection, has_concepts);
+    for (i, layer) in dissection.layers.iter().enumerate() {
+        layer_section(&mut s, dissection, layer, strips.get(i));
+    }
+    let _ = write!(s, "<script>{SCRIPT}</script>\n</body></html>\n");
+    s
+}
+
+/// The line under the title: the dataset, the run's options, its cost and
+/// how the strips were aligned.
+fn run_meta(s: &mut String, dissection: &Dissection) {
+    let o = &dissection.options;
     let _ = writeln!(
         s,
         "<p class=\"meta\">dataset <code>{}</code> ({} images) · adapter {} · quantile {} · IoU threshold {} · union: {} · upsampling: {} · top {} images · {} passes over the data ({}) · {:.1} s · netdissect {}<br>{}</p>",
@@ -306,8 +311,38 @@ pub fn render_html(
         },
         dissection.duration_secs,
         escape(&dissection.tool_version),
-        alignment_note,
+        alignment_note(dissection),
     );
+}
+
+/// How the strips place each map on its images, given the run's alignment
+/// and whether the results saved the geometry that needs.
+fn alignment_note(dissection: &Dissection) -> &'static str {
+    let geometry_saved = dissection.layers.iter().all(|l| l.field.is_some());
+    let recorded = dissection.layers.iter().all(|l| l.field.is_none())
+        && dissection.model.starts_with("recorded activations");
+    match dissection.options.alignment {
+        Alignment::HalfPixel if recorded => {
+            "maps were upsampled with half-pixel centres: the receptive fields of recorded activations are unknown"
+        }
+        Alignment::HalfPixel => "strips use the run's half-pixel upsampling",
+        Alignment::ReceptiveField if geometry_saved => {
+            "strips place each map at its receptive-field centres, as the run counted"
+        }
+        Alignment::ReceptiveField => {
+            "the run aligned maps by receptive-field centres; these results predate saved geometry, so strips use half-pixel centres and region edges may shift by up to about half a feature cell"
+        }
+    }
+}
+
+/// What the page cannot show: top images that could not be read, and why
+/// there are no concept strips when they were asked for.
+fn warnings(
+    s: &mut String,
+    strips: &[LayerStrips],
+    images_root: &Path,
+    concepts_unavailable: Option<&str>,
+) {
     let missing: BTreeSet<&str> = strips
         .iter()
         .flat_map(|l| &l.units)
@@ -331,19 +366,6 @@ pub fn render_html(
             escape(why)
         );
     }
-    if dissection.layers.len() > 1 {
-        comparison(&mut s, dissection);
-    }
-    let has_concepts = strips
-        .iter()
-        .flat_map(|l| &l.units)
-        .any(|u| u.concept_file.is_some());
-    filters(&mut s, dissection, has_concepts);
-    for (i, layer) in dissection.layers.iter().enumerate() {
-        layer_section(&mut s, dissection, layer, strips.get(i));
-    }
-    let _ = write!(s, "<script>{SCRIPT}</script>\n</body></html>\n");
-    s
 }
 
 /// Detectors and unique detectors per layer, side by side.
@@ -417,6 +439,8 @@ fn filters(s: &mut String, dissection: &Dissection, has_concepts: bool) {
     );
 }
 
+/// A layer's section: its headline, the formula search's gains when there
+/// was one, the per-category chart and counts, then a card per unit.
 fn layer_section(
     s: &mut String,
     dissection: &Dissection,
@@ -446,21 +470,43 @@ fn layer_section(
         m.unique_per_category,
     );
     if let Some(search) = dissection.options.formula {
-        let gains: Vec<f64> = (layer.units.iter())
-            .map(UnitScore::formula_gain)
-            .filter(|&g| g > 0.0)
-            .collect();
-        let mean = gains.iter().sum::<f64>() / gains.len().max(1) as f64;
-        let _ = writeln!(
-            s,
-            "<p class=\"meta\" data-formula-gains=\"{}\">{} of {} units are explained better by a formula of up to {} concepts (beam {}) than by their best single concept, by {mean:.3} IoU on average</p>",
-            gains.len(),
-            gains.len(),
-            m.n_units,
-            search.length,
-            search.beam,
-        );
+        formula_gains(s, layer, search);
     }
+    category_counts(s, layer);
+    let _ = writeln!(
+        s,
+        "<p class=\"meta\"><span data-shown-layer=\"{name}\">{}</span> units shown, sorted by IoU</p><div class=\"units\">",
+        layer.units.len()
+    );
+    for unit in sorted_units(layer) {
+        unit_card(s, dissection, layer, unit, strips);
+    }
+    s.push_str("</div></section>\n");
+}
+
+/// How many of the layer's units a formula of concepts (found by `search`)
+/// explains better than their best single concept, and by how much.
+fn formula_gains(s: &mut String, layer: &LayerResult, search: dissect::FormulaSearch) {
+    let gains: Vec<f64> = (layer.units.iter())
+        .map(UnitScore::formula_gain)
+        .filter(|&g| g > 0.0)
+        .collect();
+    let mean = gains.iter().sum::<f64>() / gains.len().max(1) as f64;
+    let _ = writeln!(
+        s,
+        "<p class=\"meta\" data-formula-gains=\"{}\">{} of {} units are explained better by a formula of up to {} concepts (beam {}) than by their best single concept, by {mean:.3} IoU on average</p>",
+        gains.len(),
+        gains.len(),
+        layer.summary.n_units,
+        search.length,
+        search.beam,
+    );
+}
+
+/// The layer's unique detectors per category by both rules, as a bar
+/// chart and as a table with the detectors and a total row.
+fn category_counts(s: &mut String, layer: &LayerResult) {
+    let m = &layer.summary;
     s.push_str("<div class=\"charts\">");
     let chart = BarChart {
         chart: "unique",
@@ -496,17 +542,10 @@ fn layer_section(
         "<tr><th>all</th><th>{}</th><th>{}</th><th>{}</th></tr></table></div>",
         m.detectors, m.unique_top_label, m.unique_per_category
     );
-    let _ = writeln!(
-        s,
-        "<p class=\"meta\"><span data-shown-layer=\"{name}\">{}</span> units shown, sorted by IoU</p><div class=\"units\">",
-        layer.units.len()
-    );
-    for unit in sorted_units(layer) {
-        unit_card(s, dissection, layer, unit, strips);
-    }
-    s.push_str("</div></section>\n");
 }
 
+/// A unit's card: its head (number, best label, category, IoU) with the
+/// data the filters read, its top concepts, its formula, and its strip.
 fn unit_card(
     s: &mut String,
     dissection: &Dissection,
@@ -548,48 +587,57 @@ fn unit_card(
     );
     top_labels(s, dissection, unit);
     if let Some(f) = unit.formula() {
-        let gain = unit.formula_gain();
-        let _ = write!(
-            s,
-            "<p class=\"formula\" data-formula-iou=\"{:.6}\" data-gain=\"{gain:.6}\">formula <b>{}</b> IoU {:.3} {}</p>",
-            f.iou,
-            escape(&f.formula),
-            f.iou,
-            if gain > 0.0 {
-                format!("<span class=\"gain\">(+{gain:.3} over the label)</span>")
-            } else {
-                "(no gain over the label)".to_string()
-            },
-        );
+        formula_line(s, f, unit.formula_gain());
     }
     let strip = strips.and_then(|l| l.units.get(unit.unit));
     match strip.and_then(|st| st.file.as_ref().map(|f| (st, f))) {
-        Some((st, file)) => {
-            let title: Vec<String> = layer
-                .top_images
-                .get(unit.unit)
-                .map(|imgs| {
-                    imgs.iter()
-                        .take(st.n_images)
-                        .map(|t| format!("{} ({:.3})", t.path, t.max))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let concept = st.concept_file.as_ref().map_or(String::new(), |c| {
-                format!(" data-concept-src=\"{}\"", escape(c))
-            });
-            let _ = write!(
-                s,
-                "<img src=\"{}\"{concept} width=\"{}\" height=\"{}\" loading=\"lazy\" alt=\"top images of unit {number}\" title=\"{}\">",
-                escape(file),
-                st.width,
-                st.height,
-                escape(&title.join("\n")),
-            );
-        }
+        Some((st, file)) => strip_image(s, layer, unit, st, file),
         None => s.push_str("<span class=\"noimg\">no top images</span>"),
     }
     s.push_str("</div>\n");
+}
+
+/// A unit's best formula `f` with its IoU and its `gain` over the label.
+fn formula_line(s: &mut String, f: &dissect::FormulaScore, gain: f64) {
+    let _ = write!(
+        s,
+        "<p class=\"formula\" data-formula-iou=\"{:.6}\" data-gain=\"{gain:.6}\">formula <b>{}</b> IoU {:.3} {}</p>",
+        f.iou,
+        escape(&f.formula),
+        f.iou,
+        if gain > 0.0 {
+            format!("<span class=\"gain\">(+{gain:.3} over the label)</span>")
+        } else {
+            "(no gain over the label)".to_string()
+        },
+    );
+}
+
+/// A unit's strip (`file`, drawn as `st` says), lazily loaded, with its
+/// concept twin for the mask toggle and its images' paths as the title.
+fn strip_image(s: &mut String, layer: &LayerResult, unit: &UnitScore, st: &UnitStrip, file: &str) {
+    let title: Vec<String> = layer
+        .top_images
+        .get(unit.unit)
+        .map(|imgs| {
+            imgs.iter()
+                .take(st.n_images)
+                .map(|t| format!("{} ({:.3})", t.path, t.max))
+                .collect()
+        })
+        .unwrap_or_default();
+    let concept = st.concept_file.as_ref().map_or(String::new(), |c| {
+        format!(" data-concept-src=\"{}\"", escape(c))
+    });
+    let _ = write!(
+        s,
+        "<img src=\"{}\"{concept} width=\"{}\" height=\"{}\" loading=\"lazy\" alt=\"top images of unit {}\" title=\"{}\">",
+        escape(file),
+        st.width,
+        st.height,
+        unit.unit + 1,
+        escape(&title.join("\n")),
+    );
 }
 
 /// The unit's top concepts over all categories with their IoUs; results

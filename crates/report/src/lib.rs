@@ -11,6 +11,7 @@ mod error;
 mod fixture;
 pub mod html;
 pub mod output;
+pub mod run_folder;
 pub mod shards;
 pub mod strips;
 mod svg;

@@ -1,15 +1,17 @@
 //! The files of a results folder: one tally CSV per layer, the top-image
 //! maps, the HTML report, then `results.json`. `results.json` is written last, atomically, so a folder
 //! that has it is complete; [`begin`] removes a stale one before a run.
+//! Every name comes from [`crate::run_folder`], the list that [`Staging`]
+//! also reads to tell a run's folder from a user's.
 
 use std::path::{Path, PathBuf};
 
 use dissect::{Dissection, TopMaps};
 
+use crate::run_folder::{NPY_SUFFIXES, TALLY_SUFFIX, is_result_file, layer_file_name};
 use crate::{ReportError, tally, write_atomic};
 
-/// The file that marks a complete results folder.
-pub const RESULTS_JSON: &str = "results.json";
+pub use crate::run_folder::RESULTS_JSON;
 
 /// A layer name made safe for a file name (see
 /// [`dissect::results::safe_file_stem`]).
@@ -19,7 +21,7 @@ pub(crate) fn safe_name(layer: &str) -> String {
 
 /// File name of a layer's tally (see [`safe_name`]).
 pub fn tally_file_name(layer: &str) -> String {
-    format!("{}-tally.csv", safe_name(layer))
+    layer_file_name(layer, TALLY_SUFFIX)
 }
 
 /// Loads the top-image maps of every layer (empty for a layer saved
@@ -96,30 +98,11 @@ pub struct Staging {
     committed: bool,
 }
 
-/// What a folder may hold for [`Staging`] to replace it: the files a run
-/// writes, and nothing else of the user's.
-fn is_result_file(name: &str) -> bool {
-    name == RESULTS_JSON
-        || name == crate::shards::SHARD_JSON
-        || name == crate::shards::THRESHOLDS_JSON
-        || name.ends_with(crate::shards::CANDIDATES_SUFFIX)
-        || name == crate::html::REPORT_HTML
-        || name == "strips"
-        || name == "explain"
-        || name.ends_with("-tally.csv")
-        || name.ends_with("-topmaps.f32")
-        || NPY_SUFFIXES.iter().any(|s| name.ends_with(s))
-        || name.starts_with(".tmp")
-}
-
-/// The NumPy arrays written per layer: `-iou.npy` (units x labels,
+/// File names of a layer's NumPy arrays: `-iou.npy` (units x labels,
 /// float32), `-thresholds.npy` (units, float32), `-topk.npy` (units x k,
 /// int64 image indices into the selected images, -1 where a unit has fewer).
-const NPY_SUFFIXES: [&str; 3] = ["-iou.npy", "-thresholds.npy", "-topk.npy"];
-
-/// File names of a layer's NumPy arrays, in [`NPY_SUFFIXES`] order.
 pub fn npy_file_names(layer: &str) -> [String; 3] {
-    NPY_SUFFIXES.map(|s| format!("{}{s}", safe_name(layer)))
+    NPY_SUFFIXES.map(|suffix| layer_file_name(layer, suffix))
 }
 
 /// Writes each layer's NumPy arrays into `dir`; `ious` is parallel to

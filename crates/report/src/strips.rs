@@ -19,6 +19,7 @@ use kernels::Upsample;
 use rayon::prelude::*;
 
 use crate::concepts::ConceptMasks;
+use crate::run_folder::STRIPS_DIR;
 use crate::{ReportError, write_atomic};
 
 /// Default thumbnail height in pixels.
@@ -398,7 +399,7 @@ pub fn write_layer_strips(
     opts: &StripOptions,
 ) -> Result<LayerStrips, ReportError> {
     let folder = layer_folder_name(&layer.name);
-    let dir = report_dir.join("strips").join(&folder);
+    let dir = report_dir.join(STRIPS_DIR).join(&folder);
     std::fs::create_dir_all(&dir).map_err(|source| ReportError::Io {
         path: dir.clone(),
         source,
@@ -435,14 +436,14 @@ pub fn write_layer_strips(
                     let bytes = encode_jpeg(image, opts.quality, &path)?;
                     write_atomic(&path, &bytes)?;
                     written += bytes.len() as u64;
-                    Some(format!("strips/{folder}/{name}"))
+                    Some(format!("{STRIPS_DIR}/{folder}/{name}"))
                 }
                 None => None,
             };
             Ok((
                 UnitStrip {
                     unit,
-                    file: Some(format!("strips/{folder}/{name}")),
+                    file: Some(format!("{STRIPS_DIR}/{folder}/{name}")),
                     concept_file,
                     width: rendered.image.width(),
                     height: rendered.image.height(),

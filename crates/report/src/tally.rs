@@ -83,129 +83,189 @@ pub struct Tally {
 /// (whose activation column holds floats such as `1016043.0`). Label numbers
 /// are not in the file: every named label reads back as `Some(0)`.
 pub fn read(path: &Path) -> Result<Tally, ReportError> {
-    let bad = |row: usize, message: String| ReportError::Malformed {
-        path: path.to_path_buf(),
-        row,
-        message,
-    };
     let text = std::fs::read_to_string(path).map_err(|source| ReportError::Io {
         path: path.to_path_buf(),
         source,
     })?;
     let mut r = csv::ReaderBuilder::new().from_reader(text.as_bytes());
-    let header = r.headers().map_err(|e| bad(0, e.to_string()))?.clone();
+    let header = (r.headers())
+        .map_err(|e| malformed(path, 0, e.to_string()))?
+        .clone();
     let cols: Vec<&str> = header.iter().collect();
-    if cols.len() < FIXED.len() || cols[..FIXED.len()] != FIXED {
-        return Err(bad(
-            0,
-            format!("header must start with {}", FIXED.join(",")),
-        ));
-    }
-    let mut rest = &cols[FIXED.len()..];
-    let formulas = rest.ends_with(&FORMULA);
-    if formulas {
-        rest = &rest[..rest.len() - FORMULA.len()];
-    }
-    if !rest.len().is_multiple_of(PER_CATEGORY.len()) {
-        return Err(bad(0, "per-category columns come in groups of 5".into()));
-    }
-    let mut category_names = Vec::new();
-    for group in rest.chunks(PER_CATEGORY.len()) {
-        let Some(cat) = group[0].strip_suffix("-label") else {
-            return Err(bad(
-                0,
-                format!("expected a `<category>-label` column, found `{}`", group[0]),
-            ));
-        };
-        for (col, field) in group.iter().zip(PER_CATEGORY) {
-            if *col != format!("{cat}-{field}") {
-                return Err(bad(0, format!("expected `{cat}-{field}`, found `{col}`")));
-            }
-        }
-        category_names.push(cat.to_string());
-    }
+    let layout = Layout::of(&cols).map_err(|message| malformed(path, 0, message))?;
     let mut units = Vec::new();
     for (i, record) in r.records().enumerate() {
         let row = i + 1;
-        let record = record.map_err(|e| bad(row, e.to_string()))?;
-        let field = |k: usize| record.get(k).unwrap_or("");
-        let int = |k: usize| -> Result<u64, ReportError> {
-            let s = field(k);
-            let v: f64 = s
-                .parse()
-                .map_err(|_| bad(row, format!("column `{}`: `{s}` is not a number", cols[k])))?;
-            if v < 0.0 || v.fract() != 0.0 {
-                return Err(bad(
-                    row,
-                    format!("column `{}`: `{s}` is not a count", cols[k]),
+        let record = record.map_err(|e| malformed(path, row, e.to_string()))?;
+        let fields = Row {
+            path,
+            row,
+            cols: &cols,
+            record: &record,
+        };
+        units.push(fields.unit(&layout)?);
+    }
+    Ok(Tally {
+        category_names: layout.category_names,
+        units,
+    })
+}
+
+/// A malformed-tally error at `row` of `path` (0: the header).
+fn malformed(path: &Path, row: usize, message: String) -> ReportError {
+    ReportError::Malformed {
+        path: path.to_path_buf(),
+        row,
+        message,
+    }
+}
+
+/// What a tally's header says: its categories, in column order, and whether
+/// the formula columns end it.
+struct Layout {
+    category_names: Vec<String>,
+    formulas: bool,
+}
+
+impl Layout {
+    /// Checks the header's columns (`cols`) and reads the layout from them;
+    /// the error says what is wrong with the header.
+    fn of(cols: &[&str]) -> Result<Layout, String> {
+        if cols.len() < FIXED.len() || cols[..FIXED.len()] != FIXED {
+            return Err(format!("header must start with {}", FIXED.join(",")));
+        }
+        let mut rest = &cols[FIXED.len()..];
+        let formulas = rest.ends_with(&FORMULA);
+        if formulas {
+            rest = &rest[..rest.len() - FORMULA.len()];
+        }
+        if !rest.len().is_multiple_of(PER_CATEGORY.len()) {
+            return Err("per-category columns come in groups of 5".into());
+        }
+        let mut category_names = Vec::new();
+        for group in rest.chunks(PER_CATEGORY.len()) {
+            let Some(cat) = group[0].strip_suffix("-label") else {
+                return Err(format!(
+                    "expected a `<category>-label` column, found `{}`",
+                    group[0]
                 ));
+            };
+            for (col, field) in group.iter().zip(PER_CATEGORY) {
+                if *col != format!("{cat}-{field}") {
+                    return Err(format!("expected `{cat}-{field}`, found `{col}`"));
+                }
             }
-            Ok(v as u64)
-        };
-        let float = |k: usize| -> Result<f64, ReportError> {
-            let s = field(k);
-            s.parse()
-                .map_err(|_| bad(row, format!("column `{}`: `{s}` is not a number", cols[k])))
-        };
-        let unit = int(0)? as usize;
+            category_names.push(cat.to_string());
+        }
+        Ok(Layout {
+            category_names,
+            formulas,
+        })
+    }
+}
+
+/// One data row of a tally, with what its errors name: the file, the row
+/// number and the header's columns.
+struct Row<'a> {
+    path: &'a Path,
+    row: usize,
+    cols: &'a [&'a str],
+    record: &'a csv::StringRecord,
+}
+
+impl Row<'_> {
+    /// An error at this row.
+    fn bad(&self, message: String) -> ReportError {
+        malformed(self.path, self.row, message)
+    }
+
+    /// Column `k` as text (empty when the row is short).
+    fn field(&self, k: usize) -> &str {
+        self.record.get(k).unwrap_or("")
+    }
+
+    /// Column `k` as a number.
+    fn float(&self, k: usize) -> Result<f64, ReportError> {
+        let s = self.field(k);
+        s.parse()
+            .map_err(|_| self.bad(format!("column `{}`: `{s}` is not a number", self.cols[k])))
+    }
+
+    /// Column `k` as a count: a whole, non-negative number (the original
+    /// tool writes some as floats).
+    fn int(&self, k: usize) -> Result<u64, ReportError> {
+        let s = self.field(k);
+        let v = self.float(k)?;
+        if v < 0.0 || v.fract() != 0.0 {
+            return Err(self.bad(format!("column `{}`: `{s}` is not a count", self.cols[k])));
+        }
+        Ok(v as u64)
+    }
+
+    /// The unit this row describes, with the header's `layout`.
+    fn unit(&self, layout: &Layout) -> Result<UnitScore, ReportError> {
+        let unit = self.int(0)? as usize;
         if unit == 0 {
-            return Err(bad(row, "units are 1-based".into()));
+            return Err(self.bad("units are 1-based".into()));
         }
-        let mut per_category = Vec::new();
-        for c in 0..category_names.len() {
-            let k = FIXED.len() + c * PER_CATEGORY.len();
-            let name = field(k).to_string();
-            per_category.push(CategoryBest {
-                label: (!name.is_empty()).then_some(0),
-                name,
-                truth: int(k + 1)?,
-                activation: int(k + 2)?,
-                intersect: int(k + 3)?,
-                iou: float(k + 4)?,
-            });
-        }
-        let category = match field(1) {
+        let per_category = (0..layout.category_names.len())
+            .map(|c| self.category_best(FIXED.len() + c * PER_CATEGORY.len()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let category = match self.field(1) {
             "" => None,
             name => Some(
-                category_names
-                    .iter()
+                (layout.category_names.iter())
                     .position(|c| c == name)
                     .ok_or_else(|| {
-                        bad(
-                            row,
-                            format!("category `{name}` has no columns in the header"),
-                        )
+                        self.bad(format!("category `{name}` has no columns in the header"))
                     })?,
             ),
         };
-        // The formula's terms and counts are not in the file.
-        let k = cols.len() - FORMULA.len();
-        let formula = (formulas && !field(k).is_empty())
-            .then(|| {
-                Ok::<_, ReportError>(dissect::FormulaScore {
-                    formula: field(k).to_string(),
-                    terms: Vec::new(),
-                    iou: float(k + 1)?,
-                    intersect: 0,
-                    truth: 0,
-                    activation: 0,
-                })
-            })
-            .transpose()?;
+        let formula = if layout.formulas {
+            self.formula()?
+        } else {
+            None
+        };
         // The tally keeps only each category's best; the overall top list
         // is not in it.
-        units.push(UnitScore {
+        Ok(UnitScore {
             unit: unit - 1,
             category,
             per_category,
             top: Vec::new(),
             formulas: formula.into_iter().collect(),
-        });
+        })
     }
-    Ok(Tally {
-        category_names,
-        units,
-    })
+
+    /// A category's best label, from its five columns starting at `k`.
+    fn category_best(&self, k: usize) -> Result<CategoryBest, ReportError> {
+        let name = self.field(k).to_string();
+        Ok(CategoryBest {
+            label: (!name.is_empty()).then_some(0),
+            name,
+            truth: self.int(k + 1)?,
+            activation: self.int(k + 2)?,
+            intersect: self.int(k + 3)?,
+            iou: self.float(k + 4)?,
+        })
+    }
+
+    /// The formula of the last two columns, if the row has one. Its terms
+    /// and counts are not in the file.
+    fn formula(&self) -> Result<Option<dissect::FormulaScore>, ReportError> {
+        let k = self.cols.len() - FORMULA.len();
+        if self.field(k).is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(dissect::FormulaScore {
+            formula: self.field(k).to_string(),
+            terms: Vec::new(),
+            iou: self.float(k + 1)?,
+            intersect: 0,
+            truth: 0,
+            activation: 0,
+        }))
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,251 @@
+//! The one list of what a run's folder (a results folder or a shard folder)
+//! may hold: every file and folder a run writes there, by name or by family.
+//! The writers take their names from it and the staging rules
+//! ([`crate::output::Staging`]) read it to tell a run's folder from a
+//! folder of the user's, so a new output cannot be known to one and not to
+//! the other: it is one new line in the list below.
+
+/// How the entries of one kind are named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Naming {
+    /// One file or folder of this name.
+    Fixed(&'static str),
+    /// One file per layer: the layer's safe name (see
+    /// [`dissect::results::safe_file_stem`]), then this suffix.
+    PerLayer(&'static str),
+    /// A file being written beside its final name, `.<name>.<pid>.tmp`.
+    Temp,
+}
+
+/// Declares [`RunFile`] from the list of a run folder's entries, with
+/// [`RunFile::ALL`] and [`RunFile::naming`] taken from the same list, so
+/// that no kind can be left out of either.
+macro_rules! run_folder {
+    ($($(#[$doc:meta])* $kind:ident: $naming:expr,)*) => {
+        /// A kind of entry a run's folder may hold.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum RunFile {
+            $($(#[$doc])* $kind,)*
+        }
+
+        impl RunFile {
+            /// Every kind, in the order of the list.
+            pub const ALL: &'static [RunFile] = &[$(RunFile::$kind,)*];
+
+            /// How the entries of this kind are named.
+            pub const fn naming(self) -> Naming {
+                match self {
+                    $(RunFile::$kind => $naming,)*
+                }
+            }
+        }
+    };
+}
+
+run_folder! {
+    /// `results.json`: the saved dissection, written last; it marks a
+    /// complete results folder.
+    Results: Naming::Fixed("results.json"),
+    /// `report.html`: the report's page.
+    Report: Naming::Fixed("report.html"),
+    /// `strips/`: the report's image strips, `strips/<layer>/unit-NNNN.jpg`
+    /// and `unit-NNNN-concept.jpg`.
+    Strips: Naming::Fixed("strips"),
+    /// `explain/`: the CLI's example explanation of a few probe images
+    /// (`explain.json` and `explain.html`), which the report links to.
+    Explain: Naming::Fixed("explain"),
+    /// `<layer>-tally.csv`: the reference tools' tally.
+    Tally: Naming::PerLayer("-tally.csv"),
+    /// `<layer>-topmaps.f32`: the maps of the layer's top images, in a
+    /// results folder and in a phase-2 shard folder; the run names them
+    /// with [`dissect::results::top_maps_file_name`].
+    TopMaps: Naming::PerLayer("-topmaps.f32"),
+    /// `<layer>-iou.npy`: units x labels IoUs, float32.
+    IouArray: Naming::PerLayer("-iou.npy"),
+    /// `<layer>-thresholds.npy`: the units' thresholds, float32.
+    ThresholdArray: Naming::PerLayer("-thresholds.npy"),
+    /// `<layer>-topk.npy`: units x k, int64 image indices into the selected
+    /// images, -1 where a unit has fewer.
+    TopArray: Naming::PerLayer("-topk.npy"),
+    /// `shard.json`: what a shard is; written last, it marks a complete
+    /// shard folder.
+    Shard: Naming::Fixed(crate::shards::SHARD_JSON),
+    /// `thresholds.json`: the merged thresholds a phase-2 shard counted
+    /// with.
+    ShardThresholds: Naming::Fixed(crate::shards::THRESHOLDS_JSON),
+    /// `<layer>-candidates.u32`: a phase-1 shard's threshold candidates.
+    Candidates: Naming::PerLayer(crate::shards::CANDIDATES_SUFFIX),
+    /// A temp file of [`crate::write_atomic`], left behind when a write was
+    /// stopped.
+    Temp: Naming::Temp,
+}
+
+impl RunFile {
+    /// The name of a kind with a fixed name. Only constants below call it,
+    /// so asking it of another kind fails the build, not a run.
+    const fn fixed(self) -> &'static str {
+        match self.naming() {
+            Naming::Fixed(name) => name,
+            Naming::PerLayer(_) | Naming::Temp => panic!("not a kind with a fixed name"),
+        }
+    }
+
+    /// The suffix of a per-layer kind; like [`RunFile::fixed`], for
+    /// constants only.
+    const fn suffix(self) -> &'static str {
+        match self.naming() {
+            Naming::PerLayer(suffix) => suffix,
+            Naming::Fixed(_) | Naming::Temp => panic!("not a per-layer kind"),
+        }
+    }
+
+    /// Whether `name`, an entry of a folder, is of this kind.
+    pub fn matches(self, name: &str) -> bool {
+        match self.naming() {
+            Naming::Fixed(fixed) => name == fixed,
+            Naming::PerLayer(suffix) => name.ends_with(suffix),
+            Naming::Temp => is_temp_file(name),
+        }
+    }
+}
+
+/// The file that marks a complete results folder.
+pub const RESULTS_JSON: &str = RunFile::Results.fixed();
+/// The report's page.
+pub const REPORT_HTML: &str = RunFile::Report.fixed();
+/// The folder of the report's strips.
+pub const STRIPS_DIR: &str = RunFile::Strips.fixed();
+/// The folder of the example explanation.
+pub const EXPLAIN_DIR: &str = RunFile::Explain.fixed();
+/// The suffix of a layer's tally.
+pub(crate) const TALLY_SUFFIX: &str = RunFile::Tally.suffix();
+/// The suffixes of a layer's NumPy arrays: IoUs, thresholds, top images.
+pub(crate) const NPY_SUFFIXES: [&str; 3] = [
+    RunFile::IouArray.suffix(),
+    RunFile::ThresholdArray.suffix(),
+    RunFile::TopArray.suffix(),
+];
+
+/// The file of `layer` with `suffix` (one of the per-layer kinds').
+pub(crate) fn layer_file_name(layer: &str, suffix: &str) -> String {
+    format!("{}{suffix}", crate::output::safe_name(layer))
+}
+
+/// The temp file that a write of `name` goes through (`.<name>.<pid>.tmp`),
+/// in the same folder, renamed over `name` when complete.
+pub(crate) fn temp_file_name(name: &str) -> String {
+    format!(".{name}.{}.tmp", std::process::id())
+}
+
+/// Whether `name` is a temp file: one of [`temp_file_name`]'s, or any
+/// name that starts with `.tmp`, which the staging rules have always taken
+/// for one.
+fn is_temp_file(name: &str) -> bool {
+    name.starts_with(".tmp") || (name.starts_with('.') && name.ends_with(".tmp"))
+}
+
+/// What a folder may hold for [`crate::output::Staging`] to replace it: the
+/// entries a run writes, and nothing else of the user's.
+pub fn is_result_file(name: &str) -> bool {
+    RunFile::ALL.iter().any(|kind| kind.matches(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::fixture;
+    use crate::output::Staging;
+
+    /// The names of the entries directly in `dir`.
+    fn entries(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = (std::fs::read_dir(dir).unwrap())
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Writes, under `root`, a results folder with every output a run
+    /// writes (the CLI's example explanation and the NumPy arrays
+    /// included), a phase-1 and a phase-2 shard folder; returns the three.
+    fn write_every_output(root: &Path) -> [std::path::PathBuf; 3] {
+        let dataset = root.join("data");
+        fixture::write_images(&dataset);
+        let layers = vec![fixture::layer("conv1", 5, 0), fixture::layer("a/b c", 4, 3)];
+        let (d, maps) = fixture::dissection(&dataset, layers);
+        let ious: Vec<Vec<f32>> = (d.layers.iter())
+            .map(|l| vec![0.1; l.n_units * 6])
+            .collect();
+        let results = root.join("run");
+        // The CLI writes its example explanation into the folder first.
+        let explain = results.join(EXPLAIN_DIR);
+        std::fs::create_dir_all(&explain).unwrap();
+        for page in ["explain.json", "explain.html"] {
+            crate::write_atomic(&explain.join(page), b"{}").unwrap();
+        }
+        crate::output::write_all(&results, &d, &maps, &ious).unwrap();
+        let (phase1, phase2, merged) = fixture::shards(&d, &maps);
+        let (shard1, shard2) = (root.join("shard-1"), root.join("shard-2"));
+        for dir in [&shard1, &shard2] {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        crate::shards::write_threshold_shard(&shard1, &phase1).unwrap();
+        crate::shards::write_count_shard(&shard2, &phase2, &merged).unwrap();
+        [results, shard1, shard2]
+    }
+
+    #[test]
+    fn every_output_of_a_run_is_a_result_file_and_a_users_file_is_not() {
+        let tmp = tempfile::tempdir().unwrap();
+        let folders = write_every_output(tmp.path());
+        let mut names = Vec::new();
+        for dir in &folders {
+            for name in entries(dir) {
+                assert!(is_result_file(&name), "{}: {name}", dir.display());
+                names.push(name);
+            }
+            // So a forced run may replace the folder.
+            drop(Staging::begin(dir, true).unwrap());
+        }
+        // The folders hold every kind of the list (a temp file only while
+        // a write is under way).
+        for kind in RunFile::ALL.iter().filter(|&&k| k != RunFile::Temp) {
+            assert!(
+                names.iter().any(|n| kind.matches(n)),
+                "no {kind:?} in {names:?}"
+            );
+        }
+        assert!(is_result_file(&temp_file_name(RESULTS_JSON)));
+        assert!(is_result_file(".tmp123"));
+        for users in [
+            "thesis.tex",
+            "notes",
+            "results.json.bak",
+            "report.html~",
+            "strips.zip",
+            "tally.csv",
+            ".git",
+        ] {
+            assert!(!is_result_file(users), "{users}");
+        }
+        // A user's file among the outputs keeps the folder from being
+        // replaced, and the refusal names it.
+        std::fs::write(folders[0].join("thesis.tex"), "mine").unwrap();
+        let err = Staging::begin(&folders[0], true).unwrap_err().to_string();
+        assert!(err.contains("thesis.tex"), "{err}");
+    }
+
+    #[test]
+    fn names_agree_with_those_made_elsewhere() {
+        // The run names its top-image maps in the dissect crate.
+        for layer in ["layer4", "features.28", "a/b c"] {
+            assert_eq!(
+                layer_file_name(layer, RunFile::TopMaps.suffix()),
+                dissect::results::top_maps_file_name(layer)
+            );
+        }
+        assert!(crate::html::EXPLANATION.starts_with(&format!("{EXPLAIN_DIR}/")));
+    }
+}
