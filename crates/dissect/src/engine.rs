@@ -17,29 +17,50 @@ use burn::tensor::{Device, Tensor};
 use kernels::{Gpu, HostLabels, ImageLabel, LabelPlane};
 use models::gpu::{self, WgpuSetup, wgpu};
 use models::{FieldMap, Model, TapId};
-use serde::{Deserialize, Serialize};
 
 use crate::DissectError;
 use crate::accel::Backend;
 use crate::options::Options;
+/// Where it was defined before the result schema owned it.
+pub use crate::results::CacheMode;
 use crate::results::Outcome;
 use crate::run::Run;
 
-/// How the activations reached the passes after the first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum CacheMode {
-    /// Kept on the device between passes: one forward pass per image.
-    Cached,
-    /// Did not fit the budget: the forward pass ran again for every pass.
-    Recomputed,
+/// A pass over the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Pass {
+    /// Thresholds (or their first radix round) and top-k images.
+    Thresholds,
+    /// A further radix round of the device's thresholds.
+    Refine,
+    /// Upsample, binarize and count.
+    Counts,
+    /// A step of the formula search.
+    Formulas,
+}
+
+impl Pass {
+    /// The pass as progress bars name it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Pass::Thresholds => "thresholds",
+            Pass::Refine => "thresholds (refine)",
+            Pass::Counts => "counts",
+            Pass::Formulas => "formulas",
+        }
+    }
+}
+
+impl std::fmt::Display for Pass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
 }
 
 /// Where the run is, for progress bars.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Progress {
-    /// `"thresholds"`, `"thresholds (refine)"`, `"counts"`.
-    pub pass: &'static str,
+    pub pass: Pass,
     /// 1-based index of this pass over the data, and how many there are at
     /// most.
     pub pass_index: u32,

@@ -58,33 +58,12 @@ use kernels::Upsample;
 use kernels::count::Tap;
 use kernels::cpu::upsample_value;
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 
 use crate::DissectError;
+pub use crate::options::FormulaSearch;
 use crate::options::UnionRule;
+pub use crate::results::{FormulaScore, Op, Term};
 use crate::score::{LabelInfo, LayerCounts, iou, scored_labels};
-
-/// How a concept joins the formula before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Op {
-    Or,
-    And,
-    AndNot,
-}
-
-impl Op {
-    /// Generation order of candidates (compexp's `Or, And, And(Not)`).
-    pub const ALL: [Op; 3] = [Op::Or, Op::And, Op::AndNot];
-
-    pub fn word(self) -> &'static str {
-        match self {
-            Op::Or => "OR",
-            Op::And => "AND",
-            Op::AndNot => "AND NOT",
-        }
-    }
-}
 
 /// A left-deep formula: `((first op1 l1) op2 l2) ...`, by label number.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -174,55 +153,6 @@ impl Formula {
         }
         render(&node)
     }
-}
-
-/// One concept of a saved formula.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Term {
-    /// How it joins the terms before it (`None` for the first).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub op: Option<Op>,
-    pub label: u32,
-    pub name: String,
-}
-
-/// A unit's formula and its counts, as saved.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FormulaScore {
-    /// The formula as text: `(water OR river) AND NOT blue-c`.
-    pub formula: String,
-    pub terms: Vec<Term>,
-    pub iou: f64,
-    /// `|M ∩ F|`.
-    pub intersect: u64,
-    /// `|F|`: pixels of the formula's mask.
-    pub truth: u64,
-    /// `A_S`: the unit's pixels in the images its categories admit.
-    pub activation: u64,
-}
-
-impl FormulaScore {
-    /// Number of concepts.
-    pub fn length(&self) -> usize {
-        self.terms.len()
-    }
-}
-
-/// The beam search's settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FormulaSearch {
-    /// Most concepts in a formula (1 keeps the single labels).
-    pub length: usize,
-    /// Formulas kept per step.
-    pub beam: usize,
-}
-
-impl FormulaSearch {
-    /// compexp's vision defaults (`vision/settings.py`:
-    /// `MAX_FORMULA_LENGTH = 3`, `BEAM_SIZE = 5`).
-    pub const COMPEXP: FormulaSearch = FormulaSearch { length: 3, beam: 5 };
-    pub const MAX_LENGTH: usize = 10;
-    pub const MAX_BEAM: usize = 10_000;
 }
 
 /// What the search needs of the dataset's labels.

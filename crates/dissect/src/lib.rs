@@ -21,10 +21,11 @@ mod run;
 pub mod score;
 pub mod shard;
 
-pub use engine::{CacheMode, DEFAULT_CACHE_BUDGET, Dissector, Layer, Network, Progress};
+pub use engine::{DEFAULT_CACHE_BUDGET, Dissector, Layer, Network, Pass, Progress};
 pub use error::{DissectError, ErrorKind};
 pub use formula::{FormulaScore, FormulaSearch, Op, Term};
 pub use options::{Alignment, Options, PreprocessSpec, Preset, UnionRule};
+pub use results::CacheMode;
 pub use results::{
     Dissection, FieldRecord, LayerResult, Outcome, SCHEMA_VERSION, Timings, TopImage, TopMaps,
 };

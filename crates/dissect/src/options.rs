@@ -5,7 +5,6 @@ use broden::{ChannelOrder, Preprocess};
 use serde::{Deserialize, Serialize};
 
 use crate::DissectError;
-use crate::formula::FormulaSearch;
 
 /// Which pixels of a unit count in the IoU denominator of a label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -270,6 +269,23 @@ pub const MAX_BATCH: usize = 4096;
 /// The most top images kept per unit (the run also keeps at most one per
 /// image of the dataset).
 pub const MAX_TOP_K: usize = 1000;
+
+/// The beam search's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FormulaSearch {
+    /// Most concepts in a formula (1 keeps the single labels).
+    pub length: usize,
+    /// Formulas kept per step.
+    pub beam: usize,
+}
+
+impl FormulaSearch {
+    /// compexp's vision defaults (`vision/settings.py`:
+    /// `MAX_FORMULA_LENGTH = 3`, `BEAM_SIZE = 5`).
+    pub const COMPEXP: FormulaSearch = FormulaSearch { length: 3, beam: 5 };
+    pub const MAX_LENGTH: usize = 10;
+    pub const MAX_BEAM: usize = 10_000;
+}
 
 #[cfg(test)]
 mod tests {

@@ -4,9 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use models::FieldMap;
 
-use crate::engine::CacheMode;
 use crate::options::Options;
-use crate::score::{Summary, UnitScore};
 
 /// Version of the `results.json` layout; bumped on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -227,4 +225,167 @@ pub struct Timings {
     /// The formula search's passes and scoring.
     #[serde(default)]
     pub formulas_secs: f64,
+}
+
+/// How the activations reached the passes after the first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CacheMode {
+    /// Kept on the device between passes: one forward pass per image.
+    Cached,
+    /// Did not fit the budget: the forward pass ran again for every pass.
+    Recomputed,
+}
+
+/// A unit's best label in one category.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CategoryBest {
+    /// Label number (`None` when no label of the category scored).
+    pub label: Option<u32>,
+    /// Label name, empty when `label` is `None`.
+    pub name: String,
+    pub truth: u64,
+    pub activation: u64,
+    pub intersect: u64,
+    pub iou: f64,
+}
+
+/// One unit's scores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnitScore {
+    /// 0-based unit index (files show it 1-based).
+    pub unit: usize,
+    /// Index of the category of the best label overall (`None` if no label
+    /// of any category scored).
+    pub category: Option<usize>,
+    /// The best label per category, in category order.
+    pub per_category: Vec<CategoryBest>,
+    /// The unit's [`TOP_LABELS`] best labels over all categories with a
+    /// positive IoU, best first (`top[0]` is [`UnitScore::best`] when that
+    /// scores above 0). Absent in results from before it was saved.
+    #[serde(default)]
+    pub top: Vec<LabelScore>,
+    /// With a formula search: the final beam, best first (`formulas[0]` is
+    /// the unit's formula). Empty when no search ran or no label scored.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub formulas: Vec<FormulaScore>,
+}
+
+/// How many labels [`UnitScore::top`] keeps.
+pub const TOP_LABELS: usize = 3;
+
+/// One of a unit's best labels overall.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabelScore {
+    pub label: u32,
+    pub name: String,
+    /// The label's primary category index.
+    pub category: usize,
+    pub iou: f64,
+}
+
+impl UnitScore {
+    /// The best label overall.
+    pub fn best(&self) -> Option<&CategoryBest> {
+        self.category.map(|c| &self.per_category[c])
+    }
+
+    /// The IoU of the best label overall (0 when there is none).
+    pub fn score(&self) -> f64 {
+        self.best().map_or(0.0, |b| b.iou)
+    }
+
+    /// The best formula, when a search ran.
+    pub fn formula(&self) -> Option<&FormulaScore> {
+        self.formulas.first()
+    }
+
+    /// How much the formula's IoU exceeds the best single label's (0 when
+    /// no search ran, or when the best formula is a single concept).
+    pub fn formula_gain(&self) -> f64 {
+        self.formula()
+            .filter(|f| f.terms.len() > 1 || f.terms.is_empty())
+            .map_or(0.0, |f| f.iou - self.score())
+    }
+}
+
+/// Detector counts of one layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub n_units: usize,
+    pub iou_threshold: f64,
+    /// Units whose best IoU exceeds the threshold.
+    pub detectors: usize,
+    /// Distinct best labels among the detectors (the original tools' rule).
+    pub unique_top_label: usize,
+    /// For each category, the distinct best labels of that category among
+    /// units whose best IoU in it exceeds the threshold, summed (the rule of
+    /// the paper's figures; a unit may count in several categories).
+    pub unique_per_category: usize,
+    pub per_category: Vec<CategorySummary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CategorySummary {
+    pub name: String,
+    /// Detectors whose best label overall is in this category.
+    pub detectors: usize,
+    /// Distinct labels of this category among those detectors.
+    pub unique_top_label: usize,
+    /// Distinct labels by the per-category rule.
+    pub unique_per_category: usize,
+}
+
+/// How a concept joins the formula before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Op {
+    Or,
+    And,
+    AndNot,
+}
+
+impl Op {
+    /// Generation order of candidates (compexp's `Or, And, And(Not)`).
+    pub const ALL: [Op; 3] = [Op::Or, Op::And, Op::AndNot];
+
+    pub fn word(self) -> &'static str {
+        match self {
+            Op::Or => "OR",
+            Op::And => "AND",
+            Op::AndNot => "AND NOT",
+        }
+    }
+}
+
+/// One concept of a saved formula.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Term {
+    /// How it joins the terms before it (`None` for the first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub op: Option<Op>,
+    pub label: u32,
+    pub name: String,
+}
+
+/// A unit's formula and its counts, as saved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FormulaScore {
+    /// The formula as text: `(water OR river) AND NOT blue-c`.
+    pub formula: String,
+    pub terms: Vec<Term>,
+    pub iou: f64,
+    /// `|M ∩ F|`.
+    pub intersect: u64,
+    /// `|F|`: pixels of the formula's mask.
+    pub truth: u64,
+    /// `A_S`: the unit's pixels in the images its categories admit.
+    pub activation: u64,
+}
+
+impl FormulaScore {
+    /// Number of concepts.
+    pub fn length(&self) -> usize {
+        self.terms.len()
+    }
 }

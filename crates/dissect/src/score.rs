@@ -7,10 +7,19 @@
 
 use broden::Dataset;
 use kernels::Counts;
-use serde::{Deserialize, Serialize};
 
+use crate::DissectError;
 use crate::formula::FormulaScore;
+use crate::options::Options;
+use crate::results::{
+    CacheMode, Dissection, FieldRecord, LayerResult, Outcome, SCHEMA_VERSION, Timings, TopImage,
+    TopMaps,
+};
+
 use crate::options::UnionRule;
+pub use crate::results::{
+    CategoryBest, CategorySummary, LabelScore, Summary, TOP_LABELS, UnitScore,
+};
 
 /// The counts of one layer, accumulated over the whole dataset, with the
 /// union rule already chosen.
@@ -34,78 +43,6 @@ pub struct LabelInfo {
     pub name: String,
     /// Primary category index; `None` for label 0 and labels scored nowhere.
     pub category: Option<usize>,
-}
-
-/// A unit's best label in one category.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CategoryBest {
-    /// Label number (`None` when no label of the category scored).
-    pub label: Option<u32>,
-    /// Label name, empty when `label` is `None`.
-    pub name: String,
-    pub truth: u64,
-    pub activation: u64,
-    pub intersect: u64,
-    pub iou: f64,
-}
-
-/// One unit's scores.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct UnitScore {
-    /// 0-based unit index (files show it 1-based).
-    pub unit: usize,
-    /// Index of the category of the best label overall (`None` if no label
-    /// of any category scored).
-    pub category: Option<usize>,
-    /// The best label per category, in category order.
-    pub per_category: Vec<CategoryBest>,
-    /// The unit's [`TOP_LABELS`] best labels over all categories with a
-    /// positive IoU, best first (`top[0]` is [`UnitScore::best`] when that
-    /// scores above 0). Absent in results from before it was saved.
-    #[serde(default)]
-    pub top: Vec<LabelScore>,
-    /// With a formula search: the final beam, best first (`formulas[0]` is
-    /// the unit's formula). Empty when no search ran or no label scored.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub formulas: Vec<FormulaScore>,
-}
-
-/// How many labels [`UnitScore::top`] keeps.
-pub const TOP_LABELS: usize = 3;
-
-/// One of a unit's best labels overall.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LabelScore {
-    pub label: u32,
-    pub name: String,
-    /// The label's primary category index.
-    pub category: usize,
-    pub iou: f64,
-}
-
-impl UnitScore {
-    /// The best label overall.
-    pub fn best(&self) -> Option<&CategoryBest> {
-        self.category.map(|c| &self.per_category[c])
-    }
-
-    /// The IoU of the best label overall (0 when there is none).
-    pub fn score(&self) -> f64 {
-        self.best().map_or(0.0, |b| b.iou)
-    }
-
-    /// The best formula, when a search ran.
-    pub fn formula(&self) -> Option<&FormulaScore> {
-        self.formulas.first()
-    }
-
-    /// How much the formula's IoU exceeds the best single label's (0 when
-    /// no search ran, or when the best formula is a single concept).
-    pub fn formula_gain(&self) -> f64 {
-        self.formula()
-            .filter(|f| f.terms.len() > 1 || f.terms.is_empty())
-            .map_or(0.0, |f| f.iou - self.score())
-    }
 }
 
 /// `inter / (act + truth - inter)`, 0 for an empty union.
@@ -255,33 +192,6 @@ fn keep_top(top: &mut Vec<LabelScore>, entry: LabelScore) {
     }
 }
 
-/// Detector counts of one layer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Summary {
-    pub n_units: usize,
-    pub iou_threshold: f64,
-    /// Units whose best IoU exceeds the threshold.
-    pub detectors: usize,
-    /// Distinct best labels among the detectors (the original tools' rule).
-    pub unique_top_label: usize,
-    /// For each category, the distinct best labels of that category among
-    /// units whose best IoU in it exceeds the threshold, summed (the rule of
-    /// the paper's figures; a unit may count in several categories).
-    pub unique_per_category: usize,
-    pub per_category: Vec<CategorySummary>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CategorySummary {
-    pub name: String,
-    /// Detectors whose best label overall is in this category.
-    pub detectors: usize,
-    /// Distinct labels of this category among those detectors.
-    pub unique_top_label: usize,
-    /// Distinct labels by the per-category rule.
-    pub unique_per_category: usize,
-}
-
 /// Counts detectors (`IoU > iou_threshold`, strict) by both rules.
 pub fn summarize(units: &[UnitScore], category_names: &[String], iou_threshold: f64) -> Summary {
     use std::collections::BTreeSet;
@@ -365,6 +275,150 @@ pub fn layer_counts(total: &Counts, union: UnionRule, selected: &[usize]) -> Lay
         label_pixels: total.label_pixels.clone(),
         unit_category,
     }
+}
+
+/// What a results file says of a run besides its layers.
+#[derive(Debug, Clone)]
+pub(crate) struct Header {
+    pub model: String,
+    pub adapter: String,
+    pub options: Options,
+    pub mode: CacheMode,
+    pub passes: u32,
+}
+
+/// One layer's totals over the whole run, ready to score.
+#[derive(Debug)]
+pub(crate) struct LayerTotals {
+    pub name: String,
+    pub tap: String,
+    pub field: Option<FieldRecord>,
+    /// `[images of a batch, units, h, w]`.
+    pub shape: [u32; 4],
+    pub counts: Counts,
+    pub thresholds: Vec<f32>,
+    pub top_k: Vec<Vec<(u32, f32)>>,
+    pub formulas: Option<Vec<Vec<FormulaScore>>>,
+}
+
+/// Scores every layer of a run over `ds` from its totals: the one way
+/// results are made, whether one process or merged shards counted them.
+/// Durations and timings are left at zero for the caller.
+pub(crate) fn score_layers(
+    ds: &Dataset,
+    header: Header,
+    totals: Vec<LayerTotals>,
+    top_maps: Vec<TopMaps>,
+) -> Result<Outcome, DissectError> {
+    let categories: Vec<String> = (ds.selected.iter())
+        .map(|&c| ds.categories[c].name.clone())
+        .collect();
+    let infos = label_infos(ds);
+    let mut layers = Vec::new();
+    let mut counts = Vec::new();
+    let mut ious = Vec::new();
+    for t in totals {
+        let (layer, iou) = score_layer(ds, &header.options, &infos, &categories, &t)?;
+        layers.push(layer);
+        counts.push(t.counts);
+        ious.push(iou);
+    }
+    let dissection = Dissection {
+        schema_version: SCHEMA_VERSION,
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        model: header.model,
+        weights: None,
+        dataset: ds.root.display().to_string(),
+        adapter: header.adapter,
+        options: header.options,
+        n_images: ds.images.len(),
+        categories,
+        mode: header.mode,
+        passes: header.passes,
+        duration_secs: 0.0,
+        timings: Timings::default(),
+        layers,
+    };
+    Ok(Outcome {
+        dissection,
+        counts,
+        top_maps,
+        ious,
+    })
+}
+
+/// One layer's result and its IoU matrix (units x labels).
+fn score_layer(
+    ds: &Dataset,
+    opts: &Options,
+    infos: &[LabelInfo],
+    categories: &[String],
+    t: &LayerTotals,
+) -> Result<(LayerResult, Vec<f32>), DissectError> {
+    let [_, units, h, w] = t.shape;
+    let scored = layer_counts(&t.counts, opts.union, &ds.selected);
+    let mut scores = score_units(&scored, infos);
+    if let Some(formulas) = &t.formulas {
+        for (unit, beam) in scores.iter_mut().zip(formulas) {
+            unit.formulas = beam.clone();
+        }
+    }
+    let iou = iou_matrix(&scored, infos);
+    check_thresholds(t)?;
+    let layer = LayerResult {
+        top_maps_file: (opts.top_k > 0).then(|| crate::results::top_maps_file_name(&t.name)),
+        name: t.name.clone(),
+        tap: t.tap.clone(),
+        n_units: units as usize,
+        feature_size: [h, w],
+        field: t.field.clone(),
+        thresholds: t.thresholds.clone(),
+        top_images: top_images(ds, &t.top_k)?,
+        unit_pixels: t.counts.unit_pixels.clone(),
+        summary: summarize(&scores, categories, opts.iou_threshold),
+        units: scores,
+    };
+    Ok((layer, iou))
+}
+
+/// Each unit's top images with their files.
+fn top_images(ds: &Dataset, top_k: &[Vec<(u32, f32)>]) -> Result<Vec<Vec<TopImage>>, DissectError> {
+    let image = |(image, max): &(u32, f32)| {
+        let record = ds.images.get(*image as usize).ok_or_else(|| {
+            DissectError::Internal(format!(
+                "top image {image} beyond the {} images",
+                ds.images.len()
+            ))
+        })?;
+        Ok(TopImage {
+            image: *image as usize,
+            path: record.image.clone(),
+            max: *max,
+        })
+    };
+    (top_k.iter())
+        .map(|list| list.iter().map(image).collect())
+        .collect()
+}
+
+/// Fails when a unit's threshold is not a number: its activations were
+/// not either.
+fn check_thresholds(t: &LayerTotals) -> Result<(), DissectError> {
+    let bad: Vec<String> = (t.thresholds.iter().enumerate())
+        .filter(|(_, t)| !t.is_finite())
+        .map(|(u, _)| u.to_string())
+        .collect();
+    if bad.is_empty() {
+        return Ok(());
+    }
+    Err(DissectError::Layer {
+        layer: t.tap.clone(),
+        message: format!(
+            "the thresholds of units {} are NaN or infinite: the network's activations \
+             are (check the weights and the input preprocessing)",
+            bad.join(", ")
+        ),
+    })
 }
 
 #[cfg(test)]

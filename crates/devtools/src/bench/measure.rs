@@ -1,6 +1,7 @@
 //! What a run's timestamps and the process say: the seconds of each stage
 //! of a dissection, peak memory, and the build the figures come from.
 
+use dissect::Pass;
 use serde::{Deserialize, Serialize};
 
 /// Seconds spent in each stage of one dissection.
@@ -47,20 +48,20 @@ pub(super) struct PassTimes {
     scores: f64,
 }
 
-/// Splits a run into passes from `(seconds since start, pass name)` events;
+/// Splits a run into passes from `(seconds since start, pass)` events;
 /// `end` is when the run returned.
-pub(super) fn pass_times(events: &[(f64, &str)], end: f64) -> PassTimes {
-    let last = |name: &str| {
+pub(super) fn pass_times(events: &[(f64, Pass)], end: f64) -> PassTimes {
+    let last = |pass: Pass| {
         events
             .iter()
             .rev()
-            .find(|(_, p)| *p == name)
+            .find(|(_, p)| *p == pass)
             .map(|(t, _)| *t)
     };
-    let first_of = |name: &str| events.iter().find(|(_, p)| *p == name).map(|(t, _)| *t);
-    let first = last("thresholds").unwrap_or(0.0);
-    let count_start = first_of("counts").unwrap_or(end);
-    let count_end = last("counts").unwrap_or(end);
+    let first_of = |pass: Pass| events.iter().find(|(_, p)| *p == pass).map(|(t, _)| *t);
+    let first = last(Pass::Thresholds).unwrap_or(0.0);
+    let count_start = first_of(Pass::Counts).unwrap_or(end);
+    let count_end = last(Pass::Counts).unwrap_or(end);
     PassTimes {
         first,
         refine: (count_start - first).max(0.0),
@@ -158,13 +159,13 @@ mod tests {
     #[test]
     fn passes_are_cut_at_their_progress_events() {
         let events = [
-            (0.0, "thresholds"),
-            (1.0, "thresholds"),
-            (3.0, "thresholds"),
-            (3.5, "thresholds (refine)"),
-            (4.0, "thresholds (refine)"),
-            (4.5, "counts"),
-            (6.0, "counts"),
+            (0.0, Pass::Thresholds),
+            (1.0, Pass::Thresholds),
+            (3.0, Pass::Thresholds),
+            (3.5, Pass::Refine),
+            (4.0, Pass::Refine),
+            (4.5, Pass::Counts),
+            (6.0, Pass::Counts),
         ];
         let p = pass_times(&events, 6.25);
         assert_eq!(

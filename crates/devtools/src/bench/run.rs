@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use broden::{BatchOptions, Dataset, DatasetOptions};
 use dissect::planted::PlantedColors;
-use dissect::{CacheMode, Dissector, Network, Options, Outcome, Preset, Progress};
+use dissect::{CacheMode, Dissector, Network, Options, Outcome, Pass, Preset, Progress};
 use models::burn::tensor::{Device, Tensor, TensorData};
 use models::{Arch, Model};
 use serde::{Deserialize, Serialize};
@@ -204,7 +204,7 @@ struct Setup {
 struct TimedRun {
     outcome: Outcome,
     /// `(seconds since start, pass name)` of every progress event.
-    events: Vec<(f64, &'static str)>,
+    events: Vec<(f64, Pass)>,
     /// Seconds from the start until the run returned.
     end: f64,
 }
@@ -280,7 +280,7 @@ impl Setup {
         layers: &[String],
         recompute: bool,
     ) -> Result<TimedRun> {
-        let mut events: Vec<(f64, &'static str)> = Vec::new();
+        let mut events: Vec<(f64, Pass)> = Vec::new();
         let started = Instant::now();
         let budget = if recompute {
             0

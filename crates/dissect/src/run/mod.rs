@@ -7,221 +7,37 @@
 //! later one replays them from the cache, or runs the network again when
 //! they did not fit ([`CacheMode`]).
 
-use std::collections::BTreeMap;
+mod cache;
+mod collect;
+
 use std::time::Instant;
 
 use broden::{Batch, BatchOptions, Dataset};
 use burn::tensor::{Tensor, TensorData};
-use kernels::{CountConfig, Counts, RoundResult};
+use kernels::{Counts, RoundResult};
 
 use crate::DissectError;
-use crate::accel::{Accumulator, CountBatch, Seg, Thresholding};
-use crate::engine::{CacheMode, Dissector, Layer, Network, Progress, host_labels};
+use crate::accel::{Accumulator, CountBatch, Thresholding};
+use crate::engine::{Dissector, Layer, Network, Pass, Progress, host_labels};
 use crate::formula::{BatchBits, Concepts, FormulaScore, LayerSearch};
-use crate::geometry;
 use crate::options::Options;
-use crate::results::{
-    Dissection, FieldRecord, LayerResult, Outcome, SCHEMA_VERSION, Timings, TopImage, TopMaps,
-};
-use crate::score::{iou_matrix, label_infos, layer_counts, score_units, summarize};
+use crate::results::{CacheMode, Outcome, Timings, TopMaps};
+pub(crate) use crate::score::{Header, LayerTotals, score_layers};
+use crate::score::{label_infos, layer_counts};
 use crate::shard::LayerThresholds;
+use cache::Cache;
+use collect::{CountSetup, TopCollector};
 
 /// What a pass does with one batch: every layer's accumulators, the batch
 /// (labels only when replayed from the cache) and the activations of every
 /// layer.
 type PassFn<'a> = dyn FnMut(&mut [LayerRun], &Batch, &[Tensor<4>]) -> Result<(), DissectError> + 'a;
 
-/// The passes over the data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Pass {
-    /// Thresholds (or their first radix round) and top-k images.
-    Thresholds,
-    /// A further radix round of the device's thresholds.
-    Refine,
-    Counts,
-    /// A step of the formula search.
-    Formulas,
-}
-
-impl Pass {
-    fn label(self) -> &'static str {
-        match self {
-            Pass::Thresholds => "thresholds",
-            Pass::Refine => "thresholds (refine)",
-            Pass::Counts => "counts",
-            Pass::Formulas => "formulas",
-        }
-    }
-}
-
 /// One layer of a run: its accumulators and its activations' shape.
 #[derive(Debug)]
 pub(crate) struct LayerRun {
     acc: Box<dyn Accumulator>,
     shape: [u32; 4],
-}
-
-/// Activations kept between passes, within a budget.
-///
-/// On a GPU they stay on the device as Burn tensors. On the CPU backend
-/// they go to an unlinked temporary file ([`tempfile::tempfile`]) instead
-/// of the heap: the kernel's page cache keeps it in memory while memory is
-/// free, and gives it back when another process needs it, so the run's own
-/// memory stays flat in the number of images. A write that fails (a full
-/// disk) drops the cache and the later passes run the network again.
-#[derive(Debug)]
-struct Cache {
-    budget: u64,
-    bytes: u64,
-    store: Store,
-    overflowed: bool,
-}
-
-/// Where [`Cache`] keeps the activations.
-#[derive(Debug)]
-enum Store {
-    /// The first image of each batch and its activations, in order.
-    Device(Vec<(usize, Vec<Tensor<4>>)>),
-    /// Each batch's first image, its byte offset in `file` and its
-    /// activations' shapes; the values follow one another as
-    /// little-endian f32.
-    File {
-        file: Option<std::fs::File>,
-        batches: Vec<(usize, u64, Vec<[usize; 4]>)>,
-    },
-}
-
-impl Cache {
-    fn new(budget: u64, on_host: bool) -> Self {
-        let store = if on_host {
-            Store::File {
-                file: None,
-                batches: Vec::new(),
-            }
-        } else {
-            Store::Device(Vec::new())
-        };
-        Self {
-            budget,
-            bytes: 0,
-            store,
-            overflowed: false,
-        }
-    }
-
-    fn offer(&mut self, first: usize, acts: &[Tensor<4>]) {
-        if self.overflowed {
-            return;
-        }
-        let bytes: u64 = acts
-            .iter()
-            .map(|a| a.shape().num_elements() as u64 * 4)
-            .sum();
-        if self.bytes + bytes > self.budget {
-            self.drop_all();
-            return;
-        }
-        let offset = self.bytes;
-        let kept = match &mut self.store {
-            Store::Device(batches) => {
-                batches.push((first, acts.to_vec()));
-                true
-            }
-            Store::File { file, batches } => {
-                let shapes = acts.iter().map(|a| a.dims()).collect();
-                match write_acts(file, acts) {
-                    Ok(()) => {
-                        batches.push((first, offset, shapes));
-                        true
-                    }
-                    Err(_) => false,
-                }
-            }
-        };
-        if kept {
-            self.bytes += bytes;
-        } else {
-            self.drop_all();
-        }
-    }
-
-    fn drop_all(&mut self) {
-        self.overflowed = true;
-        self.store = Store::Device(Vec::new());
-    }
-
-    fn mode(&self) -> CacheMode {
-        if self.overflowed {
-            CacheMode::Recomputed
-        } else {
-            CacheMode::Cached
-        }
-    }
-
-    /// The activations of the `index`-th batch, which starts at `first`.
-    fn get(
-        &self,
-        index: usize,
-        first: usize,
-        device: &burn::tensor::Device,
-    ) -> Result<Vec<Tensor<4>>, DissectError> {
-        let stale = || DissectError::Internal("cached activations out of step with the dataset".into());
-        match &self.store {
-            Store::Device(batches) => match batches.get(index) {
-                Some((f, acts)) if *f == first => Ok(acts.clone()),
-                _ => Err(stale()),
-            },
-            Store::File { file, batches } => match (file, batches.get(index)) {
-                (Some(file), Some((f, offset, shapes))) if *f == first => {
-                    read_acts(file, *offset, shapes, device).map_err(|e| {
-                        DissectError::Internal(format!(
-                            "reading cached activations back from their temporary file: {e}"
-                        ))
-                    })
-                }
-                _ => Err(stale()),
-            },
-        }
-    }
-}
-
-/// Appends `acts` to the cache file (in native byte order: the file lives
-/// and dies with this process), creating it at the first batch.
-fn write_acts(file: &mut Option<std::fs::File>, acts: &[Tensor<4>]) -> std::io::Result<()> {
-    use std::io::{Seek, SeekFrom, Write};
-    let file = match file {
-        Some(file) => file,
-        None => file.insert(tempfile::tempfile()?),
-    };
-    file.seek(SeekFrom::End(0))?;
-    for act in acts {
-        let values = act
-            .clone()
-            .into_data()
-            .try_to_vec::<f32>()
-            .map_err(|e| std::io::Error::other(format!("activations are not f32: {e:?}")))?;
-        file.write_all(bytemuck::cast_slice(&values))?;
-    }
-    Ok(())
-}
-
-/// One batch's activations from the cache file.
-fn read_acts(
-    mut file: &std::fs::File,
-    offset: u64,
-    shapes: &[[usize; 4]],
-    device: &burn::tensor::Device,
-) -> std::io::Result<Vec<Tensor<4>>> {
-    use std::io::{Read, Seek, SeekFrom};
-    file.seek(SeekFrom::Start(offset))?;
-    shapes
-        .iter()
-        .map(|&shape| {
-            let mut values = vec![0f32; shape.iter().product()];
-            file.read_exact(bytemuck::cast_slice_mut(&mut values))?;
-            Ok(Tensor::<4>::from_data(TensorData::new(values, shape), device))
-        })
-        .collect()
 }
 
 /// Which images of a run this process sees: all of them, or one shard's
@@ -603,7 +419,8 @@ impl<'a> Run<'a> {
             let decoded = Instant::now();
             self.timings.decode_secs += (decoded - clock).as_secs_f64();
             let acts = if replay {
-                self.cache.get(index, batch.indices[0], self.engine.device())?
+                self.cache
+                    .get(index, batch.indices[0], self.engine.device())?
             } else {
                 self.forward(&batch)?
             };
@@ -638,7 +455,7 @@ impl<'a> Run<'a> {
 
     fn report(&mut self, pass: Pass, images_done: usize) {
         (self.progress)(&Progress {
-            pass: pass.label(),
+            pass,
             pass_index: self.passes,
             passes: 1
                 + self
@@ -725,222 +542,5 @@ impl<'a> Run<'a> {
     }
 }
 
-/// What a results file says of a run besides its layers.
-#[derive(Debug, Clone)]
-pub(crate) struct Header {
-    pub model: String,
-    pub adapter: String,
-    pub options: Options,
-    pub mode: CacheMode,
-    pub passes: u32,
-}
-
-/// One layer's totals over the whole run, ready to score.
-#[derive(Debug)]
-pub(crate) struct LayerTotals {
-    pub name: String,
-    pub tap: String,
-    pub field: Option<FieldRecord>,
-    /// `[images of a batch, units, h, w]`.
-    pub shape: [u32; 4],
-    pub counts: Counts,
-    pub thresholds: Vec<f32>,
-    pub top_k: Vec<Vec<(u32, f32)>>,
-    pub formulas: Option<Vec<Vec<FormulaScore>>>,
-}
-
-/// Scores every layer of a run over `ds` from its totals: the one way
-/// results are made, whether one process or merged shards counted them.
-/// Durations and timings are left at zero for the caller.
-pub(crate) fn score_layers(
-    ds: &Dataset,
-    header: Header,
-    totals: Vec<LayerTotals>,
-    top_maps: Vec<TopMaps>,
-) -> Result<Outcome, DissectError> {
-    let categories: Vec<String> = (ds.selected.iter())
-        .map(|&c| ds.categories[c].name.clone())
-        .collect();
-    let infos = label_infos(ds);
-    let mut layers = Vec::new();
-    let mut counts = Vec::new();
-    let mut ious = Vec::new();
-    for t in totals {
-        let [_, units, h, w] = t.shape;
-        let scored = layer_counts(&t.counts, header.options.union, &ds.selected);
-        let mut scores = score_units(&scored, &infos);
-        if let Some(formulas) = &t.formulas {
-            for (unit, beam) in scores.iter_mut().zip(formulas) {
-                unit.formulas = beam.clone();
-            }
-        }
-        let iou = iou_matrix(&scored, &infos);
-        let mut top_images = Vec::new();
-        for list in t.top_k {
-            let mut row = Vec::new();
-            for (image, max) in list {
-                let record = ds.images.get(image as usize).ok_or_else(|| {
-                    DissectError::Internal(format!(
-                        "top image {image} beyond the {} images",
-                        ds.images.len()
-                    ))
-                })?;
-                row.push(TopImage {
-                    image: image as usize,
-                    path: record.image.clone(),
-                    max,
-                });
-            }
-            top_images.push(row);
-        }
-        let bad: Vec<String> = (t.thresholds.iter().enumerate())
-            .filter(|(_, t)| !t.is_finite())
-            .map(|(u, _)| u.to_string())
-            .collect();
-        if !bad.is_empty() {
-            return Err(DissectError::Layer {
-                layer: t.tap,
-                message: format!(
-                    "the thresholds of units {} are NaN or infinite: the network's activations \
-                     are (check the weights and the input preprocessing)",
-                    bad.join(", ")
-                ),
-            });
-        }
-        layers.push(LayerResult {
-            top_maps_file: (header.options.top_k > 0)
-                .then(|| crate::results::top_maps_file_name(&t.name)),
-            name: t.name,
-            tap: t.tap,
-            n_units: units as usize,
-            feature_size: [h, w],
-            field: t.field,
-            thresholds: t.thresholds,
-            top_images,
-            unit_pixels: t.counts.unit_pixels.clone(),
-            summary: summarize(&scores, &categories, header.options.iou_threshold),
-            units: scores,
-        });
-        counts.push(t.counts);
-        ious.push(iou);
-    }
-    let dissection = Dissection {
-        schema_version: SCHEMA_VERSION,
-        tool_version: env!("CARGO_PKG_VERSION").to_string(),
-        model: header.model,
-        weights: None,
-        dataset: ds.root.display().to_string(),
-        adapter: header.adapter,
-        options: header.options,
-        n_images: ds.images.len(),
-        categories,
-        mode: header.mode,
-        passes: header.passes,
-        duration_secs: 0.0,
-        timings: Timings::default(),
-        layers,
-    };
-    Ok(Outcome {
-        dissection,
-        counts,
-        top_maps,
-        ious,
-    })
-}
-
 /// The most memory the formula search's counters may take.
 const FORMULA_MEMORY_LIMIT: u64 = 16 << 30;
-
-/// What every counter's configuration shares.
-struct CountSetup {
-    n_labels: u32,
-    n_categories: u32,
-    label_category: Vec<u32>,
-    opts: Options,
-}
-
-impl CountSetup {
-    fn new(dataset: &Dataset, opts: &Options) -> Self {
-        let n_categories = dataset.categories.len() as u32;
-        Self {
-            n_labels: dataset.labels.len() as u32,
-            n_categories,
-            label_category: dataset.labels.iter().map(|l| l.category as u32).collect(),
-            opts: opts.clone(),
-        }
-    }
-
-    /// The counter for `tap`'s activations of `shape` on a `seg` grid.
-    fn config(&self, tap: &Layer, shape: [u32; 4], seg: Seg) -> Result<CountConfig, DissectError> {
-        let [_, units, h, w] = shape;
-        let p = &self.opts.preprocess;
-        Ok(CountConfig {
-            n_units: units,
-            n_labels: self.n_labels,
-            n_categories: self.n_categories,
-            label_category: self.label_category.clone(),
-            upsample: geometry::upsampling(
-                self.opts.alignment,
-                tap.field.as_ref(),
-                [p.height, p.width],
-                [h, w],
-                [seg.0, seg.1],
-            )?,
-            max_images: self.opts.batch_size as u32,
-        })
-    }
-}
-
-/// Collects the maps of each unit's top images during the counting pass:
-/// the only activations read back, k per unit.
-struct TopCollector {
-    /// For each image among some unit's top images, its `(unit, slot)`s.
-    by_image: BTreeMap<usize, Vec<(usize, usize)>>,
-    maps: TopMaps,
-}
-
-impl TopCollector {
-    fn new(lists: &[Vec<(u32, f32)>], shape: [u32; 4], k: usize) -> Self {
-        let mut by_image: BTreeMap<usize, Vec<(usize, usize)>> = BTreeMap::new();
-        for (unit, list) in lists.iter().enumerate() {
-            for (slot, &(image, _)) in list.iter().enumerate() {
-                by_image
-                    .entry(image as usize)
-                    .or_default()
-                    .push((unit, slot));
-            }
-        }
-        let [_, units, h, w] = shape.map(|v| v as usize);
-        Self {
-            by_image,
-            maps: TopMaps::empty(units, k, [h, w]),
-        }
-    }
-
-    fn collect(&mut self, batch: &Batch, act: &Tensor<4>) -> Result<(), DissectError> {
-        let plane = self.maps.size[0] * self.maps.size[1];
-        for (b, image) in batch.indices.iter().enumerate() {
-            let Some(slots) = self.by_image.get(image) else {
-                continue;
-            };
-            let maps = act
-                .clone()
-                .narrow(0, b, 1)
-                .into_data()
-                .try_to_vec::<f32>()
-                .map_err(|e| DissectError::Internal(format!("reading a top map: {e:?}")))?;
-            for &(unit, slot) in slots {
-                let src = maps.get(unit * plane..(unit + 1) * plane);
-                match (self.maps.map_mut(unit, slot), src) {
-                    (Some(dst), Some(src)) => dst.copy_from_slice(src),
-                    _ => {
-                        return Err(DissectError::Internal(format!(
-                            "top map of unit {unit}, slot {slot} out of range"
-                        )));
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-}
