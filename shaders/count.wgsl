@@ -35,7 +35,7 @@
 //   0: params           uniform Params
 //   1: acts             f32 NCHW activations of the batch, from element params.elem_offset
 //   2: thresholds       f32 [n_units]
-//   3: taps             Tap [sh + sw]: the taps of every seg row, then of every seg column
+//   3: taps             AxisSample [sh + sw]: the taps of every seg row, then of every seg column
 //   4: labels           u32 [n_planes * sh * sw], planes grouped by image
 //   5: images           ImageRecord [n_images]
 //   6: batch_intersect  u32 [n_units * n_labels]
@@ -50,7 +50,7 @@
 //  13: label_category   u32 [n_labels]: the primary category of every label
 //  14: image_labels     u32: the batch's non-zero image-level labels, grouped by image
 //
-// Params, Tap and ImageRecord mirror Rust structs of the same names (kernels/src/count/), whose
+// Params, AxisSample and ImageRecord mirror Rust structs of the same names (kernels/src/count/), whose
 // test compares their layouts with these.
 
 struct Params {
@@ -76,7 +76,7 @@ struct Params {
 }
 
 // One seg row's or column's bilinear taps: two source indices and their weights.
-struct Tap {
+struct AxisSample {
     i0: u32,
     i1: u32,
     w0: f32,
@@ -111,7 +111,7 @@ var<storage, read_write> thresholds: array<f32>;
 
 @group(0)
 @binding(3)
-var<storage, read_write> taps: array<Tap>;
+var<storage, read_write> taps: array<AxisSample>;
 
 @group(0)
 @binding(4)

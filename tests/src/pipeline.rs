@@ -16,8 +16,8 @@ use burn::tensor::{Tensor, TensorData};
 use dissect::planted::PlantedColors;
 use dissect::score::{label_infos, layer_counts};
 use dissect::{
-    Alignment, CacheMode, DissectError, Dissector, FieldMap, GeoOp, Layer, Network, Options,
-    Outcome, PreprocessSpec, Preset, UnionRule, score_units, summarize,
+    Alignment, CacheMode, DissectError, Dissector, FieldMap, GeoOp, LayerTap, Network, Options,
+    Outcome, Preset, UnionRule, score_units, summarize,
 };
 use kernels::{Counts, Upsample};
 
@@ -108,7 +108,7 @@ pub(crate) fn host_activations(
     let layers: Vec<_> = names.iter().map(|l| net.layer(l).unwrap()).collect();
     let bopts = BatchOptions {
         batch_size: opts.batch_size,
-        preprocess: opts.preprocess.to_preprocess(),
+        preprocess: opts.preprocess.clone(),
         prefetch: 1,
         labels_only: false,
     };
@@ -166,7 +166,7 @@ fn naive_layer(
     let l = net.layer(name).unwrap();
     let bopts = BatchOptions {
         batch_size: opts.batch_size,
-        preprocess: opts.preprocess.to_preprocess(),
+        preprocess: opts.preprocess.clone(),
         prefetch: 1,
         labels_only: true,
     };
@@ -408,7 +408,7 @@ fn options_are_checked_before_any_work() {
         ),
         (
             Options {
-                preprocess: PreprocessSpec {
+                preprocess: broden::Preprocess {
                     height: 0,
                     ..good.preprocess.clone()
                 },
@@ -534,9 +534,9 @@ impl Network for TiesNet {
         "ties".into()
     }
 
-    fn layer(&self, name: &str) -> Result<Layer, DissectError> {
+    fn layer(&self, name: &str) -> Result<LayerTap, DissectError> {
         match name {
-            "steps" => Ok(Layer {
+            "steps" => Ok(LayerTap {
                 name: name.into(),
                 index: 0,
                 field: Some(FieldMap::of_path(&[GeoOp::pool(32, 32, 0, false)])),
@@ -548,7 +548,7 @@ impl Network for TiesNet {
     fn forward_layers(
         &self,
         input: Tensor<4>,
-        _layers: &[Layer],
+        _layers: &[LayerTap],
     ) -> Result<Vec<Tensor<4>>, DissectError> {
         let pooled = avg_pool2d(input, AvgPoolOptions::new([32, 32]));
         let [n, _, h, w] = pooled.dims();

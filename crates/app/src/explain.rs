@@ -263,7 +263,7 @@ fn explain_with(
         names: class_names(req.classes, model.num_classes())?,
         tap: model.tap(&layer.tap).map_err(Error::input)?,
         last: model.tap(&last_name).map_err(Error::input)?,
-        preprocess: d.options.preprocess.to_preprocess(),
+        preprocess: d.options.preprocess.clone(),
         geometry: MapGeometry::of(layer, &d.options),
         dissector,
     };
@@ -294,7 +294,7 @@ impl Explainer<'_> {
             .try_into()
             .map_err(|_| Error::new(Kind::Run, "two taps asked, other than two returned"))?;
         let terms = (self.model)
-            .explain(features, req.top_classes)
+            .class_terms(features, req.top_classes)
             .map_err(Error::input)?;
         let [_, units, h, w] = maps.dims();
         let maps = (maps.into_data().try_to_vec::<f32>())

@@ -5,10 +5,10 @@
 
 use std::path::PathBuf;
 
+use broden::PreprocessKind;
 use broden::{Dataset, DatasetOptions, Preprocess};
 use dissect::options::Overrides;
-use dissect::{Alignment, Options, PreprocessSpec, Preset};
-use models::PreprocessKind;
+use dissect::{Alignment, Options, Preset};
 
 use crate::engine::EngineSpec;
 use crate::error::{Error, Result};
@@ -30,7 +30,7 @@ impl Settings {
     pub fn options(&self, own: &Preprocess) -> Options {
         let mut overrides = self.overrides.clone();
         if let Some(kind) = self.preprocess {
-            overrides.preprocess = Some(PreprocessSpec::from(&preprocess_of(kind, own.height)));
+            overrides.preprocess = Some(Preprocess::of(kind, own.height));
         }
         overrides.apply(self.preset, own)
     }
@@ -42,15 +42,6 @@ impl Settings {
             categories: self.overrides.categories.clone(),
             max_images: self.overrides.max_images,
         }
-    }
-}
-
-/// The preprocessing of `kind` at `size`.
-pub fn preprocess_of(kind: PreprocessKind, size: u32) -> Preprocess {
-    match kind {
-        PreprocessKind::Torchvision => Preprocess::torchvision(size),
-        PreprocessKind::Caffe => Preprocess::caffe(size),
-        PreprocessKind::Lite => Preprocess::lite(size),
     }
 }
 

@@ -35,7 +35,7 @@ pub use error::{Error, Kind, Result};
 pub use events::{Events, Silent};
 pub use explain::{ExplainJob, Explained, Prediction, UnitTerm, explain};
 pub use folders::{CompareJob, Decoded, compare, decode_all, open_dataset, regenerate_report};
-pub use job::{Job, Settings, preprocess_of};
+pub use job::{Job, Settings};
 pub use run::{Finished, run, warm_up};
 pub use shards::{MergeJob, MergePhase, ShardSpec, merge, run_shard};
 pub use source::{PLANTED, Source, checkpoint_stem, checkpoints};

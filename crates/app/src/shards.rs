@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use broden::{Dataset, DatasetOptions};
-use dissect::shard::{Candidates, DigestInput, Shard, ShardJob};
+use dissect::shard::{Candidates, DigestInput, Shard, ShardJob, files};
 use report::output::Staging;
 
 use crate::engine::{Backend, EngineSpec};
@@ -90,18 +90,16 @@ pub(crate) fn run_loaded(
             None => {
                 let mut shard = context.dissector.shard_thresholds(&work, &mut progress)?;
                 shard.info.weights = weights_text;
-                let written = report::shards::write_threshold_shard(staging.path(), &shard)
-                    .map_err(Error::output)?;
+                let written = files::write_threshold_shard(staging.path(), &shard)?;
                 ("phase 1, thresholds", written)
             }
             Some(file) => {
-                let merged = report::shards::read_thresholds(file).map_err(Error::input)?;
+                let merged = files::read_thresholds(file)?;
                 let mut shard = context
                     .dissector
                     .shard_counts(&work, &merged, &mut progress)?;
                 shard.info.weights = weights_text;
-                let written = report::shards::write_count_shard(staging.path(), &shard, &merged)
-                    .map_err(Error::output)?;
+                let written = files::write_count_shard(staging.path(), &shard, &merged)?;
                 ("phase 2, counts", written)
             }
         }
@@ -169,14 +167,14 @@ fn merge_thresholds(job: &MergeJob, events: &mut dyn Events) -> Result<()> {
         ));
     }
     let opened = (job.shards.iter())
-        .map(|d| report::shards::open_threshold_shard(d).map_err(Error::input))
+        .map(|d| files::open_threshold_shard(d).map_err(Error::from))
         .collect::<Result<Vec<_>>>()?;
     let shards: Vec<(String, &dyn Candidates)> = (job.shards.iter())
         .zip(&opened)
         .map(|(d, s)| (named(d), s as &dyn Candidates))
         .collect();
     let merged = dissect::shard::merge_thresholds(&shards)?;
-    report::shards::write_thresholds(&job.out, &merged).map_err(Error::output)?;
+    files::write_thresholds(&job.out, &merged)?;
     let units: u32 = merged.layers.iter().map(|l| l.meta.units).sum();
     events.note(&format!(
         "merged {} shards: thresholds of {} layers ({units} units) over {} images",
@@ -190,19 +188,14 @@ fn merge_thresholds(job: &MergeJob, events: &mut dyn Events) -> Result<()> {
 
 fn merge_counts(job: &MergeJob, events: &mut dyn Events) -> Result<Finished> {
     let shards = (job.shards.iter())
-        .map(|d| {
-            Ok((
-                named(d),
-                report::shards::read_count_shard(d).map_err(Error::input)?,
-            ))
-        })
+        .map(|d| Ok((named(d), files::read_count_shard(d)?)))
         .collect::<Result<Vec<_>>>()?;
     let first_dir = job
         .shards
         .first()
         .ok_or_else(|| Error::usage("no shards to merge"))?;
     let first = &shards[0].1.info;
-    let thresholds = report::shards::read_shard_thresholds(first_dir).map_err(Error::input)?;
+    let thresholds = files::read_shard_thresholds(first_dir)?;
     let root = (job.dataset.clone()).unwrap_or_else(|| PathBuf::from(&first.dataset));
     let opts = &first.options;
     let dataset_options = DatasetOptions {

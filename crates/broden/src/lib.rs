@@ -27,4 +27,4 @@ pub use error::BrodenError;
 pub use model::{
     Category, CategoryLabel, Dataset, DatasetOptions, ImageRecord, KnownLabels, Label, LabelEntry,
 };
-pub use preprocess::{ChannelOrder, Preprocess};
+pub use preprocess::{ChannelOrder, Preprocess, PreprocessKind};

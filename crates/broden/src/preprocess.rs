@@ -1,7 +1,10 @@
 //! How decoded images become model input: size, channel order, scaling.
 
+use serde::{Deserialize, Serialize};
+
 /// Channel order of the model input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ChannelOrder {
     Rgb,
     Bgr,
@@ -11,7 +14,8 @@ pub enum ChannelOrder {
 /// resize (bilinear, only when the image size differs), reorder channels,
 /// then per channel `x = (v / 255 * range - mean[c]) / std[c]`, where `v` is
 /// the 8-bit value and `c` indexes the channels in `order`.
-#[derive(Debug, Clone, PartialEq)]
+/// Saved in a run's options as it is here (`order` as `rgb` or `bgr`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Preprocess {
     pub height: u32,
     pub width: u32,
@@ -22,7 +26,50 @@ pub struct Preprocess {
     pub std: [f32; 3],
 }
 
+/// A named preprocessing: which of [`Preprocess`]'s constructors a model's
+/// input needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PreprocessKind {
+    /// [`Preprocess::torchvision`]: RGB in [0,1], ImageNet mean and std.
+    Torchvision,
+    /// [`Preprocess::caffe`]: BGR in [0,255] minus the Caffe mean.
+    Caffe,
+    /// [`Preprocess::lite`]: NetDissect-Lite's normalisation.
+    Lite,
+}
+
+impl PreprocessKind {
+    /// Every kind with its name, in the order options list them.
+    pub const NAMED: [(&'static str, PreprocessKind); 3] = [
+        ("torchvision", PreprocessKind::Torchvision),
+        ("caffe", PreprocessKind::Caffe),
+        ("lite", PreprocessKind::Lite),
+    ];
+}
+
+impl std::str::FromStr for PreprocessKind {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        (Self::NAMED.iter())
+            .find(|(n, _)| *n == name)
+            .map(|(_, kind)| *kind)
+            .ok_or_else(|| {
+                format!("unknown preprocessing `{name}`: use torchvision, caffe or lite")
+            })
+    }
+}
+
 impl Preprocess {
+    /// The preprocessing of `kind` at `size` x `size`.
+    pub fn of(kind: PreprocessKind, size: u32) -> Self {
+        match kind {
+            PreprocessKind::Torchvision => Self::torchvision(size),
+            PreprocessKind::Caffe => Self::caffe(size),
+            PreprocessKind::Lite => Self::lite(size),
+        }
+    }
+
     /// torchvision: RGB in `[0, 1]`, ImageNet mean and std.
     pub fn torchvision(size: u32) -> Self {
         Self {

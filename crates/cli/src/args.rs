@@ -192,11 +192,11 @@ pub enum AlignArg {
     HalfPixel,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum PreprocessArg {
-    Torchvision,
-    Caffe,
-    Lite,
+/// `--preprocess`: the names of [`broden::PreprocessKind::NAMED`].
+fn preprocess_kind() -> impl clap::builder::TypedValueParser<Value = broden::PreprocessKind> {
+    use clap::builder::TypedValueParser as _;
+    let names = broden::PreprocessKind::NAMED.map(|(name, _)| name);
+    clap::builder::PossibleValuesParser::new(names).try_map(|name| name.parse())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -279,8 +279,8 @@ pub struct DissectArgs {
     #[arg(long, value_enum)]
     pub upsample: Option<AlignArg>,
     /// Input normalisation (default: the model's own).
-    #[arg(long, value_enum)]
-    pub preprocess: Option<PreprocessArg>,
+    #[arg(long, value_parser = preprocess_kind())]
+    pub preprocess: Option<broden::PreprocessKind>,
     /// Only images of this `index.csv` split (e.g. `train`).
     #[arg(long)]
     pub split: Option<String>,

@@ -5,11 +5,10 @@ use app::{
 };
 use dissect::recorded::TokenLayout;
 use dissect::{Alignment, Preset, UnionRule};
-use models::PreprocessKind;
 
 use crate::args::{
-    AlignArg, BackendArg, CompareArgs, DissectArgs, ExplainArgs, MergeArgs, PhaseArg,
-    PreprocessArg, PresetArg, UnionArg,
+    AlignArg, BackendArg, CompareArgs, DissectArgs, ExplainArgs, MergeArgs, PhaseArg, PresetArg,
+    UnionArg,
 };
 
 impl From<BackendArg> for Backend {
@@ -81,11 +80,7 @@ impl DissectArgs {
                 PresetArg::Lite => Preset::Lite,
             },
             overrides,
-            preprocess: self.preprocess.map(|p| match p {
-                PreprocessArg::Torchvision => PreprocessKind::Torchvision,
-                PreprocessArg::Caffe => PreprocessKind::Caffe,
-                PreprocessArg::Lite => PreprocessKind::Lite,
-            }),
+            preprocess: self.preprocess,
         }
     }
 

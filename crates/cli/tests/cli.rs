@@ -68,92 +68,103 @@ fn bad_input_fails_with_a_clear_message_and_no_results() {
     let broken = tmp.path().join("broken");
     std::fs::create_dir_all(&broken).unwrap();
     std::fs::write(broken.join("index.csv"), "image,split\n").unwrap();
-    type Edit = Box<dyn Fn(&mut Vec<String>)>;
     let broken_s = broken.to_str().unwrap().to_string();
-    let cases: Vec<(&str, Edit, i32, &str)> = vec![
+    // (what, flags given new values, flags added, exit code, a word of the
+    // message)
+    type Case<'a> = (
+        &'a str,
+        &'a [(&'a str, &'a str)],
+        &'a [&'a str],
+        i32,
+        &'a str,
+    );
+    let cases: &[Case] = &[
         (
             "unknown model",
-            Box::new(|a| set(a, "--model", "resnet9000")),
+            &[("--model", "resnet9000")],
+            &[],
             3,
             "resnet18",
         ),
         (
             "unknown layer of a zoo model",
-            Box::new(|a| {
-                set(a, "--model", "resnet18");
-                set(a, "--layers", "layer9");
-            }),
+            &[("--model", "resnet18"), ("--layers", "layer9")],
+            &[],
             3,
             "layer4",
         ),
         (
             "unknown layer of the planted model",
-            Box::new(|a| set(a, "--layers", "conv1")),
+            &[("--layers", "conv1")],
+            &[],
             3,
             "color16",
         ),
         (
             "missing dataset",
-            Box::new(|a| set(a, "--dataset", "/nonexistent/broden")),
+            &[("--dataset", "/nonexistent/broden")],
+            &[],
             3,
             "/nonexistent/broden",
         ),
         (
             "broken dataset",
-            Box::new(move |a| set(a, "--dataset", &broken_s)),
+            &[("--dataset", &broken_s)],
+            &[],
             3,
             "category.csv",
         ),
         (
             "missing weights",
-            Box::new(|a| {
-                set(a, "--model", "resnet18");
-                set(a, "--layers", "layer4");
-                a.extend(["--weights".into(), "/nonexistent/w.pth".into()]);
-            }),
+            &[("--model", "resnet18"), ("--layers", "layer4")],
+            &["--weights", "/nonexistent/w.pth"],
             3,
             "/nonexistent/w.pth",
         ),
         (
             "auto without weights",
-            Box::new(|a| {
-                set(a, "--model", "auto");
-            }),
+            &[("--model", "auto")],
+            &[],
             2,
             "--weights",
         ),
         (
             "quantile out of range",
-            Box::new(|a| a.extend(["--quantile".into(), "0".into()])),
+            &[],
+            &["--quantile", "0"],
             2,
             "quantile",
         ),
         (
             "top-k beyond any dataset",
-            Box::new(|a| a.extend(["--top-k".into(), "18446744073709551615".into()])),
+            &[],
+            &["--top-k", "18446744073709551615"],
             2,
             "top-k",
         ),
         (
             "a layer named twice",
-            Box::new(|a| set(a, "--layers", "color16,color16")),
+            &[("--layers", "color16,color16")],
+            &[],
             2,
             "twice",
         ),
         (
             "unknown category",
-            Box::new(|a| a.extend(["--categories".into(), "colour".into()])),
+            &[],
+            &["--categories", "colour"],
             3,
             "colour",
         ),
-        (
-            "invalid preset",
-            Box::new(|a| a.extend(["--preset".into(), "fast".into()])),
-            2,
-            "fast",
-        ),
+        ("invalid preset", &[], &["--preset", "fast"], 2, "fast"),
     ];
-    for (what, edit, code, needle) in cases {
+    for &(what, sets, adds, code, needle) in cases {
+        let edit = |a: &mut Vec<String>| {
+            for (flag, value) in sets {
+                set(a, flag, value);
+            }
+            a.extend(adds.iter().map(|s| s.to_string()));
+        };
         let run = tempfile::tempdir().unwrap();
         let (o, out) = dissect_with(run.path(), &data, edit);
         let err = stderr(&o);
@@ -319,21 +330,28 @@ fn explain_lists_the_units_behind_each_prediction_and_their_sums_add_up() {
     let report = std::fs::read_to_string(results.join("report.html")).unwrap();
     assert!(report.contains("href=\"explain/explain.html\""));
     let out = tmp.path().join("why");
-    let o = netdissect(&[
-        "explain",
-        "--results",
-        results.to_str().unwrap(),
-        "--weights",
-        weights.to_str().unwrap(),
-        "--dataset",
-        data.to_str().unwrap(),
-        "--images",
-        "2",
-        "--top-units",
-        "4",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    // `explain` of the results in `dir` with the checkpoint `w`, and `rest`.
+    let explain = |dir: &Path, w: &Path, rest: &[&str]| {
+        let (dir, w) = (dir.to_str().unwrap(), w.to_str().unwrap());
+        let mut args = vec!["explain", "--results", dir, "--weights", w];
+        args.extend(rest);
+        netdissect(&args)
+    };
+    let data_s = data.to_str().unwrap();
+    let o = explain(
+        &results,
+        &weights,
+        &[
+            "--dataset",
+            data_s,
+            "--images",
+            "2",
+            "--top-units",
+            "4",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let run: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(results.join("results.json")).unwrap())
@@ -406,38 +424,13 @@ fn explain_lists_the_units_behind_each_prediction_and_their_sums_add_up() {
     assert!(!early.join("explain").exists());
     let report = std::fs::read_to_string(early.join("report.html")).unwrap();
     assert!(!report.contains("id=\"explain-link\""));
-    let o = netdissect(&[
-        "explain",
-        "--results",
-        early.to_str().unwrap(),
-        "--weights",
-        weights.to_str().unwrap(),
-        "--dataset",
-        data.to_str().unwrap(),
-        "--images",
-        "1",
-    ]);
+    let o = explain(&early, &weights, &["--dataset", data_s, "--images", "1"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("layer4"), "{}", stderr(&o));
-    let o = netdissect(&[
-        "explain",
-        "--results",
-        results.to_str().unwrap(),
-        "--weights",
-        weights.to_str().unwrap(),
-    ]);
+    let o = explain(&results, &weights, &[]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    let o = netdissect(&[
-        "explain",
-        "--results",
-        results.to_str().unwrap(),
-        "--weights",
-        tmp.path().join("none.safetensors").to_str().unwrap(),
-        "--dataset",
-        data.to_str().unwrap(),
-        "--images",
-        "1",
-    ]);
+    let missing = tmp.path().join("none.safetensors");
+    let o = explain(&results, &missing, &["--dataset", data_s, "--images", "1"]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
 }
 

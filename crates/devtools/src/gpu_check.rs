@@ -16,7 +16,7 @@ use broden::{BatchOptions, Dataset, DatasetOptions};
 use clap::Args;
 use dissect::npy::DType;
 use dissect::recorded::{Recorded, RecordedArray, TokenLayout};
-use dissect::{Alignment, Dissector, Layer, Network, Options, Outcome, Preset, UnionRule};
+use dissect::{Alignment, Dissector, LayerTap, Network, Options, Outcome, Preset, UnionRule};
 use models::burn::tensor::{Tensor, TensorData};
 use models::{ArchChoice, Model};
 
@@ -48,14 +48,14 @@ pub struct GpuCheckArgs {
 /// keep the layers' receptive fields (so both alignments apply).
 fn record(
     model: &Model,
-    layers: &[Layer],
+    layers: &[LayerTap],
     ds: &Dataset,
     opts: &Options,
 ) -> Result<Vec<(Vec<f32>, [usize; 4])>> {
     let device = models::gpu::cpu_device();
     let bopts = BatchOptions {
         batch_size: 8,
-        preprocess: opts.preprocess.to_preprocess(),
+        preprocess: opts.preprocess.clone(),
         prefetch: 1,
         labels_only: false,
     };
@@ -187,7 +187,7 @@ fn open_gpu(md: &mut String) -> Result<(Dissector, bool)> {
 /// activations over the generated parity images, recorded once on the CPU.
 struct ParityInputs {
     names: Vec<String>,
-    layers: Vec<Layer>,
+    layers: Vec<LayerTap>,
     ds: Dataset,
     /// The default model's options, which each case varies.
     base: Options,
@@ -209,7 +209,7 @@ impl ParityInputs {
         let data = ensure_dataset(out, parity_images)?;
         let ds = Dataset::open(&data, &DatasetOptions::default())?;
         let names: Vec<String> = ["layer3", "layer4"].map(String::from).to_vec();
-        let layers: Vec<Layer> = names
+        let layers: Vec<LayerTap> = names
             .iter()
             .map(|n| model.layer(n))
             .collect::<Result<_, _>>()?;

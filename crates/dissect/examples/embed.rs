@@ -17,7 +17,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::tensor::TensorData;
 use burn::tensor::activation::relu;
 use dissect::{
-    Device, DissectError, Dissector, FieldMap, GeoOp, Layer, Network, Options, Outcome, Preset,
+    Device, DissectError, Dissector, FieldMap, GeoOp, LayerTap, Network, Options, Outcome, Preset,
     Tensor, WgpuSetup, wgpu,
 };
 
@@ -64,13 +64,13 @@ impl Network for AppNet {
         "app-net".into()
     }
 
-    fn layer(&self, name: &str) -> Result<Layer, DissectError> {
+    fn layer(&self, name: &str) -> Result<LayerTap, DissectError> {
         let index = LAYERS.iter().position(|l| *l == name).ok_or_else(|| {
             DissectError::Input(format!(
                 "app-net has no layer `{name}`; valid: conv1, conv2"
             ))
         })?;
-        Ok(Layer {
+        Ok(LayerTap {
             name: name.into(),
             index,
             field: Some(FieldMap::of_path(&[CONV; 2][..=index])),
@@ -80,7 +80,7 @@ impl Network for AppNet {
     fn forward_layers(
         &self,
         input: Tensor<4>,
-        layers: &[Layer],
+        layers: &[LayerTap],
     ) -> Result<Vec<Tensor<4>>, DissectError> {
         let a1 = relu(self.conv1.forward(input));
         let a2 = relu(self.conv2.forward(a1.clone()));

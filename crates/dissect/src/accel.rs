@@ -12,7 +12,7 @@ use std::sync::Arc;
 use burn::tensor::Tensor;
 use kernels::{
     ActivationView, CountConfig, Counter, Counts, CpuRankSelect, CpuTopK, Gpu, HostLabels,
-    QuantileSketch, RankSelect, RoundResult, TopK,
+    QuantileSketch, RankSelect, RoundResult, TopK, UnitTops,
 };
 use models::gpu;
 
@@ -43,7 +43,7 @@ pub(crate) trait Accumulator: std::fmt::Debug {
     /// The counting pass over a batch.
     fn count(&mut self, act: &Tensor<4>, batch: &CountBatch<'_>) -> Result<(), DissectError>;
     /// Per unit, the top images and their maxima.
-    fn top_k(&self) -> Result<Vec<Vec<(u32, f32)>>, DissectError>;
+    fn top_k(&self) -> Result<UnitTops, DissectError>;
     fn thresholds(&self) -> Result<Vec<f32>, DissectError>;
     /// Dataset totals, merged over segmentation sizes, into `total`.
     fn counts(&self, total: &mut Counts) -> Result<(), DissectError>;
@@ -245,7 +245,7 @@ impl Accumulator for DeviceLayer {
         })
     }
 
-    fn top_k(&self) -> Result<Vec<Vec<(u32, f32)>>, DissectError> {
+    fn top_k(&self) -> Result<UnitTops, DissectError> {
         match &self.top_k {
             Some(top_k) => Ok(top_k.read(&self.gpu)?),
             None => Ok(vec![Vec::new(); self.units as usize]),
@@ -340,7 +340,7 @@ impl Accumulator for HostLayer {
         Ok(total.merge(&counts)?)
     }
 
-    fn top_k(&self) -> Result<Vec<Vec<(u32, f32)>>, DissectError> {
+    fn top_k(&self) -> Result<UnitTops, DissectError> {
         Ok(self.top_k.read())
     }
 

@@ -10,9 +10,8 @@
 //! (bounded memory). [`crate::Dissection::mode`] says which ran.
 
 use std::sync::Arc;
-use std::time::Instant;
 
-use broden::{Batch, Dataset};
+use broden::Batch;
 use burn::tensor::{Device, Tensor};
 use kernels::{Gpu, HostLabels, ImageLabel, LabelPlane};
 use models::gpu::{self, WgpuSetup, wgpu};
@@ -20,11 +19,8 @@ use models::{FieldMap, Model, TapId};
 
 use crate::DissectError;
 use crate::accel::Backend;
-use crate::options::Options;
 /// Where it was defined before the result schema owned it.
 pub use crate::results::CacheMode;
-use crate::results::Outcome;
-use crate::run::Run;
 
 /// A pass over the data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -257,55 +253,6 @@ impl Dissector {
     pub(crate) fn backend(&self) -> &Backend {
         &self.backend
     }
-
-    /// Dissects `layers` of `model` over `dataset` (already opened with the
-    /// options' split, categories and image limit).
-    pub fn run(
-        &self,
-        model: &dyn Network,
-        layers: &[String],
-        dataset: &Dataset,
-        opts: &Options,
-        progress: &mut dyn FnMut(&Progress),
-    ) -> Result<Outcome, DissectError> {
-        self.run_with_cache_budget(
-            model,
-            layers,
-            dataset,
-            opts,
-            self.cache_budget_bytes,
-            progress,
-        )
-    }
-
-    /// [`Dissector::run`] with another budget for activations kept
-    /// between passes (0 forces the re-running fallback).
-    pub fn run_with_cache_budget(
-        &self,
-        model: &dyn Network,
-        layers: &[String],
-        dataset: &Dataset,
-        opts: &Options,
-        cache_budget_bytes: u64,
-        progress: &mut dyn FnMut(&Progress),
-    ) -> Result<Outcome, DissectError> {
-        let started = Instant::now();
-        opts.validate(layers)?;
-        let mut run = Run::new(
-            self,
-            model,
-            layers,
-            dataset,
-            crate::run::Part::whole(dataset),
-            opts,
-            cache_budget_bytes,
-            progress,
-        )?;
-        run.thresholds()?;
-        let top_maps = run.counts()?;
-        run.formulas()?;
-        run.finish(top_maps, started)
-    }
 }
 
 /// What the engine needs of a network: its layers by name and a forward
@@ -316,13 +263,13 @@ pub trait Network {
     /// The name recorded in the results.
     fn name(&self) -> String;
     /// Resolves a layer name (an error lists the valid names).
-    fn layer(&self, name: &str) -> Result<Layer, DissectError>;
+    fn layer(&self, name: &str) -> Result<LayerTap, DissectError>;
     /// The activations `[n, c, h, w]` of `layers`, in that order, for an
     /// input batch `[n, 3, H, W]`.
     fn forward_layers(
         &self,
         input: Tensor<4>,
-        layers: &[Layer],
+        layers: &[LayerTap],
     ) -> Result<Vec<Tensor<4>>, DissectError>;
     /// Whether the network looks at the images' pixels. A network that
     /// does not (recorded activations, [`crate::recorded`]) gets no input
@@ -337,7 +284,7 @@ pub trait Network {
         &self,
         images: &[usize],
         input: Option<Tensor<4>>,
-        layers: &[Layer],
+        layers: &[LayerTap],
     ) -> Result<Vec<Tensor<4>>, DissectError> {
         let _ = images;
         match input {
@@ -352,7 +299,7 @@ pub trait Network {
 
 /// A resolved layer of a [`Network`].
 #[derive(Debug, Clone, PartialEq)]
-pub struct Layer {
+pub struct LayerTap {
     /// Canonical name.
     pub name: String,
     /// The network's own index of the layer.
@@ -369,10 +316,10 @@ impl Network for Model {
         self.arch().name().to_string()
     }
 
-    fn layer(&self, name: &str) -> Result<Layer, DissectError> {
+    fn layer(&self, name: &str) -> Result<LayerTap, DissectError> {
         let id = self.tap(name)?;
         let info = &self.taps()[id.index];
-        Ok(Layer {
+        Ok(LayerTap {
             name: info.name.clone(),
             index: id.index,
             field: Some(info.field_map()),
@@ -382,7 +329,7 @@ impl Network for Model {
     fn forward_layers(
         &self,
         input: Tensor<4>,
-        layers: &[Layer],
+        layers: &[LayerTap],
     ) -> Result<Vec<Tensor<4>>, DissectError> {
         let ids: Vec<TapId> = layers
             .iter()

@@ -31,6 +31,14 @@ pub enum DissectError {
     Input(String),
     #[error("layer `{layer}`: {message}")]
     Layer { layer: String, message: String },
+    /// A file that could not be written (a full disk, a folder without
+    /// permission): not the input's fault.
+    #[error("{path}: {source}")]
+    Write {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// A failure of this program, not of its input.
     #[error("internal error: {0}")]
     Internal(String),
@@ -47,7 +55,9 @@ impl DissectError {
             }
             DissectError::Model(M::NotWgpu { .. } | M::Wgpu { .. }) => ErrorKind::Failure,
             DissectError::Model(_) => ErrorKind::Input,
-            DissectError::Kernel(_) | DissectError::Internal(_) => ErrorKind::Failure,
+            DissectError::Kernel(_) | DissectError::Write { .. } | DissectError::Internal(_) => {
+                ErrorKind::Failure
+            }
         }
     }
 }

@@ -55,7 +55,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use broden::Batch;
 use kernels::Upsample;
-use kernels::count::Tap;
+use kernels::count::AxisSample;
 use kernels::cpu::upsample_value;
 use rayon::prelude::*;
 
@@ -389,6 +389,105 @@ impl UnitSearch {
             .map(|(_, n)| n)
             .sum()
     }
+
+    /// Scores the single labels of the first beam from this pass's counts.
+    fn score_singles(&mut self, label_pixels: &[u64]) {
+        let mut beam = std::mem::take(&mut self.beam);
+        for e in &mut beam {
+            let l = e.formula.first as usize;
+            e.inter = self.mc[l];
+            e.size = label_pixels[l];
+            e.act = self.activation(e.scope);
+            e.iou = iou(e.inter, e.act, e.size);
+        }
+        self.beam = beam;
+    }
+
+    /// Every extension of every beam entry by a concept it does not use
+    /// yet, in generation order (entry, concept, then [`Op::ALL`]).
+    fn candidates(
+        &self,
+        concepts_present: &[usize],
+        label_pixels: &[u64],
+        concepts: &Concepts,
+        n_labels: usize,
+    ) -> Vec<Candidate> {
+        let mut scopes: BTreeMap<u32, u64> = BTreeMap::new();
+        let mut candidates = Vec::new();
+        for (j, e) in self.beam.iter().enumerate() {
+            let used: Vec<u32> = e.formula.labels().collect();
+            for &l in concepts_present {
+                if used.contains(&(l as u32)) {
+                    continue;
+                }
+                let (fc, mfc) = (self.fc[j * n_labels + l], self.mfc[j * n_labels + l]);
+                let scope = e.scope | 1 << concepts.category[l];
+                let act = *scopes
+                    .entry(scope)
+                    .or_insert_with(|| self.activation(scope));
+                for op in Op::ALL {
+                    let (inter, size) = match op {
+                        // Exact on one pass's data; saturating in case a
+                        // re-run network differed between passes.
+                        Op::Or => (
+                            (e.inter + self.mc[l]).saturating_sub(mfc),
+                            (e.size + label_pixels[l]).saturating_sub(fc),
+                        ),
+                        Op::And => (mfc, fc),
+                        Op::AndNot => (e.inter.saturating_sub(mfc), e.size.saturating_sub(fc)),
+                    };
+                    candidates.push(Candidate {
+                        iou: iou(inter, act, size),
+                        entry: j,
+                        label: l as u32,
+                        op,
+                        inter,
+                        size,
+                        scope,
+                        act,
+                    });
+                }
+            }
+        }
+        candidates
+    }
+
+    /// The next beam: the `beam` best of the old entries and `candidates`,
+    /// each formula once. A stable sort: ties keep the old beam first, then
+    /// generation order.
+    fn keep_best(&mut self, candidates: &[Candidate], beam: usize) {
+        let mut pool: Vec<(f64, Option<usize>)> = self.beam.iter().map(|e| (e.iou, None)).collect();
+        pool.extend(candidates.iter().enumerate().map(|(i, c)| (c.iou, Some(i))));
+        let mut order: Vec<usize> = (0..pool.len()).collect();
+        order.sort_by(|&a, &b| pool[b].0.total_cmp(&pool[a].0));
+        let mut seen = HashSet::new();
+        let mut next = Vec::with_capacity(beam);
+        for i in order {
+            if next.len() == beam {
+                break;
+            }
+            let entry = match pool[i].1 {
+                None => self.beam[i].clone(),
+                Some(c) => {
+                    let c = &candidates[c];
+                    let formula = self.beam[c.entry].formula.then(c.op, c.label);
+                    Entry {
+                        key: formula.canonical(),
+                        formula,
+                        inter: c.inter,
+                        size: c.size,
+                        scope: c.scope,
+                        act: c.act,
+                        iou: c.iou,
+                    }
+                }
+            };
+            if seen.insert(entry.key.clone()) {
+                next.push(entry);
+            }
+        }
+        self.beam = next;
+    }
 }
 
 /// The search over one layer's units.
@@ -578,87 +677,10 @@ impl LayerSearch {
             .collect();
         self.units.par_iter_mut().for_each(|unit| {
             if first {
-                let mut beam = std::mem::take(&mut unit.beam);
-                for e in &mut beam {
-                    let l = e.formula.first as usize;
-                    e.inter = unit.mc[l];
-                    e.size = label_pixels[l];
-                    e.act = unit.activation(e.scope);
-                    e.iou = iou(e.inter, e.act, e.size);
-                }
-                unit.beam = beam;
+                unit.score_singles(label_pixels);
             }
-            let mut scopes: BTreeMap<u32, u64> = BTreeMap::new();
-            // In generation order.
-            let mut candidates = Vec::new();
-            for (j, e) in unit.beam.iter().enumerate() {
-                let used: Vec<u32> = e.formula.labels().collect();
-                for &l in &concepts_present {
-                    if used.contains(&(l as u32)) {
-                        continue;
-                    }
-                    let (fc, mfc) = (unit.fc[j * n_labels + l], unit.mfc[j * n_labels + l]);
-                    let scope = e.scope | 1 << concepts.category[l];
-                    let act = *scopes
-                        .entry(scope)
-                        .or_insert_with(|| unit.activation(scope));
-                    for op in Op::ALL {
-                        let (inter, size) = match op {
-                            // Exact on one pass's data; saturating in case a
-                            // re-run network differed between passes.
-                            Op::Or => (
-                                (e.inter + unit.mc[l]).saturating_sub(mfc),
-                                (e.size + label_pixels[l]).saturating_sub(fc),
-                            ),
-                            Op::And => (mfc, fc),
-                            Op::AndNot => (e.inter.saturating_sub(mfc), e.size.saturating_sub(fc)),
-                        };
-                        candidates.push(Candidate {
-                            iou: iou(inter, act, size),
-                            entry: j,
-                            label: l as u32,
-                            op,
-                            inter,
-                            size,
-                            scope,
-                            act,
-                        });
-                    }
-                }
-            }
-            // A stable sort: ties keep the old beam first, then generation order.
-            let mut pool: Vec<(f64, Option<usize>)> =
-                unit.beam.iter().map(|e| (e.iou, None)).collect();
-            pool.extend(candidates.iter().enumerate().map(|(i, c)| (c.iou, Some(i))));
-            let mut order: Vec<usize> = (0..pool.len()).collect();
-            order.sort_by(|&a, &b| pool[b].0.total_cmp(&pool[a].0));
-            let mut seen = HashSet::new();
-            let mut next = Vec::with_capacity(beam);
-            for i in order {
-                if next.len() == beam {
-                    break;
-                }
-                let entry = match pool[i].1 {
-                    None => unit.beam[i].clone(),
-                    Some(c) => {
-                        let c = &candidates[c];
-                        let formula = unit.beam[c.entry].formula.then(c.op, c.label);
-                        Entry {
-                            key: formula.canonical(),
-                            formula,
-                            inter: c.inter,
-                            size: c.size,
-                            scope: c.scope,
-                            act: c.act,
-                            iou: c.iou,
-                        }
-                    }
-                };
-                if seen.insert(entry.key.clone()) {
-                    next.push(entry);
-                }
-            }
-            unit.beam = next;
+            let candidates = unit.candidates(&concepts_present, label_pixels, concepts, n_labels);
+            unit.keep_best(&candidates, beam);
             unit.fc = Vec::new();
             unit.mfc = Vec::new();
         });
@@ -701,8 +723,8 @@ impl LayerSearch {
 fn unit_mask(
     map: &[f32],
     w: u32,
-    ty: &[Tap],
-    tx: &[Tap],
+    ty: &[AxisSample],
+    tx: &[AxisSample],
     t: f32,
     sw: usize,
     out: &mut [u64],

@@ -3,11 +3,12 @@
 //!
 //! Embedding in a wgpu application: make a [`Dissector`] on the app's own
 //! device and queue ([`Dissector::with_wgpu`] with a [`WgpuSetup`]),
-//! implement [`Network`] for the app's Burn model (each [`Layer`] carries
+//! implement [`Network`] for the app's Burn model (each [`LayerTap`] carries
 //! its receptive-field [`FieldMap`]), and call [`Dissector::run`]. See
 //! `examples/embed.rs`.
 
 mod accel;
+pub mod atomic;
 pub mod engine;
 mod error;
 pub mod formula;
@@ -21,10 +22,10 @@ mod run;
 pub mod score;
 pub mod shard;
 
-pub use engine::{DEFAULT_CACHE_BUDGET, Dissector, Layer, Network, Pass, Progress};
+pub use engine::{DEFAULT_CACHE_BUDGET, Dissector, LayerTap, Network, Pass, Progress};
 pub use error::{DissectError, ErrorKind};
 pub use formula::{FormulaScore, FormulaSearch, Op, Term};
-pub use options::{Alignment, Options, PreprocessSpec, Preset, UnionRule};
+pub use options::{Alignment, Options, Preset, UnionRule};
 pub use results::CacheMode;
 pub use results::{
     Dissection, FieldRecord, LayerResult, Outcome, SCHEMA_VERSION, Timings, TopImage, TopMaps,

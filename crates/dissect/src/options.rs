@@ -1,7 +1,7 @@
 //! Dissection options, and the presets that reproduce the original
 //! NetDissect and NetDissect-Lite.
 
-use broden::{ChannelOrder, Preprocess};
+use broden::Preprocess;
 use serde::{Deserialize, Serialize};
 
 use crate::DissectError;
@@ -43,52 +43,6 @@ pub enum Preset {
     Lite,
 }
 
-/// Serializable copy of a [`Preprocess`] spec, for `results.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PreprocessSpec {
-    pub height: u32,
-    pub width: u32,
-    /// `rgb` or `bgr`.
-    pub order: String,
-    pub range: f32,
-    pub mean: [f32; 3],
-    pub std: [f32; 3],
-}
-
-impl From<&Preprocess> for PreprocessSpec {
-    fn from(p: &Preprocess) -> Self {
-        Self {
-            height: p.height,
-            width: p.width,
-            order: match p.order {
-                ChannelOrder::Rgb => "rgb",
-                ChannelOrder::Bgr => "bgr",
-            }
-            .into(),
-            range: p.range,
-            mean: p.mean,
-            std: p.std,
-        }
-    }
-}
-
-impl PreprocessSpec {
-    pub fn to_preprocess(&self) -> Preprocess {
-        Preprocess {
-            height: self.height,
-            width: self.width,
-            order: if self.order == "bgr" {
-                ChannelOrder::Bgr
-            } else {
-                ChannelOrder::Rgb
-            },
-            range: self.range,
-            mean: self.mean,
-            std: self.std,
-        }
-    }
-}
-
 /// Single settings that override a preset's (a command line's flags, a
 /// Python call's keyword arguments); `None` keeps the preset's.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -98,7 +52,7 @@ pub struct Overrides {
     pub categories: Option<Vec<String>>,
     pub union: Option<UnionRule>,
     pub alignment: Option<Alignment>,
-    pub preprocess: Option<PreprocessSpec>,
+    pub preprocess: Option<Preprocess>,
     pub split: Option<String>,
     pub max_images: Option<usize>,
     pub batch_size: Option<usize>,
@@ -153,7 +107,7 @@ pub struct Options {
     pub categories: Option<Vec<String>>,
     pub union: UnionRule,
     pub alignment: Alignment,
-    pub preprocess: PreprocessSpec,
+    pub preprocess: Preprocess,
     /// Only images of this `index.csv` split.
     pub split: Option<String>,
     /// At most this many images.
@@ -188,7 +142,7 @@ impl Options {
             categories: None,
             union,
             alignment,
-            preprocess: PreprocessSpec::from(&preprocess),
+            preprocess,
             split: None,
             max_images: None,
             batch_size: 16,
@@ -298,10 +252,10 @@ mod tests {
         let lite = Options::preset(Preset::Lite, &own);
         assert_eq!(original.union, UnionRule::Original);
         assert_eq!(original.alignment, Alignment::ReceptiveField);
-        assert_eq!(original.preprocess.to_preprocess(), own);
+        assert_eq!(original.preprocess.clone(), own);
         assert_eq!(lite.union, UnionRule::Lite);
         assert_eq!(lite.alignment, Alignment::HalfPixel);
-        assert_eq!(lite.preprocess.to_preprocess(), Preprocess::lite(224));
+        assert_eq!(lite.preprocess, Preprocess::lite(224));
         assert_eq!(original.quantile, 0.005);
         assert_eq!(original.iou_threshold, 0.04);
     }

@@ -15,7 +15,7 @@ use burn::tensor::ops::AvgPoolOptions;
 use burn::tensor::{Device, Tensor, TensorData};
 use models::{FieldMap, GeoOp};
 
-use crate::{DissectError, Layer, Network};
+use crate::{DissectError, LayerTap, Network};
 
 /// Units that respond to nothing.
 pub const DEAD_UNITS: usize = 2;
@@ -76,7 +76,7 @@ impl Network for PlantedColors {
         "planted-colors".into()
     }
 
-    fn layer(&self, name: &str) -> Result<Layer, DissectError> {
+    fn layer(&self, name: &str) -> Result<LayerTap, DissectError> {
         let index = LAYERS.iter().position(|(n, _)| *n == name).ok_or_else(|| {
             DissectError::Input(format!(
                 "planted-colors has no layer `{name}`; valid layers: {}",
@@ -84,7 +84,7 @@ impl Network for PlantedColors {
             ))
         })?;
         let pool = LAYERS[index].1;
-        Ok(Layer {
+        Ok(LayerTap {
             name: name.to_string(),
             index,
             field: Some(FieldMap::of_path(&[GeoOp::pool(pool, pool, 0, false)])),
@@ -94,7 +94,7 @@ impl Network for PlantedColors {
     fn forward_layers(
         &self,
         input: Tensor<4>,
-        layers: &[Layer],
+        layers: &[LayerTap],
     ) -> Result<Vec<Tensor<4>>, DissectError> {
         let [n, c, _, _] = input.dims();
         if c != 3 {

@@ -25,7 +25,7 @@ use std::sync::Mutex;
 use burn::tensor::{Device, Tensor, TensorData};
 use rayon::prelude::*;
 
-use crate::engine::{Layer, Network};
+use crate::engine::{LayerTap, Network};
 use crate::error::DissectError;
 use crate::npy::{self, DType};
 
@@ -362,7 +362,7 @@ impl Network for Recorded<'_> {
         format!("recorded activations ({})", self.origin)
     }
 
-    fn layer(&self, name: &str) -> Result<Layer, DissectError> {
+    fn layer(&self, name: &str) -> Result<LayerTap, DissectError> {
         let index = self
             .layers
             .iter()
@@ -378,7 +378,7 @@ impl Network for Recorded<'_> {
                         .join(", ")
                 ))
             })?;
-        Ok(Layer {
+        Ok(LayerTap {
             name: name.to_string(),
             index,
             field: self.layers[index].field,
@@ -392,7 +392,7 @@ impl Network for Recorded<'_> {
     fn forward_layers(
         &self,
         _input: Tensor<4>,
-        _layers: &[Layer],
+        _layers: &[LayerTap],
     ) -> Result<Vec<Tensor<4>>, DissectError> {
         Err(DissectError::Internal(
             "recorded activations are looked up by image, not computed from pixels".into(),
@@ -403,7 +403,7 @@ impl Network for Recorded<'_> {
         &self,
         images: &[usize],
         _input: Option<Tensor<4>>,
-        layers: &[Layer],
+        layers: &[LayerTap],
     ) -> Result<Vec<Tensor<4>>, DissectError> {
         let Some(&first) = images.first() else {
             return Err(DissectError::Internal("an empty batch".into()));

@@ -297,7 +297,7 @@ pub(crate) struct LayerTotals {
     pub shape: [u32; 4],
     pub counts: Counts,
     pub thresholds: Vec<f32>,
-    pub top_k: Vec<Vec<(u32, f32)>>,
+    pub top_k: kernels::UnitTops,
     pub formulas: Option<Vec<Vec<FormulaScore>>>,
 }
 
@@ -371,7 +371,7 @@ fn score_layer(
         tap: t.tap.clone(),
         n_units: units as usize,
         feature_size: [h, w],
-        field: t.field.clone(),
+        field: t.field,
         thresholds: t.thresholds.clone(),
         top_images: top_images(ds, &t.top_k)?,
         unit_pixels: t.counts.unit_pixels.clone(),

@@ -127,7 +127,7 @@ pub fn bench_stream(
     let acts = gpu.storage_init("bench-stream-acts", &data);
     let shape = [n_images, n_units, h, w];
     // Both answers as bits: thresholds, or (image, max) pairs unit after unit.
-    let pairs = |lists: Vec<Vec<(u32, f32)>>| -> Vec<u32> {
+    let pairs = |lists: crate::UnitTops| -> Vec<u32> {
         lists
             .into_iter()
             .flatten()

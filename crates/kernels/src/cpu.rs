@@ -6,7 +6,7 @@
 
 use rayon::prelude::*;
 
-use crate::count::{CountConfig, Counts, HostLabels, Tap};
+use crate::count::{AxisSample, CountConfig, Counts, HostLabels};
 use crate::error::KernelError;
 use crate::quantile::{key_of, rank_from_top, value_of};
 
@@ -49,7 +49,7 @@ pub fn values_per_unit(batches: &[(&[f32], [u32; 4])]) -> Vec<Vec<f32>> {
 /// multiply-add), matching the shader's blocked contraction. The result is clamped to the range
 /// of the four neighbours, because rounded weights can push it an ulp outside (a constant map
 /// would otherwise exceed a threshold equal to its own value); a NaN sample stays NaN.
-pub fn upsample_value(map: &[f32], w: u32, ty: Tap, tx: Tap) -> f32 {
+pub fn upsample_value(map: &[f32], w: u32, ty: AxisSample, tx: AxisSample) -> f32 {
     let at = |y: u32, x: u32| map[(y * w + x) as usize];
     let (v00, v01, v10, v11) = (
         at(ty.i0, tx.i0),
@@ -94,7 +94,7 @@ pub fn image_max(data: &[f32], shape: [u32; 4]) -> Vec<f32> {
 
 /// Top-`k` images per unit from per-image maxima rows (`maxes[image][unit]`, images numbered from
 /// 0), sorted by maximum descending, ties by lower image index.
-pub fn top_k(maxes: &[Vec<f32>], k: usize) -> Vec<Vec<(u32, f32)>> {
+pub fn top_k(maxes: &[Vec<f32>], k: usize) -> crate::UnitTops {
     let n_units = maxes.first().map_or(0, Vec::len);
     (0..n_units)
         .map(|u| {
@@ -156,8 +156,8 @@ struct CpuBatch<'a> {
     data: &'a [f32],
     thresholds: &'a [f32],
     labels: &'a HostLabels,
-    taps_y: Vec<Tap>,
-    taps_x: Vec<Tap>,
+    taps_y: Vec<AxisSample>,
+    taps_x: Vec<AxisSample>,
     /// Per image: the bits of the categories present (original rule) and of the categories of
     /// its image-level labels.
     present: Vec<u32>,
@@ -316,7 +316,7 @@ impl LiveCells {
     }
 
     /// Whether either source index of `tap` is live in `live` (rows or columns).
-    fn touches(live: &[bool], tap: &Tap) -> bool {
+    fn touches(live: &[bool], tap: &AxisSample) -> bool {
         live[tap.i0 as usize] || live[tap.i1 as usize]
     }
 }

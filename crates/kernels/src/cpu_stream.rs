@@ -187,7 +187,7 @@ impl CpuTopK {
     }
 
     /// `(image, max)` per unit, best first.
-    pub fn read(&self) -> Vec<Vec<(u32, f32)>> {
+    pub fn read(&self) -> crate::UnitTops {
         self.lists
             .iter()
             .map(|l| l.iter().map(|&(key, i)| (i, value_of(key))).collect())

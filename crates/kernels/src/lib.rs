@@ -24,7 +24,7 @@ pub use error::KernelError;
 pub use gpu::{ActivationView, Gpu};
 pub use quantile::{QuantileSketch, RoundResult};
 pub use select::RankSelect;
-pub use topk::{ImageMax, TopK};
+pub use topk::{ImageMax, TopK, UnitTops};
 
 #[cfg(test)]
 pub(crate) mod testutil {

@@ -22,6 +22,11 @@ struct Params {
     lane_shift: u32,
 }
 
+/// Every unit's top images, in unit order: per unit `(image index, the
+/// image's maximum activation)`, best first (ties by image index). What
+/// the top-k kernels and their CPU twins hand back, and what a shard saves.
+pub type UnitTops = Vec<Vec<(u32, f32)>>;
+
 /// The per-(image, unit) maxima of one batch, image-major, on the device.
 #[derive(Debug)]
 pub struct ImageMax {
@@ -181,7 +186,7 @@ impl TopK {
     }
 
     /// Per unit, up to `k` (image, max) pairs sorted by max descending, ties by lower image index.
-    pub fn read(&self, gpu: &Gpu) -> Result<Vec<Vec<(u32, f32)>>, KernelError> {
+    pub fn read(&self, gpu: &Gpu) -> Result<UnitTops, KernelError> {
         let words: Vec<u32> =
             gpu.read_buffer(&self.slots, 0, self.n_units as usize * self.k as usize * 2)?;
         Ok(words
@@ -284,7 +289,7 @@ mod tests {
             }
             let got = topk.read(gpu).expect("read");
             let want = cpu::top_k(&all_max, k as usize);
-            let as_bits = |v: &Vec<Vec<(u32, f32)>>| -> Vec<Vec<(u32, u32)>> {
+            let as_bits = |v: &UnitTops| -> Vec<Vec<(u32, u32)>> {
                 v.iter()
                     .map(|u| u.iter().map(|&(i, m)| (i, m.to_bits())).collect())
                     .collect()

@@ -6,6 +6,7 @@
 //! output: with torchvision's in-place ReLUs a PyTorch hook on `features.0` would see the
 //! tensor after the ReLU overwrote it, ours is the convolution's output as computed.
 
+pub use broden::PreprocessKind;
 use std::fmt;
 use std::str::FromStr;
 
@@ -95,7 +96,7 @@ impl Arch {
 
     /// [`Self::default_preprocess`] at [`Self::input_size`], as broden's spec.
     pub fn default_preprocess_spec(self) -> broden::Preprocess {
-        self.default_preprocess().spec(self.input_size())
+        broden::Preprocess::of(self.default_preprocess(), self.input_size())
     }
 
     /// ResNet block counts per stage and whether blocks are bottlenecks.
@@ -166,28 +167,6 @@ impl FromStr for Arch {
                 name: name.to_string(),
                 valid: Arch::names().into_iter().map(String::from).collect(),
             })
-    }
-}
-
-/// Which of `broden::Preprocess`'s constructors a model's input needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PreprocessKind {
-    /// `Preprocess::torchvision`: RGB in [0,1], ImageNet mean and std.
-    Torchvision,
-    /// `Preprocess::caffe`: BGR in [0,255] minus the Caffe mean.
-    Caffe,
-    /// `Preprocess::lite`: NetDissect-Lite's normalisation.
-    Lite,
-}
-
-impl PreprocessKind {
-    /// The broden preprocessing spec of this kind at `size` x `size`.
-    pub fn spec(self, size: u32) -> broden::Preprocess {
-        match self {
-            PreprocessKind::Torchvision => broden::Preprocess::torchvision(size),
-            PreprocessKind::Caffe => broden::Preprocess::caffe(size),
-            PreprocessKind::Lite => broden::Preprocess::lite(size),
-        }
     }
 }
 
@@ -477,7 +456,7 @@ mod tests {
         assert_eq!((spec.height, spec.width), (227, 227));
         assert_eq!(spec, broden::Preprocess::torchvision(227));
         assert_eq!(
-            PreprocessKind::Caffe.spec(224),
+            broden::Preprocess::of(PreprocessKind::Caffe, 224),
             broden::Preprocess::caffe(224)
         );
     }

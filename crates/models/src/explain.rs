@@ -86,7 +86,7 @@ impl Model {
     /// For each image of `features` (the trunk's output, the model's last
     /// tap, `[n, c, h, w]`), its `top` classes by logit, best first, with
     /// every unit's contribution.
-    pub fn explain(
+    pub fn class_terms(
         &self,
         features: Tensor<4>,
         top: usize,
@@ -340,7 +340,7 @@ mod tests {
             let model = Model::synthetic(arch, 20, &device).unwrap();
             let x = input(2, side, &device);
             let logits = to_vec(model.forward(x.clone()).unwrap(), "logits").unwrap();
-            let explained = model.explain(features(&model, x), 5).unwrap();
+            let explained = model.class_terms(features(&model, x), 5).unwrap();
             assert_eq!(explained.len(), 2);
             for (i, classes) in explained.iter().enumerate() {
                 assert_eq!(classes.len(), 5);
@@ -405,7 +405,7 @@ mod tests {
             panic!("tiny-resnet is a TinyResNet");
         }
         let model = Model::from_net(Arch::TinyResNet, 4, net);
-        let explained = model.explain(f, 1).unwrap();
+        let explained = model.class_terms(f, 1).unwrap();
         let top = &explained[0][0];
         assert_eq!(top.class, 2);
         assert_eq!(top.bias, 0.5);

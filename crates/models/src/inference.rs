@@ -19,7 +19,7 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 
 use crate::folded::FoldedConv;
-use crate::nets::{Block, Collector, Layer, Net, Plain, tap};
+use crate::nets::{Block, Collector, FeatureLayer, Net, Plain, tap};
 
 /// A network's inference form, where it has one.
 #[derive(Debug)]
@@ -202,17 +202,17 @@ impl FoldedPlain {
         let mut steps = Vec::new();
         let mut i = 0;
         while i < f.len() {
-            let Layer::Conv(conv) = &f[i] else {
+            let FeatureLayer::Conv(conv) = &f[i] else {
                 steps.push(Step::Layer(i));
                 i += 1;
                 continue;
             };
             let bn = match f.get(i + 1) {
-                Some(Layer::Bn(bn)) => Some(bn),
+                Some(FeatureLayer::Bn(bn)) => Some(bn),
                 _ => None,
             };
             let after = i + 1 + usize::from(bn.is_some());
-            let relu = matches!(f.get(after), Some(Layer::Relu(_)));
+            let relu = matches!(f.get(after), Some(FeatureLayer::Relu(_)));
             steps.push(Step::Conv {
                 conv: Box::new(FoldedConv::new(conv, bn)?),
                 at: i,

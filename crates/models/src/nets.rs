@@ -266,20 +266,20 @@ impl ResNet {
 
 /// One entry of a plain network's `features` sequence.
 #[derive(Module, Debug)]
-pub enum Layer {
+pub enum FeatureLayer {
     Conv(Conv2d),
     Bn(BatchNorm),
     Relu(Relu),
     MaxPool(MaxPool2d),
 }
 
-impl Layer {
+impl FeatureLayer {
     pub(crate) fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         match self {
-            Layer::Conv(conv) => conv.forward(x),
-            Layer::Bn(bn) => bn.forward(x),
-            Layer::Relu(_) => relu(x),
-            Layer::MaxPool(pool) => pool.forward(x),
+            FeatureLayer::Conv(conv) => conv.forward(x),
+            FeatureLayer::Bn(bn) => bn.forward(x),
+            FeatureLayer::Relu(_) => relu(x),
+            FeatureLayer::MaxPool(pool) => pool.forward(x),
         }
     }
 }
@@ -288,7 +288,7 @@ impl Layer {
 /// `classifier`.
 #[derive(Module, Debug)]
 pub struct Plain {
-    pub features: Vec<Layer>,
+    pub features: Vec<FeatureLayer>,
     /// The classifier's linear layers (`classifier.1/.4/.6` for AlexNet,
     /// `classifier.0/.3/.6` for VGG), ReLU between them.
     pub classifier: Vec<Linear>,
@@ -309,10 +309,17 @@ impl Plain {
         ];
         for (c_in, c_out, k, s, p, pool) in convs {
             let key = format!("features.{}", features.len());
-            features.push(Layer::Conv(b.conv(&key, [c_in, c_out], k, s, p, true)?));
-            features.push(Layer::Relu(Relu::new()));
+            features.push(FeatureLayer::Conv(b.conv(
+                &key,
+                [c_in, c_out],
+                k,
+                s,
+                p,
+                true,
+            )?));
+            features.push(FeatureLayer::Relu(Relu::new()));
             if pool {
-                features.push(Layer::MaxPool(max_pool(3, 2, 0)));
+                features.push(FeatureLayer::MaxPool(max_pool(3, 2, 0)));
             }
         }
         let classifier = vec![
@@ -336,16 +343,23 @@ impl Plain {
         let mut c_in = 3;
         for &v in &VGG16_CFG {
             if v == 0 {
-                features.push(Layer::MaxPool(max_pool(2, 2, 0)));
+                features.push(FeatureLayer::MaxPool(max_pool(2, 2, 0)));
                 continue;
             }
             let key = format!("features.{}", features.len());
-            features.push(Layer::Conv(b.conv(&key, [c_in, v], 3, 1, 1, true)?));
+            features.push(FeatureLayer::Conv(b.conv(
+                &key,
+                [c_in, v],
+                3,
+                1,
+                1,
+                true,
+            )?));
             if batch_norm {
                 let key = format!("features.{}", features.len());
-                features.push(Layer::Bn(b.batch_norm(&key, v, BN_EPS)?));
+                features.push(FeatureLayer::Bn(b.batch_norm(&key, v, BN_EPS)?));
             }
-            features.push(Layer::Relu(Relu::new()));
+            features.push(FeatureLayer::Relu(Relu::new()));
             c_in = v;
         }
         let classifier = vec![

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use broden::write::{ImageData, LabelSpec, PlaneData, Writer};
 use dissect::{
-    Alignment, CacheMode, CategoryBest, Dissection, LabelScore, LayerResult, Options,
-    PreprocessSpec, TopImage, TopMaps, UnionRule, UnitScore, summarize,
+    Alignment, CacheMode, CategoryBest, Dissection, LabelScore, LayerResult, Options, TopImage,
+    TopMaps, UnionRule, UnitScore, summarize,
 };
 
 pub(crate) const FEATURE: u32 = 8;
@@ -28,10 +28,10 @@ pub(crate) fn options() -> Options {
         categories: None,
         union: UnionRule::Lite,
         alignment: Alignment::HalfPixel,
-        preprocess: PreprocessSpec {
+        preprocess: broden::Preprocess {
             height: 224,
             width: 224,
-            order: "rgb".into(),
+            order: broden::ChannelOrder::Rgb,
             range: 1.0,
             mean: [0.0; 3],
             std: [1.0; 3],

@@ -12,7 +12,6 @@ mod fixture;
 pub mod html;
 pub mod output;
 pub mod run_folder;
-pub mod shards;
 pub mod strips;
 mod svg;
 pub mod tally;

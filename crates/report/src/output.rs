@@ -164,7 +164,7 @@ impl Staging {
                     });
                 }
             }
-            for marker in [RESULTS_JSON, crate::shards::SHARD_JSON] {
+            for marker in [RESULTS_JSON, dissect::shard::files::SHARD_JSON] {
                 let marker = dest.join(marker);
                 if marker.exists() && !force {
                     return Err(ReportError::Exists { path: marker });

@@ -69,12 +69,12 @@ run_folder! {
     TopArray: Naming::PerLayer("-topk.npy"),
     /// `shard.json`: what a shard is; written last, it marks a complete
     /// shard folder.
-    Shard: Naming::Fixed(crate::shards::SHARD_JSON),
+    Shard: Naming::Fixed(dissect::shard::files::SHARD_JSON),
     /// `thresholds.json`: the merged thresholds a phase-2 shard counted
     /// with.
-    ShardThresholds: Naming::Fixed(crate::shards::THRESHOLDS_JSON),
+    ShardThresholds: Naming::Fixed(dissect::shard::files::THRESHOLDS_JSON),
     /// `<layer>-candidates.u32`: a phase-1 shard's threshold candidates.
-    Candidates: Naming::PerLayer(crate::shards::CANDIDATES_SUFFIX),
+    Candidates: Naming::PerLayer(dissect::shard::files::CANDIDATES_SUFFIX),
     /// A temp file of [`crate::write_atomic`], left behind when a write was
     /// stopped.
     Temp: Naming::Temp,
@@ -131,13 +131,8 @@ pub(crate) fn layer_file_name(layer: &str, suffix: &str) -> String {
     format!("{}{suffix}", crate::output::safe_name(layer))
 }
 
-/// The temp file that a write of `name` goes through (`.<name>.<pid>.tmp`),
-/// in the same folder, renamed over `name` when complete.
-pub(crate) fn temp_file_name(name: &str) -> String {
-    format!(".{name}.{}.tmp", std::process::id())
-}
-
-/// Whether `name` is a temp file: one of [`temp_file_name`]'s, or any
+/// Whether `name` is a temp file: one of
+/// [`dissect::atomic::temp_file_name`]'s, or any
 /// name that starts with `.tmp`, which the staging rules have always taken
 /// for one.
 fn is_temp_file(name: &str) -> bool {
@@ -157,6 +152,7 @@ mod tests {
     use super::*;
     use crate::fixture;
     use crate::output::Staging;
+    use dissect::atomic::temp_file_name;
 
     /// The names of the entries directly in `dir`.
     fn entries(dir: &Path) -> Vec<String> {
@@ -191,8 +187,8 @@ mod tests {
         for dir in [&shard1, &shard2] {
             std::fs::create_dir_all(dir).unwrap();
         }
-        crate::shards::write_threshold_shard(&shard1, &phase1).unwrap();
-        crate::shards::write_count_shard(&shard2, &phase2, &merged).unwrap();
+        dissect::shard::files::write_threshold_shard(&shard1, &phase1).unwrap();
+        dissect::shard::files::write_count_shard(&shard2, &phase2, &merged).unwrap();
         [results, shard1, shard2]
     }
 

@@ -195,7 +195,7 @@ struct Setup {
     backend: Backend,
     net: Box<dyn Network>,
     opts: Options,
-    taps: Vec<dissect::Layer>,
+    taps: Vec<dissect::LayerTap>,
     dataset: Dataset,
     batch_opts: BatchOptions,
 }
@@ -232,13 +232,13 @@ impl Setup {
             },
         )
         .with_context(|| format!("opening {}", data.display()))?;
-        let taps: Vec<dissect::Layer> = layers
+        let taps: Vec<dissect::LayerTap> = layers
             .iter()
             .map(|l| net.layer(l))
             .collect::<Result<_, _>>()?;
         let batch_opts = BatchOptions {
             batch_size,
-            preprocess: opts.preprocess.to_preprocess(),
+            preprocess: opts.preprocess.clone(),
             prefetch: 2,
             labels_only: false,
         };

@@ -9,7 +9,7 @@ use kernels::CountConfig;
 
 use crate::DissectError;
 use crate::accel::Seg;
-use crate::engine::Layer;
+use crate::engine::LayerTap;
 use crate::geometry;
 use crate::options::Options;
 use crate::results::TopMaps;
@@ -36,7 +36,7 @@ impl CountSetup {
     /// The counter for `tap`'s activations of `shape` on a `seg` grid.
     pub fn config(
         &self,
-        tap: &Layer,
+        tap: &LayerTap,
         shape: [u32; 4],
         seg: Seg,
     ) -> Result<CountConfig, DissectError> {

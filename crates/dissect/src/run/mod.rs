@@ -18,7 +18,7 @@ use kernels::{Counts, RoundResult};
 
 use crate::DissectError;
 use crate::accel::{Accumulator, CountBatch, Thresholding};
-use crate::engine::{Dissector, Layer, Network, Pass, Progress, host_labels};
+use crate::engine::{Dissector, LayerTap, Network, Pass, Progress, host_labels};
 use crate::formula::{BatchBits, Concepts, FormulaScore, LayerSearch};
 use crate::options::Options;
 use crate::results::{CacheMode, Outcome, Timings, TopMaps};
@@ -38,6 +38,59 @@ type PassFn<'a> = dyn FnMut(&mut [LayerRun], &Batch, &[Tensor<4>]) -> Result<(),
 pub(crate) struct LayerRun {
     acc: Box<dyn Accumulator>,
     shape: [u32; 4],
+}
+
+/// Running a dissection is the engine's job; it lives here so that the
+/// engine imports nothing of the run.
+impl Dissector {
+    /// Dissects `layers` of `model` over `dataset` (already opened with the
+    /// options' split, categories and image limit).
+    pub fn run(
+        &self,
+        model: &dyn Network,
+        layers: &[String],
+        dataset: &Dataset,
+        opts: &Options,
+        progress: &mut dyn FnMut(&Progress),
+    ) -> Result<Outcome, DissectError> {
+        self.run_with_cache_budget(
+            model,
+            layers,
+            dataset,
+            opts,
+            self.cache_budget_bytes,
+            progress,
+        )
+    }
+
+    /// [`Dissector::run`] with another budget for activations kept
+    /// between passes (0 forces the re-running fallback).
+    pub fn run_with_cache_budget(
+        &self,
+        model: &dyn Network,
+        layers: &[String],
+        dataset: &Dataset,
+        opts: &Options,
+        cache_budget_bytes: u64,
+        progress: &mut dyn FnMut(&Progress),
+    ) -> Result<Outcome, DissectError> {
+        let started = Instant::now();
+        opts.validate(layers)?;
+        let mut run = Run::new(
+            self,
+            model,
+            layers,
+            dataset,
+            Part::whole(dataset),
+            opts,
+            cache_budget_bytes,
+            progress,
+        )?;
+        run.thresholds()?;
+        let top_maps = run.counts()?;
+        run.formulas()?;
+        run.finish(top_maps, started)
+    }
 }
 
 /// Which images of a run this process sees: all of them, or one shard's
@@ -77,7 +130,7 @@ pub(crate) struct Run<'a> {
     /// The options in effect (top-k capped at the number of images).
     opts: Options,
     names: &'a [String],
-    taps: Vec<Layer>,
+    taps: Vec<LayerTap>,
     part: Part<'a>,
     batch_opts: BatchOptions,
     cache: Cache,
@@ -128,7 +181,7 @@ impl<'a> Run<'a> {
         opts.top_k = opts.top_k.min(part.run_images);
         let batch_opts = BatchOptions {
             batch_size: opts.batch_size,
-            preprocess: opts.preprocess.to_preprocess(),
+            preprocess: opts.preprocess.clone(),
             prefetch: 2,
             labels_only: !net.reads_pixels(),
         };

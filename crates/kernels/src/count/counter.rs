@@ -9,7 +9,7 @@ use crate::registry::CountKernel;
 use super::counts::Counts;
 use super::labels::{CountConfig, HostLabels};
 use super::records::{PackedLabels, Params};
-use super::upsample::Tap;
+use super::upsample::AxisSample;
 
 /// Accumulates [`Counts`] over batches on the device.
 #[derive(Debug)]
@@ -150,7 +150,7 @@ impl Counter {
         let (u, l) = (config.n_units as u64, config.n_labels as u64);
         let maps = config.max_images as u64 * u;
         let up = &config.upsample;
-        let taps: Vec<Tap> = up.taps_y().into_iter().chain(up.taps_x()).collect();
+        let taps: Vec<AxisSample> = up.taps_y().into_iter().chain(up.taps_x()).collect();
         // Validation ignores the category of label 0, which is never counted.
         let label_category: Vec<u32> = (config.label_category.iter().enumerate())
             .map(|(i, &c)| if i == 0 { 0 } else { c })

@@ -57,7 +57,7 @@ mod upsample;
 pub use counter::Counter;
 pub use counts::Counts;
 pub use labels::{CountConfig, HostLabels, ImageLabel, LabelPlane, MAX_CATEGORIES};
-pub use upsample::{AxisMap, Tap, Upsample};
+pub use upsample::{AxisMap, AxisSample, Upsample};
 
 #[cfg(test)]
 mod tests;

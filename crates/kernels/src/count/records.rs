@@ -160,7 +160,7 @@ impl PackedLabels {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::count::{ImageLabel, LabelPlane, Tap, Upsample};
+    use crate::count::{AxisSample, ImageLabel, LabelPlane, Upsample};
     use crate::registry::{COUNT, source};
     use wgpu::naga;
 
@@ -231,7 +231,7 @@ mod tests {
                     n_planes,
                 }),
             ),
-            ("Tap", rust_layout!(Tap { i0, i1, w0, w1 })),
+            ("AxisSample", rust_layout!(AxisSample { i0, i1, w0, w1 })),
         ];
         for (name, want) in cases {
             assert_eq!(wgsl_layout(&module, name), want, "{name}");

@@ -4,11 +4,11 @@ use crate::error::KernelError;
 
 /// One output row or column of an upsampling: two source indices and their weights.
 ///
-/// Laid out as the count shader's `Tap` struct (the y taps, then the x taps, fill its `taps`
+/// Laid out as the count shader's `AxisSample` struct (the y taps, then the x taps, fill its `taps`
 /// buffer); a test checks the two layouts agree.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct Tap {
+pub struct AxisSample {
     pub i0: u32,
     pub i1: u32,
     pub w0: f32,
@@ -93,19 +93,19 @@ impl Upsample {
     }
 
     /// Taps of every seg row.
-    pub fn taps_y(&self) -> Vec<Tap> {
+    pub fn taps_y(&self) -> Vec<AxisSample> {
         axis_taps(self.h, self.sh, self.y)
     }
 
     /// Taps of every seg column.
-    pub fn taps_x(&self) -> Vec<Tap> {
+    pub fn taps_x(&self) -> Vec<AxisSample> {
         axis_taps(self.w, self.sw, self.x)
     }
 }
 
 /// The taps of `n_dst` output indices sampling `n_src` source cells through `map`, clamped to
 /// the first and last cell.
-fn axis_taps(n_src: u32, n_dst: u32, map: AxisMap) -> Vec<Tap> {
+fn axis_taps(n_src: u32, n_dst: u32, map: AxisMap) -> Vec<AxisSample> {
     let last = n_src.saturating_sub(1) as f64;
     (0..n_dst)
         .map(|i| {
@@ -113,7 +113,7 @@ fn axis_taps(n_src: u32, n_dst: u32, map: AxisMap) -> Vec<Tap> {
             let i0 = src.floor();
             let f = src - i0;
             let i0 = i0 as u32;
-            Tap {
+            AxisSample {
                 i0,
                 i1: (i0 + 1).min(n_src.saturating_sub(1)),
                 w0: (1.0 - f) as f32,

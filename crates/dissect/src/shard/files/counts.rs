@@ -1,0 +1,203 @@
+//! Phase 2's shard folder: per layer its counts in `shard.json`, and the
+//! maps of the top images it holds in `<layer>-topmaps.f32`, with a copy of
+//! the merged thresholds it counted with.
+
+use std::path::{Path, PathBuf};
+
+use kernels::Counts;
+use serde::{Deserialize, Serialize};
+
+use super::thresholds::thresholds_json;
+use super::{
+    COUNTS_PHASE, Phase, SHARD_JSON, ShardFile, ShardLayerFile, THRESHOLDS_JSON, io_error,
+    malformed, wrong_phase,
+};
+use crate::DissectError;
+use crate::results::{TopMaps, top_maps_file_name};
+use crate::shard::{CountShard, LayerMeta, MergedThresholds};
+
+/// Phase 2 of a layer in `shard.json`: its counts and where its maps are.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct CountsFile {
+    intersect: Vec<u64>,
+    label_pixels: Vec<u64>,
+    unit_pixels: Vec<u64>,
+    unit_category_original: Vec<u64>,
+    unit_category_lite: Vec<u64>,
+    n_labels: u32,
+    n_categories: u32,
+    top_maps_file: String,
+}
+
+impl CountsFile {
+    /// `c` as `shard.json` records it, its maps in `top_maps_file`.
+    fn of(c: &Counts, top_maps_file: String) -> Self {
+        CountsFile {
+            intersect: c.intersect.clone(),
+            label_pixels: c.label_pixels.clone(),
+            unit_pixels: c.unit_pixels.clone(),
+            unit_category_original: c.unit_category_original.clone(),
+            unit_category_lite: c.unit_category_lite.clone(),
+            n_labels: c.n_labels,
+            n_categories: c.n_categories,
+            top_maps_file,
+        }
+    }
+
+    /// Errors unless every list of counts has the length that the layer
+    /// `meta` and the numbers of labels and categories give it: the sizes
+    /// the file claims are checked before anything is allocated from them.
+    fn check_sizes(&self, json_path: &Path, meta: &LayerMeta) -> Result<(), DissectError> {
+        let units = meta.units;
+        let (u, nl, nc) = (
+            u64::from(units),
+            u64::from(self.n_labels),
+            u64::from(self.n_categories),
+        );
+        for (len, want, what) in [
+            (self.intersect.len(), u.checked_mul(nl), "intersect"),
+            (self.label_pixels.len(), Some(nl), "label_pixels"),
+            (self.unit_pixels.len(), Some(u), "unit_pixels"),
+            (
+                self.unit_category_original.len(),
+                u.checked_mul(nc),
+                "unit_category_original",
+            ),
+            (
+                self.unit_category_lite.len(),
+                u.checked_mul(nc),
+                "unit_category_lite",
+            ),
+        ] {
+            if want != Some(len as u64) {
+                return Err(malformed(
+                    json_path,
+                    format!(
+                        "layer {}: {what} has {len} counts, not the {} of {units} units, {} \
+                         labels and {} categories",
+                        meta.name,
+                        want.map_or("(too many)".to_string(), |w| w.to_string()),
+                        self.n_labels,
+                        self.n_categories
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The counts of a layer of `n_units` units.
+    fn into_counts(self, n_units: u32) -> Counts {
+        Counts {
+            n_units,
+            n_labels: self.n_labels,
+            n_categories: self.n_categories,
+            intersect: self.intersect,
+            label_pixels: self.label_pixels,
+            unit_pixels: self.unit_pixels,
+            unit_category_original: self.unit_category_original,
+            unit_category_lite: self.unit_category_lite,
+        }
+    }
+}
+
+/// Writes phase 2 of a shard into `dir`, with a copy of the `thresholds`
+/// it counted with (the final merge reads them there).
+pub fn write_count_shard(
+    dir: &Path,
+    shard: &CountShard,
+    thresholds: &MergedThresholds,
+) -> Result<Vec<PathBuf>, DissectError> {
+    let path = dir.join(THRESHOLDS_JSON);
+    let mut files = vec![(
+        THRESHOLDS_JSON.to_string(),
+        thresholds_json(&path, thresholds)?,
+    )];
+    let mut layers = Vec::new();
+    for ((meta, c), maps) in shard.layers.iter().zip(&shard.counts).zip(&shard.top_maps) {
+        let name = top_maps_file_name(&meta.name);
+        let bytes: Vec<u8> = maps.values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        files.push((name.clone(), bytes));
+        layers.push(ShardLayerFile {
+            meta: meta.clone(),
+            candidates: None,
+            counts: Some(CountsFile::of(c, name)),
+        });
+    }
+    let fingerprint = Some(shard.thresholds.clone());
+    ShardFile::new(Phase::Counts, &shard.info, fingerprint, layers).write_folder(dir, files)
+}
+
+/// Reads phase 2 of a shard.
+pub fn read_count_shard(dir: &Path) -> Result<CountShard, DissectError> {
+    let file = ShardFile::read(dir)?;
+    let (Phase::Counts, Some(thresholds)) = (file.phase, file.thresholds) else {
+        return Err(wrong_phase(dir, COUNTS_PHASE));
+    };
+    let k = file.info.options.top_k;
+    let (mut layers, mut counts, mut top_maps) = (Vec::new(), Vec::new(), Vec::new());
+    for l in file.layers {
+        let c = (l.counts).ok_or_else(|| wrong_phase(dir, COUNTS_PHASE))?;
+        c.check_sizes(&dir.join(SHARD_JSON), &l.meta)?;
+        top_maps.push(read_top_maps(dir, &l.meta, k, &c.top_maps_file)?);
+        counts.push(c.into_counts(l.meta.units));
+        layers.push(l.meta);
+    }
+    Ok(CountShard {
+        info: file.info,
+        thresholds,
+        layers,
+        counts,
+        top_maps,
+    })
+}
+
+/// Reads the `k` top maps per unit of layer `meta` from `file` in the
+/// shard folder `dir`.
+fn read_top_maps(
+    dir: &Path,
+    meta: &LayerMeta,
+    k: usize,
+    file: &str,
+) -> Result<TopMaps, DissectError> {
+    let units = meta.units as usize;
+    let [h, w] = meta.feature_size.map(|v| v as usize);
+    let path = dir.join(file);
+    let n = units
+        .checked_mul(k)
+        .and_then(|v| v.checked_mul(h))
+        .and_then(|v| v.checked_mul(w))
+        .ok_or_else(|| malformed(&dir.join(SHARD_JSON), "top maps too large to address"))?;
+    let values = (read_words(&path, n)?.into_iter())
+        .map(f32::from_le_bytes)
+        .collect();
+    TopMaps::from_values(units, k, [h, w], values).map_err(|m| malformed(&path, m))
+}
+
+/// Reads a binary file of `count` little-endian 4-byte values.
+fn read_words(path: &Path, count: usize) -> Result<Vec<[u8; 4]>, DissectError> {
+    let len = std::fs::metadata(path)
+        .map_err(|e| io_error(path, e))?
+        .len();
+    if Some(len) != (count as u64).checked_mul(4) {
+        return Err(malformed(
+            path,
+            format!("{len} bytes, expected {count} values of 4 bytes"),
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| io_error(path, e))?;
+    if bytes.len() != count * 4 {
+        return Err(malformed(
+            path,
+            format!(
+                "{} bytes, expected {} ({count} values)",
+                bytes.len(),
+                count * 4
+            ),
+        ));
+    }
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|b| [b[0], b[1], b[2], b[3]])
+        .collect())
+}
