@@ -61,9 +61,12 @@ impl Error {
     /// failing to write is a run failure.
     pub fn output(e: report::ReportError) -> Self {
         match e {
-            report::ReportError::Exists { .. } | report::ReportError::Foreign { .. } => {
-                Self::input(e)
-            }
+            report::ReportError::Exists { .. }
+            | report::ReportError::ShardExists { .. }
+            | report::ReportError::Appeared { .. }
+            | report::ReportError::Foreign { .. }
+            | report::ReportError::NotAFolder { .. }
+            | report::ReportError::Busy { .. } => Self::input(e),
             _ => Self::run(e),
         }
     }
@@ -81,13 +84,18 @@ impl From<DissectError> for Error {
     }
 }
 
-/// `e` and its sources, separated by `: ` (as `anyhow` prints `{:#}`).
+/// `e` and its sources, separated by `: ` (as `anyhow` prints `{:#}`). A
+/// source that the message already ends with (an error that shows its
+/// cause and also returns it as its source) is not repeated.
 pub fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
+        let cause = s.to_string();
+        if !text.ends_with(&format!(": {cause}")) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
         source = s.source();
     }
     text
@@ -112,6 +120,22 @@ mod tests {
         );
         assert_eq!(e.to_string(), "reading x: outer: inner");
         assert_eq!(e.kind(), Kind::Input);
+    }
+
+    /// An error that shows its cause and also returns it as its source.
+    #[derive(Debug, thiserror::Error)]
+    #[error("writing x: {0}")]
+    struct Shows(#[source] std::io::Error);
+
+    #[test]
+    fn a_cause_is_shown_once() {
+        let e = Error::run(Shows(std::io::Error::other("File exists")));
+        assert_eq!(e.to_string(), "writing x: File exists");
+        let e = report::ReportError::Io {
+            path: "out".into(),
+            source: std::io::Error::other("File exists"),
+        };
+        assert_eq!(Error::output(e).to_string(), "out: File exists");
     }
 
     #[test]

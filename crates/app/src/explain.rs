@@ -8,6 +8,8 @@
 //! inlined) with each top unit's thresholded region outlined, upsampled as
 //! the run upsampled it.
 
+use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::path::{Path, PathBuf};
 
 use broden::{Dataset, DatasetOptions, Preprocess};
@@ -15,7 +17,7 @@ use dissect::{Dissection, Dissector, LayerResult};
 use image::RgbImage;
 use models::burn::tensor::{Tensor, TensorData};
 use models::{ArchChoice, ClassTerms, Model};
-use report::strips::{MapGeometry, overlay, region_classes};
+use report::strips::{MapGeometry, PixelClass, overlay, region_classes};
 use serde::Serialize;
 
 use crate::engine::{Backend, EngineSpec};
@@ -37,6 +39,10 @@ pub struct UnitTerm {
     pub category: String,
     pub iou: f64,
     pub detector: bool,
+    /// Whether some pixel of the unit's map on this image, upsampled onto
+    /// the thumbnail, is above its threshold T_k; where none is, the
+    /// picture shows its activation as a heat map instead of a region.
+    pub above_threshold: bool,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -184,7 +190,8 @@ pub(crate) fn model_of(
     Model::load(weights, choice, dissector.device()).ok()
 }
 
-/// Class names: one per line, or `class N`.
+/// Class names: one per line, or `class N`. The file must name exactly
+/// the head's `n` classes, none of them blank.
 fn class_names(path: Option<&Path>, n: usize) -> Result<Vec<String>> {
     let Some(path) = path else {
         return Ok((0..n).map(|c| format!("class {c}")).collect());
@@ -193,16 +200,21 @@ fn class_names(path: Option<&Path>, n: usize) -> Result<Vec<String>> {
         let shown = format!("reading class names from {}", path.display());
         Error::context(Kind::Input, shown, e)
     })?;
+    let bad = |m: String| Error::new(Kind::Input, format!("{}: {m}", path.display()));
+    // `lines` ends at the final newline, so a file's trailing newline adds
+    // no class; any other empty line would be a class with no name.
     let names: Vec<String> = text.lines().map(|l| l.trim().to_string()).collect();
-    if names.len() < n {
-        return Err(Error::new(
-            Kind::Input,
-            format!(
-                "{}: {} class names for a classifier of {n} classes",
-                path.display(),
-                names.len()
-            ),
-        ));
+    if let Some(i) = names.iter().position(String::is_empty) {
+        return Err(bad(format!(
+            "line {} is blank: every class needs a name",
+            i + 1
+        )));
+    }
+    if names.len() != n {
+        return Err(bad(format!(
+            "{} class names for a classifier of {n} classes",
+            names.len()
+        )));
     }
     Ok(names)
 }
@@ -299,12 +311,21 @@ impl Explainer<'_> {
         let [_, units, h, w] = maps.dims();
         let maps = (maps.into_data().try_to_vec::<f32>())
             .map_err(|e| Error::new(Kind::Run, format!("reading the maps: {e:?}")))?;
-        let predictions: Vec<Prediction> = (terms.into_iter().next().unwrap_or_default())
+        let mut predictions: Vec<Prediction> = (terms.into_iter().next().unwrap_or_default())
             .into_iter()
             .map(|t| self.prediction(&t, req.top_units))
             .collect();
+        let maps = UnitMaps {
+            values: &maps,
+            units,
+            plane: h * w,
+        };
+        let regions = self.regions(&predictions, &maps);
+        for u in predictions.iter_mut().flat_map(|p| p.units.iter_mut()) {
+            u.above_threshold = (regions.get(&(u.unit - 1))).is_some_and(|r| any_inside(r));
+        }
         let thumbs = match predictions.first() {
-            Some(first) => self.outlines(&rgb, first, &maps, units, h * w),
+            Some(first) => self.outlines(&rgb, first, &maps, &regions),
             None => Vec::new(),
         };
         let explained = Explained {
@@ -365,45 +386,141 @@ impl Explainer<'_> {
                 .unwrap_or_default(),
             iou,
             detector,
+            above_threshold: false,
         }
     }
 
-    /// The top prediction's units, each outlined on a thumbnail of the
-    /// image.
+    /// The size of the thumbnails: [`THUMB`] wide, with the aspect of the
+    /// model input.
+    fn thumb_size(&self) -> (u32, u32) {
+        let p = &self.preprocess;
+        (THUMB, THUMB * p.height / p.width.max(1))
+    }
+
+    /// The region of every unit listed in `predictions` on a thumbnail, by
+    /// 0-based unit.
+    fn regions(
+        &self,
+        predictions: &[Prediction],
+        maps: &UnitMaps<'_>,
+    ) -> BTreeMap<usize, Vec<PixelClass>> {
+        let (width, height) = self.thumb_size();
+        let mut regions = BTreeMap::new();
+        for u in predictions.iter().flat_map(|p| &p.units) {
+            let k = u.unit - 1;
+            if let (Some(map), Entry::Vacant(slot)) = (maps.unit(k), regions.entry(k)) {
+                let threshold = self.layer.thresholds.get(k).copied().unwrap_or(f32::NAN);
+                slot.insert(region_classes(
+                    map,
+                    &self.geometry,
+                    threshold,
+                    width,
+                    height,
+                ));
+            }
+        }
+        regions
+    }
+
+    /// The top prediction's units, each drawn on a thumbnail of the image
+    /// ([`draw_unit`]).
     fn outlines(
         &self,
         rgb: &RgbImage,
         first: &Prediction,
-        maps: &[f32],
-        units: usize,
-        plane: usize,
+        maps: &UnitMaps<'_>,
+        regions: &BTreeMap<usize, Vec<PixelClass>>,
     ) -> Vec<RgbImage> {
-        let p = &self.preprocess;
+        let (width, height) = self.thumb_size();
         let mut thumbs = Vec::new();
         for u in &first.units {
             let k = u.unit - 1;
-            if k >= units {
+            let (Some(map), Some(region)) = (maps.unit(k), regions.get(&k)) else {
                 continue;
-            }
-            let map = &maps[k * plane..(k + 1) * plane];
-            let mut thumb = image::imageops::resize(
-                rgb,
-                THUMB,
-                THUMB * p.height / p.width.max(1),
-                image::imageops::FilterType::Triangle,
-            );
-            let classes = region_classes(
-                map,
-                &self.geometry,
-                self.layer.thresholds.get(k).copied().unwrap_or(f32::NAN),
-                thumb.width(),
-                thumb.height(),
-            );
-            overlay(&mut thumb, &classes);
+            };
+            let mut thumb =
+                image::imageops::resize(rgb, width, height, image::imageops::FilterType::Triangle);
+            draw_unit(&mut thumb, region, map, self.geometry.feature);
             thumbs.push(thumb);
         }
         thumbs
     }
+}
+
+/// One image's maps of the explained layer: `units` planes of `plane`
+/// values each.
+struct UnitMaps<'a> {
+    values: &'a [f32],
+    units: usize,
+    plane: usize,
+}
+
+impl UnitMaps<'_> {
+    /// Unit `k`'s map, if the layer has that unit.
+    fn unit(&self, k: usize) -> Option<&[f32]> {
+        (k < self.units)
+            .then(|| self.values.get(k * self.plane..(k + 1) * self.plane))
+            .flatten()
+    }
+}
+
+/// Whether some pixel of `region` is above the threshold.
+fn any_inside(region: &[PixelClass]) -> bool {
+    region.iter().any(|c| *c != PixelClass::Outside)
+}
+
+/// Draws a unit on `thumb`: its `region` outlined (outside dimmed) when
+/// some pixel is above its threshold; otherwise, since dimming everything
+/// would show nothing, its `map` (`[h, w]`) as a heat map.
+fn draw_unit(thumb: &mut RgbImage, region: &[PixelClass], map: &[f32], hw: [u32; 2]) {
+    if any_inside(region) {
+        overlay(thumb, region);
+    } else {
+        heat_map(thumb, map, hw);
+    }
+}
+
+/// Colour of the heat map of a unit with nothing above its threshold.
+const HEAT: [u8; 3] = [255, 0, 0];
+/// How much of [`HEAT`] a pixel at the map's maximum takes.
+const HEAT_ALPHA: f32 = 0.7;
+
+/// Paints `map` (`[h, w]`, upsampled bilinearly with half-pixel centres)
+/// over `thumb` in [`HEAT`], each pixel's alpha its value over the map's
+/// maximum; values at or below zero (and NaN) leave the pixel as it is.
+fn heat_map(thumb: &mut RgbImage, map: &[f32], [h, w]: [u32; 2]) {
+    let max = (map.iter().copied())
+        .filter(|v| v.is_finite())
+        .fold(0.0f32, f32::max);
+    if max <= 0.0 || h == 0 || w == 0 || map.len() != h as usize * w as usize {
+        return;
+    }
+    let (tw, th) = thumb.dimensions();
+    for (x, y, pixel) in thumb.enumerate_pixels_mut() {
+        let sy = axis_sample(y, th, h);
+        let sx = axis_sample(x, tw, w);
+        let at = |i: usize, j: usize| map[i * w as usize + j];
+        let top = at(sy.0, sx.0) * (1.0 - sx.2) + at(sy.0, sx.1) * sx.2;
+        let bottom = at(sy.1, sx.0) * (1.0 - sx.2) + at(sy.1, sx.1) * sx.2;
+        let value = top * (1.0 - sy.2) + bottom * sy.2;
+        let share = value / max;
+        let alpha = if share.is_nan() {
+            0.0
+        } else {
+            HEAT_ALPHA * share.clamp(0.0, 1.0)
+        };
+        for (c, t) in pixel.0.iter_mut().zip(HEAT) {
+            *c = (f32::from(*c) * (1.0 - alpha) + f32::from(t) * alpha).round() as u8;
+        }
+    }
+}
+
+/// The two source indices and the weight of the second for pixel `t` of
+/// `out` pixels sampling `n` (half-pixel centres, clamped at the edges).
+fn axis_sample(t: u32, out: u32, n: u32) -> (usize, usize, f32) {
+    let s = ((t as f32 + 0.5) * n as f32 / out.max(1) as f32 - 0.5).clamp(0.0, (n - 1) as f32);
+    let i0 = s.floor() as usize;
+    (i0, (i0 + 1).min(n as usize - 1), s - i0 as f32)
 }
 
 /// Writes `explain.json` and `explain.html` into `out`; returns the page.
@@ -438,3 +555,77 @@ fn write(
 
 /// Thumbnail width of the pictures.
 pub(crate) const THUMB: u32 = 160;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn class_files_must_name_every_class_once_and_none_blank() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("classes.txt");
+        // (file text, expected names or the error's words)
+        let cases: [(&str, Result<&[&str], &str>); 6] = [
+            ("cat\ndog\nfox\n", Ok(&["cat", "dog", "fox"])),
+            ("cat\ndog\nfox", Ok(&["cat", "dog", "fox"])),
+            (
+                "cat\ndog\n",
+                Err("2 class names for a classifier of 3 classes"),
+            ),
+            (
+                "cat\ndog\nfox\nowl\n",
+                Err("4 class names for a classifier of 3 classes"),
+            ),
+            ("cat\n\nfox\n", Err("line 2 is blank")),
+            ("cat\ndog\n  \n", Err("line 3 is blank")),
+        ];
+        let mut failures = Vec::new();
+        for (text, want) in cases {
+            std::fs::write(&file, text).unwrap();
+            let got = class_names(Some(&file), 3);
+            let ok = match (&got, want) {
+                (Ok(names), Ok(want)) => names == want,
+                (Err(e), Err(words)) => {
+                    let shown = e.to_string();
+                    e.kind() == Kind::Input
+                        && shown.contains(words)
+                        && shown.contains(&file.display().to_string())
+                }
+                _ => false,
+            };
+            if !ok {
+                failures.push(format!("{text:?}: {got:?}"));
+            }
+        }
+        assert!(failures.is_empty(), "{failures:#?}");
+    }
+
+    #[test]
+    fn a_map_with_nothing_above_its_threshold_is_drawn_as_a_heat_map() {
+        // A 4x4 map high at its bottom-right corner, its threshold above
+        // every value.
+        let mut map = vec![0.0f32; 16];
+        map[15] = 2.0;
+        let geometry = MapGeometry {
+            alignment: dissect::Alignment::HalfPixel,
+            field: None,
+            input: [32, 32],
+            feature: [4, 4],
+        };
+        let region = region_classes(&map, &geometry, 5.0, 32, 32);
+        assert!(!any_inside(&region));
+        let grey = RgbImage::from_pixel(32, 32, image::Rgb([100, 100, 100]));
+        let mut thumb = grey.clone();
+        draw_unit(&mut thumb, &region, &map, geometry.feature);
+        // Red where the map is high, untouched (not dimmed) where it is zero.
+        let high = thumb.get_pixel(31, 31).0;
+        assert!(high[0] > 200 && high[1] < 50, "{high:?}");
+        assert_eq!(thumb.get_pixel(0, 0), grey.get_pixel(0, 0));
+        // Below the threshold of 1 the same map shows its region instead.
+        let region = region_classes(&map, &geometry, 1.0, 32, 32);
+        let mut outlined = grey.clone();
+        draw_unit(&mut outlined, &region, &map, geometry.feature);
+        assert!(any_inside(&region));
+        assert!(outlined.get_pixel(0, 0).0[0] < 100, "dimmed outside");
+    }
+}

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use broden::Dataset;
 use dissect::recorded::Recorded;
 use dissect::{Alignment, Dissector, Outcome};
-use models::ArchChoice;
+use models::{ArchChoice, Model};
 use report::output::Staging;
 
 use crate::error::{Error, Result};
@@ -93,6 +93,9 @@ fn run_models(job: Job<'_>, events: &mut dyn Events) -> Result<Finished> {
         return Err(Error::usage("give --out, or --warm-up"));
     };
     let several = checked.weights.len() > 1;
+    if several {
+        check_checkpoints(checked.choice, &checked.weights)?;
+    }
     let targets: Vec<(Option<PathBuf>, PathBuf)> = if several {
         (checked.weights.iter())
             .map(|w| (Some(w.clone()), out.join(source::checkpoint_stem(w))))
@@ -128,6 +131,20 @@ fn run_models(job: Job<'_>, events: &mut dyn Events) -> Result<Finished> {
         compare_checkpoints(&finished, &targets, out, events)?;
     }
     Ok(finished)
+}
+
+/// Loads each checkpoint once on the CPU and drops it, so that a bad one
+/// fails before any output folder is claimed or any dissection starts
+/// (they run one checkpoint after another, and each takes long).
+fn check_checkpoints(choice: Choice, weights: &[PathBuf]) -> Result<()> {
+    let Some(choice) = choice else {
+        return Ok(());
+    };
+    let device = models::gpu::cpu_device();
+    for w in weights {
+        Model::load(w, choice, &device).map_err(Error::input)?;
+    }
+    Ok(())
 }
 
 /// The comparison page of a run over several checkpoints.

@@ -1,10 +1,11 @@
 //! Sharded runs: one shard's phase (thresholds' candidates, or counts
 //! under merged thresholds) into its shard folder, and the two merges.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use broden::{Dataset, DatasetOptions};
 use dissect::shard::{Candidates, DigestInput, Shard, ShardJob, files};
+use report::claim::Claim;
 use report::output::Staging;
 
 use crate::engine::{Backend, EngineSpec};
@@ -143,6 +144,7 @@ pub struct MergeJob {
 
 /// Merges `job.shards`.
 pub fn merge(job: &MergeJob, events: &mut dyn Events) -> Result<Option<Finished>> {
+    check_out_apart(job)?;
     match job.phase {
         MergePhase::Thresholds => merge_thresholds(job, events).map(|()| None),
         MergePhase::Counts => merge_counts(job, events).map(Some),
@@ -154,18 +156,89 @@ fn named(dir: &Path) -> String {
     dir.display().to_string()
 }
 
+/// Refuses an `--out` that is one of the shards, lies inside one or holds
+/// one (compared with symbolic links and `..` resolved): the merge would
+/// replace its own input, or write into it.
+fn check_out_apart(job: &MergeJob) -> Result<()> {
+    let out = resolved(&job.out);
+    for shard in &job.shards {
+        let dir = resolved(shard);
+        let relation = if out == dir {
+            "is"
+        } else if out.starts_with(&dir) {
+            "lies inside"
+        } else if dir.starts_with(&out) {
+            "holds"
+        } else {
+            continue;
+        };
+        return Err(Error::usage(format!(
+            "--out {} {relation} {}, one of the shards being merged: choose another --out",
+            job.out.display(),
+            shard.display()
+        )));
+    }
+    Ok(())
+}
+
+/// `path` made absolute, with symbolic links resolved as far as it exists;
+/// the missing rest is appended with `..` taken by name (a missing folder
+/// is no link).
+fn resolved(path: &Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let parts: Vec<Component> = absolute.components().collect();
+    for existing in (1..=parts.len()).rev() {
+        let head: PathBuf = parts[..existing].iter().collect();
+        let Ok(mut out) = head.canonicalize() else {
+            continue;
+        };
+        for part in &parts[existing..] {
+            match part {
+                Component::ParentDir => {
+                    out.pop();
+                }
+                Component::Normal(name) => out.push(name),
+                _ => {}
+            }
+        }
+        return out;
+    }
+    absolute
+}
+
+/// Refuses an existing thresholds file `out` unless `force`.
+fn check_thresholds_out(out: &Path, force: bool) -> Result<()> {
+    if out.exists() && !force {
+        return Err(Error::new(
+            crate::Kind::Input,
+            format!("{} exists (use --force to replace it)", out.display()),
+        ));
+    }
+    Ok(())
+}
+
+/// Claims the thresholds file `out` while it is written (the caller checks
+/// it again then), so that of two merges into one file the second fails
+/// instead of replacing the first's. Where its folder is missing there is
+/// nothing to claim: the write fails, naming the file.
+fn claim_thresholds(out: &Path, force: bool) -> Result<Option<Claim>> {
+    let folder = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !folder.is_dir() {
+        return Ok(None);
+    }
+    Claim::take(out, force).map(Some).map_err(Error::output)
+}
+
 fn merge_thresholds(job: &MergeJob, events: &mut dyn Events) -> Result<()> {
     if job.dataset.is_some() {
         return Err(Error::usage(
             "--dataset is for the final merge: merging thresholds reads no dataset",
         ));
     }
-    if job.out.exists() && !job.force {
-        return Err(Error::new(
-            crate::Kind::Input,
-            format!("{} exists (use --force to replace it)", job.out.display()),
-        ));
-    }
+    check_thresholds_out(&job.out, job.force)?;
     let opened = (job.shards.iter())
         .map(|d| files::open_threshold_shard(d).map_err(Error::from))
         .collect::<Result<Vec<_>>>()?;
@@ -174,6 +247,8 @@ fn merge_thresholds(job: &MergeJob, events: &mut dyn Events) -> Result<()> {
         .map(|(d, s)| (named(d), s as &dyn Candidates))
         .collect();
     let merged = dissect::shard::merge_thresholds(&shards)?;
+    let _claim = claim_thresholds(&job.out, job.force)?;
+    check_thresholds_out(&job.out, job.force)?;
     files::write_thresholds(&job.out, &merged)?;
     let units: u32 = merged.layers.iter().map(|l| l.meta.units).sum();
     events.note(&format!(

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
-use image::{DynamicImage, ImageReader, RgbImage, imageops::FilterType};
+use image::{DynamicImage, ImageFormat, ImageReader, RgbImage, imageops::FilterType};
 use rayon::prelude::*;
 
 use crate::{BrodenError, Dataset, ImageRecord, KnownLabels, LabelEntry, Preprocess};
@@ -255,20 +255,76 @@ fn decode_batch(src: &Source, range: std::ops::Range<usize>) -> Result<Batch, Br
     })
 }
 
+/// Reads and decodes an image file (JPEG or PNG, told by its content, else
+/// by its extension), refusing a JPEG that is cut short.
 fn open_image(path: &Path) -> Result<DynamicImage, BrodenError> {
     let image_error = |message: String| BrodenError::Image {
         path: path.to_owned(),
         message,
     };
-    ImageReader::open(path)
-        .map_err(|source| BrodenError::Io {
-            path: path.to_owned(),
-            source,
-        })?
+    let bytes = std::fs::read(path).map_err(|source| BrodenError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut reader = ImageReader::new(std::io::Cursor::new(bytes.as_slice()));
+    if let Ok(format) = ImageFormat::from_path(path) {
+        reader.set_format(format);
+    }
+    let reader = reader
         .with_guessed_format()
-        .map_err(|e| image_error(e.to_string()))?
-        .decode()
-        .map_err(|e| image_error(e.to_string()))
+        .map_err(|e| image_error(e.to_string()))?;
+    // The JPEG decoder fills the rest of a scan cut short with grey instead
+    // of failing, so a truncated file would be dissected as if whole.
+    if reader.format() == Some(ImageFormat::Jpeg) && !jpeg_is_complete(&bytes) {
+        return Err(image_error(
+            "the file is truncated or corrupt: its JPEG data ends before the end-of-image marker"
+                .into(),
+        ));
+    }
+    reader.decode().map_err(|e| image_error(e.to_string()))
+}
+
+/// Whether JPEG `data` is whole: walked from its start-of-image marker,
+/// segment by segment (skipping each one's declared length, so that the
+/// end-of-image marker of an embedded thumbnail does not count) and scan by
+/// scan, its markers reach an end-of-image marker within the data. Bytes
+/// after that marker (a camera's trailer, a motion photo's video) are
+/// allowed.
+fn jpeg_is_complete(data: &[u8]) -> bool {
+    if !data.starts_with(&[0xFF, 0xD8]) {
+        return false;
+    }
+    let mut at = 2;
+    while let Some(found) = next_jpeg_marker(data, at) {
+        let marker = data[found + 1];
+        at = found + 2;
+        match marker {
+            0xD9 => return true,
+            // Standalone markers carry no length.
+            0x01 | 0xD8 => {}
+            _ => {
+                let Some(&[hi, lo]) = data.get(at..at + 2) else {
+                    return false;
+                };
+                at += usize::from(u16::from_be_bytes([hi, lo]));
+            }
+        }
+    }
+    false
+}
+
+/// The position of the next marker at or after `at`: a 0xFF byte followed
+/// by neither a stuffed zero, a fill byte nor a restart marker (all three
+/// occur inside a scan's entropy-coded data). Other bytes before it are
+/// skipped, as decoders skip them.
+fn next_jpeg_marker(data: &[u8], mut at: usize) -> Option<usize> {
+    while at + 1 < data.len() {
+        if data[at] == 0xFF && !matches!(data[at + 1], 0x00 | 0xFF | 0xD0..=0xD7) {
+            return Some(at);
+        }
+        at += 1;
+    }
+    None
 }
 
 /// Decodes `images/<image>` (JPEG or PNG), resizes it when needed and writes
@@ -397,4 +453,71 @@ fn decode_plane(
         labels.push(label);
     }
     Ok(labels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 40 x 30 JPEG of noise as the `image` crate writes it.
+    fn jpeg() -> Vec<u8> {
+        let rgb = RgbImage::from_fn(40, 30, |x, y| {
+            let v = (x * 7919 + y * 104_729) % 251;
+            image::Rgb([v as u8, (v * 3 % 256) as u8, (255 - v) as u8])
+        });
+        let mut bytes = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 90)
+            .encode_image(&rgb)
+            .unwrap();
+        bytes
+    }
+
+    #[test]
+    fn truncated_jpegs_are_refused_by_name_and_whole_ones_decode() {
+        let whole = jpeg();
+        // The same JPEG with an embedded one (as an EXIF thumbnail is) in
+        // an APP1 segment after the start-of-image marker.
+        let thumb = jpeg();
+        let mut nested = whole[..2].to_vec();
+        nested.extend_from_slice(&[0xFF, 0xE1]);
+        nested.extend_from_slice(&(thumb.len() as u16 + 2).to_be_bytes());
+        nested.extend_from_slice(&thumb);
+        nested.extend_from_slice(&whole[2..]);
+        let mut trailer = whole.clone();
+        trailer.extend_from_slice(b"\0\0 a trailer after the end-of-image marker");
+        let tmp = tempfile::tempdir().unwrap();
+        let p = Preprocess::torchvision(32);
+        let mut failures = Vec::new();
+        for (name, bytes) in [
+            ("whole", &whole),
+            ("nested", &nested),
+            ("trailer", &trailer),
+        ] {
+            let path = tmp.path().join(format!("{name}.jpg"));
+            std::fs::write(&path, bytes).unwrap();
+            if let Err(e) = load_image(&path, &p) {
+                failures.push(format!("{name}: {e}"));
+            }
+        }
+        let cuts = [
+            (&whole, whole.len() / 2),
+            (&whole, whole.len() - 2),
+            (&whole, whole.len() - 1),
+            (&nested, nested.len() - 40),
+        ];
+        for (i, (bytes, len)) in cuts.into_iter().enumerate() {
+            let path = tmp.path().join(format!("cut{i}.jpg"));
+            std::fs::write(&path, &bytes[..len]).unwrap();
+            match load_image(&path, &p) {
+                Err(e @ BrodenError::Image { .. })
+                    if e.to_string().starts_with(&format!(
+                        "{}: cannot decode image: the file is truncated or corrupt",
+                        path.display()
+                    )) => {}
+                Err(e) => failures.push(format!("cut {i}: {e}")),
+                Ok(_) => failures.push(format!("cut {i} at {len} of {}: decoded", bytes.len())),
+            }
+        }
+        assert!(failures.is_empty(), "{failures:#?}");
+    }
 }

@@ -150,3 +150,11 @@ pub enum BrodenError {
     #[error("batch producer thread panicked")]
     LoaderPanicked,
 }
+
+impl BrodenError {
+    /// Whether the file system failed (a full disk, a folder that cannot be
+    /// written), rather than the data or the options being wrong.
+    pub fn is_io(&self) -> bool {
+        matches!(self, Self::Io { .. })
+    }
+}

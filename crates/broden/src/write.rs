@@ -137,6 +137,26 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> BrodenError + '_ {
     }
 }
 
+/// Checks that a dataset can be written to `root`: it must not exist or be
+/// an empty folder (stale files of an earlier dataset would mix with a new
+/// one). Returns whether it exists.
+pub(crate) fn check_free(root: &Path) -> Result<bool, BrodenError> {
+    match std::fs::read_dir(root) {
+        Ok(mut entries) => match entries.next() {
+            None => Ok(true),
+            Some(_) => Err(invalid(format!(
+                "output folder {} is not empty",
+                root.display()
+            ))),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(BrodenError::Io {
+            path: root.to_owned(),
+            source,
+        }),
+    }
+}
+
 /// Writes `bytes` to a temporary file beside `path`, then renames it, so
 /// that a reader never sees a half-written file.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BrodenError> {
@@ -276,24 +296,8 @@ impl Writer {
                 )));
             }
         }
-        match std::fs::read_dir(root) {
-            Ok(mut entries) => {
-                if entries.next().is_some() {
-                    return Err(invalid(format!(
-                        "output folder {} is not empty",
-                        root.display()
-                    )));
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(root).map_err(io_error(root))?;
-            }
-            Err(source) => {
-                return Err(BrodenError::Io {
-                    path: root.to_owned(),
-                    source,
-                });
-            }
+        if !check_free(root)? {
+            std::fs::create_dir_all(root).map_err(io_error(root))?;
         }
         let n_numbers = labels.len() + 1;
         Ok(Self {

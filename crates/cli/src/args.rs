@@ -55,7 +55,7 @@ pub enum Command {
     Synth(SynthArgs),
 }
 
-/// `HxW`, e.g. `14x14`.
+/// `HxW`, e.g. `14x14`, whose `H * W` tokens can be counted.
 fn parse_grid(text: &str) -> Result<[usize; 2], String> {
     let (h, w) = text
         .split_once(['x', 'X'])
@@ -66,7 +66,11 @@ fn parse_grid(text: &str) -> Result<[usize; 2], String> {
             "`{text}` is not HxW with positive sizes, e.g. 14x14"
         )),
     };
-    Ok([dim(h)?, dim(w)?])
+    let (h, w) = (dim(h)?, dim(w)?);
+    if h.checked_mul(w).is_none() {
+        return Err(format!("`{text}` has more cells than can be counted"));
+    }
+    Ok([h, w])
 }
 
 #[derive(Debug, Clone, Args)]
@@ -224,11 +228,14 @@ pub struct DissectArgs {
     pub activations: Option<PathBuf>,
     /// With --activations: lay N x T x C transformer tokens on this grid,
     /// e.g. `14x14`.
-    #[arg(long, value_parser = parse_grid, requires = "activations")]
+    // clap drops a requirement that conflicts with an argument given, so
+    // `requires = "activations"` alone lets `--model` ignore the flag: the
+    // conflicts refuse it.
+    #[arg(long, value_parser = parse_grid, requires = "activations", conflicts_with_all = ["model", "weights"])]
     pub token_grid: Option<[usize; 2]>,
     /// With --token-grid: leading tokens to drop (class and register
     /// tokens).
-    #[arg(long, default_value_t = 0, requires = "token_grid")]
+    #[arg(long, default_value_t = 0, requires = "token_grid", conflicts_with_all = ["model", "weights"])]
     pub skip_tokens: usize,
     /// Checkpoint: .pth, .pth.tar or .safetensors. Several checkpoints of
     /// one architecture (or a quoted glob, e.g. 'ckpt/*.pth') are each

@@ -9,6 +9,7 @@ mod args;
 mod jobs;
 mod listing;
 mod progress;
+mod runtime_dir;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -19,6 +20,7 @@ use args::{Cli, Command, DissectArgs, SynthArgs};
 use progress::Terminal;
 
 fn main() -> ExitCode {
+    runtime_dir::ensure();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Dissect(a) => dissect(&a),
@@ -105,7 +107,14 @@ fn synth(a: &SynthArgs) -> app::Result<()> {
     };
     broden::synth::generate(&a.out, &opts).map_err(|e| {
         let shown = format!("generating a synthetic dataset in {}", a.out.display());
-        app::Error::context(app::Kind::Input, shown, e)
+        // A folder that cannot be written or a full disk is a failure of
+        // the run; options and a non-empty folder are the user's to fix.
+        let kind = if e.is_io() {
+            app::Kind::Run
+        } else {
+            app::Kind::Input
+        };
+        app::Error::context(kind, shown, e)
     })?;
     println!(
         "wrote {} images (seed {}, size {}, {}% swatches) to {} in {:.1} s",

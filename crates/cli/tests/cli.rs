@@ -2,55 +2,18 @@
 //! name the problem, and no partial results. Datasets are generated with
 //! `broden::synth::generate` (seeded) in temp folders.
 
+mod common;
+use common::*;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn netdissect(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_netdissect"))
-        .args(args)
-        .output()
-        .expect("the netdissect binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn dataset(dir: &Path, images: usize) -> PathBuf {
-    let out = dir.join("broden");
-    broden::synth::generate(
-        &out,
-        &broden::synth::SynthOptions {
-            images,
-            seed: 3,
-            size: 224,
-            swatch_percent: 0,
-        },
-    )
-    .unwrap();
-    out
-}
+use std::process::Output;
 
 /// Runs `netdissect dissect` with `extra` appended to a valid command line
 /// (planted model, generated dataset, fresh output folder) after applying
 /// `edit` to the argument list.
 fn dissect_with(tmp: &Path, data: &Path, edit: impl Fn(&mut Vec<String>)) -> (Output, PathBuf) {
     let out = tmp.join("out");
-    let mut args: Vec<String> = [
-        "dissect",
-        "--model",
-        "planted-colors",
-        "--layers",
-        "color4",
-        "--dataset",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--quiet",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut args = planted_dissect(data, &out);
     edit(&mut args);
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     (netdissect(&refs), out)
@@ -301,8 +264,7 @@ fn formulas_reach_the_tally_results_and_summary() {
 fn explain_lists_the_units_behind_each_prediction_and_their_sums_add_up() {
     let tmp = tempfile::tempdir().unwrap();
     let data = dataset(tmp.path(), 6);
-    let weights =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/default/model.safetensors");
+    let weights = default_model();
     let results = tmp.path().join("run");
     let dissect = |layers: &str, out: &Path| {
         netdissect(&[
@@ -535,7 +497,7 @@ fn cache_budget_picks_the_mode() {
         let json: serde_json::Value =
             serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
         assert_eq!(json["mode"], mode, "--cache-mib {mib}");
-        let csvs: Vec<_> = snapshot(&out)
+        let csvs: Vec<_> = files(&out)
             .into_iter()
             .filter(|(path, _)| path.extension().is_some_and(|e| e == "csv"))
             .collect();
@@ -545,24 +507,6 @@ fn cache_budget_picks_the_mode() {
     assert!(tallies[0] == tallies[1], "cached and re-run tallies differ");
 }
 
-/// Every file of a folder, relative path to contents.
-fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
-    fn walk(root: &Path, dir: &Path, out: &mut std::collections::BTreeMap<PathBuf, Vec<u8>>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                walk(root, &path, out);
-            } else {
-                let rel = path.strip_prefix(root).unwrap().to_path_buf();
-                out.insert(rel, std::fs::read(&path).unwrap());
-            }
-        }
-    }
-    let mut out = std::collections::BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
-}
-
 #[test]
 fn forced_runs_that_fail_keep_the_old_results_and_replaced_folders_keep_nothing_old() {
     let tmp = tempfile::tempdir().unwrap();
@@ -570,7 +514,7 @@ fn forced_runs_that_fail_keep_the_old_results_and_replaced_folders_keep_nothing_
     let two = |a: &mut Vec<String>| set(a, "--layers", "color4,color16");
     let (o, out) = dissect_with(tmp.path(), &data, two);
     assert!(o.status.success(), "{}", stderr(&o));
-    let before = snapshot(&out);
+    let before = files(&out);
     assert!(before.contains_key(Path::new("color16-tally.csv")));
 
     // A corrupt image, found mid-run: exit 3, the old folder untouched,
@@ -587,7 +531,7 @@ fn forced_runs_that_fail_keep_the_old_results_and_replaced_folders_keep_nothing_
         a.push("--force".into());
     });
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
-    assert_eq!(snapshot(&out), before, "the previous results are intact");
+    assert_eq!(files(&out), before, "the previous results are intact");
     let beside: Vec<_> = std::fs::read_dir(tmp.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -598,7 +542,7 @@ fn forced_runs_that_fail_keep_the_old_results_and_replaced_folders_keep_nothing_
     // A forced run with one layer: the other layer's files are gone.
     let (o, _) = dissect_with(tmp.path(), &data, |a| a.push("--force".into()));
     assert!(o.status.success(), "{}", stderr(&o));
-    let after = snapshot(&out);
+    let after = files(&out);
     assert!(after.contains_key(Path::new("color4-tally.csv")));
     assert!(
         !after
@@ -648,8 +592,7 @@ fn several_checkpoints_are_dissected_into_subfolders_and_compared() {
     // two step names: this checks the plumbing, not training).
     let ckpt = tmp.path().join("ckpt");
     std::fs::create_dir_all(&ckpt).unwrap();
-    let model =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/default/model.safetensors");
+    let model = default_model();
     for step in [200, 100] {
         std::fs::copy(&model, ckpt.join(format!("snap-{step}.safetensors"))).unwrap();
     }

@@ -6,28 +6,16 @@
 //! give the same folder. Datasets are generated with
 //! `broden::synth::generate` (seeded) in temp folders.
 
+mod common;
+use common::*;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn netdissect(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_netdissect"))
-        .args(args)
-        .output()
-        .expect("the netdissect binary runs")
-}
-
 fn ok(o: Output) -> Output {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     o
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 /// 26 images in batches of 4: 7 batches, the last of 2, so 4 shards hold
@@ -35,18 +23,7 @@ fn s(p: &Path) -> &str {
 const IMAGES: usize = 26;
 
 fn dataset(dir: &Path) -> PathBuf {
-    let out = dir.join("broden");
-    broden::synth::generate(
-        &out,
-        &broden::synth::SynthOptions {
-            images: IMAGES,
-            seed: 11,
-            size: 112,
-            swatch_percent: 10,
-        },
-    )
-    .unwrap();
-    out
+    synth(dir, IMAGES, 11, 112, 10)
 }
 
 /// Every file under `dir`, by relative path, with what differs between
@@ -341,14 +318,12 @@ fn shard_sets_that_do_not_belong_together_are_refused_by_name() {
         "{}",
         stderr(&o)
     );
-    let mut edited: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&thresholds).unwrap()).unwrap();
-    edited["layers"][0]["top_k"][0]
-        .as_array_mut()
-        .unwrap()
-        .pop();
+    // Written as a merge writes it: a thresholds file edited by hand is
+    // refused for its digest before it is counted with.
+    let mut edited = dissect::shard::files::read_thresholds(&thresholds).unwrap();
+    edited.layers[0].top_k[0].pop();
     let other = tmp.path().join("other.json");
-    std::fs::write(&other, serde_json::to_vec(&edited).unwrap()).unwrap();
+    dissect::shard::files::write_thresholds(&other, &edited).unwrap();
     let c2 = phase2("c2", "2/3", &other);
     let o = final_merge(&[&c0, &c1, &c2]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
@@ -421,6 +396,113 @@ fn shard_sets_that_do_not_belong_together_are_refused_by_name() {
         Some(2),
         "--warm-up runs no shard"
     );
+}
+
+/// Copies the files of the folder `from` into a new folder `to`.
+fn copy_folder(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+    }
+}
+
+/// Rewrites the JSON file at `path` with `edit` applied.
+fn edit_json(path: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let mut value: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    edit(&mut value);
+    std::fs::write(path, serde_json::to_vec_pretty(&value).unwrap()).unwrap();
+}
+
+/// Asserts that `o` failed as bad input (exit 3) with every one of
+/// `words` in its message.
+fn refused_with(o: &Output, words: &[&str]) {
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(o));
+    for w in words {
+        assert!(stderr(o).contains(w), "`{w}` in: {}", stderr(o));
+    }
+}
+
+#[test]
+fn changed_shard_files_and_images_are_refused_by_name() {
+    const CHANGED: &str = "does not match its recorded digest: the file was changed or corrupted";
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path());
+    let args = planted_args(&data, "cpu");
+    let phase = |name: &str, shard: &str, thresholds: Option<&Path>| {
+        let out = tmp.path().join(name);
+        let mut a = args.clone();
+        a.extend(["--shard", shard, "--out", s(&out)]);
+        if let Some(t) = thresholds {
+            a.extend(["--thresholds", s(t)]);
+        }
+        (netdissect(&a), out)
+    };
+    let (o, t0) = phase("t0", "0/2", None);
+    ok(o);
+    let (o, t1) = phase("t1", "1/2", None);
+    ok(o);
+    let thresholds = tmp.path().join("thresholds.json");
+    let merge = |out: &Path, extra: &[&str], dirs: &[&Path]| {
+        let mut a = vec!["merge", "--out", s(out)];
+        a.extend_from_slice(extra);
+        a.extend(dirs.iter().map(|d| s(d)));
+        netdissect(&a)
+    };
+    let phase_1 = ["--phase", "thresholds"];
+    // A byte of a candidates file flipped.
+    let flipped = tmp.path().join("flipped");
+    copy_folder(&t1, &flipped);
+    let keys = flipped.join("color16-candidates.u32");
+    let mut bytes = std::fs::read(&keys).unwrap();
+    bytes[5] ^= 0x10;
+    std::fs::write(&keys, bytes).unwrap();
+    let o = merge(&thresholds, &phase_1, &[&t0, &flipped]);
+    refused_with(&o, &[s(&keys), CHANGED]);
+    assert!(!thresholds.exists(), "nothing written");
+    ok(merge(&thresholds, &phase_1, &[&t0, &t1]));
+    // A threshold edited before phase 2 counts with it.
+    let edited = tmp.path().join("edited.json");
+    std::fs::copy(&thresholds, &edited).unwrap();
+    edit_json(&edited, |v| v["layers"][1]["thresholds"][3] = 0.into());
+    let (o, _) = phase("c-edited", "0/2", Some(&edited));
+    refused_with(&o, &[s(&edited), CHANGED]);
+    let (o, c0) = phase("c0", "0/2", Some(&thresholds));
+    ok(o);
+    let (o, c1) = phase("c1", "1/2", Some(&thresholds));
+    ok(o);
+    let results = tmp.path().join("results");
+    // A count edited, and the copy of the thresholds edited, in a
+    // phase-2 shard.
+    let recounted = tmp.path().join("recounted");
+    copy_folder(&c1, &recounted);
+    edit_json(&recounted.join("shard.json"), |v| {
+        let pixels = &mut v["layers"][0]["counts"]["unit_pixels"][0];
+        *pixels = (pixels.as_u64().unwrap() + 1).into();
+    });
+    let o = merge(&results, &[], &[&c0, &recounted]);
+    refused_with(&o, &[s(&recounted.join("shard.json")), CHANGED]);
+    let rethresholded = tmp.path().join("rethresholded");
+    copy_folder(&c0, &rethresholded);
+    let copy = rethresholded.join("thresholds.json");
+    edit_json(&copy, |v| v["layers"][0]["thresholds"][0] = 1.into());
+    let o = merge(&results, &[], &[&rethresholded, &c1]);
+    refused_with(&o, &[s(&copy), CHANGED]);
+    // An image touched after phase 2: the final merge and another phase 2
+    // both see that the dataset is not the shards' any more.
+    let image = data.join("images/synth/000007.png");
+    let file = std::fs::File::options().write(true).open(&image).unwrap();
+    let was = file.metadata().unwrap().modified().unwrap();
+    file.set_modified(was + std::time::Duration::from_secs(1))
+        .unwrap();
+    let o = merge(&results, &[], &[&c0, &c1]);
+    refused_with(&o, &[s(&data), "is not the one", "modification time"]);
+    let (o, _) = phase("c-touched", "1/2", Some(&thresholds));
+    refused_with(&o, &["another run"]);
+    assert!(!results.exists(), "no results folder");
+    file.set_modified(was).unwrap();
+    ok(merge(&results, &[], &[&c0, &c1]));
 }
 
 /// Runs `deploy/slurm/submit.sh` with `deploy/slurm/local/sbatch` first on

@@ -34,7 +34,8 @@ pub struct Header {
 }
 
 impl Header {
-    /// Elements in the array.
+    /// Elements in the array ([`parse_header`] checked that the product
+    /// fits).
     pub fn len(&self) -> usize {
         self.shape.iter().product()
     }
@@ -50,9 +51,15 @@ const MAGIC: &[u8] = b"\x93NUMPY";
 /// headers to 10000 bytes unless told otherwise).
 pub const HEAD_BYTES: usize = 1 << 16;
 
+/// The product of `dims` (an array's elements), or `None` when it does not
+/// fit in a `usize`.
+pub fn checked_product(dims: &[usize]) -> Option<usize> {
+    dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
+}
+
 /// Parses the header at the start of a file, given its first bytes
 /// (`head`, at least the whole header: [`HEAD_BYTES`] or the whole file)
-/// and its length, and checks that the file holds all the data it
+/// and its length, and checks that the file holds exactly the data it
 /// declares.
 pub fn parse_header(path: &Path, bytes: &[u8], file_len: u64) -> Result<Header, String> {
     let bad = |m: String| format!("{}: {m}", path.display());
@@ -116,17 +123,21 @@ pub fn parse_header(path: &Path, bytes: &[u8], file_len: u64) -> Result<Header, 
         shape,
         data_offset: end,
     };
-    let need = header
-        .len()
-        .checked_mul(dtype.size())
+    let need = checked_product(&header.shape)
+        .and_then(|n| n.checked_mul(dtype.size()))
         .and_then(|n| n.checked_add(end))
         .ok_or_else(|| bad(format!("shape {shape_text} is too large")))?;
-    if file_len < need as u64 {
-        return Err(bad(format!(
+    match file_len.cmp(&(need as u64)) {
+        std::cmp::Ordering::Less => Err(bad(format!(
             "truncated: shape {shape_text} needs {need} bytes, the file has {file_len}"
-        )));
+        ))),
+        // Bytes after the data mean that the header does not describe the
+        // file: reading it anyway would misread every value.
+        std::cmp::Ordering::Greater => Err(bad(format!(
+            "longer than its header says: shape {shape_text} needs {need} bytes, the file has {file_len}"
+        ))),
+        std::cmp::Ordering::Equal => Ok(header),
     }
-    Ok(header)
 }
 
 /// The text of `key`'s value in a Python dict literal: up to the next
@@ -284,6 +295,26 @@ mod tests {
             &[0; 12],
         );
         assert!(e.contains("truncated") && e.contains("the file has"), "{e}");
+        let e = err(
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), }",
+            &[0; 20],
+        );
+        assert!(
+            e.starts_with("layer4.npy: longer than its header says")
+                && e.contains("needs 144 bytes, the file has 148"),
+            "{e}"
+        );
+        // Shapes whose byte count overflows are refused, not wrapped.
+        for shape in [
+            "(40, 4611686018427387904, 4611686018427387904, 7)",
+            "(3, 18446744073709551615, 2)",
+        ] {
+            let e = err(
+                &format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}"),
+                &[0; 16],
+            );
+            assert!(e.contains("is too large"), "{e}");
+        }
         let e = parse(path, b"PK\x03\x04 not numpy").unwrap_err();
         assert!(e.contains("not a .npy file"), "{e}");
     }

@@ -50,6 +50,38 @@ pub struct TokenLayout {
     pub skip: usize,
 }
 
+/// A token grid whose token count fits in a `usize`
+/// ([`TokenLayout::checked`]).
+#[derive(Debug, Clone, Copy)]
+struct TokenGrid {
+    grid: [usize; 2],
+    skip: usize,
+    /// Tokens per image: `skip + gh * gw`.
+    tokens: usize,
+}
+
+impl TokenLayout {
+    /// The grid with its tokens per image, `None` without one; a usage
+    /// error when `skip + gh * gw` overflows, as the options' fault.
+    fn checked(&self) -> Result<Option<TokenGrid>, DissectError> {
+        let Some([gh, gw]) = self.grid else {
+            return Ok(None);
+        };
+        let tokens = gh.checked_mul(gw).and_then(|n| n.checked_add(self.skip));
+        let tokens = tokens.ok_or_else(|| {
+            DissectError::Usage(format!(
+                "--token-grid {gh}x{gw} with --skip-tokens {} is more tokens than can be counted",
+                self.skip
+            ))
+        })?;
+        Ok(Some(TokenGrid {
+            grid: [gh, gw],
+            skip: self.skip,
+            tokens,
+        }))
+    }
+}
+
 /// An array in memory, for [`Recorded::from_arrays`]: its elements as
 /// little-endian bytes, C order.
 #[derive(Debug, Clone, Copy)]
@@ -168,14 +200,16 @@ impl<'a> Recorded<'a> {
         rows: usize,
         tokens: TokenLayout,
     ) -> Result<Self, DissectError> {
+        let grid = tokens.checked()?;
         let layers = arrays
             .iter()
             .map(|a| {
                 let what = format!("array `{}`", a.name);
                 let input = |m: String| DissectError::Input(format!("{what}: {m}"));
-                let (maps, tokens) = layout(a.shape, rows, tokens).map_err(&input)?;
-                let elements: usize = a.shape.iter().product();
-                if a.data.len() != elements * a.dtype.size() {
+                let found = layout(a.shape, a.dtype, rows, grid).map_err(&input)?;
+                let bytes =
+                    npy::checked_product(a.shape).and_then(|n| n.checked_mul(a.dtype.size()));
+                if bytes != Some(a.data.len()) {
                     return Err(input(format!(
                         "{} bytes for shape {:?}",
                         a.data.len(),
@@ -187,9 +221,9 @@ impl<'a> Recorded<'a> {
                     origin: what,
                     rows: Rows::Memory(a.data),
                     dtype: a.dtype,
-                    row_elements: a.shape[1..].iter().product(),
-                    maps,
-                    tokens,
+                    row_elements: found.row_elements,
+                    maps: found.maps,
+                    tokens: found.tokens,
                     field: None,
                 })
             })
@@ -217,9 +251,10 @@ impl<'a> Recorded<'a> {
                 dir.display()
             )));
         }
+        let grid = tokens.checked()?;
         let opened = layers
             .iter()
-            .map(|name| open_layer(dir, name, rows, tokens))
+            .map(|name| open_layer(dir, name, rows, grid))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Recorded {
             origin: dir.display().to_string(),
@@ -265,11 +300,13 @@ impl<'a> Recorded<'a> {
     }
 }
 
+/// Opens `<dir>/<name>.npy` and checks its header against `rows` and
+/// `grid`.
 fn open_layer(
     dir: &Path,
     name: &str,
     rows: usize,
-    tokens: TokenLayout,
+    grid: Option<TokenGrid>,
 ) -> Result<RecordedLayer<'static>, DissectError> {
     let path = dir.join(format!("{name}.npy"));
     let input = |m: String| DissectError::Input(format!("{}: {m}", path.display()));
@@ -295,7 +332,7 @@ fn open_layer(
         .read_to_end(&mut head)
         .map_err(|e| input(e.to_string()))?;
     let header = npy::parse_header(&path, &head, len).map_err(DissectError::Input)?;
-    let (maps, token_info) = layout(&header.shape, rows, tokens).map_err(input)?;
+    let found = layout(&header.shape, header.dtype, rows, grid).map_err(input)?;
     Ok(RecordedLayer {
         name: name.to_string(),
         origin: path.display().to_string(),
@@ -304,35 +341,48 @@ fn open_layer(
             data_offset: header.data_offset,
         },
         dtype: header.dtype,
-        row_elements: header.shape[1..].iter().product(),
-        maps,
-        tokens: token_info,
+        row_elements: found.row_elements,
+        maps: found.maps,
+        tokens: found.tokens,
         field: None,
     })
 }
 
-/// A layer's maps `[c, h, w]` and token layout from its array's shape,
-/// checked against the selected images (`rows`) and `tokens`.
-type Layout = ([usize; 3], Option<(usize, usize)>);
+/// How a layer's rows become maps.
+#[derive(Debug)]
+struct Layout {
+    /// `[c, h, w]` of each image's maps.
+    maps: [usize; 3],
+    /// For `N x T x C` arrays: tokens per row and those skipped.
+    tokens: Option<(usize, usize)>,
+    /// Elements per row (image), whose bytes are known to fit in a `usize`.
+    row_elements: usize,
+}
 
-fn layout(shape: &[usize], rows: usize, tokens: TokenLayout) -> Result<Layout, String> {
-    let found = match (shape.len(), tokens.grid) {
+/// A layer's [`Layout`] from its array's shape and element type, checked
+/// against the selected images (`rows`) and the token `grid`.
+fn layout(
+    shape: &[usize],
+    dtype: DType,
+    rows: usize,
+    grid: Option<TokenGrid>,
+) -> Result<Layout, String> {
+    let (maps, tokens) = match (shape.len(), grid) {
         (4, None) => ([shape[1], shape[2], shape[3]], None),
         (4, Some(_)) => {
             return Err(format!(
                 "shape {shape:?} is N x C x H x W already: drop --token-grid"
             ));
         }
-        (3, Some([gh, gw])) => {
-            let t = shape[1];
-            if t != tokens.skip + gh * gw {
+        (3, Some(g)) => {
+            let (t, [gh, gw]) = (shape[1], g.grid);
+            if t != g.tokens {
                 return Err(format!(
                     "shape {shape:?} has {t} tokens per image; --token-grid {gh}x{gw} with --skip-tokens {} needs {}",
-                    tokens.skip,
-                    tokens.skip + gh * gw
+                    g.skip, g.tokens
                 ));
             }
-            ([shape[2], gh, gw], Some((t, tokens.skip)))
+            ([shape[2], gh, gw], Some((t, g.skip)))
         }
         (3, None) => {
             return Err(format!(
@@ -351,10 +401,19 @@ fn layout(shape: &[usize], rows: usize, tokens: TokenLayout) -> Result<Layout, S
             shape[0]
         ));
     }
-    if found.0.contains(&0) {
+    if maps.contains(&0) {
         return Err(format!("shape {shape:?} has an empty dimension"));
     }
-    Ok(found)
+    // Checked even where the whole array's size was (an `.npy` header's),
+    // since with no rows that size is 0 whatever a row's.
+    let row_elements = npy::checked_product(&shape[1..])
+        .filter(|n| n.checked_mul(dtype.size()).is_some())
+        .ok_or_else(|| format!("shape {shape:?} is too large"))?;
+    Ok(Layout {
+        maps,
+        tokens,
+        row_elements,
+    })
 }
 
 impl Network for Recorded<'_> {
@@ -429,6 +488,7 @@ impl Network for Recorded<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
 
     /// The maps `forward_images` makes of rows `first..first + n`.
     fn maps(rec: &Recorded<'_>, first: usize, n: usize) -> Vec<f32> {
@@ -509,5 +569,122 @@ mod tests {
         };
         let e = Recorded::from_arrays("test", &[short], 3, grid).unwrap_err();
         assert!(e.to_string().contains("array `vit`"), "{e}");
+    }
+
+    #[test]
+    fn sizes_that_overflow_are_refused_not_wrapped() {
+        const BIG: usize = 1 << 62;
+        // (shape, rows, token grid, skip, error kind, a word of the message)
+        type Case<'a> = (
+            &'a [usize],
+            usize,
+            Option<[usize; 2]>,
+            usize,
+            ErrorKind,
+            &'a str,
+        );
+        let cases: [Case<'_>; 5] = [
+            (
+                &[40, BIG, BIG, 7],
+                40,
+                None,
+                0,
+                ErrorKind::Input,
+                "too large",
+            ),
+            (
+                &[0, usize::MAX, 2, 1],
+                0,
+                None,
+                0,
+                ErrorKind::Input,
+                "too large",
+            ),
+            (
+                &[0, 1, usize::MAX],
+                0,
+                Some([1, 1]),
+                0,
+                ErrorKind::Input,
+                "too large",
+            ),
+            // 2^32 x 2^32 tokens wrap to 0, and with one skipped token to
+            // the 1 token per image the array has.
+            (
+                &[1, 1, 4],
+                1,
+                Some([1 << 32, 1 << 32]),
+                1,
+                ErrorKind::Usage,
+                "--token-grid 4294967296x4294967296",
+            ),
+            (
+                &[1, 1, 4],
+                1,
+                Some([1, 1]),
+                usize::MAX,
+                ErrorKind::Usage,
+                "--skip-tokens",
+            ),
+        ];
+        let mut failures = Vec::new();
+        for (shape, rows, grid, skip, kind, word) in cases {
+            let array = RecordedArray {
+                name: "big",
+                shape,
+                dtype: DType::F32,
+                data: &[0; 16],
+            };
+            let tokens = TokenLayout { grid, skip };
+            match Recorded::from_arrays("test", &[array], rows, tokens) {
+                Err(e) if e.kind() == kind && e.to_string().contains(word) => {}
+                Err(e) => failures.push(format!("{shape:?} {grid:?}+{skip}: {e}")),
+                Ok(_) => failures.push(format!("{shape:?} {grid:?}+{skip}: accepted")),
+            }
+        }
+        assert!(failures.is_empty(), "{failures:#?}");
+    }
+
+    /// The rows of the one layer `<dir>/a.npy` opened as `rows` images, or
+    /// the error opening or reading it gives.
+    fn read_back(dir: &Path, rows: usize) -> Result<Vec<f32>, DissectError> {
+        let rec = Recorded::open(dir, &["a".into()], rows, TokenLayout::default())?;
+        rec.layers[0].rows(0, rows)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            cases: 200,
+            failure_persistence: None,
+            ..Default::default()
+        })]
+
+        /// A mutated `.npy` file is refused as bad input or read as the
+        /// original: never a panic, never other values. Only the header's
+        /// bytes are mutated, since any data bytes are valid values; the
+        /// length changes anywhere.
+        #[test]
+        fn mutated_npy_files_are_refused_or_read_as_the_original(
+            at in 0usize..1024,
+            byte in proptest::num::u8::ANY,
+            cut in 0usize..1024,
+            extra in proptest::collection::vec(proptest::num::u8::ANY, 1..80),
+        ) {
+            let values: Vec<f32> = (0..24).map(|i| i as f32 - 7.5).collect();
+            let original = npy::encode_f32(&[2, 3, 2, 2], &values);
+            let data_offset = original.len() - 4 * values.len();
+            let mut mutated = original.clone();
+            mutated[at % data_offset] = byte;
+            let mut extended = original.clone();
+            extended.extend_from_slice(&extra);
+            let tmp = tempfile::tempdir().unwrap();
+            for bytes in [mutated, original[..cut % original.len()].to_vec(), extended] {
+                std::fs::write(tmp.path().join("a.npy"), &bytes).unwrap();
+                match read_back(tmp.path(), 2) {
+                    Ok(back) => proptest::prop_assert_eq!(&back, &values),
+                    Err(e) => proptest::prop_assert_eq!(e.kind(), ErrorKind::Input, "{}", e),
+                }
+            }
+        }
     }
 }

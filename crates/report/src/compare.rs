@@ -82,11 +82,13 @@ impl Comparison {
         let runs = dirs
             .iter()
             .map(|dir| {
+                let dissection = crate::output::read_dissection(dir)?;
+                check_counts(dir, &dissection)?;
                 Ok(Run {
                     dir: dir.clone(),
                     label: String::new(),
                     step: None,
-                    dissection: crate::output::read_dissection(dir)?,
+                    dissection,
                 })
             })
             .collect::<Result<Vec<_>, ReportError>>()?;
@@ -367,6 +369,76 @@ impl Comparison {
 }
 
 /// The distinct names of `names`, in the order they first come.
+/// Refuses results whose layer summaries contradict themselves (an edited
+/// or corrupted `results.json`), since every figure is drawn from them.
+fn check_counts(dir: &Path, d: &Dissection) -> Result<(), ReportError> {
+    for layer in &d.layers {
+        if let Some(problem) = summary_problem(layer) {
+            return Err(ReportError::Malformed {
+                path: dir.join(crate::run_folder::RESULTS_JSON),
+                row: 0,
+                message: format!("layer `{}`: {problem}", layer.name),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// What in `layer`'s summary cannot hold by the definitions of
+/// [`dissect::Summary`]: every detector is a unit and has one category,
+/// each distinct label needs a unit of its own, and the totals are the sums
+/// over the categories.
+fn summary_problem(layer: &LayerResult) -> Option<String> {
+    let m = &layer.summary;
+    let n = layer.n_units;
+    let sum = |f: fn(&dissect::results::CategorySummary) -> usize| -> usize {
+        m.per_category.iter().map(f).fold(0, usize::saturating_add)
+    };
+    if m.n_units != n || layer.units.len() != n {
+        return Some(format!(
+            "{n} units, but its summary counts {} and it scores {}",
+            m.n_units,
+            layer.units.len()
+        ));
+    }
+    let totals = [
+        ("detectors", m.detectors, sum(|c| c.detectors)),
+        (
+            "unique top-label detectors",
+            m.unique_top_label,
+            sum(|c| c.unique_top_label),
+        ),
+        (
+            "unique per-category detectors",
+            m.unique_per_category,
+            sum(|c| c.unique_per_category),
+        ),
+    ];
+    if let Some((what, total, summed)) = totals.iter().find(|(_, t, s)| t != s) {
+        return Some(format!(
+            "{total} {what}, but its categories add up to {summed}"
+        ));
+    }
+    if m.detectors > n {
+        return Some(format!("{} detectors on {n} units", m.detectors));
+    }
+    m.per_category.iter().find_map(|c| {
+        if c.unique_top_label > c.detectors {
+            Some(format!(
+                "category `{}`: {} unique top-label detectors among {} detectors",
+                c.name, c.unique_top_label, c.detectors
+            ))
+        } else if c.unique_per_category > n {
+            Some(format!(
+                "category `{}`: {} unique per-category detectors on {n} units",
+                c.name, c.unique_per_category
+            ))
+        } else {
+            None
+        }
+    })
+}
+
 fn first_seen<'a>(names: impl Iterator<Item = &'a String>) -> Vec<String> {
     let mut seen: Vec<String> = Vec::new();
     for n in names {
@@ -489,6 +561,67 @@ mod tests {
         m.detectors = counts.iter().map(|c| c.0).sum();
         m.unique_top_label = counts.iter().map(|c| c.1).sum();
         m.unique_per_category = counts.iter().map(|c| c.2).sum();
+    }
+
+    /// An edit of a layer's results.
+    type Edit = fn(&mut LayerResult);
+
+    #[test]
+    fn impossible_counts_are_refused_naming_the_file_and_the_layer() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dataset = tmp.path().join("data");
+        fixture::write_images(&dataset);
+        // (what is edited, the words of the error)
+        let cases: [(Edit, &str); 7] = [
+            (
+                |l| set_counts(l, [(1000, 0, 0), (0, 0, 0)]),
+                "1000 detectors on 6 units",
+            ),
+            (|l| l.summary.detectors += 1, "but its categories add up to"),
+            (
+                |l| l.summary.unique_per_category += 1,
+                "unique per-category",
+            ),
+            (
+                |l| set_counts(l, [(1, 2, 0), (0, 0, 0)]),
+                "2 unique top-label detectors among 1",
+            ),
+            (
+                |l| set_counts(l, [(0, 0, 7), (0, 0, 0)]),
+                "7 unique per-category detectors on 6",
+            ),
+            (
+                |l| l.summary.n_units = 64,
+                "6 units, but its summary counts 64",
+            ),
+            (|l| l.n_units = 64, "64 units, but its summary counts 6"),
+        ];
+        let mut failures = Vec::new();
+        for (i, (edit, words)) in cases.iter().enumerate() {
+            let (mut layer, maps) = fixture::layer("conv1", 6, 0);
+            edit(&mut layer);
+            let (d, maps) = fixture::dissection(&dataset, vec![(layer, maps)]);
+            let dir = tmp.path().join(format!("run-{i}"));
+            crate::output::begin(&dir, false).unwrap();
+            crate::output::write_all(&dir, &d, &maps, &[]).unwrap();
+            let shown = match Comparison::load(std::slice::from_ref(&dir), &[], false) {
+                Ok(_) => "accepted".to_string(),
+                Err(e) => e.to_string(),
+            };
+            let file = dir.join(crate::run_folder::RESULTS_JSON);
+            let named = shown.contains(&file.display().to_string()) && shown.contains("`conv1`");
+            if !(named && shown.contains(words)) {
+                failures.push(format!("case {i}: {shown}"));
+            }
+        }
+        assert!(failures.is_empty(), "{failures:#?}");
+        // The fixture's own counts, as written, load.
+        let (layer, maps) = fixture::layer("conv1", 6, 0);
+        let (d, maps) = fixture::dissection(&dataset, vec![(layer, maps)]);
+        let dir = tmp.path().join("clean");
+        crate::output::begin(&dir, false).unwrap();
+        crate::output::write_all(&dir, &d, &maps, &[]).unwrap();
+        Comparison::load(&[dir], &[], false).unwrap();
     }
 
     #[test]

@@ -453,3 +453,12 @@ pub(crate) fn run_chromium(profile: &Path, extra: &[String], url: &str, stdout_f
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The names of the entries directly in `dir`, sorted.
+pub fn entries(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = (std::fs::read_dir(dir).unwrap())
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}

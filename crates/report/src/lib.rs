@@ -4,6 +4,7 @@
 //! Every file is written atomically: a temp file beside it, then a rename.
 
 mod atomic;
+pub mod claim;
 pub mod compare;
 pub mod concepts;
 mod error;
@@ -14,6 +15,7 @@ pub mod output;
 pub mod run_folder;
 pub mod strips;
 mod svg;
+mod swap;
 pub mod tally;
 
 pub use atomic::write_atomic;

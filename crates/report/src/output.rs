@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 
 use dissect::{Dissection, TopMaps};
 
+use crate::claim::Claim;
 use crate::run_folder::{NPY_SUFFIXES, TALLY_SUFFIX, is_result_file, layer_file_name};
-use crate::{ReportError, tally, write_atomic};
+use crate::{ReportError, swap, tally, write_atomic};
 
 pub use crate::run_folder::RESULTS_JSON;
 
@@ -83,19 +84,24 @@ pub fn begin(dir: &Path, force: bool) -> Result<(), ReportError> {
 
 /// A results folder written aside and swapped in whole when complete.
 ///
-/// The run writes into a fresh folder beside the destination
+/// The run claims the destination (a lock file beside it, `.<name>.lock`,
+/// see [`Claim`]) and writes into a fresh folder beside it
 /// (`.<name>.staging-<host>-<pid>-<n>`); [`Staging::commit`] then moves the
 /// destination's old results aside, renames the new folder into place and
-/// deletes the old one. So a failed or interrupted run never touches the
-/// previous results, a replaced folder keeps nothing of the old run (no
-/// tallies of layers no longer asked for), and two runs into one folder
-/// each swap in a whole folder of their own: the last one wins, never a
-/// mix. Dropping an uncommitted `Staging` deletes its folder.
+/// deletes the old one (the steps of [`crate::swap`], each of which a kill
+/// may interrupt: the next run finishes or undoes it). So a failed or
+/// interrupted run never loses the previous results, a replaced folder
+/// keeps nothing of the old run (no tallies of layers no longer asked
+/// for), and of two runs into one folder the second fails at its start,
+/// naming the first: never a mix, never a silent loss. Dropping an
+/// uncommitted `Staging` deletes its folder and releases the claim.
 #[derive(Debug)]
 pub struct Staging {
     dest: PathBuf,
     dir: PathBuf,
-    committed: bool,
+    force: bool,
+    /// Held until the staging ends; dropped after the folder is removed.
+    _claim: Claim,
 }
 
 /// File names of a layer's NumPy arrays: `-iou.npy` (units x labels,
@@ -144,52 +150,33 @@ pub fn write_arrays(
 }
 
 impl Staging {
-    /// Checks `dest` (complete results are refused unless `force`; a folder
-    /// with files that are not results is refused always) and makes the
-    /// staging folder beside it.
+    /// Claims `dest` for this run ([`Claim`]), finishes or undoes the swaps
+    /// of killed runs into it, checks it (complete results are refused
+    /// unless `force`; a folder with files that are not results is refused
+    /// always) and makes the staging folder beside it.
     pub fn begin(dest: &Path, force: bool) -> Result<Staging, ReportError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| ReportError::Io { path, source }
         };
-        if dest.exists() {
-            let entries = std::fs::read_dir(dest).map_err(io(dest))?;
-            for entry in entries {
-                let name = entry.map_err(io(dest))?.file_name();
-                let name = name.to_string_lossy();
-                if !is_result_file(&name) {
-                    return Err(ReportError::Foreign {
-                        path: dest.to_path_buf(),
-                        file: name.into_owned(),
-                    });
-                }
-            }
-            for marker in [RESULTS_JSON, dissect::shard::files::SHARD_JSON] {
-                let marker = dest.join(marker);
-                if marker.exists() && !force {
-                    return Err(ReportError::Exists { path: marker });
-                }
-            }
-        }
-        let parent = match dest.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
+        check_is_folder(dest)?;
+        let parent = parent_of(dest);
         std::fs::create_dir_all(&parent).map_err(io(&parent))?;
-        let name = dest
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "results".into());
-        let host = host_name();
-        remove_stale(&parent, &name, &host);
+        let claim = Claim::take(dest, force)?;
+        let name = dest_name(dest);
+        // Before the checks, so that results put back are protected by them.
+        swap::recover(&parent, &name, dest)?;
+        check_dest(dest, force)?;
+        let prefix = swap::staging_prefix(&name);
         for n in 0..1000 {
-            let dir = parent.join(format!(".{name}.staging-{host}-{}-{n}", std::process::id()));
+            let dir = parent.join(format!("{prefix}{}-{n}", std::process::id()));
             match std::fs::create_dir(&dir) {
                 Ok(()) => {
                     return Ok(Staging {
                         dest: dest.to_path_buf(),
                         dir,
-                        committed: false,
+                        force,
+                        _claim: claim,
                     });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -206,79 +193,108 @@ impl Staging {
         &self.dir
     }
 
-    /// Puts the staged folder in place of the destination.
-    pub fn commit(mut self) -> Result<PathBuf, ReportError> {
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| ReportError::Io { path, source }
-        };
-        // Unique to this run, as the staging folder is: concurrent runs into
-        // one destination never share it.
-        let mut old_name = self.dir.file_name().unwrap_or_default().to_os_string();
-        old_name.push(".old");
-        let old = self.dir.with_file_name(old_name);
-        let had_old = match std::fs::rename(&self.dest, &old) {
-            Ok(()) => true,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-            Err(e) => return Err(io(&self.dest)(e)),
-        };
-        if let Err(e) = std::fs::rename(&self.dir, &self.dest) {
-            if had_old {
-                let _ = std::fs::rename(&old, &self.dest);
+    /// Puts the staged folder in place of the destination (the steps of
+    /// [`crate::swap`]) and releases the claim. Results that appeared at
+    /// the destination since [`Staging::begin`] (written by a program that
+    /// takes no claim) are refused unless `force`, as they would have been
+    /// at the start; the staged results are then dropped.
+    pub fn commit(self) -> Result<PathBuf, ReportError> {
+        check_dest(&self.dest, self.force).map_err(|e| match e {
+            ReportError::Exists { path } | ReportError::ShardExists { path } => {
+                ReportError::Appeared { path }
             }
-            return Err(io(&self.dest)(e));
-        }
-        self.committed = true;
-        if had_old {
-            std::fs::remove_dir_all(&old).map_err(io(&old))?;
-        }
+            e => e,
+        })?;
+        swap::swap(&self.dir, &self.dest)?;
         Ok(self.dest.clone())
     }
 }
 
-/// This machine's name, for staging folders on a file system that other
-/// machines share (a cluster's volume): a process number means something
-/// only on the machine that runs it.
-fn host_name() -> String {
-    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .or_else(|| std::env::var("COMPUTERNAME").ok())
-        .unwrap_or_default();
-    let safe: String = (name.trim().chars())
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    if safe.is_empty() { "host".into() } else { safe }
+/// The folder that holds `dest` and its staging folders.
+pub(crate) fn parent_of(dest: &Path) -> PathBuf {
+    match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
 }
 
-/// Removes the staging folders of `name` left by runs on this machine
-/// (`host`) that were killed (their process is gone; Linux only, where
-/// `/proc` tells). Other machines' folders are theirs to judge.
-fn remove_stale(parent: &Path, name: &str, host: &str) {
-    let prefix = format!(".{name}.staging-{host}-");
-    let Ok(entries) = std::fs::read_dir(parent) else {
-        return;
+/// The name of `dest` that its staging folders and lock carry.
+pub(crate) fn dest_name(dest: &Path) -> String {
+    dest.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "results".into())
+}
+
+/// Refuses a `dest` that is a file, or lies below one.
+fn check_is_folder(dest: &Path) -> Result<(), ReportError> {
+    for path in dest.ancestors() {
+        // A path below a file cannot be read (`ENOTDIR`), nor can a
+        // missing one: the first that can tells.
+        if let Ok(meta) = std::fs::metadata(path) {
+            if meta.is_dir() {
+                return Ok(());
+            }
+            return Err(ReportError::NotAFolder {
+                path: path.to_path_buf(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks what stands at `dest`: files that are not a run's are refused
+/// always, complete results or a shard unless `force`.
+fn check_dest(dest: &Path, force: bool) -> Result<(), ReportError> {
+    let io = |source| ReportError::Io {
+        path: dest.to_path_buf(),
+        source,
     };
-    if !Path::new("/proc/self").exists() {
+    if !dest.exists() {
+        return Ok(());
+    }
+    for entry in std::fs::read_dir(dest).map_err(io)? {
+        let name = entry.map_err(io)?.file_name();
+        let name = name.to_string_lossy();
+        if !is_result_file(&name) {
+            return Err(ReportError::Foreign {
+                path: dest.to_path_buf(),
+                file: name.into_owned(),
+            });
+        }
+    }
+    if force {
+        return Ok(());
+    }
+    let results = dest.join(RESULTS_JSON);
+    if results.exists() {
+        return Err(ReportError::Exists { path: results });
+    }
+    let shard = dest.join(dissect::shard::files::SHARD_JSON);
+    if shard.exists() {
+        return Err(ReportError::ShardExists { path: shard });
+    }
+    Ok(())
+}
+
+/// Puts back the results that a killed run's swap left moved aside when
+/// nothing stands at `dest`, so that readers find them (see
+/// [`crate::swap`]). Does nothing while another run holds the folder, or
+/// where the claim cannot be taken.
+pub fn recover_missing(dest: &Path) {
+    let parent = parent_of(dest);
+    if dest.symlink_metadata().is_ok() || !parent.is_dir() {
         return;
     }
-    for entry in entries.flatten() {
-        let file = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = file.strip_prefix(&prefix) else {
-            continue;
-        };
-        let pid = rest.split(['-', '.']).next().unwrap_or("");
-        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
+    if let Ok(_claim) = Claim::take(dest, false) {
+        let _ = swap::recover(&parent, &dest_name(dest), dest);
     }
 }
 
 impl Drop for Staging {
+    /// Deletes an uncommitted staging folder (after a commit nothing is
+    /// left at its path); the claim is released after it.
     fn drop(&mut self) {
-        if !self.committed {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -324,6 +340,7 @@ pub fn read_results(dir: &Path) -> Result<(Dissection, Vec<TopMaps>), ReportErro
 
 /// Reads `results.json` of a results folder, checking its schema version.
 pub fn read_dissection(dir: &Path) -> Result<Dissection, ReportError> {
+    recover_missing(dir);
     let path = dir.join(RESULTS_JSON);
     let text = std::fs::read_to_string(&path).map_err(|source| ReportError::Io {
         path: path.clone(),
@@ -356,6 +373,16 @@ pub fn read_dissection(dir: &Path) -> Result<Dissection, ReportError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::claim::host_name;
+    use crate::fixture::entries;
+
+    /// Writes a complete results folder at `dir` whose `results.json`
+    /// holds `text`.
+    fn results(dir: &Path, text: &str) {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("layer1-tally.csv"), text).unwrap();
+        std::fs::write(dir.join(RESULTS_JSON), text).unwrap();
+    }
 
     #[test]
     fn tally_names_are_safe_file_names() {
@@ -443,6 +470,155 @@ mod tests {
             "another machine's staging folder is left alone"
         );
         drop(s);
+    }
+
+    /// What a run killed in its swap leaves (see [`crate::swap`]): the
+    /// staged folder of a dead process, with or without the old results
+    /// moved aside, and its lock.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_swap_killed_after_each_step_is_finished_or_undone_by_the_next_run() {
+        let host = host_name();
+        // (steps done, old results at --out?) No process has pid 4294967.
+        for (steps, old_in_place) in [(0, true), (1, true), (2, false), (3, false)] {
+            let dir = tempfile::tempdir().unwrap();
+            let out = dir.path().join("run");
+            let staged = dir.path().join(format!(".run.staging-{host}-4294967-0"));
+            let old = dir
+                .path()
+                .join(format!(".run.staging-{host}-4294967-0.old"));
+            results(&out, "{old}");
+            results(&staged, "{new}");
+            if steps >= 1 {
+                std::fs::rename(&out, &old).unwrap();
+            }
+            if steps >= 2 {
+                std::fs::rename(&staged, &out).unwrap();
+            }
+            if steps >= 3 {
+                std::fs::remove_dir_all(&old).unwrap();
+            }
+            std::fs::write(
+                dir.path().join(".run.lock"),
+                format!("netdissect {host} 4294967"),
+            )
+            .unwrap();
+            // Put back or kept, the results are protected as usual.
+            let err = Staging::begin(&out, false).unwrap_err().to_string();
+            assert!(err.contains("--force"), "after {steps} steps: {err}");
+            let want = if old_in_place { "{old}" } else { "{new}" };
+            let got = std::fs::read_to_string(out.join(RESULTS_JSON)).unwrap();
+            assert_eq!(got, want, "after {steps} steps");
+            assert_eq!(entries(dir.path()), ["run"], "after {steps} steps");
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn results_moved_aside_are_never_deleted_while_they_may_be_the_only_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("run");
+        let host = host_name();
+        let staged = dir.path().join(format!(".run.staging-{host}-4294967-0"));
+        let old = dir
+            .path()
+            .join(format!(".run.staging-{host}-4294967-0.old"));
+        results(&old, "{old}");
+        results(&staged, "{new}");
+        // Something else was put at --out after the kill: the old results
+        // can go nowhere, and stay.
+        std::fs::create_dir_all(&out).unwrap();
+        drop(Staging::begin(&out, false).unwrap());
+        assert_eq!(
+            entries(dir.path()),
+            [old.file_name().unwrap().to_str().unwrap(), "run"]
+        );
+        // A reader of a missing folder puts them back.
+        std::fs::remove_dir(&out).unwrap();
+        recover_missing(&out);
+        assert_eq!(
+            std::fs::read_to_string(out.join(RESULTS_JSON)).unwrap(),
+            "{old}"
+        );
+        assert_eq!(entries(dir.path()), ["run"]);
+    }
+
+    #[test]
+    fn one_run_at_a_time_claims_a_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("run");
+        let first = Staging::begin(&out, false).unwrap();
+        let err = Staging::begin(&out, true).unwrap_err().to_string();
+        let pid = std::process::id().to_string();
+        assert!(
+            err.contains(out.to_str().unwrap())
+                && err.contains(&pid)
+                && err.contains("another run"),
+            "{err}"
+        );
+        results(first.path(), "{1}");
+        first.commit().unwrap();
+        assert_eq!(entries(dir.path()), ["run"], "the claim is released");
+        drop(Staging::begin(&out, true).unwrap());
+        assert_eq!(entries(dir.path()), ["run"], "released on drop too");
+    }
+
+    #[test]
+    fn results_that_appear_during_a_run_are_not_replaced_without_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("run");
+        let s = Staging::begin(&out, false).unwrap();
+        results(s.path(), "{mine}");
+        results(&out, "{theirs}");
+        let err = s.commit().unwrap_err().to_string();
+        assert!(err.contains("appeared during this run"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(out.join(RESULTS_JSON)).unwrap(),
+            "{theirs}"
+        );
+        assert_eq!(entries(dir.path()), ["run"]);
+        // Nor, even forced, does a run replace a user's file put there.
+        let s = Staging::begin(&out, true).unwrap();
+        std::fs::write(out.join("notes.txt"), "mine").unwrap();
+        let err = s.commit().unwrap_err().to_string();
+        assert!(err.contains("notes.txt"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(out.join("notes.txt")).unwrap(),
+            "mine"
+        );
+    }
+
+    #[test]
+    fn a_shard_folder_is_called_a_shard() {
+        let dir = tempfile::tempdir().unwrap();
+        let shard = dir.path().join("shard-0");
+        std::fs::create_dir_all(&shard).unwrap();
+        std::fs::write(shard.join(dissect::shard::files::SHARD_JSON), "{}").unwrap();
+        let err = Staging::begin(&shard, false).unwrap_err().to_string();
+        assert!(err.contains("holds a shard"), "{err}");
+        assert!(!err.contains("complete results"), "{err}");
+    }
+
+    #[test]
+    fn an_out_that_is_a_file_is_refused_by_name_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        for out in [file.clone(), file.join("below")] {
+            let err = Staging::begin(&out, true).unwrap_err().to_string();
+            let want = format!("{} is a file, not a folder", file.display());
+            assert!(err.starts_with(&want), "{err}");
+        }
+        assert_eq!(std::fs::read(&file).unwrap(), b"x");
+        // An I/O error's message names the path; its cause is its source,
+        // so that a chain of causes shows it once.
+        let e = ReportError::Io {
+            path: "p".into(),
+            source: std::io::Error::other("disk full"),
+        };
+        assert_eq!(e.to_string(), "p");
+        let source = std::error::Error::source(&e).map(|s| s.to_string());
+        assert_eq!(source.as_deref(), Some("disk full"));
     }
 
     #[test]

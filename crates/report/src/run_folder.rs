@@ -131,12 +131,19 @@ pub(crate) fn layer_file_name(layer: &str, suffix: &str) -> String {
     format!("{}{suffix}", crate::output::safe_name(layer))
 }
 
-/// Whether `name` is a temp file: one of
-/// [`dissect::atomic::temp_file_name`]'s, or any
-/// name that starts with `.tmp`, which the staging rules have always taken
-/// for one.
+/// Whether `name` is a temp file of [`dissect::atomic::temp_file_name`]
+/// (`.<name>.<pid>.tmp`) for a file that a run writes. Nothing else is: a
+/// user's own `.tmp…` file is foreign, so that a forced run never deletes
+/// it.
 fn is_temp_file(name: &str) -> bool {
-    name.starts_with(".tmp") || (name.starts_with('.') && name.ends_with(".tmp"))
+    let Some(inner) = (name.strip_prefix('.')).and_then(|n| n.strip_suffix(".tmp")) else {
+        return false;
+    };
+    let Some((written, pid)) = inner.rsplit_once('.') else {
+        return false;
+    };
+    let is_pid = !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit());
+    is_pid && (RunFile::ALL.iter()).any(|&kind| kind != RunFile::Temp && kind.matches(written))
 }
 
 /// What a folder may hold for [`crate::output::Staging`] to replace it: the
@@ -150,18 +157,9 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::fixture;
+    use crate::fixture::{self, entries};
     use crate::output::Staging;
     use dissect::atomic::temp_file_name;
-
-    /// The names of the entries directly in `dir`.
-    fn entries(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = (std::fs::read_dir(dir).unwrap())
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
 
     /// Writes, under `root`, a results folder with every output a run
     /// writes (the CLI's example explanation and the NumPy arrays
@@ -214,8 +212,14 @@ mod tests {
             );
         }
         assert!(is_result_file(&temp_file_name(RESULTS_JSON)));
-        assert!(is_result_file(".tmp123"));
+        assert!(is_result_file(&temp_file_name("conv1-tally.csv")));
         for users in [
+            ".tmp123",
+            ".tmpAbC12",
+            ".notes.123.tmp",
+            ".results.json.tmp",
+            ".results.json.12x.tmp",
+            &format!(".{}", temp_file_name(RESULTS_JSON)),
             "thesis.tex",
             "notes",
             "results.json.bak",

@@ -23,6 +23,7 @@
 //! output for a seed.
 
 mod paint;
+mod staged;
 
 pub use paint::COLOR_RGB;
 
@@ -289,9 +290,15 @@ const CHUNK: usize = 64;
 /// empty): `index.csv`, `category.csv`, `label.csv`, `c_*.csv` and
 /// `images/synth/NNNNNN.png` with `_color`, `_object`, `_part` and
 /// `_material` segmentation PNGs. The same options give byte-identical
-/// files.
+/// files. The dataset is written beside `out` and renamed into place
+/// when complete: a failure leaves nothing behind.
 pub fn generate(out: &Path, opts: &SynthOptions) -> Result<SynthReport, BrodenError> {
     opts.check()?;
+    staged::staged(out, |dir| write_dataset(dir, opts))
+}
+
+/// Writes the dataset of `opts` into the empty folder `out`.
+fn write_dataset(out: &Path, opts: &SynthOptions) -> Result<SynthReport, BrodenError> {
     let labels = NAMES
         .iter()
         .enumerate()

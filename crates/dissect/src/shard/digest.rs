@@ -4,8 +4,10 @@
 
 use std::io::Read;
 use std::path::Path;
+use std::time::UNIX_EPOCH;
 
-use broden::Dataset;
+use broden::{Dataset, LabelEntry};
+use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
 
 use super::{MergedThresholds, io_error};
@@ -29,8 +31,8 @@ pub struct DigestInput<'a> {
 
 /// A hex SHA-256 of everything a sharded run's shards must agree on: the
 /// tool's version, the network, the layers, the options, the checkpoint's
-/// bytes, the recorded activations' names and sizes, the dataset's CSV
-/// files and selected image list, and the number of shards.
+/// bytes, the recorded activations' names and sizes, the dataset (its
+/// [`dataset_digest`]), and the number of shards.
 pub fn digest(input: &DigestInput<'_>) -> Result<String, DissectError> {
     let mut h = Sha256::new();
     let mut field = |tag: &str, bytes: &[u8]| {
@@ -63,7 +65,7 @@ pub fn digest(input: &DigestInput<'_>) -> Result<String, DissectError> {
 
 /// Feeds the bytes of the file at `path` to `h`, a megabyte at a time
 /// (checkpoints can be far larger than memory allows to hold twice).
-fn hash_file(h: &mut Sha256, path: &Path) -> Result<(), DissectError> {
+pub(super) fn hash_file(h: &mut Sha256, path: &Path) -> Result<(), DissectError> {
     let mut file = std::fs::File::open(path).map_err(|e| io_error(path, e))?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -75,16 +77,38 @@ fn hash_file(h: &mut Sha256, path: &Path) -> Result<(), DissectError> {
     }
 }
 
-/// A hex SHA-256 of a dataset as a run selects it: its CSV files and the
-/// selected image list.
+/// A hex SHA-256 of a dataset as a run selects it: its CSV files, the
+/// selected image list, and every file a run reads of those images (each
+/// image and the segmentation PNGs of the selected categories) by its path
+/// under `images/`, its size and its modification time in nanoseconds.
+///
+/// The pixel files are stamped, not hashed whole: every shard digests the
+/// whole run's dataset when it starts, and reading full Broden's 63,000
+/// images and their segmentations each time would take minutes where a
+/// `stat` per file takes seconds. Rewriting or touching a file
+/// changes its modification time, so an image edited between the phases,
+/// or before the final merge, is seen; an edit that keeps both the size
+/// and the modification time (a clock set back, `touch -d` to the old
+/// time) is not. A copy of the dataset must keep modification times
+/// (`cp -p`, `rsync -t`) to be the same dataset.
 pub fn dataset_digest(ds: &Dataset) -> Result<String, DissectError> {
     let mut h = Sha256::new();
     for r in &ds.images {
         h.update(r.image.as_bytes());
         h.update([0]);
     }
-    let mut csvs: Vec<_> = std::fs::read_dir(&ds.root)
-        .map_err(|e| io_error(&ds.root, e))?
+    hash_csv_files(&mut h, &ds.root)?;
+    for stamps in pixel_file_stamps(ds)? {
+        h.update(stamps);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+/// Feeds the name and bytes of every CSV file in the dataset folder `root`
+/// to `h`, by name.
+fn hash_csv_files(h: &mut Sha256, root: &Path) -> Result<(), DissectError> {
+    let mut csvs: Vec<_> = std::fs::read_dir(root)
+        .map_err(|e| io_error(root, e))?
         .filter_map(Result::ok)
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "csv"))
@@ -96,7 +120,45 @@ pub fn dataset_digest(ds: &Dataset) -> Result<String, DissectError> {
         h.update((bytes.len() as u64).to_le_bytes());
         h.update(&bytes);
     }
-    Ok(hex(&h.finalize()))
+    Ok(())
+}
+
+/// Per selected image of `ds`, in order, the [`stamp`]s of its image file
+/// and its segmentation files, taken in parallel (a network file system
+/// answers each `stat` slowly, but many at once).
+fn pixel_file_stamps(ds: &Dataset) -> Result<Vec<Vec<u8>>, DissectError> {
+    let images = ds.root.join("images");
+    ds.images
+        .par_iter()
+        .map(|r| {
+            let segmentations = (r.labels.iter().flatten()).filter_map(|entry| match entry {
+                LabelEntry::Pixel(file) => Some(file),
+                LabelEntry::Image(_) => None,
+            });
+            let mut stamps = Vec::new();
+            for name in std::iter::once(&r.image).chain(segmentations) {
+                stamp(&mut stamps, &images, name)?;
+            }
+            Ok(stamps)
+        })
+        .collect()
+}
+
+/// Appends to `out` the file `name` under `images`: its name, its size
+/// and its modification time in nanoseconds since 1970 (negative before).
+fn stamp(out: &mut Vec<u8>, images: &Path, name: &str) -> Result<(), DissectError> {
+    let path = images.join(name);
+    let meta = std::fs::metadata(&path).map_err(|e| io_error(&path, e))?;
+    let modified = meta.modified().map_err(|e| io_error(&path, e))?;
+    let nanos = match modified.duration_since(UNIX_EPOCH) {
+        Ok(after) => after.as_nanos() as i128,
+        Err(before) => -(before.duration().as_nanos() as i128),
+    };
+    out.extend((name.len() as u64).to_le_bytes());
+    out.extend(name.as_bytes());
+    out.extend(meta.len().to_le_bytes());
+    out.extend(nanos.to_le_bytes());
+    Ok(())
 }
 
 impl MergedThresholds {
@@ -130,11 +192,69 @@ fn file_name(path: &Path) -> String {
 }
 
 /// `bytes` in lower-case hex.
-fn hex(bytes: &[u8]) -> String {
+pub(super) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The start of a digest, as messages show it.
 pub(super) fn short(digest: &str) -> &str {
     digest.get(..12).unwrap_or(digest)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::{Duration, SystemTime};
+
+    use broden::{Dataset, DatasetOptions};
+
+    use super::dataset_digest;
+
+    /// Sets the modification time of the file at `path` to `time`.
+    fn set_mtime(path: &Path, time: SystemTime) {
+        let file = std::fs::File::options().write(true).open(path).unwrap();
+        file.set_modified(time).unwrap();
+    }
+
+    #[test]
+    fn the_dataset_digest_sees_images_and_segmentations_change() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("broden");
+        let options = broden::synth::SynthOptions {
+            images: 3,
+            seed: 5,
+            size: 16,
+            swatch_percent: 10,
+        };
+        broden::synth::generate(&root, &options).unwrap();
+        // Opened once: the digest looks at the files each time it is taken.
+        let dataset = Dataset::open(&root, &DatasetOptions::default()).unwrap();
+        let digest = || dataset_digest(&dataset);
+        let image = root.join("images/synth/000002.png");
+        let segmentation = root.join("images/synth/000003_color.png");
+        let at = SystemTime::UNIX_EPOCH + Duration::new(1_700_000_000, 5);
+        for path in [&image, &segmentation] {
+            set_mtime(path, at);
+        }
+        let original = digest().unwrap();
+        assert_eq!(
+            digest().unwrap(),
+            original,
+            "the same files, the same digest"
+        );
+        // Touched: one nanosecond later.
+        set_mtime(&image, at + Duration::from_nanos(1));
+        assert_ne!(digest().unwrap(), original, "an image touched");
+        set_mtime(&image, at);
+        assert_eq!(digest().unwrap(), original);
+        // Rewritten with other pixels, then given back its old time.
+        let mut bytes = std::fs::read(&segmentation).unwrap();
+        bytes.extend_from_slice(b"trailing");
+        std::fs::write(&segmentation, bytes).unwrap();
+        set_mtime(&segmentation, at);
+        assert_ne!(digest().unwrap(), original, "a segmentation rewritten");
+        std::fs::remove_file(&segmentation).unwrap();
+        let err = digest().unwrap_err().to_string();
+        assert!(err.contains("000003_color.png"), "{err}");
+    }
 }

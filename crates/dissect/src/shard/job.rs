@@ -113,7 +113,8 @@ fn check_thresholds_fit(
     if thresholds.digest != job.digest || thresholds.shards != job.shard.count {
         return Err(DissectError::Input(format!(
             "the --thresholds file was merged from {} shards of another run (other options, \
-             network, weights or dataset, or another shard count: digest {} against {})",
+             network, weights or dataset, an image of the dataset changed since, or another \
+             shard count: digest {} against {})",
             thresholds.shards,
             short(&thresholds.digest),
             short(job.digest)

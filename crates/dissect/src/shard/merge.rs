@@ -340,8 +340,9 @@ fn check_count_set(
     let (first_name, first) = &shards[0];
     if dataset_digest(dataset)? != first.info.dataset_digest {
         return Err(DissectError::Input(format!(
-            "the dataset {} is not the one {first_name} was made from (its CSV files or \
-             selected images differ)",
+            "the dataset {} is not the one {first_name} was made from (its CSV files, its \
+             selected images, or the size or modification time of an image or segmentation \
+             file differ: an image changed since, or a copy that did not keep the times)",
             dataset.root.display()
         )));
     }

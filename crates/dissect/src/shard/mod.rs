@@ -31,9 +31,12 @@
 //! its durations and timings are sums over the shards.
 //!
 //! Every shard carries a [`digest`] of what must agree (the options, the
-//! network and its weights, the dataset's CSV files, the number of
-//! shards): merging shards of different runs, a shard twice, or an
-//! incomplete set is an error that names them ([`check_set`]).
+//! network and its weights, the dataset's CSV files and the size and time
+//! of each of its image files, the number of shards): merging shards of
+//! different runs, a shard twice, or an incomplete set is an error that
+//! names them ([`check_set`]). Every file of a shard, and the merged
+//! thresholds, carries digests of its own contents, which every merge
+//! checks ([`files`]): a file changed or corrupted is refused by name.
 //!
 //! The parts: this module holds [`Shard`] and what each phase records;
 //! `digest` the hashes that tell runs apart; `set` the check that shards

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::seal::{bytes_digest, check_file};
 use super::{
     CANDIDATES_SUFFIX, Phase, SHARD_JSON, ShardFile, ShardLayerFile, THRESHOLDS_PHASE, io_error,
     malformed, write_error, wrong_phase,
@@ -24,6 +25,8 @@ pub(super) struct CandidatesFile {
     /// Keys per unit in the file.
     per_unit: usize,
     file: String,
+    /// The SHA-256 of `file`.
+    sha256: String,
     /// Per unit `[image, bits of the max]`, best first.
     #[serde(with = "crate::shard::codec::top_k_bits")]
     top_k: Vec<Vec<(u32, f32)>>,
@@ -51,6 +54,7 @@ pub fn write_threshold_shard(
         let bytes: Vec<u8> = (l.keys.iter().flatten())
             .flat_map(|k| k.to_le_bytes())
             .collect();
+        let sha256 = bytes_digest(&bytes);
         files.push((name.clone(), bytes));
         layers.push(ShardLayerFile {
             meta: l.meta.clone(),
@@ -58,6 +62,7 @@ pub fn write_threshold_shard(
                 rank: l.rank,
                 per_unit,
                 file: name,
+                sha256,
                 top_k: l.top_k.clone(),
             }),
             counts: None,
@@ -67,8 +72,8 @@ pub fn write_threshold_shard(
 }
 
 /// A phase-1 shard folder, opened: its description read and its keys'
-/// files checked for size, the keys themselves read a block of units at a
-/// time by the merge ([`Candidates::keys`]).
+/// files checked for size and digest, the keys themselves read a block of
+/// units at a time by the merge ([`Candidates::keys`]).
 #[derive(Debug)]
 pub struct ThresholdShardFiles {
     info: ShardInfo,
@@ -78,7 +83,8 @@ pub struct ThresholdShardFiles {
     files: Vec<(PathBuf, usize)>,
 }
 
-/// Opens phase 1 of a shard.
+/// Opens phase 1 of a shard. Every keys file is read once here, whole,
+/// to check its digest: the merge reads it again, a block at a time.
 pub fn open_threshold_shard(dir: &Path) -> Result<ThresholdShardFiles, DissectError> {
     let file = ShardFile::read(dir)?;
     if !matches!(file.phase, Phase::Thresholds) {
@@ -89,6 +95,7 @@ pub fn open_threshold_shard(dir: &Path) -> Result<ThresholdShardFiles, DissectEr
         let c = (l.candidates).ok_or_else(|| wrong_phase(dir, THRESHOLDS_PHASE))?;
         let path = dir.join(&c.file);
         check_keys_file(dir, &path, &l.meta, &c)?;
+        check_file(&path, &c.sha256)?;
         files.push((path, c.per_unit));
         layers.push(LayerCandidates {
             meta: l.meta,

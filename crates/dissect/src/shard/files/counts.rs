@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use kernels::Counts;
 use serde::{Deserialize, Serialize};
 
+use super::seal::{bytes_digest, check_bytes};
 use super::thresholds::thresholds_json;
 use super::{
     COUNTS_PHASE, Phase, SHARD_JSON, ShardFile, ShardLayerFile, THRESHOLDS_JSON, io_error,
@@ -27,11 +28,14 @@ pub(super) struct CountsFile {
     n_labels: u32,
     n_categories: u32,
     top_maps_file: String,
+    /// The SHA-256 of `top_maps_file`.
+    top_maps_sha256: String,
 }
 
 impl CountsFile {
-    /// `c` as `shard.json` records it, its maps in `top_maps_file`.
-    fn of(c: &Counts, top_maps_file: String) -> Self {
+    /// `c` as `shard.json` records it, its maps in `top_maps_file` of
+    /// digest `top_maps_sha256`.
+    fn of(c: &Counts, top_maps_file: String, top_maps_sha256: String) -> Self {
         CountsFile {
             intersect: c.intersect.clone(),
             label_pixels: c.label_pixels.clone(),
@@ -41,6 +45,7 @@ impl CountsFile {
             n_labels: c.n_labels,
             n_categories: c.n_categories,
             top_maps_file,
+            top_maps_sha256,
         }
     }
 
@@ -117,11 +122,12 @@ pub fn write_count_shard(
     for ((meta, c), maps) in shard.layers.iter().zip(&shard.counts).zip(&shard.top_maps) {
         let name = top_maps_file_name(&meta.name);
         let bytes: Vec<u8> = maps.values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let sha256 = bytes_digest(&bytes);
         files.push((name.clone(), bytes));
         layers.push(ShardLayerFile {
             meta: meta.clone(),
             candidates: None,
-            counts: Some(CountsFile::of(c, name)),
+            counts: Some(CountsFile::of(c, name, sha256)),
         });
     }
     let fingerprint = Some(shard.thresholds.clone());
@@ -139,7 +145,7 @@ pub fn read_count_shard(dir: &Path) -> Result<CountShard, DissectError> {
     for l in file.layers {
         let c = (l.counts).ok_or_else(|| wrong_phase(dir, COUNTS_PHASE))?;
         c.check_sizes(&dir.join(SHARD_JSON), &l.meta)?;
-        top_maps.push(read_top_maps(dir, &l.meta, k, &c.top_maps_file)?);
+        top_maps.push(read_top_maps(dir, &l.meta, k, &c)?);
         counts.push(c.into_counts(l.meta.units));
         layers.push(l.meta);
     }
@@ -152,30 +158,31 @@ pub fn read_count_shard(dir: &Path) -> Result<CountShard, DissectError> {
     })
 }
 
-/// Reads the `k` top maps per unit of layer `meta` from `file` in the
-/// shard folder `dir`.
+/// Reads the `k` top maps per unit of layer `meta` from the file that `c`
+/// names in the shard folder `dir`, checked against its digest.
 fn read_top_maps(
     dir: &Path,
     meta: &LayerMeta,
     k: usize,
-    file: &str,
+    c: &CountsFile,
 ) -> Result<TopMaps, DissectError> {
     let units = meta.units as usize;
     let [h, w] = meta.feature_size.map(|v| v as usize);
-    let path = dir.join(file);
+    let path = dir.join(&c.top_maps_file);
     let n = units
         .checked_mul(k)
         .and_then(|v| v.checked_mul(h))
         .and_then(|v| v.checked_mul(w))
         .ok_or_else(|| malformed(&dir.join(SHARD_JSON), "top maps too large to address"))?;
-    let values = (read_words(&path, n)?.into_iter())
+    let values = (read_words(&path, n, &c.top_maps_sha256)?.into_iter())
         .map(f32::from_le_bytes)
         .collect();
     TopMaps::from_values(units, k, [h, w], values).map_err(|m| malformed(&path, m))
 }
 
-/// Reads a binary file of `count` little-endian 4-byte values.
-fn read_words(path: &Path, count: usize) -> Result<Vec<[u8; 4]>, DissectError> {
+/// Reads a binary file of `count` little-endian 4-byte values, of digest
+/// `sha256`.
+fn read_words(path: &Path, count: usize, sha256: &str) -> Result<Vec<[u8; 4]>, DissectError> {
     let len = std::fs::metadata(path)
         .map_err(|e| io_error(path, e))?
         .len();
@@ -196,6 +203,7 @@ fn read_words(path: &Path, count: usize) -> Result<Vec<[u8; 4]>, DissectError> {
             ),
         ));
     }
+    check_bytes(path, &bytes, sha256)?;
     Ok(bytes
         .chunks_exact(4)
         .map(|b| [b[0], b[1], b[2], b[3]])

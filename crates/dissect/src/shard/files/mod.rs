@@ -9,7 +9,9 @@
 //! as a results folder stores them, NaN elsewhere). `shard.json` is written
 //! last and the folder is staged and swapped in whole (by the caller), so
 //! a folder that has it is complete. The merged thresholds are one JSON
-//! file (floats by their bits, so they survive exactly).
+//! file (floats by their bits, so they survive exactly). Each JSON file
+//! records the digest of its own contents, and `shard.json` the digest of
+//! each binary file, which every read checks (`seal`).
 //!
 //! Reading a file that is missing or wrong is bad input
 //! ([`DissectError::Input`], naming the file); failing to write one is not
@@ -18,6 +20,9 @@
 
 mod candidates;
 mod counts;
+#[cfg(test)]
+mod mutation_tests;
+mod seal;
 #[cfg(test)]
 mod tests;
 mod thresholds;
@@ -28,6 +33,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use self::seal::Sealed;
 use super::{LayerMeta, ShardInfo, io_error};
 use crate::DissectError;
 
@@ -66,6 +72,9 @@ enum Phase {
 #[derive(Debug, Serialize, Deserialize)]
 struct ShardFile {
     kind: String,
+    /// The digest of the rest ([`Sealed`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    contents_sha256: String,
     phase: Phase,
     info: ShardInfo,
     /// Phase 2: the fingerprint of the thresholds counted with.
@@ -144,6 +153,7 @@ impl ShardFile {
     ) -> Self {
         ShardFile {
             kind: SHARD_KIND.into(),
+            contents_sha256: String::new(),
             phase,
             info: info.clone(),
             thresholds,
@@ -151,11 +161,11 @@ impl ShardFile {
         }
     }
 
-    /// Writes `files` (names and bytes) and then this `shard.json` into
-    /// `dir` (a staging folder, swapped in by the caller), and returns the
-    /// paths written.
+    /// Writes `files` (names and bytes) and then this `shard.json`, sealed,
+    /// into `dir` (a staging folder, swapped in by the caller), and returns
+    /// the paths written.
     fn write_folder(
-        &self,
+        mut self,
         dir: &Path,
         files: Vec<(String, Vec<u8>)>,
     ) -> Result<Vec<PathBuf>, DissectError> {
@@ -166,12 +176,14 @@ impl ShardFile {
             written.push(path);
         }
         let path = dir.join(SHARD_JSON);
-        write_atomic(&path, &json(&path, self)?)?;
+        self.seal(&path)?;
+        write_atomic(&path, &json(&path, &self)?)?;
         written.push(path);
         Ok(written)
     }
 
-    /// Reads the `shard.json` of the shard folder `dir`.
+    /// Reads the `shard.json` of the shard folder `dir`, checked against
+    /// its digest.
     fn read(dir: &Path) -> Result<ShardFile, DissectError> {
         let path = dir.join(SHARD_JSON);
         let text = std::fs::read_to_string(&path).map_err(|e| {
@@ -184,8 +196,15 @@ impl ShardFile {
                 io_error(&path, e)
             }
         })?;
-        let file: ShardFile = parse_json(&path, &text)?;
+        let mut file: ShardFile = parse_json(&path, &text)?;
         check_kind(&path, &file.kind, SHARD_KIND)?;
+        file.check_seal(&path)?;
         Ok(file)
+    }
+}
+
+impl Sealed for ShardFile {
+    fn seal_field(&mut self) -> &mut String {
+        &mut self.contents_sha256
     }
 }

@@ -15,13 +15,13 @@ use crate::shard::{
 };
 
 /// Units per layer, top images per unit, and the maps' `[h, w]`.
-const UNITS: u32 = 3;
-const K: usize = 2;
-const SIZE: [u32; 2] = [2, 2];
+pub(super) const UNITS: u32 = 3;
+pub(super) const K: usize = 2;
+pub(super) const SIZE: [u32; 2] = [2, 2];
 /// The layers: a plain name and one that is not safe for a file name.
-const LAYERS: [&str; 2] = ["l1", "a/b c"];
+pub(super) const LAYERS: [&str; 2] = ["l1", "a/b c"];
 
-fn meta(name: &str) -> LayerMeta {
+pub(super) fn meta(name: &str) -> LayerMeta {
     LayerMeta {
         name: name.into(),
         tap: format!("tap.{name}"),
@@ -39,7 +39,7 @@ fn shard_info() -> ShardInfo {
 }
 
 /// Per unit, `K` top images with floats a text format could lose.
-fn top_k(seed: u32) -> Vec<Vec<(u32, f32)>> {
+pub(super) fn top_k(seed: u32) -> Vec<Vec<(u32, f32)>> {
     (0..UNITS)
         .map(|u| vec![(seed + u, f32::INFINITY), (seed + u + 7, -0.0)])
         .collect()
@@ -62,7 +62,7 @@ fn threshold_shard() -> ThresholdShard {
     }
 }
 
-fn merged() -> MergedThresholds {
+pub(super) fn merged() -> MergedThresholds {
     let layers = (LAYERS.iter().enumerate())
         .map(|(l, name)| LayerThresholds {
             meta: meta(name),
@@ -80,7 +80,7 @@ fn merged() -> MergedThresholds {
     }
 }
 
-fn count_shard(merged: &MergedThresholds) -> CountShard {
+pub(super) fn count_shard(merged: &MergedThresholds) -> CountShard {
     let (n_labels, n_categories) = (4, 2);
     let counts = (0..LAYERS.len() as u64)
         .map(|l| {
@@ -216,13 +216,34 @@ fn truncate(path: &Path) {
     std::fs::write(path, &bytes[..bytes.len() - 4]).unwrap();
 }
 
-/// Rewrites the JSON file at `path` with `edit` applied.
+/// Rewrites the JSON file at `path` with `edit` applied, its recorded
+/// digest left as it was.
 fn edit_json(path: &Path, edit: fn(&mut serde_json::Value)) {
     let mut value: serde_json::Value =
         serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     edit(&mut value);
     std::fs::write(path, serde_json::to_vec(&value).unwrap()).unwrap();
 }
+
+/// Rewrites the `shard.json` at `path` with `edit` applied and sealed
+/// again, as a writer with a bug would: the checks of what it says still
+/// refuse it.
+fn edit_and_reseal(path: &Path, edit: fn(&mut serde_json::Value)) {
+    edit_json(path, edit);
+    let mut file: ShardFile = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    file.seal(path).unwrap();
+    std::fs::write(path, json(path, &file).unwrap()).unwrap();
+}
+
+/// Flips the bits of the last byte of the file at `path`.
+fn flip_last_byte(path: &Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    *bytes.last_mut().unwrap() ^= 0xff;
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// What a changed file is refused with.
+const CHANGED: &str = "does not match its recorded digest: the file was changed or corrupted";
 
 const REFUSALS: &[Refusal] = &[
     Refusal {
@@ -283,7 +304,7 @@ const REFUSALS: &[Refusal] = &[
     Refusal {
         what: "a shard.json of another kind",
         phase: 1,
-        damage: |dir| edit_json(&dir.join(SHARD_JSON), |v| v["kind"] = "other".into()),
+        damage: |dir| edit_and_reseal(&dir.join(SHARD_JSON), |v| v["kind"] = "other".into()),
         read: open_phase_1,
         words: &[SHARD_JSON, "kind `other`, not netdissect-shard"],
     },
@@ -291,7 +312,7 @@ const REFUSALS: &[Refusal] = &[
         what: "counts of the wrong length",
         phase: 2,
         damage: |dir| {
-            edit_json(&dir.join(SHARD_JSON), |v| {
+            edit_and_reseal(&dir.join(SHARD_JSON), |v| {
                 v["layers"][0]["counts"]["intersect"] = serde_json::json!([1, 2]);
             });
         },
@@ -304,6 +325,64 @@ const REFUSALS: &[Refusal] = &[
         damage: |dir| std::fs::write(dir.join(THRESHOLDS_JSON), "[").unwrap(),
         read: read_copied_thresholds,
         words: &["thresholds.json, row 1"],
+    },
+    Refusal {
+        what: "a flipped byte in a candidates file",
+        phase: 1,
+        damage: |dir| flip_last_byte(&dir.join("a_b_c-candidates.u32")),
+        read: open_phase_1,
+        words: &["a_b_c-candidates.u32", CHANGED],
+    },
+    Refusal {
+        what: "a flipped byte in a top maps file",
+        phase: 2,
+        damage: |dir| flip_last_byte(&dir.join("l1-topmaps.f32")),
+        read: read_phase_2,
+        words: &["l1-topmaps.f32", CHANGED],
+    },
+    Refusal {
+        what: "an edited count",
+        phase: 2,
+        damage: |dir| {
+            edit_json(&dir.join(SHARD_JSON), |v| {
+                v["layers"][1]["counts"]["unit_pixels"][2] = 4.into();
+            });
+        },
+        read: read_phase_2,
+        words: &[SHARD_JSON, CHANGED],
+    },
+    Refusal {
+        what: "an edited top-k image",
+        phase: 1,
+        damage: |dir| {
+            edit_json(&dir.join(SHARD_JSON), |v| {
+                v["layers"][0]["candidates"]["top_k"][0][0][0] = 29.into();
+            });
+        },
+        read: open_phase_1,
+        words: &[SHARD_JSON, CHANGED],
+    },
+    Refusal {
+        what: "a shard.json without its digest",
+        phase: 1,
+        damage: |dir| {
+            edit_json(&dir.join(SHARD_JSON), |v| {
+                v.as_object_mut().unwrap().remove("contents_sha256");
+            });
+        },
+        read: open_phase_1,
+        words: &[SHARD_JSON, "records no digest of its contents"],
+    },
+    Refusal {
+        what: "an edited threshold",
+        phase: 2,
+        damage: |dir| {
+            edit_json(&dir.join(THRESHOLDS_JSON), |v| {
+                v["layers"][1]["thresholds"][0] = 0.into();
+            });
+        },
+        read: read_copied_thresholds,
+        words: &[THRESHOLDS_JSON, CHANGED],
     },
 ];
 
