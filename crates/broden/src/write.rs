@@ -567,14 +567,7 @@ impl Writer {
 
     /// The rows of `label.csv`, header first; `listed` is [`Writer::listed`].
     fn label_rows(&self, listed: &[Vec<bool>]) -> Vec<Vec<String>> {
-        let mut rows = vec![header(&[
-            "number",
-            "name",
-            "category",
-            "frequency",
-            "coverage",
-            "syns",
-        ])];
+        let mut rows = vec![header(&crate::read::LABEL_COLUMNS)];
         for (i, spec) in self.labels.iter().enumerate() {
             let l = i + 1;
             // Categories by descending count (ties in category order).

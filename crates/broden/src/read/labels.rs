@@ -6,6 +6,16 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use super::table::Table;
+
+/// The columns of `label.csv`, in the order the reference tools write them.
+pub(crate) const LABEL_COLUMNS: [&str; 6] = [
+    "number",
+    "name",
+    "category",
+    "frequency",
+    "coverage",
+    "syns",
+];
 use crate::{BrodenError, Category, CategoryLabel, Label};
 
 /// The label tables of a dataset: `label.csv`, densely numbered, with each
@@ -138,15 +148,7 @@ fn parse_category_counts(
 /// `build_dense_label_array` does. `category` is set later.
 fn read_labels(root: &Path, categories: &[Category]) -> Result<Vec<Label>, BrodenError> {
     let t = Table::read(root.join("label.csv"))?;
-    let [number, name, category, frequency, coverage, syns] = [
-        "number",
-        "name",
-        "category",
-        "frequency",
-        "coverage",
-        "syns",
-    ]
-    .map(|c| t.column(c));
+    let [number, name, category, frequency, coverage, syns] = LABEL_COLUMNS.map(|c| t.column(c));
     let (number, name, category, frequency, coverage, syns) =
         (number?, name?, category?, frequency?, coverage?, syns?);
     let mut parsed: Vec<Label> = Vec::with_capacity(t.rows.len());

@@ -20,6 +20,7 @@ use std::path::Path;
 
 use crate::{BrodenError, Dataset, DatasetOptions, KnownLabels};
 
+pub(crate) use labels::LABEL_COLUMNS;
 pub use stats::{CategorySummary, CountMismatch, DatasetSummary, LabelCounts};
 
 impl Dataset {
