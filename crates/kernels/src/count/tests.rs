@@ -522,50 +522,44 @@ fn several_planes_per_category_each_count() {
 fn bad_configs_and_batches_are_errors() {
     let gpu = gpu();
     let cfg = config(1, Upsample::half_pixel(2, 2, 3, 3), 1);
-    assert!(
-        Counter::new(
-            gpu,
-            CountConfig {
-                n_categories: 33,
-                ..cfg.clone()
-            }
-        )
-        .is_err()
-    );
-    assert!(
-        Counter::new(
-            gpu,
-            CountConfig {
-                label_category: vec![0; 3],
-                ..cfg.clone()
-            }
-        )
-        .is_err()
-    );
-    assert!(
-        Counter::new(
-            gpu,
-            CountConfig {
-                label_category: vec![5; 11],
-                ..cfg.clone()
-            }
-        )
-        .is_err()
-    );
     let nan_axis = AxisMap {
         scale: f64::NAN,
         offset: 0.0,
     };
-    assert!(
-        Counter::new(
-            gpu,
+    // (what is wrong, the configuration)
+    let bad = [
+        (
+            "too many categories",
+            CountConfig {
+                n_categories: 33,
+                ..cfg.clone()
+            },
+        ),
+        (
+            "a category for too few labels",
+            CountConfig {
+                label_category: vec![0; 3],
+                ..cfg.clone()
+            },
+        ),
+        (
+            "a category out of range",
+            CountConfig {
+                label_category: vec![5; 11],
+                ..cfg.clone()
+            },
+        ),
+        (
+            "a NaN upsampling",
             CountConfig {
                 upsample: Upsample::affine(2, 2, 3, 3, nan_axis, nan_axis),
                 ..cfg.clone()
-            }
-        )
-        .is_err()
-    );
+            },
+        ),
+    ];
+    for (what, bad) in bad {
+        assert!(Counter::new(gpu, bad).is_err(), "{what}");
+    }
     // A batch whose units differ from the configuration.
     let mut counter = Counter::new(gpu, cfg.clone()).expect("counter");
     let buf = gpu.storage_init("a", &[0.0f32; 8]);
