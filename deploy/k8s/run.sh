@@ -7,6 +7,8 @@
 #
 # IMAGE (default netdissect:0.1.0) is the image built from deploy/Dockerfile;
 # the namespace is kubectl's current one (NAMESPACE overrides it).
+# DRY_RUN=1 prints every manifest as it would be applied (the image
+# substituted) and reaches no cluster: the tests validate that output.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 image=${IMAGE:-netdissect:0.1.0}
@@ -21,6 +23,16 @@ if [[ -z $shards ]] || [[ $(field completions 2-thresholds.yaml) != "$shards" ]]
     echo "config.yaml has SHARDS=$shards: set completions and parallelism to $shards" \
         "in 2-thresholds.yaml and 4-counts.yaml" >&2
     exit 2
+fi
+
+steps=(1-warm-up 2-thresholds 3-merge-thresholds 4-counts 5-merge)
+manifest() { sed "s|image: netdissect:0.1.0|image: $image|" "$here/$1.yaml"; }
+if [[ ${DRY_RUN:-} == 1 ]]; then
+    for step in pvc config "${steps[@]}"; do
+        echo "---"
+        manifest "$step"
+    done
+    exit 0
 fi
 
 "${kubectl[@]}" apply -f "$here/pvc.yaml" -f "$here/config.yaml"
@@ -43,11 +55,12 @@ wait_for() {
     done
 }
 
-for step in 1-warm-up 2-thresholds 3-merge-thresholds 4-counts 5-merge; do
+for step in "${steps[@]}"; do
     job=$(sed -n 's/^  name: \(netdissect-.*\)$/\1/p' "$here/$step.yaml")
     # A rerun starts each job afresh; finished shards are replaced whole.
-    "${kubectl[@]}" delete job "$job" --ignore-not-found --wait=true
-    sed "s|image: netdissect:0.1.0|image: $image|" "$here/$step.yaml" | "${kubectl[@]}" apply -f -
+    # Foreground: the old pods are gone before new ones (same hostnames) start.
+    "${kubectl[@]}" delete job "$job" --ignore-not-found --cascade=foreground --wait=true
+    manifest "$step" | "${kubectl[@]}" apply -f -
     echo "waiting for $job"
     wait_for "$job"
 done

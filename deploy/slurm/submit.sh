@@ -7,7 +7,10 @@
 #   2. thresholds, every shard (array, afterok 1);
 #   3. merge --phase thresholds (afterok 2);
 #   4. counts, every shard (array, afterok 3);
-#   5. merge into the results folder (afterok 4).
+#   5. merge into the results folder (afterok 4);
+#   6. failed.sbatch, once a job above failed or 5 succeeded: after a
+#      failure it names the failed shard and its log in $WORK/FAILED and
+#      cancels the rest of the chain.
 #
 # Configuration, from the environment (see README.md):
 #   WORK          shared folder for the shards (required)
@@ -18,6 +21,9 @@
 #   DEVICE_ARGS   how a worker picks its GPU (default: --device 0, the one
 #                 GPU Slurm gives the job)
 #   RESULTS       the results folder (default: $WORK/results)
+#   SBATCH_ARGS   sbatch options for every job, after the scripts' own
+#                 #SBATCH lines, which they override (split on spaces)
+#   MAX_RESTARTS  how often a worker killed by a signal is requeued (default 2)
 set -euo pipefail
 
 : "${WORK:?set WORK to a folder every node can read and write}"
@@ -27,6 +33,8 @@ export SHARDS=${SHARDS:-8}
 export NETDISSECT=${NETDISSECT:-netdissect}
 export DEVICE_ARGS=${DEVICE_ARGS---device 0}
 export RESULTS=${RESULTS:-$WORK/results}
+export MAX_RESTARTS=${MAX_RESTARTS:-2}
+read -ra extra <<<"${SBATCH_ARGS:-}"
 if ! [[ $SHARDS =~ ^[1-9][0-9]*$ ]]; then
     echo "SHARDS must be a positive number, not '$SHARDS'" >&2
     exit 2
@@ -34,6 +42,7 @@ fi
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 mkdir -p "$WORK/thresholds" "$WORK/counts" "$WORK/logs"
+rm -f "$WORK/FAILED"
 # One autotune cache for every worker: CubeCL reads cubecl.toml from the
 # working directory, and the job scripts run in $WORK.
 if [[ ! -e $WORK/cubecl.toml ]]; then
@@ -41,17 +50,27 @@ if [[ ! -e $WORK/cubecl.toml ]]; then
 fi
 
 last=$((SHARDS - 1))
-logs="--output=$WORK/logs/%x-%A_%a.out"
-# `sbatch --parsable` prints `id` or `id;cluster`: the id is what --dependency takes.
-sbatch() { local out; out=$(command sbatch "$@") && echo "${out%%;*}"; }
-tune=$(sbatch --parsable "$logs" "$here/warm-up.sbatch")
-thresholds=$(sbatch --parsable "$logs" --array="0-$last" --dependency="afterok:$tune" \
-    "$here/thresholds.sbatch")
-merged=$(sbatch --parsable "$logs" --dependency="afterok:$thresholds" \
+# Appended to, not replaced, on a requeue: the log keeps why a task ran again.
+logs=(--parsable --open-mode=append --output="$WORK/logs/%x-%j.out")
+tasks=(--parsable --open-mode=append --output="$WORK/logs/%x-%A_%a.out" --array="0-$last")
+# `sbatch --parsable` prints `id` or `id;cluster`: the id is what --dependency
+# takes. Options on the command line override a script's #SBATCH lines.
+sbatch() {
+    local out script=${*: -1}
+    out=$(command sbatch "${@:1:$#-1}" "${extra[@]}" "$script") && echo "${out%%;*}"
+}
+tune=$(sbatch "${logs[@]}" "$here/warm-up.sbatch")
+thresholds=$(sbatch "${tasks[@]}" --dependency="afterok:$tune" "$here/thresholds.sbatch")
+merged=$(sbatch "${logs[@]}" --dependency="afterok:$thresholds" \
     "$here/merge-thresholds.sbatch")
-counts=$(sbatch --parsable "$logs" --array="0-$last" --dependency="afterok:$merged" \
-    "$here/counts.sbatch")
-final=$(sbatch --parsable "$logs" --dependency="afterok:$counts" "$here/merge.sbatch")
+counts=$(sbatch "${tasks[@]}" --dependency="afterok:$merged" "$here/counts.sbatch")
+final=$(sbatch "${logs[@]}" --dependency="afterok:$counts" "$here/merge.sbatch")
+chain=("$tune" "$thresholds" "$merged" "$counts" "$final")
+export CHAIN="${chain[*]}"
+# `?`: whichever comes first, a failure anywhere or the final success.
+any=""
+for id in "${chain[@]}"; do any+="afternotok:$id?"; done
+reporter=$(sbatch "${logs[@]}" --dependency="${any}afterok:$final" "$here/failed.sbatch")
 echo "submitted $SHARDS shards: warm-up $tune, thresholds $thresholds, merge $merged," \
-    "counts $counts, results $final"
+    "counts $counts, results $final, failure report $reporter"
 echo "results: $RESULTS"

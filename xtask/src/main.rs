@@ -236,9 +236,11 @@ fn devtools(command: &str, args: &[String]) -> Result<()> {
 fn test() -> Result<()> {
     adapter::ensure()?;
     ensure_chromium()?;
+    ensure_slurm()?;
     // The Python package's build script and its pytest suite (run by a
     // test of crates/python) use this interpreter.
     let python = ensure_python()?;
+    ensure_kubernetes_validate(&python)?;
     let cargo = || {
         let mut c = cargo();
         c.env("PYO3_PYTHON", &python);
@@ -419,6 +421,83 @@ fn ensure_chromium() -> Result<()> {
     }
     eprintln!("chromium not found: installing Debian's chromium package for the report tests");
     adapter::apt_install(&["chromium"])
+}
+
+/// The Slurm test (crates/cli/tests/slurm.rs) starts a one-node cluster of
+/// Debian's slurm-wlm and munge; install them where they are missing and we
+/// may. Where we may not, the other tests still run and that one fails,
+/// saying what to install.
+fn ensure_slurm() -> Result<()> {
+    let found = |name: &str| {
+        Command::new(name)
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if ["slurmctld", "slurmd", "munged"].iter().all(|n| found(n)) {
+        return Ok(());
+    }
+    if !adapter::can_install() {
+        eprintln!(
+            "slurm not found and not installable here (root and apt-get needed): the Slurm test will fail; install it with `sudo apt-get install -y slurm-wlm munge`"
+        );
+        return Ok(());
+    }
+    eprintln!("slurm not found: installing Debian's slurm-wlm and munge for the Slurm test");
+    adapter::apt_install(&["slurm-wlm", "munge"])
+}
+
+/// Where `ensure_kubernetes_validate` installs the validator, relative to
+/// the workspace root; crates/cli/tests/k8s.rs looks there too.
+const KUBERNETES_VALIDATE_VENV: &str = "target/kubernetes-validate";
+
+/// The Kubernetes manifests' test (crates/cli/tests/k8s.rs) validates them
+/// against the API's schemas with PyPI's `kubernetes-validate`, offline
+/// (`kubectl --dry-run=client` still asks an API server for the schemas):
+/// installed into a virtual environment of `python` where missing, with
+/// Debian's python3-venv where that is missing and we may install it.
+fn ensure_kubernetes_validate(python: &str) -> Result<()> {
+    let venv = workspace_root().join(KUBERNETES_VALIDATE_VENV);
+    let runs = |tool: &Path| {
+        Command::new(tool)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if runs(&venv.join("bin/kubernetes-validate")) || runs(Path::new("kubernetes-validate")) {
+        return Ok(());
+    }
+    eprintln!(
+        "kubernetes-validate not found: installing it from PyPI into {}",
+        venv.display()
+    );
+    let make_venv = |python: &str| {
+        Command::new(python)
+            .args(["-m", "venv", "--clear"])
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !make_venv(python) {
+        if !adapter::can_install() {
+            bail!(
+                "the Kubernetes manifests' test needs kubernetes-validate: `python3 -m venv {0} && {0}/bin/pip install kubernetes-validate`",
+                venv.display()
+            );
+        }
+        adapter::apt_install(&["python3", "python3-venv"])?;
+        if !make_venv("/usr/bin/python3") {
+            bail!(
+                "/usr/bin/python3 cannot make a virtual environment even with python3-venv installed"
+            );
+        }
+    }
+    run(Command::new(venv.join("bin/pip")).args([
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "kubernetes-validate==1.37.0",
+    ]))
 }
 
 #[cfg(test)]

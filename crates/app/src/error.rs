@@ -15,6 +15,8 @@ pub enum Kind {
     Run,
     /// No usable GPU adapter.
     Adapter,
+    /// Stopped on request (Ctrl-C, a termination signal).
+    Stopped,
 }
 
 /// An error with its kind; the message holds every cause, separated by
@@ -79,6 +81,7 @@ impl From<DissectError> for Error {
             ErrorKind::Usage => Kind::Usage,
             ErrorKind::Input => Kind::Input,
             ErrorKind::Failure => Kind::Run,
+            ErrorKind::Stopped => Kind::Stopped,
         };
         Self::new(kind, chain(&e))
     }

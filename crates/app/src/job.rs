@@ -4,6 +4,8 @@
 //! [`crate::shards`] and [`crate::warm_up`] carry it out.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use broden::PreprocessKind;
 use broden::{Dataset, DatasetOptions, Preprocess};
@@ -58,9 +60,36 @@ pub struct Job<'a> {
     pub out: Option<PathBuf>,
     /// Replace results already in `out`.
     pub force: bool,
+    /// Checkpoints of a run into `out`, and resuming from them.
+    pub resume: Resume,
+    /// Set (by the caller's signal handler) to stop after the batch in
+    /// progress: a run with checkpoints keeps its last one.
+    pub stop: Option<Arc<AtomicBool>>,
+}
+
+/// Checkpoints of a run, so that it continues where it was killed when
+/// started again (see [`dissect::resume`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Resume {
+    /// About how many seconds of work between two checkpoints: `None` the
+    /// default ([`crate::resume::DEFAULT_EVERY_SECS`] on the CPU backend,
+    /// none on a GPU), `Some(0.0)` none.
+    pub every_secs: Option<f64>,
+    /// Start over, discarding a checkpoint of the run.
+    pub restart: bool,
 }
 
 impl Job<'_> {
+    /// The engine, with the job's stop flag.
+    pub(crate) fn start_engine(
+        &self,
+        events: &mut dyn crate::Events,
+    ) -> Result<dissect::Dissector> {
+        let mut dissector = self.engine.start(events)?;
+        dissector.stop = self.stop.clone();
+        Ok(dissector)
+    }
+
     /// The dataset, with the settings' split, categories and image limit.
     pub(crate) fn open_dataset(&self) -> Result<Dataset> {
         Dataset::open(&self.dataset, &self.settings.dataset_options()).map_err(Error::input)

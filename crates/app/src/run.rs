@@ -107,10 +107,10 @@ fn run_models(job: Job<'_>, events: &mut dyn Events) -> Result<Finished> {
     let stagings = (targets.iter())
         .map(|(_, out)| Staging::begin(out, job.force).map_err(Error::output))
         .collect::<Result<Vec<_>>>()?;
-    let dissector = job.engine.start(events)?;
+    let dissector = job.start_engine(events)?;
     let mut finished = Finished::of(&checked.dataset);
     let n = targets.len();
-    for (i, ((w, _), staging)) in targets.iter().zip(stagings).enumerate() {
+    for (i, ((w, target), staging)) in targets.iter().zip(stagings).enumerate() {
         if several {
             let shown = w
                 .as_deref()
@@ -124,7 +124,7 @@ fn run_models(job: Job<'_>, events: &mut dyn Events) -> Result<Finished> {
             dissector: &dissector,
             weights: w.as_deref(),
         };
-        let outcome = context.run(&loaded, events)?;
+        let outcome = context.run(&loaded, Some(target), events)?;
         context.write(&loaded, outcome, Some(staging), &mut finished, events)?;
     }
     if several {
@@ -200,7 +200,7 @@ pub(crate) fn run_recorded(
     let staging = (job.out.as_deref())
         .map(|out| Staging::begin(out, job.force).map_err(Error::output))
         .transpose()?;
-    let dissector = job.engine.start(events)?;
+    let dissector = job.start_engine(events)?;
     let recorded = recorded.on(dissector.device());
     if matches!(job.source, Source::Recorded { .. }) {
         events.note(
@@ -223,7 +223,7 @@ pub(crate) fn run_recorded(
     match shard {
         Some(shard) => crate::shards::run_loaded(&context, &loaded, shard, staging, events)?,
         None => {
-            let outcome = context.run(&loaded, events)?;
+            let outcome = context.run(&loaded, None, events)?;
             context.write(&loaded, outcome, staging, &mut finished, events)?;
         }
     }
@@ -250,9 +250,23 @@ impl RunContext<'_> {
         opts
     }
 
-    /// Dissects `loaded` over the whole dataset.
-    fn run(&self, loaded: &Loaded<'_>, events: &mut dyn Events) -> Result<Outcome> {
+    /// Dissects `loaded` over the whole dataset, with checkpoints beside
+    /// `out` where the job has them (see [`crate::resume`]).
+    fn run(
+        &self,
+        loaded: &Loaded<'_>,
+        out: Option<&Path>,
+        events: &mut dyn Events,
+    ) -> Result<Outcome> {
         let opts = self.options(loaded);
+        let every = out.and_then(|out| Some((out, crate::resume::interval(self, &opts)?)));
+        if let Some((out, every)) = every {
+            let dir = crate::resume::checkpoint_dir(out);
+            let mut outcome = crate::resume::run(self, loaded, &dir, every, events)?;
+            events.passes_done();
+            outcome.dissection.weights = self.weights.map(|w| w.display().to_string());
+            return Ok(outcome);
+        }
         let mut outcome = {
             let mut progress = |p: &dissect::Progress| events.progress(p);
             self.dissector.run(
@@ -288,24 +302,32 @@ impl RunContext<'_> {
                 staging.path(),
                 events,
             );
-            write_results(staging, &outcome, events)?;
+            let checkpoint = crate::resume::checkpoint_dir(staging.dest());
+            write_results(staging, &outcome, Some(&checkpoint), events)?;
         }
         finished.outcomes.push(outcome);
         Ok(())
     }
 }
 
-/// Writes a run's outputs through `staging`, swaps them in, and notes the
-/// files.
+/// Writes a run's outputs through `staging`, removes its `checkpoint`
+/// folder, swaps them in, and notes the files.
 pub(crate) fn write_results(
     staging: Staging,
     outcome: &Outcome,
+    checkpoint: Option<&Path>,
     events: &mut dyn Events,
 ) -> Result<()> {
     let result = &outcome.dissection;
     let written =
         report::output::write_all(staging.path(), result, &outcome.top_maps, &outcome.ious)
             .map_err(Error::output)?;
+    // A checkpoint has done its work once the results are staged: removed
+    // just before they are swapped in, so that the same command started
+    // again never finds both (killed in between, it starts over).
+    if let Some(checkpoint) = checkpoint {
+        dissect::resume::discard(checkpoint)?;
+    }
     let dest = commit(staging, written)?;
     events.finished(result);
     for path in dest {
@@ -336,7 +358,7 @@ pub fn warm_up(job: Job<'_>, events: &mut dyn Events) -> Result<()> {
     if checked.weights.len() > 1 {
         return Err(Error::usage("--warm-up takes one checkpoint"));
     }
-    let dissector = job.engine.start(events)?;
+    let dissector = job.start_engine(events)?;
     let loaded = source::load(
         checked.choice,
         checked.weights.first().map(PathBuf::as_path),

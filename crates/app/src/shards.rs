@@ -41,7 +41,7 @@ pub fn run_shard(job: Job<'_>, spec: &ShardSpec, events: &mut dyn Events) -> Res
         .as_deref()
         .ok_or_else(|| Error::usage("--shard needs --out"))?;
     let staging = Staging::begin(out, job.force).map_err(Error::output)?;
-    let dissector = job.engine.start(events)?;
+    let dissector = job.start_engine(events)?;
     let weights = checked.weights.first().map(PathBuf::as_path);
     let loaded = source::load(checked.choice, weights, &dissector, events)?;
     let context = RunContext {
@@ -303,7 +303,7 @@ fn merge_counts(job: &MergeJob, events: &mut dyn Events) -> Result<Finished> {
         }
     }
     events.note(&format!("merged {} shards", shards.len()));
-    write_results(staging, &outcome, events)?;
+    write_results(staging, &outcome, None, events)?;
     let mut finished = Finished::of(&dataset);
     finished.outcomes.push(outcome);
     Ok(finished)

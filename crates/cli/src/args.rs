@@ -337,7 +337,25 @@ pub struct DissectArgs {
     /// Overwrite an output folder that already holds results.
     #[arg(long)]
     pub force: bool,
+    /// Checkpoint about every SECS seconds of work into `.<out>.checkpoint`
+    /// beside --out, so that the same command started again after a kill
+    /// or Ctrl-C resumes there (results identical to an uninterrupted run).
+    /// Default: 60 on the CPU backend, no checkpoints on a GPU; 0: none.
+    /// Not with a formula search.
+    #[arg(long, value_name = "SECS", value_parser = non_negative_secs)]
+    pub checkpoint_every: Option<f64>,
+    /// Start over: discard the run's checkpoint instead of resuming.
+    #[arg(long)]
+    pub restart: bool,
     /// No progress bars.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+/// A number of seconds, 0 or more.
+fn non_negative_secs(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("`{text}` is not a number of seconds (0 or more)")),
+    }
 }

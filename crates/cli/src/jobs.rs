@@ -49,6 +49,11 @@ impl DissectArgs {
             },
             out: self.out.clone(),
             force: self.force,
+            resume: app::Resume {
+                every_secs: self.checkpoint_every,
+                restart: self.restart,
+            },
+            stop: Some(crate::signals::stop_flag()),
         }
     }
 

@@ -3,13 +3,14 @@
 //!
 //! Exit codes: 0 success; 1 a failure while running; 2 invalid arguments;
 //! 3 invalid input (dataset, checkpoint, layer names); 4 no usable GPU
-//! adapter.
+//! adapter; 130 stopped by Ctrl-C or a termination signal.
 
 mod args;
 mod jobs;
 mod listing;
 mod progress;
 mod runtime_dir;
+mod signals;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -57,6 +58,7 @@ fn exit_code(kind: app::Kind) -> u8 {
         app::Kind::Usage => 2,
         app::Kind::Input => 3,
         app::Kind::Adapter => 4,
+        app::Kind::Stopped => 130,
     }
 }
 

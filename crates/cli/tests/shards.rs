@@ -1,17 +1,15 @@
 //! Sharded runs (`dissect --shard`, `merge`) as a cluster runs them: four
 //! uneven shards merge to the single run's folder byte for byte (but for
-//! durations) on both backends and on recorded activations; sets of shards
-//! that do not belong together are refused by name; and the Slurm scripts
-//! of `deploy/slurm`, run in sequence here by `deploy/slurm/local/sbatch`,
-//! give the same folder. Datasets are generated with
-//! `broden::synth::generate` (seeded) in temp folders.
+//! durations) on both backends and on recorded activations; and sets of
+//! shards that do not belong together are refused by name. (slurm.rs runs
+//! the Slurm scripts of `deploy/slurm` on a real cluster.) Datasets are
+//! generated with `broden::synth::generate` (seeded) in temp folders.
 
 mod common;
 use common::*;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 fn ok(o: Output) -> Output {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -24,53 +22,6 @@ const IMAGES: usize = 26;
 
 fn dataset(dir: &Path) -> PathBuf {
     synth(dir, IMAGES, 11, 112, 10)
-}
-
-/// Every file under `dir`, by relative path, with what differs between
-/// runs by design blanked: durations and timings in `results.json`, the
-/// duration in the report's header.
-fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                walk(root, &path, out);
-                continue;
-            }
-            let rel = path.strip_prefix(root).unwrap().to_path_buf();
-            let mut bytes = std::fs::read(&path).unwrap();
-            let name = rel.to_string_lossy();
-            if name == "results.json" {
-                let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-                v["duration_secs"] = 0.into();
-                v["timings"] = serde_json::Value::Null;
-                bytes = serde_json::to_vec_pretty(&v).unwrap();
-            } else if name == "report.html" {
-                let text = String::from_utf8(bytes).unwrap();
-                let at = text
-                    .find(" s · netdissect")
-                    .expect("the report states a duration");
-                let start = text[..at].rfind("· ").unwrap() + 2;
-                bytes = format!("{}<duration>{}", &text[..start], &text[at..]).into_bytes();
-            }
-            out.insert(rel, bytes);
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
-}
-
-fn assert_same_folders(want: &Path, got: &Path) {
-    let (want, got) = (snapshot(want), snapshot(got));
-    assert_eq!(
-        want.keys().collect::<Vec<_>>(),
-        got.keys().collect::<Vec<_>>(),
-        "the same files"
-    );
-    for (name, bytes) in &want {
-        assert!(bytes == &got[name], "{} differs", name.display());
-    }
 }
 
 /// Runs every phase of a sharded run by hand: `shards` phase-1 runs, the
@@ -503,89 +454,4 @@ fn changed_shard_files_and_images_are_refused_by_name() {
     assert!(!results.exists(), "no results folder");
     file.set_modified(was).unwrap();
     ok(merge(&results, &[], &[&c0, &c1]));
-}
-
-/// Runs `deploy/slurm/submit.sh` with `deploy/slurm/local/sbatch` first on
-/// PATH, so that its jobs run here in submission order.
-fn submit(tmp: &Path, work: &Path, dissect_args: &str) -> Output {
-    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/slurm");
-    let path = format!(
-        "{}:{}",
-        s(&deploy.join("local")),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    Command::new("bash")
-        .arg(deploy.join("submit.sh"))
-        .env("PATH", path)
-        .env("WORK", work)
-        .env("SHARDS", "4")
-        .env("NETDISSECT", env!("CARGO_BIN_EXE_netdissect"))
-        .env("DEVICE_ARGS", "--backend cpu")
-        .env("DISSECT_ARGS", dissect_args)
-        .env("LOCAL_SBATCH_STATE", tmp.join("sbatch-state"))
-        .output()
-        .expect("bash runs")
-}
-
-#[test]
-fn the_slurm_scripts_run_in_sequence_give_the_single_run() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = dataset(tmp.path());
-    let flags = format!(
-        "--model planted-colors --layers color4,color16 --dataset {} --batch-size 4",
-        s(&data)
-    );
-    let work = tmp.path().join("work");
-    let o = ok(submit(tmp.path(), &work, &flags));
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(out.contains("submitted 4 shards"), "{out}");
-    assert!(
-        work.join("cubecl.toml").exists(),
-        "one autotune cache for all"
-    );
-    // The warm-up ran first and wrote nothing but its log.
-    let names: Vec<String> = std::fs::read_dir(&work)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    assert_eq!(
-        names,
-        [
-            "counts",
-            "cubecl.toml",
-            "logs",
-            "results",
-            "thresholds",
-            "thresholds.json"
-        ]
-    );
-    let log = std::fs::read_to_string(work.join("logs/warm-up-1_0.out")).unwrap();
-    assert!(
-        log.contains("warmed up") && log.contains("batches of 4 and 2 images"),
-        "{log}"
-    );
-    let single = tmp.path().join("single");
-    let mut a: Vec<&str> = vec!["dissect"];
-    a.extend(flags.split(' '));
-    a.extend([
-        "--backend",
-        "cpu",
-        "--cache-mib",
-        "0",
-        "--quiet",
-        "--out",
-        s(&single),
-    ]);
-    ok(netdissect(&a));
-    assert_same_folders(&single, &work.join("results"));
-
-    // A phase that fails stops the chain: nothing after it runs.
-    let broken = tmp.path().join("broken");
-    let o = submit(tmp.path(), &broken, &flags.replace("color16", "color99"));
-    assert!(!o.status.success());
-    assert!(stderr(&o).contains("did not succeed"), "{}", stderr(&o));
-    assert!(!broken.join("thresholds.json").exists());
-    assert!(!broken.join("results").exists());
 }

@@ -10,6 +10,7 @@
 //! (bounded memory). [`crate::Dissection::mode`] says which ran.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use broden::Batch;
 use burn::tensor::{Device, Tensor};
@@ -75,6 +76,10 @@ pub struct Dissector {
     /// Bytes of activations kept between passes; by default
     /// [`Dissector::default_cache_budget`].
     pub cache_budget_bytes: u64,
+    /// Set (by a signal handler, say) to stop every run after the batch in
+    /// progress with [`DissectError::Stopped`]: a resumable run keeps its
+    /// last checkpoint ([`crate::resume`]).
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 /// The instance and adapters (Vulkan, Metal, DX12) of this machine, in
@@ -174,6 +179,7 @@ impl Dissector {
                 gpu::adapter_info(&setup),
             ))),
             cache_budget_bytes: DEFAULT_CACHE_BUDGET,
+            stop: None,
         })
     }
 
@@ -187,6 +193,7 @@ impl Dissector {
             device,
             backend: Backend::Device(Arc::new(Gpu::from_parts(dev, queue, info))),
             cache_budget_bytes: DEFAULT_CACHE_BUDGET,
+            stop: None,
         })
     }
 
@@ -197,6 +204,7 @@ impl Dissector {
             device: gpu::cpu_device(),
             backend: Backend::Host,
             cache_budget_bytes: 0,
+            stop: None,
         };
         d.cache_budget_bytes = d.default_cache_budget().0;
         d

@@ -12,6 +12,9 @@ pub enum ErrorKind {
     /// A failure while running that is not the input's fault: the device,
     /// or a bug (CLI exit 1).
     Failure,
+    /// Stopped on request, by Ctrl-C or a termination signal (CLI exit
+    /// 130).
+    Stopped,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +45,10 @@ pub enum DissectError {
     /// A failure of this program, not of its input.
     #[error("internal error: {0}")]
     Internal(String),
+    /// Stopped on request (a signal) after the batch in progress; the run
+    /// had done `images_done` of its images in that pass.
+    #[error("stopped on request after {images_done} images of the pass")]
+    Stopped { images_done: usize },
 }
 
 impl DissectError {
@@ -58,6 +65,7 @@ impl DissectError {
             DissectError::Kernel(_) | DissectError::Write { .. } | DissectError::Internal(_) => {
                 ErrorKind::Failure
             }
+            DissectError::Stopped { .. } => ErrorKind::Stopped,
         }
     }
 }

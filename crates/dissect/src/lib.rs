@@ -18,6 +18,7 @@ pub mod options;
 pub mod planted;
 pub mod recorded;
 pub mod results;
+pub mod resume;
 mod run;
 pub mod score;
 pub mod shard;

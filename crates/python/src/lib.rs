@@ -24,6 +24,7 @@ fn py_error(e: app::Error) -> PyErr {
     match e.kind() {
         app::Kind::Usage | app::Kind::Input => PyValueError::new_err(e.to_string()),
         app::Kind::Run | app::Kind::Adapter => PyRuntimeError::new_err(e.to_string()),
+        app::Kind::Stopped => pyo3::exceptions::PyKeyboardInterrupt::new_err(e.to_string()),
     }
 }
 
@@ -174,6 +175,9 @@ fn dissect_arrays<'py>(
         engine: EngineSpec::of(backend),
         out,
         force,
+        // Arrays in memory: no checkpoints (they are for zoo models).
+        resume: app::Resume::default(),
+        stop: None,
     };
     let finished = app::run(job, &mut app::Silent).map_err(py_error)?;
     let label_names = finished.labels;

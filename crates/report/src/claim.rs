@@ -5,12 +5,25 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use crate::ReportError;
 
 /// The first word of a lock file, so that a file of the user's that
 /// happens to have a lock's name is never taken for a stale lock.
 const LOCK_TAG: &str = "netdissect";
+
+/// The lock files this process holds. A lock that names this process but
+/// is not among them was left by an earlier process with the same number
+/// on the same host: in a container, every attempt of a retried pod or
+/// job is process 1 under the same host name.
+static HELD: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+fn held_here(lock: &Path) -> bool {
+    HELD.lock()
+        .map(|held| held.iter().any(|l| l == lock))
+        .unwrap_or(true)
+}
 
 /// The claim of one output folder, held from a run's start to its commit;
 /// dropping it removes the lock file.
@@ -51,10 +64,17 @@ impl Holder {
         format!("{LOCK_TAG} {} {}\n", self.host, self.pid)
     }
 
-    /// Whether the holder is a process of this machine that is gone
-    /// (another machine's processes are theirs to judge).
-    fn is_dead(&self) -> bool {
-        self.host == host_name() && is_dead_here(self.pid)
+    /// Whether the holder of `lock` is a process of this machine that is
+    /// gone (another machine's processes are theirs to judge): this process
+    /// holds only the locks it took (see [`HELD`]).
+    fn is_dead(&self, lock: &Path) -> bool {
+        let me = std::process::id();
+        self.host == host_name()
+            && if self.pid == me {
+                !held_here(lock)
+            } else {
+                is_dead_here(self.pid)
+            }
     }
 }
 
@@ -108,6 +128,9 @@ impl Claim {
                 .open(&lock)
             {
                 Ok(mut file) => {
+                    if let Ok(mut held) = HELD.lock() {
+                        held.push(lock.clone());
+                    }
                     let claim = Claim { lock: lock.clone() };
                     file.write_all(me.text().as_bytes())
                         .map_err(|source| ReportError::Io { path: lock, source })?;
@@ -131,6 +154,9 @@ impl Claim {
 impl Drop for Claim {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.lock);
+        if let Ok(mut held) = HELD.lock() {
+            held.retain(|l| l != &self.lock);
+        }
     }
 }
 
@@ -152,7 +178,9 @@ fn remove_if_stale(dest: &Path, lock: &Path, force: bool) -> Result<(), ReportEr
     };
     let holder = Holder::parse(&text);
     match &holder {
-        Some(h) if h.is_dead() || (force && h.host != host_name()) => take_over(dest, lock, &text),
+        Some(h) if h.is_dead(lock) || (force && h.host != host_name()) => {
+            take_over(dest, lock, &text)
+        }
         _ => Err(busy(dest, lock, holder.as_ref())),
     }
 }
@@ -228,6 +256,23 @@ mod tests {
     }
 
     #[test]
+    fn a_lock_naming_this_process_is_stale_unless_this_process_took_it() {
+        // A container's retried attempt: process 1 again, on the same host
+        // name, finds the lock its killed attempt left.
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path().join("out");
+        plant(&dest, &host_name(), std::process::id());
+        let claim = Claim::take(&dest, false).expect("the earlier attempt's lock is stale");
+        let err = Claim::take(&dest, true).unwrap_err().to_string();
+        assert!(
+            err.contains("another run"),
+            "the lock it took is held: {err}"
+        );
+        drop(claim);
+        assert!(!lock_path(&dest).exists());
+    }
+
+    #[test]
     fn ps_never_calls_this_process_dead_nor_a_missing_one_alive() {
         // Where `ps` cannot run it tells nothing, which these allow.
         assert_ne!(dead_by_ps(std::process::id()), Some(true));
@@ -248,6 +293,7 @@ mod tests {
         drop(Claim::take(&dest, false).unwrap());
     }
 
+    #[cfg(unix)]
     #[test]
     fn only_a_dead_process_of_this_machine_loses_its_lock() {
         let dir = tempfile::tempdir().unwrap();
@@ -259,10 +305,9 @@ mod tests {
             let text = std::fs::read_to_string(claim.lock()).unwrap();
             assert_eq!(Holder::parse(&text), Some(Holder::this_process()));
         }
-        for (host, pid) in [
-            (format!("{}x", host_name()), 4294967),
-            (host_name(), std::process::id()),
-        ] {
+        // The test runner, this process's parent, is alive.
+        let alive = std::os::unix::process::parent_id();
+        for (host, pid) in [(format!("{}x", host_name()), 4294967), (host_name(), alive)] {
             plant(&dest, &host, pid);
             let err = Claim::take(&dest, false).unwrap_err().to_string();
             assert!(err.contains(&format!("process {pid} on {host}")), "{err}");
@@ -272,7 +317,7 @@ mod tests {
         // have died with its node), never a live one of this machine's.
         plant(&dest, &format!("{}x", host_name()), 4294967);
         drop(Claim::take(&dest, true).unwrap());
-        plant(&dest, &host_name(), std::process::id());
+        plant(&dest, &host_name(), alive);
         assert!(Claim::take(&dest, true).is_err(), "a live lock is kept");
         // A file that is not a lock of ours is never removed.
         std::fs::write(lock_path(&dest), "mine").unwrap();

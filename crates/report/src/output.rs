@@ -188,6 +188,11 @@ impl Staging {
         )))
     }
 
+    /// The results folder it commits to.
+    pub fn dest(&self) -> &Path {
+        &self.dest
+    }
+
     /// The folder to write into.
     pub fn path(&self) -> &Path {
         &self.dir
@@ -449,21 +454,30 @@ mod tests {
         assert_eq!(left.len(), 1, "no staging or old folders left: {left:?}");
     }
 
+    #[cfg(unix)]
     #[test]
     fn staging_folders_of_killed_runs_are_removed() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("run");
-        // No process has pid 4294967; this one is alive; another machine's
-        // process numbers say nothing here.
+        // No process has pid 4294967; the test runner (this process's
+        // parent) is alive; another machine's process numbers say nothing
+        // here; this process's own number is an earlier attempt's (in a
+        // container every attempt is process 1), its staging folder stale.
         let host = host_name();
         let dead = dir.path().join(format!(".run.staging-{host}-4294967-0"));
-        let alive = (dir.path()).join(format!(".run.staging-{host}-{}-7", std::process::id()));
+        let parent = std::os::unix::process::parent_id();
+        let alive = (dir.path()).join(format!(".run.staging-{host}-{parent}-7"));
+        let earlier = (dir.path()).join(format!(".run.staging-{host}-{}-3", std::process::id()));
         let elsewhere = (dir.path()).join(format!(".run.staging-{host}x-4294967-0"));
-        for d in [&dead, &alive, &elsewhere] {
+        for d in [&dead, &alive, &elsewhere, &earlier] {
             std::fs::create_dir_all(d).unwrap();
         }
         let s = Staging::begin(&out, false).unwrap();
         assert!(!dead.exists() || !Path::new("/proc/self").exists());
+        assert!(
+            !earlier.exists(),
+            "an earlier attempt's staging folder is removed"
+        );
         assert!(alive.exists());
         assert!(
             elsewhere.exists(),

@@ -119,7 +119,10 @@ pub(crate) fn recover(parent: &Path, name: &str, dest: &Path) -> Result<(), Repo
             let file = entry.file_name();
             let (pid, moved_aside) = parse_leftover(&file.to_string_lossy(), &prefix)?;
             let path = entry.path();
-            is_dead_here(pid).then_some(Leftover { path, moved_aside })
+            // This process's own number: a container's earlier attempt
+            // (the caller holds the claim and has made no staging yet).
+            let dead = pid == std::process::id() || is_dead_here(pid);
+            dead.then_some(Leftover { path, moved_aside })
         })
         .collect();
     // Moved-aside results first, while their staged siblings still tell

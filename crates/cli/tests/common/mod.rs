@@ -91,3 +91,52 @@ pub fn planted_dissect(data: &Path, out: &Path) -> Vec<String> {
 pub fn default_model() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/default/model.safetensors")
 }
+
+/// Every file under `dir`, by relative path, with what differs between
+/// runs by design blanked: durations and timings in `results.json`, the
+/// duration in the report's header.
+pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(root, &path, out);
+                continue;
+            }
+            let rel = path.strip_prefix(root).unwrap().to_path_buf();
+            let mut bytes = std::fs::read(&path).unwrap();
+            let name = rel.to_string_lossy();
+            if name == "results.json" {
+                let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                v["duration_secs"] = 0.into();
+                v["timings"] = serde_json::Value::Null;
+                bytes = serde_json::to_vec_pretty(&v).unwrap();
+            } else if name == "report.html" {
+                let text = String::from_utf8(bytes).unwrap();
+                let at = text
+                    .find(" s · netdissect")
+                    .expect("the report states a duration");
+                let start = text[..at].rfind("· ").unwrap() + 2;
+                bytes = format!("{}<duration>{}", &text[..start], &text[at..]).into_bytes();
+            }
+            out.insert(rel, bytes);
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// Panics unless `want` and `got` hold the same files with the same bytes,
+/// but for what [`snapshot`] blanks.
+pub fn assert_same_folders(want: &Path, got: &Path) {
+    let (want, got) = (snapshot(want), snapshot(got));
+    assert_eq!(
+        want.keys().collect::<Vec<_>>(),
+        got.keys().collect::<Vec<_>>(),
+        "the same files"
+    );
+    for (name, bytes) in &want {
+        assert!(bytes == &got[name], "{} differs", name.display());
+    }
+}

@@ -10,6 +10,7 @@
 mod cache;
 mod collect;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use broden::{Batch, BatchOptions, Dataset};
@@ -25,7 +26,7 @@ use crate::results::{CacheMode, Outcome, Timings, TopMaps};
 pub(crate) use crate::score::{Header, LayerTotals, score_layers};
 use crate::score::{label_infos, layer_counts};
 use crate::shard::LayerThresholds;
-use cache::Cache;
+pub(crate) use cache::{Cache, CacheIndex};
 use collect::{CountSetup, TopCollector};
 
 /// What a pass does with one batch: every layer's accumulators, the batch
@@ -134,6 +135,17 @@ pub(crate) struct Run<'a> {
     part: Part<'a>,
     batch_opts: BatchOptions,
     cache: Cache,
+    /// The cache came filled from an earlier run (a resumable run's
+    /// thresholds phase): even the first pass replays it.
+    cache_given: bool,
+    /// Whether a pass ran the network where the cache could not serve it.
+    recomputed: bool,
+    /// The engine's stop flag: set, the run stops after the current batch.
+    stop: Option<&'a AtomicBool>,
+    /// Stopped by the flag, a pass ends early instead of failing (a part of
+    /// a resumable run keeps what it did): the run's images done then.
+    stopped_at: Option<usize>,
+    keep_partial: bool,
     /// Empty until the first batch gives the layers' shapes.
     layers: Vec<LayerRun>,
     /// Passes over the data so far.
@@ -195,6 +207,11 @@ impl<'a> Run<'a> {
             part,
             batch_opts,
             cache: Cache::new(cache_budget_bytes, engine.gpu().is_none()),
+            cache_given: false,
+            recomputed: false,
+            stop: engine.stop.as_deref(),
+            stopped_at: None,
+            keep_partial: false,
             layers: Vec::new(),
             passes: 0,
             timings: Timings::default(),
@@ -447,22 +464,64 @@ impl<'a> Run<'a> {
         self.timings
     }
 
+    /// Uses `cache` instead of a new one; `filled` when it holds an earlier
+    /// run's activations to replay rather than this run's to fill.
+    pub fn with_cache(mut self, cache: Cache, filled: bool) -> Self {
+        self.cache = cache;
+        self.cache_given = filled;
+        self
+    }
+
+    /// A pass stopped by the engine's stop flag ends early (see
+    /// [`Run::stopped_at`]) instead of failing.
+    pub fn keeping_partial(mut self) -> Self {
+        self.keep_partial = true;
+        self
+    }
+
+    /// Where the stop flag ended a pass: the run's images done then.
+    pub fn stopped_at(&self) -> Option<usize> {
+        self.stopped_at
+    }
+
+    /// The cache, for the next run of a resumable dissection.
+    pub fn into_cache(self) -> Cache {
+        self.cache
+    }
+
+    /// Whether a pass after the one that fills the cache ran the network.
+    pub fn recomputed(&self) -> bool {
+        self.recomputed
+    }
+
     /// One pass over the data: `each` sees every batch with every layer's
     /// activations, from the cache when the first pass kept them.
     fn sweep(&mut self, pass: Pass, each: &mut PassFn<'_>) -> Result<(), DissectError> {
         self.passes += 1;
-        let first = self.passes == 1;
-        let replay = !first && self.cache.mode() == CacheMode::Cached;
+        let first = self.passes == 1 && !self.cache_given;
+        let images = self.part.base..self.part.base + self.dataset.images.len();
+        let replay = !first
+            && self.cache.mode() == CacheMode::Cached
+            && self.cache.holds(images, self.opts.batch_size);
+        self.recomputed |= !first && !replay;
         let opts = BatchOptions {
             labels_only: replay || self.batch_opts.labels_only,
             ..self.batch_opts.clone()
         };
         let mut done = 0;
         self.report(pass, done);
-        let mut batches = self.dataset.batches(&opts).enumerate();
+        let mut batches = self.dataset.batches(&opts);
         loop {
+            if self.stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+                let images_done = self.part.base + done;
+                if !self.keep_partial {
+                    return Err(DissectError::Stopped { images_done });
+                }
+                self.stopped_at = Some(images_done);
+                break;
+            }
             let clock = Instant::now();
-            let Some((index, batch)) = batches.next() else {
+            let Some(batch) = batches.next() else {
                 break;
             };
             let mut batch = batch?;
@@ -472,8 +531,7 @@ impl<'a> Run<'a> {
             let decoded = Instant::now();
             self.timings.decode_secs += (decoded - clock).as_secs_f64();
             let acts = if replay {
-                self.cache
-                    .get(index, batch.indices[0], self.engine.device())?
+                self.cache.get(batch.indices[0], self.engine.device())?
             } else {
                 self.forward(&batch)?
             };

@@ -53,7 +53,7 @@ impl Dissector {
         let (sub, range) = shard_setup(job)?;
         let mut run = self.shard_run(job, &sub, range.start, None, progress)?;
         let layers = run.candidates()?;
-        let info = shard_info(&run, job, range, started)?;
+        let info = shard_info(&run, job, range, &dataset_digest(job.dataset)?, started);
         Ok(ThresholdShard { info, layers })
     }
 
@@ -73,7 +73,7 @@ impl Dissector {
         let top_maps = run.counts()?;
         let counts = run.shard_counts()?;
         let metas = (0..job.layers.len()).map(|i| run.layer_meta(i)).collect();
-        let info = shard_info(&run, job, range, started)?;
+        let info = shard_info(&run, job, range, &dataset_digest(job.dataset)?, started);
         Ok(CountShard {
             info,
             thresholds: thresholds.fingerprint(),
@@ -149,16 +149,18 @@ fn shard_setup(job: &ShardJob<'_>) -> Result<(Dataset, Range<usize>), DissectErr
 }
 
 /// What the shard's files say of `run`, a shard's phase over the images
-/// `range` that started at `started`.
-fn shard_info(
+/// `range` that started at `started`, of the dataset whose
+/// [`dataset_digest`] is `data_digest`.
+pub(crate) fn shard_info(
     run: &Run<'_>,
     job: &ShardJob<'_>,
     range: Range<usize>,
+    data_digest: &str,
     started: Instant,
-) -> Result<ShardInfo, DissectError> {
+) -> ShardInfo {
     let header = run.header();
     let dataset = job.dataset;
-    Ok(ShardInfo {
+    ShardInfo {
         digest: job.digest.to_string(),
         shard: job.shard,
         images: [range.start, range.end],
@@ -166,11 +168,11 @@ fn shard_info(
         model: header.model,
         weights: None,
         dataset: dataset.root.display().to_string(),
-        dataset_digest: dataset_digest(dataset)?,
+        dataset_digest: data_digest.to_string(),
         adapter: header.adapter,
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
         options: header.options,
         duration_secs: started.elapsed().as_secs_f64(),
         timings: run.timings(),
-    })
+    }
 }

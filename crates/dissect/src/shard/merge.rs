@@ -251,6 +251,122 @@ fn merged_top_k(
         .collect()
 }
 
+/// The candidates of two neighbouring parts of a run's images, `prev`
+/// then `next`, as one part holding both: per unit the keys of both,
+/// merged and cut to what one part of their images keeps, and the top-k
+/// merged as the shards' are. A resumable run's thresholds checkpoint is
+/// its candidates so far, grown by one part at a time.
+pub(crate) fn combine_candidates(
+    prev: &ThresholdShard,
+    next: &ThresholdShard,
+) -> Result<ThresholdShard, DissectError> {
+    check_neighbours(&prev.info, &next.info, prev.layers.len(), next.layers.len())?;
+    let pair: [(String, &dyn Candidates); 2] = [(String::new(), prev), (String::new(), next)];
+    let images = (next.info.images[1] - prev.info.images[0]) as u64;
+    let mut layers = Vec::with_capacity(prev.layers.len());
+    for (l, (a, b)) in prev.layers.iter().zip(&next.layers).enumerate() {
+        if a.meta != b.meta || a.rank != b.rank {
+            return Err(DissectError::Internal(format!(
+                "layer {} differs between two parts of one run",
+                a.meta.name
+            )));
+        }
+        let keep = a.rank.min(images.saturating_mul(plane(&a.meta))) as usize;
+        let keys = (a.keys.par_iter().zip(&b.keys))
+            .map(|(x, y)| merge_descending(x, y, keep))
+            .collect();
+        let units = a.meta.units as usize;
+        layers.push(LayerCandidates {
+            meta: a.meta.clone(),
+            rank: a.rank,
+            top_k: merged_top_k(&pair, l, units, prev.info.options.top_k),
+            keys,
+        });
+    }
+    Ok(ThresholdShard {
+        info: joined_info(&prev.info, &next.info),
+        layers,
+    })
+}
+
+/// The counts of two neighbouring parts of a run's images, `prev` then
+/// `next`, both counted with `thresholds`, as one part holding both: the
+/// counts added, each top image's map from the part that holds it.
+pub(crate) fn combine_counts(
+    prev: &CountShard,
+    next: &CountShard,
+    thresholds: &MergedThresholds,
+) -> Result<CountShard, DissectError> {
+    check_neighbours(&prev.info, &next.info, prev.layers.len(), next.layers.len())?;
+    let mut joined = prev.clone();
+    let theirs = next.info.images[0]..next.info.images[1];
+    for (l, given) in thresholds.layers.iter().enumerate() {
+        (joined.counts[l].merge(&next.counts[l]))
+            .map_err(|e| DissectError::Internal(format!("layer {}: {e}", given.meta.name)))?;
+        for (u, list) in given.top_k.iter().enumerate() {
+            for (slot, &(image, _)) in list.iter().enumerate() {
+                if !theirs.contains(&(image as usize)) {
+                    continue;
+                }
+                let src = next.top_maps[l].map(u, slot);
+                match (joined.top_maps[l].map_mut(u, slot), src) {
+                    (Some(dst), Some(src)) => dst.copy_from_slice(src),
+                    _ => {
+                        return Err(DissectError::Internal(format!(
+                            "layer {}: no map for unit {u}, slot {slot}",
+                            given.meta.name
+                        )));
+                    }
+                }
+            }
+        }
+    }
+    joined.info = joined_info(&prev.info, &next.info);
+    Ok(joined)
+}
+
+/// Errors unless `next` starts where `prev` ends, with as many layers.
+fn check_neighbours(
+    prev: &ShardInfo,
+    next: &ShardInfo,
+    prev_layers: usize,
+    next_layers: usize,
+) -> Result<(), DissectError> {
+    if prev.images[1] != next.images[0] || prev.digest != next.digest || prev_layers != next_layers
+    {
+        return Err(DissectError::Internal(format!(
+            "parts of images {:?} and {:?} of one run do not join",
+            prev.images, next.images
+        )));
+    }
+    Ok(())
+}
+
+/// `prev`'s description over the images of `prev` and `next`, with the
+/// times of both.
+fn joined_info(prev: &ShardInfo, next: &ShardInfo) -> ShardInfo {
+    let mut info = prev.clone();
+    info.images[1] = next.images[1];
+    add_shard_times(&mut info.timings, &mut info.duration_secs, [next]);
+    info
+}
+
+/// The `keep` largest of two descending lists, descending.
+fn merge_descending(a: &[u32], b: &[u32], keep: usize) -> Vec<u32> {
+    let mut out = Vec::with_capacity(keep.min(a.len() + b.len()));
+    let (mut i, mut j) = (0, 0);
+    while out.len() < keep && (i < a.len() || j < b.len()) {
+        if j >= b.len() || (i < a.len() && a[i] >= b[j]) {
+            out.push(a[i]);
+            i += 1;
+        } else {
+            out.push(b[j]);
+            j += 1;
+        }
+    }
+    out
+}
+
 /// Adds the timings and durations of the shards `infos` to `timings` and
 /// `duration_secs`, in the shards' order.
 fn add_shard_times<'a>(

@@ -67,7 +67,9 @@ use crate::results::{FieldRecord, Timings, TopMaps};
 
 pub use digest::{DigestInput, dataset_digest, digest};
 pub use job::ShardJob;
+pub(crate) use job::shard_info;
 pub use merge::{Candidates, merge_counts, merge_thresholds};
+pub(crate) use merge::{combine_candidates, combine_counts};
 pub use set::check_set;
 
 /// Shard `index` of `count` (0-based, as Slurm array indices and
