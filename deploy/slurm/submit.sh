@@ -41,6 +41,8 @@ if ! [[ $SHARDS =~ ^[1-9][0-9]*$ ]]; then
 fi
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# Slurm runs a copy of each job script: they find retry.sh here.
+export DEPLOY=$here
 mkdir -p "$WORK/thresholds" "$WORK/counts" "$WORK/logs"
 rm -f "$WORK/FAILED"
 # One autotune cache for every worker: CubeCL reads cubecl.toml from the

@@ -25,6 +25,11 @@ pub struct Settings {
     pub overrides: Overrides,
     /// The preprocessing, where not the network's own.
     pub preprocess: Option<PreprocessKind>,
+    /// Powers of a random rotation of every layer's basis
+    /// ([`dissect::options::Rotate`]), one run each; empty: none.
+    pub rotate: Vec<f64>,
+    /// The rotation's seed.
+    pub rotate_seed: u64,
 }
 
 impl Settings {

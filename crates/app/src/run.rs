@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use broden::Dataset;
+use dissect::options::Rotate;
 use dissect::recorded::Recorded;
 use dissect::{Alignment, Dissector, Outcome};
 use models::{ArchChoice, Model};
@@ -96,26 +97,55 @@ fn run_models(job: Job<'_>, events: &mut dyn Events) -> Result<Finished> {
     if several {
         check_checkpoints(checked.choice, &checked.weights)?;
     }
-    let targets: Vec<(Option<PathBuf>, PathBuf)> = if several {
+    let rotations = rotations(&job.settings)?;
+    let targets: Vec<Target> = if several {
+        if rotations.len() > 1 {
+            return Err(Error::usage(
+                "several --rotate values go with one checkpoint: give one --weights file",
+            ));
+        }
         (checked.weights.iter())
-            .map(|w| (Some(w.clone()), out.join(source::checkpoint_stem(w))))
+            .map(|w| Target {
+                weights: Some(w.clone()),
+                rotate: rotations.first().copied(),
+                out: out.join(source::checkpoint_stem(w)),
+            })
+            .collect()
+    } else if rotations.len() > 1 {
+        (rotations.iter())
+            .map(|r| Target {
+                weights: checked.weights.first().cloned(),
+                rotate: Some(*r),
+                out: out.join(format!("rotate-{}", r.power)),
+            })
             .collect()
     } else {
-        vec![(checked.weights.first().cloned(), out.clone())]
+        vec![Target {
+            weights: checked.weights.first().cloned(),
+            rotate: rotations.first().copied(),
+            out: out.clone(),
+        }]
     };
     // Every output folder is claimed before any work starts.
     let stagings = (targets.iter())
-        .map(|(_, out)| Staging::begin(out, job.force).map_err(Error::output))
+        .map(|t| Staging::begin(&t.out, job.force).map_err(Error::output))
         .collect::<Result<Vec<_>>>()?;
     let dissector = job.start_engine(events)?;
     let mut finished = Finished::of(&checked.dataset);
     let n = targets.len();
-    for (i, ((w, target), staging)) in targets.iter().zip(stagings).enumerate() {
+    for (i, (target, staging)) in targets.iter().zip(stagings).enumerate() {
+        let w = &target.weights;
         if several {
             let shown = w
                 .as_deref()
                 .map_or(String::new(), |w| w.display().to_string());
             events.note(&format!("checkpoint {} of {n}: {shown}", i + 1));
+        } else if n > 1 {
+            events.note(&format!(
+                "rotation {} of {n}: {}",
+                i + 1,
+                target.out.display()
+            ));
         }
         let loaded = source::load(checked.choice, w.as_deref(), &dissector, events)?;
         let context = RunContext {
@@ -123,14 +153,53 @@ fn run_models(job: Job<'_>, events: &mut dyn Events) -> Result<Finished> {
             dataset: &checked.dataset,
             dissector: &dissector,
             weights: w.as_deref(),
+            rotate: target.rotate,
         };
-        let outcome = context.run(&loaded, Some(target), events)?;
+        let outcome = context.run(&loaded, Some(&target.out), events)?;
         context.write(&loaded, outcome, Some(staging), &mut finished, events)?;
     }
-    if several {
-        compare_checkpoints(&finished, &targets, out, events)?;
+    if targets.len() > 1 {
+        compare_targets(&finished, &targets, out, events)?;
     }
     Ok(finished)
+}
+
+/// One run of a job: its checkpoint, its rotation and its folder.
+struct Target {
+    weights: Option<PathBuf>,
+    rotate: Option<Rotate>,
+    out: PathBuf,
+}
+
+/// The rotations `settings` ask for, checked: finite powers, each once.
+fn rotations(settings: &crate::job::Settings) -> Result<Vec<Rotate>> {
+    let mut seen: Vec<f64> = Vec::new();
+    for &power in &settings.rotate {
+        if !power.is_finite() || seen.contains(&power) {
+            return Err(Error::usage(format!(
+                "--rotate {power}: give each power of the rotation once, as a number (0 is the \
+                 network's own basis, 1 a fully random one)"
+            )));
+        }
+        seen.push(power);
+    }
+    let seed = settings.rotate_seed;
+    Ok(seen
+        .into_iter()
+        .map(|power| Rotate { power, seed })
+        .collect())
+}
+
+/// The one rotation of a job that makes one run (a shard, recorded
+/// activations), if it asks for one.
+pub(crate) fn single_rotation(settings: &crate::job::Settings) -> Result<Option<Rotate>> {
+    let all = rotations(settings)?;
+    if all.len() > 1 {
+        return Err(Error::usage(
+            "several --rotate values make a run each: not with --shard or --activations",
+        ));
+    }
+    Ok(all.first().copied())
 }
 
 /// Loads each checkpoint once on the CPU and drops it, so that a bad one
@@ -147,22 +216,32 @@ fn check_checkpoints(choice: Choice, weights: &[PathBuf]) -> Result<()> {
     Ok(())
 }
 
-/// The comparison page of a run over several checkpoints.
-fn compare_checkpoints(
+/// The comparison page of a run over several checkpoints, or over
+/// rotations of one (in the order given, labelled by their power: the
+/// paper's figure of unique detectors against the rotation).
+fn compare_targets(
     finished: &Finished,
-    targets: &[(Option<PathBuf>, PathBuf)],
+    targets: &[Target],
     out: &Path,
     events: &mut dyn Events,
 ) -> Result<()> {
     let runs = (finished.outcomes.iter().zip(targets))
-        .map(|(outcome, (_, dir))| report::compare::Run {
-            dir: dir.clone(),
+        .map(|(outcome, t)| report::compare::Run {
+            dir: t.out.clone(),
             label: String::new(),
             step: None,
             dissection: outcome.dissection.clone(),
         })
         .collect();
-    let comparison = report::compare::Comparison::new(runs, &[], false);
+    let rotated =
+        targets.iter().all(|t| t.rotate.is_some()) && targets[0].weights == targets[1].weights;
+    let labels: Vec<String> = if rotated {
+        let power = |t: &Target| t.rotate.map_or(0.0, |r| r.power);
+        targets.iter().map(|t| format!("Q^{}", power(t))).collect()
+    } else {
+        Vec::new()
+    };
+    let comparison = report::compare::Comparison::new(runs, &labels, rotated);
     for path in comparison.write(out).map_err(Error::output)? {
         events.note(&format!("wrote {}", path.display()));
     }
@@ -218,6 +297,7 @@ pub(crate) fn run_recorded(
         dataset: &dataset,
         dissector: &dissector,
         weights: None,
+        rotate: single_rotation(&job.settings)?,
     };
     let mut finished = Finished::of(&dataset);
     match shard {
@@ -237,6 +317,8 @@ pub(crate) struct RunContext<'j> {
     pub dissector: &'j Dissector,
     /// The checkpoint, recorded in the results.
     pub weights: Option<&'j Path>,
+    /// The rotation of this run's basis, if any.
+    pub rotate: Option<Rotate>,
 }
 
 impl RunContext<'_> {
@@ -247,6 +329,7 @@ impl RunContext<'_> {
         if loaded.half_pixel {
             opts.alignment = Alignment::HalfPixel;
         }
+        opts.rotate = self.rotate;
         opts
     }
 

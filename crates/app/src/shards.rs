@@ -49,6 +49,7 @@ pub fn run_shard(job: Job<'_>, spec: &ShardSpec, events: &mut dyn Events) -> Res
         dataset: &checked.dataset,
         dissector: &dissector,
         weights,
+        rotate: crate::run::single_rotation(&job.settings)?,
     };
     run_loaded(&context, &loaded, spec, Some(staging), events)
 }

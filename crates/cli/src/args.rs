@@ -306,6 +306,17 @@ pub struct DissectArgs {
     /// the first. compexp's setting is 3.
     #[arg(long, value_name = "N")]
     pub formula_length: Option<usize>,
+    /// Dissect each layer in a rotated basis (the paper's test of whether
+    /// interpretability is axis-aligned): activations multiplied, pixel by
+    /// pixel, by Q^A, Q a random rotation of the layer's units (Haar on
+    /// SO(n)). 0 is the network's own basis, 1 a fully random one. Several
+    /// values (`--rotate 0,0.2,0.4,0.6,0.8,1`) write one run folder each
+    /// under --out and a comparison page of unique detectors against A.
+    #[arg(long, value_name = "A[,A...]", value_delimiter = ',')]
+    pub rotate: Vec<f64>,
+    /// The seed of --rotate's random rotation.
+    #[arg(long, value_name = "S", default_value_t = 1, requires = "rotate")]
+    pub rotate_seed: u64,
     /// Formulas kept per step of the search (default 5, compexp's).
     #[arg(long, value_name = "B", requires = "formula_length")]
     pub beam: Option<usize>,

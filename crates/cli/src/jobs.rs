@@ -78,6 +78,8 @@ impl DissectArgs {
             top_k: self.top_k,
             formula_length: self.formula_length,
             beam: self.beam,
+            // Set per run from `Settings::rotate`.
+            rotate: None,
         };
         Settings {
             preset: match self.preset {
@@ -86,6 +88,8 @@ impl DissectArgs {
             },
             overrides,
             preprocess: self.preprocess,
+            rotate: self.rotate.clone(),
+            rotate_seed: self.rotate_seed,
         }
     }
 

@@ -19,6 +19,7 @@ pub mod planted;
 pub mod recorded;
 pub mod results;
 pub mod resume;
+pub mod rotation;
 mod run;
 pub mod score;
 pub mod shard;

@@ -61,6 +61,8 @@ pub struct Overrides {
     /// unless `beam` is given).
     pub formula_length: Option<usize>,
     pub beam: Option<usize>,
+    /// Rotate every layer's basis (see [`Rotate`]).
+    pub rotate: Option<Rotate>,
 }
 
 impl Overrides {
@@ -92,6 +94,7 @@ impl Overrides {
         o.categories = self.categories.clone();
         o.split = self.split.clone();
         o.max_images = self.max_images;
+        o.rotate = self.rotate;
         o
     }
 }
@@ -118,6 +121,21 @@ pub struct Options {
     /// Label units by formulas of concepts too (off: `None`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub formula: Option<FormulaSearch>,
+    /// Dissect each layer in a rotated basis (off: `None`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotate: Option<Rotate>,
+}
+
+/// The paper's test of whether interpretability is axis-aligned (Bau et
+/// al. 2017, sec. 3.2): every layer's activations are multiplied, pixel by
+/// pixel, by `Q^power` before thresholds and counts, with `Q` a random
+/// rotation of the layer's units drawn from `seed` (Haar on SO(n), see
+/// [`crate::rotation`]). `power` 0 is the network as trained, 1 a fully
+/// random basis of the same space.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Rotate {
+    pub power: f64,
+    pub seed: u64,
 }
 
 impl Options {
@@ -148,6 +166,7 @@ impl Options {
             batch_size: 16,
             top_k: 10,
             formula: None,
+            rotate: None,
         }
     }
 
@@ -158,6 +177,14 @@ impl Options {
         let usage = |m: String| Err(DissectError::Usage(m));
         if layers.is_empty() {
             return usage("no layers given".into());
+        }
+        if let Some(r) = self.rotate
+            && !r.power.is_finite()
+        {
+            return usage(format!(
+                "the rotation's power must be a number, got {}",
+                r.power
+            ));
         }
         if let Some(dup) = layers
             .iter()

@@ -250,9 +250,12 @@ fn real_schur(q: &DMatrix<f64>) -> Result<(DMatrix<f64>, DMatrix<f64>), String> 
     }
     let last = n - 1;
     let reversed = DMatrix::from_fn(n, n, |r, c| q[(last - r, last - c)]);
-    let schur = Schur::try_new(reversed, SCHUR_EPS, max_niter).ok_or_else(|| {
-        format!("the Schur decomposition of the {n} x {n} matrix did not converge in {max_niter} iterations")
-    })?;
+    let Some(schur) = Schur::try_new(reversed, SCHUR_EPS, max_niter) else {
+        return Err(format!(
+            "the Schur decomposition of the {n} x {n} matrix did not converge \
+             in {max_niter} iterations"
+        ));
+    };
     let (v, t) = schur.unpack();
     let u = DMatrix::from_fn(n, n, |r, c| v[(last - r, c)]);
     Ok((u, t))
@@ -283,7 +286,8 @@ fn rotation_planes(t: &DMatrix<f64>) -> Result<Vec<Plane>, String> {
             i += 2;
         } else {
             let d = t[(i, i)];
-            if ((d.abs() - 1.0).abs()).is_nan() || (d.abs() - 1.0).abs() > ORTHOGONAL_TOL {
+            let off_unit = (d.abs() - 1.0).abs();
+            if off_unit.is_nan() || off_unit > ORTHOGONAL_TOL {
                 return Err(format!(
                     "the Schur form has the eigenvalue {d} at row {i}, not +-1: the matrix is not orthogonal"
                 ));
@@ -382,10 +386,20 @@ mod tests {
         for n in SIZES {
             let r = Rotation::random(n, 200 + n as u64).unwrap();
             let product = power(&r, 0.3) * power(&r, 0.5);
-            assert_close(&product, &power(&r, 0.8), 1e-9, &format!("Q^.3 Q^.5, n = {n}"));
+            assert_close(
+                &product,
+                &power(&r, 0.8),
+                1e-9,
+                &format!("Q^.3 Q^.5, n = {n}"),
+            );
             let q = square(&r.matrix(), n);
             assert_close(&power(&r, 2.0), &(&q * &q), 1e-9, &format!("Q^2, n = {n}"));
-            assert_close(&power(&r, -1.0), &q.transpose(), 1e-9, &format!("Q^-1, n = {n}"));
+            assert_close(
+                &power(&r, -1.0),
+                &q.transpose(),
+                1e-9,
+                &format!("Q^-1, n = {n}"),
+            );
         }
     }
 
@@ -415,7 +429,11 @@ mod tests {
             let b = Rotation::random(n, 42).unwrap().matrix();
             assert_eq!(a, b, "n = {n}");
             let c = Rotation::random(n, 43).unwrap().matrix();
-            let gap = a.iter().zip(&c).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+            let gap = a
+                .iter()
+                .zip(&c)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f64::max);
             assert!(gap > 1e-3, "n = {n}: seeds 42 and 43 gave the same Q");
         }
     }
@@ -434,7 +452,10 @@ mod tests {
         let mean = sum / seeds as f64;
         let mean_sq = sum_sq / seeds as f64;
         assert!(mean.abs() < 0.05, "mean of Q[0][0] = {mean}");
-        assert!((mean_sq - 1.0 / 3.0).abs() < 0.03, "mean of Q[0][0]^2 = {mean_sq}");
+        assert!(
+            (mean_sq - 1.0 / 3.0).abs() < 0.03,
+            "mean of Q[0][0]^2 = {mean_sq}"
+        );
     }
 
     #[test]

@@ -151,6 +151,7 @@ fn dissect_arrays<'py>(
         top_k,
         formula_length,
         beam,
+        rotate: None,
     };
     let names: Vec<String> = (layers.keys().iter())
         .map(|k| k.extract::<String>())
@@ -171,6 +172,8 @@ fn dissect_arrays<'py>(
             preset,
             overrides,
             preprocess: None,
+            rotate: Vec::new(),
+            rotate_seed: 0,
         },
         engine: EngineSpec::of(backend),
         out,

@@ -41,6 +41,7 @@ pub(crate) fn options() -> Options {
         batch_size: 4,
         top_k: TOP_K,
         formula: None,
+        rotate: None,
     }
 }
 

@@ -313,6 +313,16 @@ fn run_meta(s: &mut String, dissection: &Dissection) {
         escape(&dissection.tool_version),
         alignment_note(dissection),
     );
+    if let Some(r) = o.rotate {
+        let _ = writeln!(
+            s,
+            "<p class=\"meta\"><strong>Rotated basis:</strong> every layer's activations were \
+             multiplied, pixel by pixel, by Q<sup>{}</sup>, Q a random rotation of its units \
+             (seed {}): \"units\" here are directions of the layer's space, not its channels \
+             (Bau et al. 2017, sec. 3.2).</p>",
+            r.power, r.seed
+        );
+    }
 }
 
 /// How the strips place each map on its images, given the run's alignment

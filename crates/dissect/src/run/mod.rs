@@ -151,6 +151,9 @@ pub(crate) struct Run<'a> {
     /// Passes over the data so far.
     passes: u32,
     timings: Timings,
+    /// Per layer, the transpose of `Q^power` of [`Options::rotate`], made
+    /// at the first batch (`None` before, and without a rotation).
+    rotations: Vec<Option<Tensor<2>>>,
     /// Per layer, per unit, the formula search's final beam (empty when
     /// the search is off).
     formulas: Vec<Vec<Vec<FormulaScore>>>,
@@ -215,6 +218,7 @@ impl<'a> Run<'a> {
             layers: Vec::new(),
             passes: 0,
             timings: Timings::default(),
+            rotations: vec![None; names.len()],
             formulas: Vec::new(),
             progress,
         })
@@ -582,8 +586,8 @@ impl<'a> Run<'a> {
     }
 
     /// Runs the network to the deepest layer and returns every layer's
-    /// activations.
-    fn forward(&self, batch: &Batch) -> Result<Vec<Tensor<4>>, DissectError> {
+    /// activations (in the rotated basis of [`Options::rotate`]).
+    fn forward(&mut self, batch: &Batch) -> Result<Vec<Tensor<4>>, DissectError> {
         let n = batch.indices.len();
         let input = self.net.reads_pixels().then(|| {
             let data = TensorData::new(
@@ -592,7 +596,12 @@ impl<'a> Run<'a> {
             );
             Tensor::<4>::from_data(data, self.engine.device())
         });
-        let acts = self.net.forward_images(&batch.indices, input, &self.taps)?;
+        let mut acts = self.net.forward_images(&batch.indices, input, &self.taps)?;
+        if let Some(rotate) = self.opts.rotate {
+            acts = (acts.into_iter().zip(&mut self.rotations))
+                .map(|(act, q)| rotated(act, q, rotate, self.engine.device()))
+                .collect::<Result<_, _>>()?;
+        }
         if acts.len() != self.taps.len() {
             return Err(DissectError::Internal(format!(
                 "{} returned {} activations for {} layers",
@@ -653,5 +662,88 @@ impl<'a> Run<'a> {
     }
 }
 
+/// `act` (`[n, c, h, w]`) with each pixel's vector of `c` unit values
+/// multiplied by `Q^power` (one matmul on the device: `[n h w, c] x
+/// (Q^power)^T`); `q` keeps the matrix from the layer's first batch.
+fn rotated(
+    act: Tensor<4>,
+    q: &mut Option<Tensor<2>>,
+    rotate: crate::options::Rotate,
+    device: &burn::tensor::Device,
+) -> Result<Tensor<4>, DissectError> {
+    // Q^0 is the identity: the network's own values, not a round-off of
+    // them through a product.
+    if rotate.power == 0.0 {
+        return Ok(act);
+    }
+    let [n, c, h, w] = act.dims();
+    let matrix = match q {
+        Some(m) => m.clone(),
+        None => {
+            let rotation = crate::rotation::Rotation::random(c, rotate.seed)
+                .map_err(|e| DissectError::Internal(format!("a rotation of {c} units: {e}")))?;
+            let values = rotation.power(rotate.power);
+            // Row-major Q^a; its transpose multiplies row vectors.
+            let m = Tensor::<2>::from_data(TensorData::new(values, [c, c]), device).transpose();
+            q.insert(m).clone()
+        }
+    };
+    let rows = act.permute([0, 2, 3, 1]).reshape([n * h * w, c]);
+    Ok(rows
+        .matmul(matrix)
+        .reshape([n, h, w, c])
+        .permute([0, 3, 1, 2]))
+}
+
 /// The most memory the formula search's counters may take.
 const FORMULA_MEMORY_LIMIT: u64 = 16 << 30;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::options::Rotate;
+
+    /// The device's rotation (one matmul over `[n h w, c]`) against a plain
+    /// loop: `y[n, i, y, x] = sum_j Q^a[i][j] act[n, j, y, x]`.
+    #[test]
+    fn every_pixel_is_multiplied_by_the_power_of_q() {
+        let device = crate::Dissector::cpu().device().clone();
+        let (n, c, h, w) = (2, 5, 3, 4);
+        let values: Vec<f32> = (0..n * c * h * w)
+            .map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0)
+            .collect();
+        let act = Tensor::<4>::from_data(TensorData::new(values.clone(), [n, c, h, w]), &device);
+        let rotate = Rotate {
+            power: 0.6,
+            seed: 9,
+        };
+        let q = crate::rotation::Rotation::random(c, rotate.seed)
+            .unwrap()
+            .power(rotate.power);
+        let mut kept = None;
+        let got = rotated(act, &mut kept, rotate, &device).unwrap();
+        let got = got.into_data().try_to_vec::<f32>().unwrap();
+        let at = |b: usize, u: usize, p: usize| (b * c + u) * h * w + p;
+        for b in 0..n {
+            for p in 0..h * w {
+                for i in 0..c {
+                    let want: f32 = (0..c).map(|j| q[i * c + j] * values[at(b, j, p)]).sum();
+                    let g = got[at(b, i, p)];
+                    assert!(
+                        (g - want).abs() < 1e-5,
+                        "image {b} unit {i} pixel {p}: {g} vs {want}"
+                    );
+                }
+            }
+        }
+        assert!(kept.is_some(), "the matrix is kept for the next batch");
+        // Q^0 leaves the values as they are, bit for bit.
+        let act = Tensor::<4>::from_data(TensorData::new(values.clone(), [n, c, h, w]), &device);
+        let zero = Rotate {
+            power: 0.0,
+            ..rotate
+        };
+        let same = rotated(act, &mut None, zero, &device).unwrap();
+        assert_eq!(same.into_data().try_to_vec::<f32>().unwrap(), values);
+    }
+}
