@@ -136,30 +136,35 @@ fn every_manifest_and_what_run_sh_applies_pass_the_schemas() {
 fn a_wrong_field_a_wrong_type_or_an_unknown_kind_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let job = std::fs::read_to_string(k8s_dir().join("2-thresholds.yaml")).unwrap();
-    let cases = [
+    // (from, to, what the refusal says: any of these, since the validator
+    // reports one of a manifest's errors, not always the same one)
+    let cases: [(&str, &str, &[&str]); 4] = [
         (
             "completions: 8",
             "completionz: 8",
-            "'completionz' was unexpected",
+            &["'completionz' was unexpected"],
         ),
         (
             "completions: 8",
             "completions: \"eight\"",
-            "'eight' is not of type 'integer'",
+            &["'eight' is not of type 'integer'"],
         ),
         (
             "mountPath: /work\n",
             "mountPth: /work\n",
-            "'mountPth' was unexpected",
+            &[
+                "'mountPth' was unexpected",
+                "'mountPath' is a required property",
+            ],
         ),
-        ("kind: Job", "kind: Jobb", "Jobb"),
+        ("kind: Job", "kind: Jobb", &["Jobb"]),
     ];
     for (from, to, expected) in cases {
         assert_eq!(job.matches(from).count(), 1, "{from}");
         let broken = tmp.path().join("broken.yaml");
         std::fs::write(&broken, job.replace(from, to)).unwrap();
         let said = validate(&[broken]).expect_err(to);
-        assert!(said.contains(expected), "{to}: {said}");
+        assert!(expected.iter().any(|e| said.contains(e)), "{to}: {said}");
     }
 }
 

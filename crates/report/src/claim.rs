@@ -30,6 +30,8 @@ fn held_here(lock: &Path) -> bool {
 #[derive(Debug)]
 pub struct Claim {
     lock: PathBuf,
+    /// The process of another machine whose lock this claim took over.
+    taken_over: Option<Holder>,
 }
 
 /// Who holds a lock, as its file records it.
@@ -120,6 +122,7 @@ impl Claim {
     pub fn take(dest: &Path, force: bool) -> Result<Claim, ReportError> {
         let lock = lock_path(dest);
         let me = Holder::this_process();
+        let mut taken_over = None;
         // A few rounds: each one that finds a stale lock removes it first.
         for _ in 0..3 {
             match std::fs::OpenOptions::new()
@@ -131,13 +134,16 @@ impl Claim {
                     if let Ok(mut held) = HELD.lock() {
                         held.push(lock.clone());
                     }
-                    let claim = Claim { lock: lock.clone() };
+                    let claim = Claim {
+                        lock: lock.clone(),
+                        taken_over,
+                    };
                     file.write_all(me.text().as_bytes())
                         .map_err(|source| ReportError::Io { path: lock, source })?;
                     return Ok(claim);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    remove_if_stale(dest, &lock, force)?;
+                    taken_over = remove_if_stale(dest, &lock, force)?.or(taken_over);
                 }
                 Err(source) => return Err(ReportError::Io { path: lock, source }),
             }
@@ -148,6 +154,13 @@ impl Claim {
     /// The lock file.
     pub fn lock(&self) -> &Path {
         &self.lock
+    }
+
+    /// The host and process number of another machine's run whose lock
+    /// this claim took over (with `force`): what it left is this run's to
+    /// clean up.
+    pub fn taken_over(&self) -> Option<(&str, u32)> {
+        self.taken_over.as_ref().map(|h| (h.host.as_str(), h.pid))
     }
 }
 
@@ -163,12 +176,12 @@ impl Drop for Claim {
 /// Removes `lock` if it is the lock of a killed run; otherwise says who
 /// holds it. A lock just created and not yet written, or a file that is no
 /// lock of ours, counts as held: only a lock that names a dead process is
-/// ever removed.
-fn remove_if_stale(dest: &Path, lock: &Path, force: bool) -> Result<(), ReportError> {
+/// ever removed. Returns the holder of another machine taken over.
+fn remove_if_stale(dest: &Path, lock: &Path, force: bool) -> Result<Option<Holder>, ReportError> {
     let text = match std::fs::read_to_string(lock) {
         Ok(text) => text,
         // Released since: the next round creates it.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => {
             return Err(ReportError::Io {
                 path: lock.to_path_buf(),
@@ -177,10 +190,9 @@ fn remove_if_stale(dest: &Path, lock: &Path, force: bool) -> Result<(), ReportEr
         }
     };
     let holder = Holder::parse(&text);
-    match &holder {
-        Some(h) if h.is_dead(lock) || (force && h.host != host_name()) => {
-            take_over(dest, lock, &text)
-        }
+    match holder {
+        Some(h) if h.is_dead(lock) => take_over(dest, lock, &text).map(|()| None),
+        Some(h) if force && h.host != host_name() => take_over(dest, lock, &text).map(|()| Some(h)),
         _ => Err(busy(dest, lock, holder.as_ref())),
     }
 }

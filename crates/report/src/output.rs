@@ -165,7 +165,7 @@ impl Staging {
         let claim = Claim::take(dest, force)?;
         let name = dest_name(dest);
         // Before the checks, so that results put back are protected by them.
-        swap::recover(&parent, &name, dest)?;
+        swap::recover(&parent, &name, dest, claim.taken_over())?;
         check_dest(dest, force)?;
         let prefix = swap::staging_prefix(&name);
         for n in 0..1000 {
@@ -291,7 +291,7 @@ pub fn recover_missing(dest: &Path) {
         return;
     }
     if let Ok(_claim) = Claim::take(dest, false) {
-        let _ = swap::recover(&parent, &dest_name(dest), dest);
+        let _ = swap::recover(&parent, &dest_name(dest), dest, None);
     }
 }
 
@@ -482,6 +482,36 @@ mod tests {
         assert!(
             elsewhere.exists(),
             "another machine's staging folder is left alone"
+        );
+        drop(s);
+    }
+
+    #[test]
+    fn a_forced_run_that_takes_over_another_machines_lock_removes_what_that_run_left() {
+        // A cluster task retried on a new node after its node died: the
+        // dead node's lock and staging folder are on the shared volume.
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("run");
+        let other = format!("{}x", host_name());
+        std::fs::write(
+            crate::claim::lock_path(&out),
+            format!("netdissect {other} 4242\n"),
+        )
+        .unwrap();
+        let theirs = dir.path().join(format!(".run.staging-{other}-4242-0"));
+        let another = dir.path().join(format!(".run.staging-{other}-4343-0"));
+        for d in [&theirs, &another] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        assert!(
+            Staging::begin(&out, false).is_err(),
+            "without --force: busy"
+        );
+        let s = Staging::begin(&out, true).unwrap();
+        assert!(!theirs.exists(), "the dead run's staging folder is removed");
+        assert!(
+            another.exists(),
+            "another run of that machine is not this one's to judge"
         );
         drop(s);
     }

@@ -103,26 +103,39 @@ fn parse_leftover(name: &str, prefix: &str) -> Option<(u32, bool)> {
 }
 
 /// Finishes or undoes what killed runs of this machine left beside `dest`
-/// (named `name`, in `parent`); the caller holds the claim of `dest`, so no
-/// live run is swapping into it. Old results moved aside go back in place
+/// (named `name`, in `parent`), and those of `taken_over`, the process of
+/// another machine whose lock the caller took over (a cluster task retried
+/// on another node after its node died); the caller holds the claim of
+/// `dest`, so no live run is swapping into it. Old results moved aside go back in place
 /// when nothing is there, and are removed once their staged sibling is
 /// gone (the swap got past step 2); a staged folder is removed. Results
 /// moved aside while something else now stands at `dest` are left alone:
 /// they may be the only copy.
-pub(crate) fn recover(parent: &Path, name: &str, dest: &Path) -> Result<(), ReportError> {
+pub(crate) fn recover(
+    parent: &Path,
+    name: &str,
+    dest: &Path,
+    taken_over: Option<(&str, u32)>,
+) -> Result<(), ReportError> {
     let prefix = staging_prefix(name);
+    let theirs = taken_over.map(|(host, pid)| (format!(".{name}.staging-{host}-"), pid));
     let Ok(entries) = std::fs::read_dir(parent) else {
         return Ok(());
     };
     let mut leftovers: Vec<Leftover> = (entries.flatten())
         .filter_map(|entry| {
             let file = entry.file_name();
-            let (pid, moved_aside) = parse_leftover(&file.to_string_lossy(), &prefix)?;
+            let file = file.to_string_lossy();
             let path = entry.path();
-            // This process's own number: a container's earlier attempt
-            // (the caller holds the claim and has made no staging yet).
-            let dead = pid == std::process::id() || is_dead_here(pid);
-            dead.then_some(Leftover { path, moved_aside })
+            if let Some((pid, moved_aside)) = parse_leftover(&file, &prefix) {
+                // This process's own number: a container's earlier attempt
+                // (the caller holds the claim and has made no staging yet).
+                let dead = pid == std::process::id() || is_dead_here(pid);
+                return dead.then_some(Leftover { path, moved_aside });
+            }
+            let (their_prefix, their_pid) = theirs.as_ref()?;
+            let (pid, moved_aside) = parse_leftover(&file, their_prefix)?;
+            (pid == *their_pid).then_some(Leftover { path, moved_aside })
         })
         .collect();
     // Moved-aside results first, while their staged siblings still tell
