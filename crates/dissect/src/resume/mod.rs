@@ -194,13 +194,7 @@ impl Resumable<'_, '_> {
         let n = self.job.dataset.images.len();
         let mut so_far = state.candidates(dir)?;
         while state.images_done < n {
-            self.check_stop(state)?;
-            let range = self.pace.next(state.images_done, n);
-            let started = Instant::now();
-            let Some(part) = self.candidates_of(range.clone())? else {
-                return Err(stopped(state));
-            };
-            self.pace.took(range.len(), started.elapsed());
+            let part = self.next_part(state, Self::candidates_of)?;
             let joined = match &so_far {
                 Some(prev) => combine_candidates(prev, &part)?,
                 None => part,
@@ -226,13 +220,8 @@ impl Resumable<'_, '_> {
         let n = self.job.dataset.images.len();
         let mut so_far = state.counts(dir)?;
         while state.images_done < n {
-            self.check_stop(state)?;
-            let range = self.pace.next(state.images_done, n);
-            let started = Instant::now();
-            let Some((part, recomputed)) = self.counts_of(range.clone(), thresholds)? else {
-                return Err(stopped(state));
-            };
-            self.pace.took(range.len(), started.elapsed());
+            let (part, recomputed) =
+                self.next_part(state, |run, range| run.counts_of(range, thresholds))?;
             let joined = match &so_far {
                 Some(prev) => combine_counts(prev, &part, thresholds)?,
                 None => part,
@@ -243,13 +232,26 @@ impl Resumable<'_, '_> {
         so_far.ok_or_else(|| DissectError::Internal("no images counted".into()))
     }
 
-    /// Errors with [`DissectError::Stopped`] when the engine's stop flag
-    /// is set.
-    fn check_stop(&self, state: &State) -> Result<(), DissectError> {
-        match &self.engine.stop {
-            Some(flag) if flag.load(Ordering::Relaxed) => Err(stopped(state)),
-            _ => Ok(()),
+    /// The next part after `state`'s images, done by `run` and timed for
+    /// the pace; [`DissectError::Stopped`] when the engine's stop flag is
+    /// set before it, or ended it before any image (`run` gives `None`).
+    fn next_part<T>(
+        &mut self,
+        state: &State,
+        run: impl FnOnce(&mut Self, Range<usize>) -> Result<Option<T>, DissectError>,
+    ) -> Result<T, DissectError> {
+        if let Some(flag) = &self.engine.stop
+            && flag.load(Ordering::Relaxed)
+        {
+            return Err(stopped(state));
         }
+        let range = self
+            .pace
+            .next(state.images_done, self.job.dataset.images.len());
+        let started = Instant::now();
+        let part = run(self, range.clone())?.ok_or_else(|| stopped(state))?;
+        self.pace.took(range.len(), started.elapsed());
+        Ok(part)
     }
 
     /// The candidates of the run's images `range`, or of those of them done
