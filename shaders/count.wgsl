@@ -22,8 +22,12 @@
 // bits. Masked-pixel counts and category bits are kept per invocation, then reduced in workgroup
 // memory, then added once per workgroup.
 // `fold_matrix`: adds batch_intersect into the u64 totals and clears it.
+// `fold_gram`: per (unit, pair of blocks), adds the products of the maps' masked pixels per block
+// into the unit's Gram triangle and block sums (the significance moments), over the batch's
+// images: one short loop per invocation.
 // `fold_units`: per unit, adds the (image, unit) masked counts into unit pixels, both per-category
-// unions and the image-level-label intersections, and clears them.
+// unions and the image-level-label intersections, keeps the largest (a moment), and clears them
+// with the block counts.
 // u64 totals are two u32 words (low, high) added with carry, so no 64-bit atomics are needed.
 //
 // The bilinear blend passes every product through `opaque`, a select on a uniform that is always
@@ -39,9 +43,13 @@
 //   4: labels           u32 [n_planes * sh * sw], planes grouped by image
 //   5: images           ImageRecord [n_images]
 //   6: batch_intersect  u32 [n_units * n_labels]
-//   7: batch_units      u32 [n_images * n_units * 2]: masked pixels, lite-rule category bits
+//   7: batch_units      u32 [n_images * n_units * (2 + blocks)]: masked pixels, lite-rule
+//                       category bits, masked pixels per block of the moments' grid
 //   8: acc              u32 pairs: intersect [n_units * n_labels], unit pixels [n_units],
-//                       original union [n_units * n_categories], lite union [n_units * n_categories]
+//                       original union [n_units * n_categories], lite union [n_units * n_categories],
+//                       the masks' Gram triangles [n_units * blocks * (blocks + 1) / 2], block
+//                       sums [n_units * blocks] and largest masks [n_units] (the significance
+//                       moments)
 //   9: probe            f32 [n_images * n_units * sh * sw] samples (upsample_probe only, for tests)
 //  10: live             u32 [n_images * n_units * 2]: the map's live rows and live columns
 //  11: live_maps        u32: the number of live maps of the batch (cleared before `mark_live`),
@@ -72,7 +80,8 @@ struct Params {
     live_lanes: u32,
     live_lane_shift: u32,
     col_blocks: u32,
-    _pad: vec2<u32>,
+    grid_rows: u32,
+    grid_cols: u32,
 }
 
 // One seg row's or column's bilinear taps: two source indices and their weights.
@@ -158,6 +167,10 @@ var<storage, read_write> label_category: array<u32>;
 var<storage, read_write> image_labels: array<u32>;
 
 var<workgroup> wg_count: atomic<u32>;
+// The map's masked pixels per block of the moments' grid (at most 16 x 16 blocks).
+var<workgroup> wg_blocks: array<atomic<u32>, 256>;
+// `block_corr`: the map's block counts.
+var<workgroup> wg_counts: array<u32, 256>;
 var<workgroup> wg_bits: atomic<u32>;
 var<workgroup> wg_rows: u32;
 var<workgroup> wg_map: u32;
@@ -258,6 +271,11 @@ fn live_dispatch() {
     live_args[2] = counts.z;
 }
 
+// u32 words per (image, unit) map in `batch_units`: masked pixels, lite bits, per-block counts.
+fn map_words() -> u32 {
+    return 2u + params.grid_rows * params.grid_cols;
+}
+
 // Whether source indices `i0`, `i1` (rows or columns) touch a live one of `bits`.
 fn touches(bits: u32, i0: u32, i1: u32, shift: u32) -> bool {
     return (((bits >> (i0 >> shift)) | (bits >> (i1 >> shift))) & 1u) != 0u;
@@ -273,6 +291,8 @@ fn count_pixels(
     let linear = wg.y * nwg.x + wg.x;
     let live_slot = linear / params.col_blocks;
     let block = linear - live_slot * params.col_blocks;
+    atomicStore(&wg_blocks[li], 0u);
+    atomicStore(&wg_blocks[li + 128u], 0u);
     if li == 0u {
         atomicStore(&wg_count, 0u);
         atomicStore(&wg_bits, 0u);
@@ -306,6 +326,7 @@ fn count_pixels(
         var masked = 0u;
         var bits = 0u;
         var p = x;
+        let block_col = x * params.grid_cols / params.sw;
         for (var y = 0u; y < params.sh; y = y + 1u) {
             let ty = taps[y];
             if !touches(rows, ty.i0, ty.i1, params.row_shift) {
@@ -326,6 +347,8 @@ fn count_pixels(
             );
             if s > t {
                 masked = masked + 1u;
+                let block = (y * params.grid_rows / params.sh) * params.grid_cols + block_col;
+                atomicAdd(&wg_blocks[block], 1u);
                 for (var i = 0u; i < count; i = i + 1u) {
                     let label = labels[(first + i) * n_pixels + p];
                     if label != 0u {
@@ -344,8 +367,15 @@ fn count_pixels(
         }
     }
     workgroupBarrier();
+    let n_blocks = params.grid_rows * params.grid_cols;
+    let slot = map_words() * (image * params.n_units + unit);
+    for (var b = li; b < n_blocks; b = b + 128u) {
+        let v = atomicLoad(&wg_blocks[b]);
+        if v != 0u {
+            atomicAdd(&batch_units[slot + 2u + b], v);
+        }
+    }
     if li == 0u {
-        let slot = 2u * (image * params.n_units + unit);
         let c = atomicLoad(&wg_count);
         if c != 0u {
             atomicAdd(&batch_units[slot], c);
@@ -363,6 +393,31 @@ fn add64(word: u32, x: u32) {
     if lo < x {
         acc[word + 1u] = acc[word + 1u] + 1u;
     }
+}
+
+// Adds the 64-bit `lo + hi * 2^32` to the total at `word`.
+fn add64_wide(word: u32, lo: u32, hi: u32) {
+    let l = acc[word] + lo;
+    acc[word] = l;
+    acc[word + 1u] = acc[word + 1u] + hi + select(0u, 1u, l < lo);
+}
+
+// `x * y` as 64 bits (low word, high word), from 16-bit halves: no product overflows.
+fn mul64(x: u32, y: u32) -> vec2<u32> {
+    let x0 = x & 0xffffu;
+    let x1 = x >> 16u;
+    let y0 = y & 0xffffu;
+    let y1 = y >> 16u;
+    let low = x0 * y0;
+    let cross1 = x0 * y1;
+    let cross2 = x1 * y0;
+    // Each cross product adds its low 16 bits at bit 16 and its high 16 bits to the high word.
+    let lo1 = low + (cross1 << 16u);
+    let c1 = select(0u, 1u, lo1 < low);
+    let lo = lo1 + (cross2 << 16u);
+    let c2 = select(0u, 1u, lo < lo1);
+    let hi = x1 * y1 + (cross1 >> 16u) + (cross2 >> 16u) + c1 + c2;
+    return vec2<u32>(lo, hi);
 }
 
 @compute @workgroup_size(256)
@@ -389,16 +444,25 @@ fn fold_units(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     let n_cat = params.n_categories;
+    let n_blocks = params.grid_rows * params.grid_cols;
+    let triangle = n_blocks * (n_blocks + 1u) / 2u;
+    let acc_unit_max = params.acc_cat_lite + params.n_units * (n_cat + triangle + n_blocks);
     for (var image = 0u; image < params.n_images; image = image + 1u) {
-        let slot = 2u * (image * params.n_units + unit);
+        let slot = map_words() * (image * params.n_units + unit);
         let m = atomicLoad(&batch_units[slot]);
         let lite_bits = atomicLoad(&batch_units[slot + 1u]);
         atomicStore(&batch_units[slot], 0u);
         atomicStore(&batch_units[slot + 1u], 0u);
         if m == 0u {
+            // No masked pixel: no block holds one either.
             continue;
         }
+        for (var b = 0u; b < n_blocks; b = b + 1u) {
+            atomicStore(&batch_units[slot + 2u + b], 0u);
+        }
         add64(2u * (params.acc_unit_pixels + unit), m);
+        let largest = 2u * (acc_unit_max + unit);
+        acc[largest] = max(acc[largest], m);
         let record = images[image];
         let lite = lite_bits | record.image_label_categories;
         for (var c = 0u; c < n_cat; c = c + 1u) {
@@ -412,6 +476,51 @@ fn fold_units(@builtin(global_invocation_id) gid: vec3<u32>) {
         for (var e = 0u; e < record.n_image_labels; e = e + 1u) {
             let label = image_labels[record.first_image_label + e];
             add64(2u * (unit * params.n_labels + label), m);
+        }
+    }
+}
+
+// The index of blocks `b <= b2` in the upper triangle of a Gram matrix of `n` blocks, row by row
+// (Rust `triangle_index`).
+fn triangle_index(b: u32, b2: u32, n: u32) -> u32 {
+    return b * (2u * n - b + 1u) / 2u + (b2 - b);
+}
+
+// One invocation per (block pair, unit), pairs `b <= b2` only: over the batch's images, adds the
+// product of the map's masked pixels in the two blocks into the unit's Gram triangle and, for
+// `b = b2`, the block's masked pixels into the unit's block sums. The block counts stay for
+// the other pairs; `fold_units` clears them.
+@compute @workgroup_size(64)
+fn fold_gram(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let n_blocks = params.grid_rows * params.grid_cols;
+    let pair = gid.x;
+    let unit = gid.y;
+    if pair >= n_blocks * n_blocks || unit >= params.n_units {
+        return;
+    }
+    let b = pair / n_blocks;
+    let b2 = pair - b * n_blocks;
+    if b2 < b {
+        return;
+    }
+    let n_cat = params.n_categories;
+    let triangle = n_blocks * (n_blocks + 1u) / 2u;
+    let acc_gram = params.acc_cat_lite + params.n_units * n_cat;
+    let acc_blocks = acc_gram + params.n_units * triangle;
+    let at = acc_gram + unit * triangle + triangle_index(b, b2, n_blocks);
+    for (var image = 0u; image < params.n_images; image = image + 1u) {
+        let base = map_words() * (image * params.n_units + unit) + 2u;
+        let x = atomicLoad(&batch_units[base + b]);
+        if x == 0u {
+            continue;
+        }
+        let y = atomicLoad(&batch_units[base + b2]);
+        if y != 0u {
+            let p = mul64(x, y);
+            add64_wide(2u * at, p.x, p.y);
+        }
+        if b == b2 {
+            add64(2u * (acc_blocks + unit * n_blocks + b), x);
         }
     }
 }

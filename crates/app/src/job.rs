@@ -30,6 +30,10 @@ pub struct Settings {
     pub rotate: Vec<f64>,
     /// The rotation's seed.
     pub rotate_seed: u64,
+    /// Also dissect the architecture with random weights as torchvision
+    /// initialises it, from this seed, into its own folder beside the
+    /// trained run's, with a comparison page (`None`: no baseline).
+    pub random_baseline: Option<u64>,
 }
 
 impl Settings {

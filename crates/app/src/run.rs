@@ -98,7 +98,13 @@ fn run_models(job: Job<'_>, events: &mut dyn Events) -> Result<Finished> {
         check_checkpoints(checked.choice, &checked.weights)?;
     }
     let rotations = rotations(&job.settings)?;
-    let targets: Vec<Target> = if several {
+    let baseline = job.settings.random_baseline;
+    if baseline.is_some() && (choice_is_planted(checked.choice) || rotations.len() > 1) {
+        return Err(Error::usage(
+            "--random-baseline needs a zoo architecture (--model), and not several --rotate values",
+        ));
+    }
+    let mut targets: Vec<Target> = if several || baseline.is_some() {
         if rotations.len() > 1 {
             return Err(Error::usage(
                 "several --rotate values go with one checkpoint: give one --weights file",
@@ -108,6 +114,7 @@ fn run_models(job: Job<'_>, events: &mut dyn Events) -> Result<Finished> {
             .map(|w| Target {
                 weights: Some(w.clone()),
                 rotate: rotations.first().copied(),
+                random_init: None,
                 out: out.join(source::checkpoint_stem(w)),
             })
             .collect()
@@ -116,6 +123,7 @@ fn run_models(job: Job<'_>, events: &mut dyn Events) -> Result<Finished> {
             .map(|r| Target {
                 weights: checked.weights.first().cloned(),
                 rotate: Some(*r),
+                random_init: None,
                 out: out.join(format!("rotate-{}", r.power)),
             })
             .collect()
@@ -123,9 +131,27 @@ fn run_models(job: Job<'_>, events: &mut dyn Events) -> Result<Finished> {
         vec![Target {
             weights: checked.weights.first().cloned(),
             rotate: rotations.first().copied(),
+            random_init: None,
             out: out.clone(),
         }]
     };
+    if let Some(seed) = baseline {
+        if checked.weights.is_empty() {
+            // No checkpoint to name the network's folder after.
+            targets.push(Target {
+                weights: None,
+                rotate: rotations.first().copied(),
+                random_init: None,
+                out: out.join("untrained"),
+            });
+        }
+        targets.push(Target {
+            weights: None,
+            rotate: rotations.first().copied(),
+            random_init: Some(seed),
+            out: out.join(format!("random-init-{seed}")),
+        });
+    }
     // Every output folder is claimed before any work starts.
     let stagings = (targets.iter())
         .map(|t| Staging::begin(&t.out, job.force).map_err(Error::output))
@@ -133,9 +159,16 @@ fn run_models(job: Job<'_>, events: &mut dyn Events) -> Result<Finished> {
     let dissector = job.start_engine(events)?;
     let mut finished = Finished::of(&checked.dataset);
     let n = targets.len();
+    // The trained network's architecture and classes, for the baseline after it.
+    let mut shape = None;
     for (i, (target, staging)) in targets.iter().zip(stagings).enumerate() {
         let w = &target.weights;
-        if several {
+        if let Some(seed) = target.random_init {
+            events.note(&format!(
+                "random-weights baseline (torchvision's initialisation, seed {seed}): {}",
+                target.out.display()
+            ));
+        } else if several {
             let shown = w
                 .as_deref()
                 .map_or(String::new(), |w| w.display().to_string());
@@ -147,7 +180,16 @@ fn run_models(job: Job<'_>, events: &mut dyn Events) -> Result<Finished> {
                 target.out.display()
             ));
         }
-        let loaded = source::load(checked.choice, w.as_deref(), &dissector, events)?;
+        let loaded = match (target.random_init, shape) {
+            (Some(seed), Some((arch, classes))) => {
+                let model = Model::random_init(arch, classes, seed, dissector.device());
+                Loaded::zoo(model.map_err(Error::input)?)
+            }
+            _ => source::load(checked.choice, w.as_deref(), &dissector, events)?,
+        };
+        if let Some(model) = loaded.model() {
+            shape = shape.or(Some((model.arch(), model.num_classes())));
+        }
         let context = RunContext {
             job: &job,
             dataset: &checked.dataset,
@@ -155,7 +197,12 @@ fn run_models(job: Job<'_>, events: &mut dyn Events) -> Result<Finished> {
             weights: w.as_deref(),
             rotate: target.rotate,
         };
-        let outcome = context.run(&loaded, Some(&target.out), events)?;
+        let mut outcome = context.run(&loaded, Some(&target.out), events)?;
+        if let Some(seed) = target.random_init {
+            outcome.dissection.weights = Some(format!(
+                "random initialisation (torchvision's), seed {seed}"
+            ));
+        }
         context.write(&loaded, outcome, Some(staging), &mut finished, events)?;
     }
     if targets.len() > 1 {
@@ -168,7 +215,14 @@ fn run_models(job: Job<'_>, events: &mut dyn Events) -> Result<Finished> {
 struct Target {
     weights: Option<PathBuf>,
     rotate: Option<Rotate>,
+    /// The seed of the random-weights baseline (weights come from it).
+    random_init: Option<u64>,
     out: PathBuf,
+}
+
+/// Whether the job dissects the planted network (no architecture).
+fn choice_is_planted(choice: Choice) -> bool {
+    choice.is_none()
 }
 
 /// The rotations `settings` ask for, checked: finite powers, each once.
@@ -233,11 +287,21 @@ fn compare_targets(
             dissection: outcome.dissection.clone(),
         })
         .collect();
-    let rotated =
-        targets.iter().all(|t| t.rotate.is_some()) && targets[0].weights == targets[1].weights;
+    let rotated = targets
+        .iter()
+        .all(|t| t.rotate.is_some() && t.random_init.is_none())
+        && targets[0].weights == targets[1].weights;
     let labels: Vec<String> = if rotated {
         let power = |t: &Target| t.rotate.map_or(0.0, |r| r.power);
         targets.iter().map(|t| format!("Q^{}", power(t))).collect()
+    } else if targets.iter().any(|t| t.random_init.is_some()) {
+        (targets.iter())
+            .map(|t| match (t.random_init, &t.weights) {
+                (Some(seed), _) => format!("random init (seed {seed})"),
+                (None, Some(w)) => source::checkpoint_stem(w),
+                (None, None) => "untrained".to_string(),
+            })
+            .collect()
     } else {
         Vec::new()
     };

@@ -81,7 +81,7 @@ pub(crate) struct Loaded<'a> {
 }
 
 impl Loaded<'_> {
-    fn zoo(model: Model) -> Self {
+    pub(crate) fn zoo(model: Model) -> Self {
         Self {
             preprocess: model.arch().default_preprocess_spec(),
             net: Net::Zoo(Box::new(model)),

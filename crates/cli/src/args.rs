@@ -317,6 +317,13 @@ pub struct DissectArgs {
     /// The seed of --rotate's random rotation.
     #[arg(long, value_name = "S", default_value_t = 1, requires = "rotate")]
     pub rotate_seed: u64,
+    /// Also dissect the same architecture with seeded random weights, drawn
+    /// as torchvision initialises it (the paper's untrained baseline), with
+    /// the same settings: the network's run goes to --out/<checkpoint>/, the
+    /// baseline's to --out/random-init-<S>/, and --out/compare.html sets
+    /// them side by side. S defaults to 1.
+    #[arg(long, value_name = "S", num_args = 0..=1, default_missing_value = "1")]
+    pub random_baseline: Option<u64>,
     /// Formulas kept per step of the search (default 5, compexp's).
     #[arg(long, value_name = "B", requires = "formula_length")]
     pub beam: Option<usize>,

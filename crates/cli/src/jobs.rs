@@ -90,6 +90,7 @@ impl DissectArgs {
             preprocess: self.preprocess,
             rotate: self.rotate.clone(),
             rotate_seed: self.rotate_seed,
+            random_baseline: self.random_baseline,
         }
     }
 

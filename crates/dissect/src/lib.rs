@@ -23,6 +23,9 @@ pub mod rotation;
 mod run;
 pub mod score;
 pub mod shard;
+pub mod significance;
+#[cfg(test)]
+mod synthetic;
 
 pub use engine::{DEFAULT_CACHE_BUDGET, Dissector, LayerTap, Network, Pass, Progress};
 pub use error::{DissectError, ErrorKind};
@@ -30,7 +33,8 @@ pub use formula::{FormulaScore, FormulaSearch, Op, Term};
 pub use options::{Alignment, Options, Preset, UnionRule};
 pub use results::CacheMode;
 pub use results::{
-    Dissection, FieldRecord, LayerResult, Outcome, SCHEMA_VERSION, Timings, TopImage, TopMaps,
+    Dissection, FieldRecord, LayerResult, Outcome, SCHEMA_VERSION, SignificanceSummary, Timings,
+    TopImage, TopMaps, UnitSignificance,
 };
 pub use score::{
     CategoryBest, LabelInfo, LabelScore, LayerCounts, Summary, TOP_LABELS, UnitScore, score_units,

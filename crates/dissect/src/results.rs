@@ -269,6 +269,43 @@ pub struct UnitScore {
     /// the unit's formula). Empty when no search ran or no label scored.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub formulas: Vec<FormulaScore>,
+    /// The significance of the best label (`crate::significance`); `None`
+    /// when the unit has no best label, and in results from before it was
+    /// computed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub significance: Option<UnitSignificance>,
+}
+
+/// How likely a unit's overlap with its best label is by chance
+/// (`crate::significance`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnitSignificance {
+    /// The p-value of the best label's intersection under the null.
+    pub p_value: f64,
+    /// The intersection the null expects.
+    pub expected: f64,
+    /// Whether the best label is a Benjamini-Hochberg discovery over the
+    /// layer's units x labels.
+    pub significant: bool,
+}
+
+/// The significance rule's count of a layer, beside the IoU rule's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SignificanceSummary {
+    /// The false discovery rate.
+    pub fdr: f64,
+    /// Tests made: units x labels scored.
+    pub tests: usize,
+    /// The largest p-value declared a discovery (`None`: none was).
+    pub p_cut: Option<f64>,
+    /// Units whose best label is significant.
+    pub detectors: usize,
+    /// Units that are detectors by both rules.
+    pub both: usize,
+    /// Units (0-based) that pass the IoU rule and not the significance rule.
+    pub iou_only: Vec<usize>,
+    /// Units (0-based) that pass the significance rule and not the IoU rule.
+    pub significance_only: Vec<usize>,
 }
 
 /// How many labels [`UnitScore::top`] keeps.
@@ -323,6 +360,10 @@ pub struct Summary {
     /// the paper's figures; a unit may count in several categories).
     pub unique_per_category: usize,
     pub per_category: Vec<CategorySummary>,
+    /// The significance rule beside the IoU rule (`None` in results from
+    /// before it was computed, and in runs scored without moments).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub significance: Option<SignificanceSummary>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

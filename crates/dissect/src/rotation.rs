@@ -513,3 +513,48 @@ mod tests {
         assert!(Rotation::from_orthogonal(&[f64::NAN, 0.0, 0.0, 1.0], 2).is_err());
     }
 }
+
+#[cfg(test)]
+mod planted_tests {
+    //! The paper's finding on a planted layer (`crate::synthetic`): units
+    //! that are exact detectors of distinct objects keep their unique
+    //! detectors in their own basis (Q^0) and lose most of them in a random
+    //! one (Q^1), where each unit mixes the detectors with the layer's many
+    //! units of noise. Counted and scored as a run does; several rotations.
+
+    use super::Rotation;
+    use crate::score::summarize;
+    use crate::synthetic::{Layer, Unit};
+
+    #[test]
+    fn planted_detectors_keep_their_unique_detectors_at_q0_and_lose_most_at_q1() {
+        // Eight detectors of distinct objects in a layer of 64 units.
+        let mut units: Vec<Unit> = (1..=8).map(Unit::Planted).collect();
+        units.extend([Unit::Noise; 56]);
+        let names = vec!["object".to_string(), "scene".to_string()];
+        // A quantile whose masks are about an object's area, so that the
+        // planted units pass the IoU rule.
+        let quantile = 0.02;
+        let unique = |layer: &Layer| {
+            let (_, scores) = layer.count(quantile);
+            summarize(&scores, &names, 0.04).unique_top_label
+        };
+        let own = Layer::new(3, &units);
+        let at_0 = unique(&own);
+        assert!(at_0 >= 7, "Q^0: {at_0} unique detectors of the 8 planted");
+        for seed in [1, 2, 3] {
+            let rotation = Rotation::random(units.len(), seed).unwrap();
+            let mut identity = Layer::new(3, &units);
+            identity.rotate(&rotation.power(0.0));
+            assert_eq!(unique(&identity), at_0, "Q^0 is the identity");
+            let mut rotated = Layer::new(3, &units);
+            rotated.rotate(&rotation.power(1.0));
+            let at_1 = unique(&rotated);
+            eprintln!("rotation {seed}: {at_0} unique detectors at Q^0, {at_1} at Q^1");
+            assert!(
+                at_1 * 2 < at_0,
+                "rotation {seed}: {at_1} unique detectors at Q^1 against {at_0} at Q^0"
+            );
+        }
+    }
+}

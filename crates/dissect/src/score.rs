@@ -119,6 +119,7 @@ pub fn score_units(counts: &LayerCounts, labels: &[LabelInfo]) -> Vec<UnitScore>
                 per_category,
                 top,
                 formulas: Vec::new(),
+                significance: None,
             }
         })
         .collect()
@@ -231,6 +232,7 @@ pub fn summarize(units: &[UnitScore], category_names: &[String], iou_threshold: 
         unique_top_label: per_category.iter().map(|c| c.unique_top_label).sum(),
         unique_per_category: per_category.iter().map(|c| c.unique_per_category).sum(),
         per_category,
+        significance: None,
     }
 }
 
@@ -365,6 +367,15 @@ fn score_layer(
     }
     let iou = iou_matrix(&scored, infos);
     check_thresholds(t)?;
+    let mut summary = summarize(&scores, categories, opts.iou_threshold);
+    if t.counts.moments.seg_pixels() > 0 {
+        summary.significance = Some(crate::significance::assess(
+            &t.counts,
+            infos,
+            &mut scores,
+            opts.iou_threshold,
+        ));
+    }
     let layer = LayerResult {
         top_maps_file: (opts.top_k > 0).then(|| crate::results::top_maps_file_name(&t.name)),
         name: t.name.clone(),
@@ -375,7 +386,7 @@ fn score_layer(
         thresholds: t.thresholds.clone(),
         top_images: top_images(ds, &t.top_k)?,
         unit_pixels: t.counts.unit_pixels.clone(),
-        summary: summarize(&scores, categories, opts.iou_threshold),
+        summary,
         units: scores,
     };
     Ok((layer, iou))

@@ -6,7 +6,8 @@
 
 use rayon::prelude::*;
 
-use crate::count::{AxisSample, CountConfig, Counts, HostLabels};
+use crate::count::blocks::{add_gram, block_of_pixels, triangle_len};
+use crate::count::{AxisSample, CountConfig, Counts, HostLabels, Moments};
 use crate::error::KernelError;
 use crate::quantile::{key_of, rank_from_top, value_of};
 
@@ -130,11 +131,16 @@ pub fn count(
     let (n_labels, n_cat) = (config.n_labels as usize, config.n_categories as usize);
     let mut out = Counts::zeros(config.n_units, config.n_labels, config.n_categories);
     out.label_pixels = labels.label_pixels(config);
+    out.moments = labels.label_moments(config);
+    let (n_blocks, triangle) = (out.moments.blocks(), out.moments.triangle());
     for (u, row) in rows.into_iter().enumerate() {
         out.intersect[u * n_labels..(u + 1) * n_labels].copy_from_slice(&row.intersect);
         out.unit_pixels[u] = row.unit_pixels;
         out.unit_category_original[u * n_cat..(u + 1) * n_cat].copy_from_slice(&row.original);
         out.unit_category_lite[u * n_cat..(u + 1) * n_cat].copy_from_slice(&row.lite);
+        out.moments.unit_blocks[u * n_blocks..][..n_blocks].copy_from_slice(&row.blocks);
+        out.moments.unit_gram[u * triangle..][..triangle].copy_from_slice(&row.gram);
+        out.moments.unit_max[u] = row.max;
     }
     Ok(out)
 }
@@ -148,6 +154,11 @@ struct UnitCounts {
     /// Per category, by the original and the lite union rule.
     original: Vec<u64>,
     lite: Vec<u64>,
+    /// The moments: masked pixels per block, and the Gram triangle of the per-image ones.
+    blocks: Vec<u64>,
+    gram: Vec<u64>,
+    /// The most masked pixels in one image.
+    max: u64,
 }
 
 /// A batch as the CPU count walks it: the inputs, and what is derived from them once.
@@ -162,6 +173,9 @@ struct CpuBatch<'a> {
     /// its image-level labels.
     present: Vec<u32>,
     scalar: Vec<u32>,
+    /// The significance moments' block grid, and the block of every seg pixel.
+    grid: [u32; 2],
+    block_of: Vec<u32>,
 }
 
 impl<'a> CpuBatch<'a> {
@@ -191,6 +205,7 @@ impl<'a> CpuBatch<'a> {
             });
         }
         let (present, scalar) = labels.category_bits(config);
+        let grid = Moments::grid_of(up.h, up.w, up.sh, up.sw);
         Ok(CpuBatch {
             config,
             data,
@@ -200,7 +215,13 @@ impl<'a> CpuBatch<'a> {
             taps_x: up.taps_x(),
             present,
             scalar,
+            grid,
+            block_of: block_of_pixels(up.sh, up.sw, grid),
         })
+    }
+
+    fn n_blocks(&self) -> usize {
+        self.grid[0] as usize * self.grid[1] as usize
     }
 
     /// The counts of unit `u` over every image of the batch.
@@ -214,6 +235,9 @@ impl<'a> CpuBatch<'a> {
             unit_pixels: 0,
             original: vec![0; n_cat],
             lite: vec![0; n_cat],
+            blocks: vec![0; self.n_blocks()],
+            gram: vec![0; triangle_len(self.n_blocks())],
+            max: 0,
         };
         for b in 0..self.labels.n_images as usize {
             self.add_image(&mut row, b, u);
@@ -235,9 +259,22 @@ impl<'a> CpuBatch<'a> {
             .filter(|p| p.image as usize == b)
             .map(|p| p.labels.as_slice())
             .collect();
-        let (masked, under_mask) =
-            self.masked_pixels(map, self.thresholds[u], &live, &planes, &mut row.intersect);
+        let mut per_block = vec![0u64; self.n_blocks()];
+        let (masked, under_mask) = self.masked_pixels(
+            map,
+            self.thresholds[u],
+            &live,
+            &planes,
+            &mut row.intersect,
+            &mut per_block,
+        );
+        let nonzero: Vec<(u32, u64)> = (per_block.iter().enumerate())
+            .filter(|(_, c)| **c != 0)
+            .map(|(b, &c)| (b as u32, c))
+            .collect();
+        add_gram(self.n_blocks(), &nonzero, &mut row.blocks, &mut row.gram);
         row.unit_pixels += masked;
+        row.max = row.max.max(masked);
         let image_labels = self.labels.image_labels.iter();
         for il in image_labels.filter(|il| il.image as usize == b && il.label != 0) {
             row.intersect[il.label as usize] += masked;
@@ -253,8 +290,8 @@ impl<'a> CpuBatch<'a> {
     }
 
     /// Walks the seg pixels of one map that may be in its mask (`live`): adds 1 to `intersect`
-    /// for each non-zero label of each `planes` at a masked pixel; the masked pixels, and the
-    /// bits of the categories of those labels.
+    /// for each non-zero label of each `planes` at a masked pixel, and to `per_block` at its
+    /// block; the masked pixels, and the bits of the categories of those labels.
     fn masked_pixels(
         &self,
         map: &[f32],
@@ -262,6 +299,7 @@ impl<'a> CpuBatch<'a> {
         live: &LiveCells,
         planes: &[&[u32]],
         intersect: &mut [u64],
+        per_block: &mut [u64],
     ) -> (u64, u32) {
         let up = &self.config.upsample;
         let cat = |l: u32| self.config.label_category[l as usize];
@@ -276,6 +314,7 @@ impl<'a> CpuBatch<'a> {
                     && upsample_value(map, up.w, row, col) > threshold
                 {
                     masked += 1;
+                    per_block[self.block_of[y * up.sw as usize + x] as usize] += 1;
                     for p in planes {
                         let l = p[y * up.sw as usize + x];
                         if l != 0 {

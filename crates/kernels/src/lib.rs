@@ -17,7 +17,9 @@ pub mod select;
 pub mod topk;
 
 pub use bench::{BenchReport, StreamKernel, StreamReport, bench_count, bench_stream};
-pub use count::{CountConfig, Counter, Counts, HostLabels, ImageLabel, LabelPlane, Upsample};
+pub use count::{
+    CountConfig, Counter, Counts, GRID_MAX, HostLabels, ImageLabel, LabelPlane, Moments, Upsample,
+};
 pub use cpu_select::CpuRankSelect;
 pub use cpu_stream::{CpuQuantileSketch, CpuTopK};
 pub use error::KernelError;

@@ -124,6 +124,8 @@ entry_points! {
         FoldMatrix => "fold_matrix",
         /// Folds the masked pixels into unit pixels, unions and image-level intersections.
         FoldUnits => "fold_units",
+        /// Folds the masked pixels per block and their products into the moments.
+        FoldGram => "fold_gram",
         /// Test hook: writes every bilinear sample.
         UpsampleProbe => "upsample_probe",
     }

@@ -91,6 +91,23 @@ impl Model {
         )
     }
 
+    /// `arch` with seeded random weights as torchvision initialises it
+    /// ([`crate::TorchvisionInit`]): the random-weights baseline.
+    pub fn random_init(
+        arch: Arch,
+        num_classes: usize,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Model, ModelError> {
+        Self::from_source(
+            arch,
+            num_classes,
+            &mut crate::TorchvisionInit::new(arch, seed),
+            Path::new("<random initialisation>"),
+            device,
+        )
+    }
+
     /// Loads a `.pth`, `.pth.tar` or `.safetensors` checkpoint (see [`StateDict`]) into
     /// `choice`'s architecture, taking the class count from the classifier's shape. Every
     /// missing key, unexpected key and shape mismatch is reported in one error.

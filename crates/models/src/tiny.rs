@@ -19,6 +19,7 @@ use burn::tensor::module::adaptive_avg_pool2d;
 use crate::arch::TapInfo;
 use crate::error::ModelError;
 use crate::geometry::GeoOp;
+use crate::init::SplitMix64;
 use crate::model::Model;
 use crate::nets::{Block, Collector, Downsample, Net};
 use crate::weights::{Builder, Fetch, ParamSource};
@@ -153,32 +154,22 @@ pub(crate) fn tiny_taps() -> Vec<TapInfo> {
 /// the order of requests, which the architecture fixes.
 #[derive(Debug, Clone)]
 pub struct SeededInit {
-    state: u64,
+    rng: SplitMix64,
 }
 
 impl SeededInit {
     pub fn new(seed: u64) -> Self {
-        Self { state: seed }
+        Self {
+            rng: SplitMix64::new(seed),
+        }
     }
 
-    /// splitmix64: tiny, seedable and good enough for weight initialisation.
-    fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in the open interval (0, 1).
     fn uniform(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+        self.rng.uniform()
     }
 
-    /// Standard normal (Box–Muller).
     fn normal(&mut self) -> f64 {
-        let (u, v) = (self.uniform(), self.uniform());
-        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+        self.rng.normal()
     }
 }
 

@@ -174,6 +174,7 @@ fn dissect_arrays<'py>(
             preprocess: None,
             rotate: Vec::new(),
             rotate_seed: 0,
+            random_baseline: None,
         },
         engine: EngineSpec::of(backend),
         out,

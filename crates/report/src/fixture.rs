@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use broden::write::{ImageData, LabelSpec, PlaneData, Writer};
 use dissect::{
     Alignment, CacheMode, CategoryBest, Dissection, LabelScore, LayerResult, Options, TopImage,
-    TopMaps, UnionRule, UnitScore, summarize,
+    TopMaps, UnionRule, UnitScore, UnitSignificance, summarize,
 };
 
 pub(crate) const FEATURE: u32 = 8;
@@ -159,6 +159,7 @@ fn unit_score(u: usize, n_units: usize, salt: usize) -> UnitScore {
             per_category: vec![best(None, "", 0.0), best(None, "", 0.0)],
             top: Vec::new(),
             formulas: Vec::new(),
+            significance: None,
         };
     }
     // Unit 0 detects an object but also a colour above the threshold, so
@@ -191,6 +192,13 @@ fn unit_score(u: usize, n_units: usize, salt: usize) -> UnitScore {
         per_category: vec![color, object],
         top,
         formulas: Vec::new(),
+        // Every third unit's best label is not significant, whatever its
+        // IoU, so both rules' lists of disagreements fill.
+        significance: Some(UnitSignificance {
+            p_value: if u % 3 == 1 { 0.2 } else { 1e-9 },
+            expected: 10.0,
+            significant: u % 3 != 1,
+        }),
     }
 }
 
@@ -236,7 +244,14 @@ pub(crate) fn layer(name: &str, n_units: usize, salt: usize) -> (LayerResult, To
         top_images.push(images);
     }
     let units: Vec<UnitScore> = (0..n_units).map(|u| unit_score(u, n_units, salt)).collect();
-    let summary = summarize(&units, &categories(), 0.04);
+    let mut summary = summarize(&units, &categories(), 0.04);
+    let tests = n_units * 5;
+    summary.significance = Some(dissect::significance::summarize(
+        &units,
+        0.04,
+        tests,
+        Some(1e-9),
+    ));
     let result = LayerResult {
         name: name.into(),
         tap: format!("{name}.out"),

@@ -482,6 +482,9 @@ fn layer_section(
     if let Some(search) = dissection.options.formula {
         formula_gains(s, layer, search);
     }
+    if let Some(sig) = &m.significance {
+        significance_line(s, layer, sig);
+    }
     category_counts(s, layer);
     let _ = writeln!(
         s,
@@ -492,6 +495,44 @@ fn layer_section(
         unit_card(s, dissection, layer, unit, strips);
     }
     s.push_str("</div></section>\n");
+}
+
+/// The significance rule beside the IoU rule: how many units each passes,
+/// and which units pass one and not the other (1-based, as on the cards).
+fn significance_line(s: &mut String, layer: &LayerResult, sig: &dissect::SignificanceSummary) {
+    let list = |units: &[usize]| {
+        if units.is_empty() {
+            "none".to_string()
+        } else {
+            let shown: Vec<String> = units.iter().take(40).map(|u| (u + 1).to_string()).collect();
+            let more = units.len().saturating_sub(40);
+            let tail = if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            };
+            format!("{}{tail}", shown.join(", "))
+        }
+    };
+    let cut = sig
+        .p_cut
+        .map_or("no discovery".to_string(), |p| format!("p ≤ {p:.3e}"));
+    let _ = writeln!(
+        s,
+        "<p class=\"meta significance\" data-significant=\"{}\" data-both=\"{}\" data-iou-only=\"{}\" data-significance-only=\"{}\">{} of {} units have a significant best label (Benjamini-Hochberg at {}% over {} unit-label tests, {cut}; the null is in the README, \"Is it chance?\"). {} are detectors by both rules. IoU &gt; {} only: {}. Significant only: {}.</p>",
+        sig.detectors,
+        sig.both,
+        sig.iou_only.len(),
+        sig.significance_only.len(),
+        sig.detectors,
+        layer.summary.n_units,
+        sig.fdr * 100.0,
+        sig.tests,
+        sig.both,
+        layer.summary.iou_threshold,
+        list(&sig.iou_only),
+        list(&sig.significance_only),
+    );
 }
 
 /// How many of the layer's units a formula of concepts (found by `search`)
@@ -596,6 +637,14 @@ fn unit_card(
         escape(category),
     );
     top_labels(s, dissection, unit);
+    if let Some(sig) = &unit.significance {
+        let _ = write!(
+            s,
+            "<p class=\"sig\">p {:.1e}{}</p>",
+            sig.p_value,
+            if sig.significant { ", significant" } else { "" }
+        );
+    }
     if let Some(f) = unit.formula() {
         formula_line(s, f, unit.formula_gain());
     }
@@ -766,6 +815,26 @@ mod tests {
                 m.detectors, m.n_units, m.unique_top_label
             );
             assert!(html.contains(&headline), "missing headline {headline}");
+            // The significance rule beside it, each list as the summary counts it.
+            let sig = m
+                .significance
+                .as_ref()
+                .expect("the fixture has significance");
+            let line = tags(html, "<p class=\"meta significance\"")
+                .into_iter()
+                .find(|t| attr(t, "data-significant") == Some(&sig.detectors.to_string()))
+                .unwrap_or_else(|| {
+                    panic!("no significance line of {} for {}", sig.detectors, l.name)
+                });
+            assert_eq!(attr(line, "data-both"), Some(sig.both.to_string().as_str()));
+            assert_eq!(
+                attr(line, "data-iou-only"),
+                Some(sig.iou_only.len().to_string().as_str())
+            );
+            assert_eq!(
+                attr(line, "data-significance-only"),
+                Some(sig.significance_only.len().to_string().as_str())
+            );
         }
     }
 
@@ -1029,8 +1098,9 @@ mod tests {
         };
         let html = render_html(&d, &[strips], tmp.path(), None, None);
         assert_eq!(html.matches(" data-unit=\"").count(), 512);
-        // Measured: about 250 KB; the strips load lazily beside it.
-        assert!(html.len() < 400_000, "{} bytes", html.len());
+        // Measured: about 400 KB, and 420 KB with each unit's p-value; the
+        // strips load lazily beside it.
+        assert!(html.len() < 440_000, "{} bytes", html.len());
     }
 
     #[test]

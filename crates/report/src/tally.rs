@@ -1,8 +1,10 @@
 //! The per-layer tally CSV of the reference tools: `unit,category,label,score`
 //! then, per category, `<cat>-label,<cat>-truth,<cat>-activation,
 //! <cat>-intersect,<cat>-iou`. Units are 1-based; rows are sorted by score,
-//! highest first (ties: lower unit first). A run with a formula search adds
-//! two last columns, `formula,formula-iou`.
+//! highest first (ties: lower unit first). Results with significance add
+//! `p-value,significant` (the best label's p-value, and `yes` or `no` for
+//! the Benjamini-Hochberg flag; `dissect::significance`); a run with a
+//! formula search adds two last columns, `formula,formula-iou`.
 
 use std::path::Path;
 
@@ -13,6 +15,7 @@ use crate::{ReportError, write_atomic};
 const FIXED: [&str; 4] = ["unit", "category", "label", "score"];
 const PER_CATEGORY: [&str; 5] = ["label", "truth", "activation", "intersect", "iou"];
 const FORMULA: [&str; 2] = ["formula", "formula-iou"];
+const SIGNIFICANCE: [&str; 2] = ["p-value", "significant"];
 
 /// Renders the tally CSV of one layer.
 pub fn render(units: &[UnitScore], category_names: &[String]) -> String {
@@ -22,6 +25,10 @@ pub fn render(units: &[UnitScore], category_names: &[String]) -> String {
     let mut header: Vec<String> = FIXED.iter().map(|s| s.to_string()).collect();
     for cat in category_names {
         header.extend(PER_CATEGORY.iter().map(|f| format!("{cat}-{f}")));
+    }
+    let significance = units.iter().any(|u| u.significance.is_some());
+    if significance {
+        header.extend(SIGNIFICANCE.iter().map(|s| s.to_string()));
     }
     let formulas = units.iter().any(|u| u.formula().is_some());
     if formulas {
@@ -51,6 +58,16 @@ pub fn render(units: &[UnitScore], category_names: &[String]) -> String {
                 best.intersect.to_string(),
                 best.iou.to_string(),
             ]);
+        }
+        if significance {
+            match &unit.significance {
+                // Scientific notation: a p-value may be 1e-300.
+                Some(s) => row.extend([
+                    format!("{:e}", s.p_value),
+                    if s.significant { "yes" } else { "no" }.to_string(),
+                ]),
+                None => row.extend([String::new(), String::new()]),
+            }
         }
         if formulas {
             match unit.formula() {
@@ -124,10 +141,15 @@ fn malformed(path: &Path, row: usize, message: String) -> ReportError {
 /// the formula columns end it.
 struct Layout {
     category_names: Vec<String>,
+    significance: bool,
     formulas: bool,
 }
 
 impl Layout {
+    fn formula_columns(&self) -> usize {
+        if self.formulas { FORMULA.len() } else { 0 }
+    }
+
     /// Checks the header's columns (`cols`) and reads the layout from them;
     /// the error says what is wrong with the header.
     fn of(cols: &[&str]) -> Result<Layout, String> {
@@ -138,6 +160,10 @@ impl Layout {
         let formulas = rest.ends_with(&FORMULA);
         if formulas {
             rest = &rest[..rest.len() - FORMULA.len()];
+        }
+        let significance = rest.ends_with(&SIGNIFICANCE);
+        if significance {
+            rest = &rest[..rest.len() - SIGNIFICANCE.len()];
         }
         if !rest.len().is_multiple_of(PER_CATEGORY.len()) {
             return Err("per-category columns come in groups of 5".into());
@@ -159,6 +185,7 @@ impl Layout {
         }
         Ok(Layout {
             category_names,
+            significance,
             formulas,
         })
     }
@@ -226,6 +253,12 @@ impl Row<'_> {
         } else {
             None
         };
+        let significance = if layout.significance {
+            let k = self.cols.len() - SIGNIFICANCE.len() - layout.formula_columns();
+            self.significance(k)?
+        } else {
+            None
+        };
         // The tally keeps only each category's best; the overall top list
         // is not in it.
         Ok(UnitScore {
@@ -234,7 +267,32 @@ impl Row<'_> {
             per_category,
             top: Vec::new(),
             formulas: formula.into_iter().collect(),
+            significance,
         })
+    }
+
+    /// The significance of the two columns starting at `k`, if the row has
+    /// one. The null's expected intersection is not in the file (0).
+    fn significance(&self, k: usize) -> Result<Option<dissect::UnitSignificance>, ReportError> {
+        let significant = match self.field(k + 1) {
+            "" => return Ok(None),
+            "yes" => true,
+            "no" => false,
+            other => {
+                return Err(self.bad(format!(
+                    "column `significant`: `{other}` is neither `yes` nor `no`"
+                )));
+            }
+        };
+        let p_value = self.float(k)?;
+        if !(0.0..=1.0).contains(&p_value) {
+            return Err(self.bad(format!("column `p-value`: {p_value} is not a probability")));
+        }
+        Ok(Some(dissect::UnitSignificance {
+            p_value,
+            expected: 0.0,
+            significant,
+        }))
     }
 
     /// A category's best label, from its five columns starting at `k`.
@@ -368,6 +426,42 @@ mod tests {
         want.sort_by(|a, b| b.score().total_cmp(&a.score()).then(a.unit.cmp(&b.unit)));
         assert_eq!(back.units, want);
         assert!(back.units.windows(2).all(|w| w[0].score() >= w[1].score()));
+    }
+
+    #[test]
+    fn significance_columns_round_trip() {
+        let (layer, _) = crate::fixture::layer("conv5", 6, 0);
+        let names = vec!["color".to_string(), "object".to_string()];
+        let text = render(&layer.units, &names);
+        let header = text.lines().next().unwrap();
+        assert!(header.ends_with(",p-value,significant"), "{header}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("conv5-tally.csv");
+        std::fs::write(&path, &text).unwrap();
+        let back = read(&path).unwrap();
+        for u in &back.units {
+            let want = &layer.units[u.unit];
+            let (got, want) = (u.significance.as_ref(), want.significance.as_ref());
+            assert_eq!(
+                got.map(|s| (s.p_value, s.significant)),
+                want.map(|s| (s.p_value, s.significant))
+            );
+        }
+        // A bad flag or a p-value outside [0, 1] names the column.
+        for (bad, message) in [
+            ("maybe", "neither `yes` nor `no`"),
+            ("2", "not a probability"),
+        ] {
+            let broken = if bad == "maybe" {
+                text.replacen(",yes\n", ",maybe\n", 1)
+            } else {
+                text.replacen("1e-9,yes", "2e0,yes", 1)
+            };
+            assert_ne!(broken, text, "{bad}: the fixture has a row to break");
+            std::fs::write(&path, &broken).unwrap();
+            let err = read(&path).unwrap_err().to_string();
+            assert!(err.contains(message), "{err}");
+        }
     }
 
     #[test]

@@ -6,7 +6,8 @@ use crate::gpu::{
 };
 use crate::registry::CountKernel;
 
-use super::counts::Counts;
+use super::blocks::triangle_len;
+use super::counts::{Counts, Moments};
 use super::labels::{CountConfig, HostLabels};
 use super::records::{PackedLabels, Params};
 use super::upsample::AxisSample;
@@ -42,6 +43,8 @@ pub struct Counter {
     acc_words: u64,
     /// Truth counts need no activations, so they are summed on the host.
     label_pixels: Vec<u64>,
+    /// The label side of the moments, computed on the host like `label_pixels`.
+    label_moments: Moments,
     /// The batch inputs' buffers, reused from batch to batch.
     inputs: BatchInputs,
 }
@@ -110,6 +113,14 @@ struct Batch<'a> {
     live_lanes: u32,
 }
 
+/// u32 words per (image, unit) in `batch_units`: the masked pixels, the lite rule's category
+/// bits, and the masked pixels per block of the moments' grid.
+fn unit_words(config: &CountConfig) -> u64 {
+    let up = &config.upsample;
+    let [rows, cols] = Moments::grid_of(up.h, up.w, up.sh, up.sw);
+    2 + u64::from(rows * cols)
+}
+
 /// Checks that the device can hold and dispatch the counters of `config`; the number of u32
 /// words of the u64 totals.
 fn check_device_limits(gpu: &Gpu, config: &CountConfig) -> Result<u64, KernelError> {
@@ -126,12 +137,21 @@ fn check_device_limits(gpu: &Gpu, config: &CountConfig) -> Result<u64, KernelErr
             config.max_images
         )));
     }
-    let acc_words = 2 * (u * l + u + 2 * u * c);
+    // Intersections, unit pixels, both unions, and the moments: the Gram triangles and block
+    // sums of the masks.
+    let up = &config.upsample;
+    let [rows, cols] = Moments::grid_of(up.h, up.w, up.sh, up.sw);
+    let blocks = u64::from(rows * cols);
+    let acc_words =
+        2 * (u * l + u + 2 * u * c + u * (triangle_len(blocks as usize) as u64 + blocks + 1));
     let max_bytes = limits.max_storage_buffer_binding_size;
     for (what, bytes) in [
         ("u64 accumulators", acc_words * 4),
         ("batch intersections", u * l * 4),
-        ("batch unit counters", config.max_images as u64 * u * 8),
+        (
+            "batch unit counters",
+            config.max_images as u64 * u * unit_words(config) * 4,
+        ),
     ] {
         if bytes > max_bytes || bytes / 4 > u32::MAX as u64 {
             return Err(KernelError::Config(format!(
@@ -159,7 +179,7 @@ impl Counter {
             taps: gpu.storage_init("count-taps", &taps),
             label_category: gpu.storage_init("count-label-category", &label_category),
             batch_intersect: gpu.storage("count-batch-intersect", u * l * 4),
-            batch_units: gpu.storage("count-batch-units", maps * 8),
+            batch_units: gpu.storage("count-batch-units", maps * unit_words(&config) * 4),
             live: gpu.storage("count-live", maps * 8),
             live_maps: gpu.storage("count-live-maps", (maps + 1) * 4),
             live_args: gpu.indirect_args("count-live-args"),
@@ -169,6 +189,7 @@ impl Counter {
             acc: gpu.storage("count-acc", acc_words * 4),
             acc_words,
             label_pixels: vec![0; l as usize],
+            label_moments: Moments::default(),
             inputs: BatchInputs::new(gpu),
             config,
         })
@@ -269,6 +290,7 @@ impl Counter {
             }
             self.mark_live(gpu, encoder, &batch);
             self.count_pixels(gpu, encoder, &batch);
+            self.fold_gram(gpu, encoder);
             self.fold_units(gpu, encoder);
         });
         self.recorded_in = gpu.open_batch();
@@ -276,6 +298,7 @@ impl Counter {
         for (t, b) in self.label_pixels.iter_mut().zip(batch_pixels) {
             *t += b;
         }
+        (self.label_moments).merge(&labels.label_moments(&self.config))?;
         Ok(())
     }
 
@@ -364,6 +387,25 @@ impl Counter {
         );
     }
 
+    /// Records `fold_gram`: adds the batch's masked pixels per block and their products into
+    /// the moments (`fold_units` clears them after).
+    fn fold_gram(&self, gpu: &Gpu, encoder: &mut wgpu::CommandEncoder) {
+        let up = &self.config.upsample;
+        let [rows, cols] = Moments::grid_of(up.h, up.w, up.sh, up.sw);
+        let blocks = rows * cols;
+        dispatch(
+            gpu,
+            encoder,
+            &gpu.pipeline(CountKernel::FoldGram),
+            &[
+                whole(0, &self.inputs.params),
+                whole(7, &self.batch_units),
+                whole(8, &self.acc),
+            ],
+            [(blocks * blocks).div_ceil(64), self.config.n_units, 1],
+        );
+    }
+
     /// Records `fold_units`: adds the batch's masked pixels into the unit pixels, both unions and
     /// the image-level labels' intersections, and clears them.
     fn fold_units(&self, gpu: &Gpu, encoder: &mut wgpu::CommandEncoder) {
@@ -405,7 +447,22 @@ impl Counter {
         );
         let (intersect, rest) = wide.split_at(u * l);
         let (unit_pixels, rest) = rest.split_at(u);
-        let (original, lite) = rest.split_at(u * nc);
+        let (original, rest) = rest.split_at(u * nc);
+        let (lite, rest) = rest.split_at(u * nc);
+        let grid = &self.label_moments;
+        let (gram, rest) = rest.split_at(u * triangle_len(grid.blocks()));
+        let (blocks, unit_max) = rest.split_at(u * grid.blocks());
+        // Before any batch the label side is empty: so are the moments.
+        let moments = if self.label_moments.seg_pixels() == 0 {
+            Moments::default()
+        } else {
+            Moments {
+                unit_gram: gram.to_vec(),
+                unit_blocks: blocks.to_vec(),
+                unit_max: unit_max.to_vec(),
+                ..self.label_moments.clone()
+            }
+        };
         Ok(Counts {
             n_units: c.n_units,
             n_labels: c.n_labels,
@@ -415,6 +472,7 @@ impl Counter {
             unit_pixels: unit_pixels.to_vec(),
             unit_category_original: original.to_vec(),
             unit_category_lite: lite.to_vec(),
+            moments,
         })
     }
 

@@ -3,6 +3,8 @@
 
 use crate::error::KernelError;
 
+use super::blocks::{add_gram, block_of_pixels};
+use super::counts::Moments;
 use super::upsample::Upsample;
 
 /// The most categories a configuration may have (they are bits of one u32 on the device).
@@ -205,6 +207,32 @@ impl HostLabels {
         (present, scalar)
     }
 
+    /// The label side of this batch's [`Moments`] (see [`crate::count`], "Moments"), with the
+    /// unit side sized and zero.
+    pub(crate) fn label_moments(&self, config: &CountConfig) -> Moments {
+        let up = &config.upsample;
+        let grid = Moments::grid_of(up.h, up.w, up.sh, up.sw);
+        let mut out = Moments::sized(config.n_units, config.n_labels, [up.sh, up.sw], grid);
+        out.images = u64::from(self.n_images);
+        let n_blocks = out.blocks();
+        let block_of = block_of_pixels(up.sh, up.sw, grid);
+        let mut block_size = vec![0u64; n_blocks];
+        block_of.iter().for_each(|&b| block_size[b as usize] += 1);
+        let mut tally = ImageTally::new(config.n_labels as usize, n_blocks);
+        for image in 0..self.n_images {
+            for plane in self.planes.iter().filter(|p| p.image == image) {
+                for (p, &l) in plane.labels.iter().enumerate().filter(|(_, l)| **l != 0) {
+                    tally.add(l as usize, block_of[p] as usize, 1);
+                }
+            }
+            for il in (self.image_labels.iter()).filter(|il| il.image == image && il.label != 0) {
+                (0..n_blocks).for_each(|b| tally.add(il.label as usize, b, block_size[b]));
+            }
+            tally.flush_into(&mut out);
+        }
+        out
+    }
+
     /// Truth counts of this batch (label pixels).
     pub(crate) fn label_pixels(&self, config: &CountConfig) -> Vec<u64> {
         let mut out = vec![0u64; config.n_labels as usize];
@@ -217,6 +245,59 @@ impl HostLabels {
             out[il.label as usize] += config.seg_pixels() as u64;
         }
         out
+    }
+}
+
+/// One image's pixels per (label, block), in a dense array cleared through the list of the
+/// cells touched.
+struct ImageTally {
+    n_blocks: usize,
+    per_block: Vec<u64>,
+    touched: Vec<usize>,
+    /// The label's non-zero blocks, while one label is flushed.
+    nonzero: Vec<(u32, u64)>,
+}
+
+impl ImageTally {
+    fn new(n_labels: usize, n_blocks: usize) -> Self {
+        ImageTally {
+            n_blocks,
+            per_block: vec![0; n_labels * n_blocks],
+            touched: Vec::new(),
+            nonzero: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, label: usize, block: usize, m: u64) {
+        let at = label * self.n_blocks + block;
+        if self.per_block[at] == 0 {
+            self.touched.push(at);
+        }
+        self.per_block[at] += m;
+    }
+
+    /// Adds the image's block counts and their products to `out`, and clears the image.
+    fn flush_into(&mut self, out: &mut Moments) {
+        let (n, t) = (self.n_blocks, out.triangle());
+        // Label-major, block-increasing order groups each label's blocks.
+        self.touched.sort_unstable();
+        for group in self.touched.chunk_by(|a, b| a / n == b / n) {
+            let label = group[0] / n;
+            self.nonzero.clear();
+            for &at in group {
+                self.nonzero.push(((at % n) as u32, self.per_block[at]));
+                self.per_block[at] = 0;
+            }
+            add_gram(
+                n,
+                &self.nonzero,
+                &mut out.label_blocks[label * n..][..n],
+                &mut out.label_gram[label * t..][..t],
+            );
+            let total = self.nonzero.iter().map(|&(_, m)| m).sum::<u64>();
+            out.label_max[label] = out.label_max[label].max(total);
+        }
+        self.touched.clear();
     }
 }
 

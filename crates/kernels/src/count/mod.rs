@@ -35,6 +35,27 @@
 //! Unlike the original, which kept only the 2048 largest counts per image (`tally_depth`), every
 //! count is exact.
 //!
+//! # Moments
+//!
+//! What the significance null (`dissect::significance`) needs besides the counts, all exact
+//! integers. The *blocks* of an image cut its `sh x sw` seg grid into a `rows x cols` grid, the
+//! feature map's (`Moments::grid_of`: at most [`GRID_MAX`] per axis): seg pixel `(y, x)` is in
+//! block `(y * rows / sh, x * cols / sw)` (integer division). Pairs of blocks `b <= b'` are
+//! numbered row by row (`blocks::triangle_index`).
+//!
+//! - `images`: the images counted.
+//! - `unit_blocks[k][b]`: unit `k`'s masked pixels in block `b`, summed over all images.
+//! - `unit_gram[k][(b, b')]`: over all images, the product of the unit's masked pixels in block
+//!   `b` and in block `b'` of the image.
+//! - `unit_max[k]`: the unit's most masked pixels in one image.
+//! - `label_blocks[l][b]`, `label_gram[l][(b, b')]`, `label_max[l]`: the same of the pixels
+//!   carrying `l` (every plane counting; an image-level label fills every block, as in
+//!   `label_pixels`).
+//!
+//! The label side is computed on the host from the batch's labels; the unit side on the device
+//! (`count_pixels` counts each live map's masked pixels per block, `fold_gram` adds them and
+//! their products as 64-bit sums with carry) or by the CPU count.
+//!
 //! # Overflow
 //!
 //! Per batch the counters are u32, bounded by `sh * sw * (planes + image-level labels)` summed over
@@ -48,14 +69,16 @@
 //! each batch into the records the shader reads (a private `records` module, whose test checks
 //! them against the WGSL structs) and counts it. The CPU reference is [`crate::cpu::count`].
 
+pub(crate) mod blocks;
 mod counter;
 mod counts;
 mod labels;
 mod records;
 mod upsample;
 
+pub use blocks::{triangle_index, triangle_len};
 pub use counter::Counter;
-pub use counts::Counts;
+pub use counts::{Counts, GRID_MAX, Moments};
 pub use labels::{CountConfig, HostLabels, ImageLabel, LabelPlane, MAX_CATEGORIES};
 pub use upsample::{AxisMap, AxisSample, Upsample};
 

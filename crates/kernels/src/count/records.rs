@@ -4,6 +4,7 @@
 use crate::error::KernelError;
 use crate::gpu::lanes_for;
 
+use super::counts::Moments;
 use super::labels::{CountConfig, HostLabels};
 
 /// The count shader's uniform `Params`.
@@ -33,8 +34,10 @@ pub(super) struct Params {
     live_lane_shift: u32,
     /// Workgroups of 128 seg columns per map in `count_pixels`.
     col_blocks: u32,
-    /// Pads the struct to a whole number of 16-byte rows, as uniform buffers are laid out.
-    _pad: [u32; 2],
+    /// The significance moments' block grid (`Moments::grid_of`); with the fields above, a
+    /// whole number of 16-byte rows, as uniform buffers are laid out.
+    grid_rows: u32,
+    grid_cols: u32,
 }
 
 impl Params {
@@ -44,6 +47,7 @@ impl Params {
         let up = &config.upsample;
         let (live_lanes, live_lane_shift) = lanes_for(up.h * up.w);
         let (u, l, nc) = (config.n_units, config.n_labels, config.n_categories);
+        let grid = Moments::grid_of(up.h, up.w, up.sh, up.sw);
         Params {
             elem_offset,
             n_images,
@@ -63,7 +67,8 @@ impl Params {
             live_lanes,
             live_lane_shift,
             col_blocks: up.sw.div_ceil(128),
-            _pad: [0; 2],
+            grid_rows: grid[0],
+            grid_cols: grid[1],
         }
     }
 
@@ -217,7 +222,8 @@ mod tests {
                     live_lanes,
                     live_lane_shift,
                     col_blocks,
-                    _pad,
+                    grid_rows,
+                    grid_cols,
                 }),
             ),
             (

@@ -64,6 +64,44 @@ fn random_labels(rng: &mut Rng, cfg: &CountConfig, n_images: u32) -> HostLabels 
     labels
 }
 
+/// Asserts `got == want`, naming the first field and index that differ (the lists are long).
+fn assert_same(got: &Counts, want: &Counts) {
+    let (g, w) = (&got.moments, &want.moments);
+    let lists: [(&str, &[u64], &[u64]); 11] = [
+        ("intersect", &got.intersect, &want.intersect),
+        ("label_pixels", &got.label_pixels, &want.label_pixels),
+        ("unit_pixels", &got.unit_pixels, &want.unit_pixels),
+        (
+            "original",
+            &got.unit_category_original,
+            &want.unit_category_original,
+        ),
+        ("lite", &got.unit_category_lite, &want.unit_category_lite),
+        ("unit_blocks", &g.unit_blocks, &w.unit_blocks),
+        ("unit_gram", &g.unit_gram, &w.unit_gram),
+        ("label_blocks", &g.label_blocks, &w.label_blocks),
+        ("label_gram", &g.label_gram, &w.label_gram),
+        ("unit_max", &g.unit_max, &w.unit_max),
+        ("label_max", &g.label_max, &w.label_max),
+    ];
+    let mut wrong = Vec::new();
+    for (name, a, b) in lists {
+        assert_eq!(a.len(), b.len(), "{name}: lengths");
+        let bad: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
+        if let Some(&i) = bad.first() {
+            wrong.push(format!(
+                "{name}: {} of {} differ, first [{i}]: device {} != cpu {}",
+                bad.len(),
+                a.len(),
+                a[i],
+                b[i]
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert_eq!(got, want);
+}
+
 /// Runs the device count over `batches` and compares with the CPU reference, merged per batch.
 fn check(cfg: &CountConfig, batches: &[(Vec<f32>, HostLabels)], thresholds: &[f32]) -> Counts {
     let gpu = gpu();
@@ -88,7 +126,7 @@ fn check(cfg: &CountConfig, batches: &[(Vec<f32>, HostLabels)], thresholds: &[f3
         want.merge(&part).expect("merge");
     }
     let got = counter.read(gpu).expect("read");
-    assert_eq!(got, want);
+    assert_same(&got, &want);
     assert_eq!(
         folding.read(gpu).expect("read"),
         want,
@@ -148,6 +186,104 @@ fn hand_computed_counts_follow_both_union_rules() {
     // Lite: image 0 has category 1 under the mask and category 0 from its image-level label;
     // image 1 has no label under its mask, so it adds nothing.
     assert_eq!(got.unit_category_lite, vec![1, 1]);
+    // Moments: one-pixel blocks, numbered (0,0) (0,1) (1,0) (1,1); the Gram triangle's pairs
+    // are (0,0) (0,1) (0,2) (0,3) (1,1) (1,2) (1,3) (2,2) (2,3) (3,3).
+    let m = &got.moments;
+    assert_eq!((m.seg, m.grid, m.images), ([2, 2], [2, 2], 2));
+    // Each image's mask is pixel (0, 0).
+    assert_eq!(m.unit_blocks, vec![2, 0, 0, 0]);
+    assert_eq!(m.unit_max, vec![1]);
+    assert_eq!(m.label_max, vec![0, 4, 3, 2]);
+    assert_eq!(m.unit_gram, vec![2, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    // Label 1 fills image 0; label 2 is block 3 of image 0 and blocks 1, 2, 3 of image 1;
+    // label 3 is blocks 0 and 1 of image 0.
+    assert_eq!(
+        m.label_blocks,
+        vec![0, 0, 0, 0, 1, 1, 1, 1, 0, 1, 1, 2, 1, 1, 0, 0]
+    );
+    assert_eq!(
+        m.label_gram,
+        [
+            vec![0; 10],
+            vec![1; 10],
+            vec![0, 0, 0, 0, 1, 1, 1, 1, 1, 2],
+            vec![1, 1, 0, 0, 1, 0, 0, 0, 0, 0],
+        ]
+        .concat()
+    );
+}
+
+#[test]
+fn moments_count_blocks_of_the_feature_grid() {
+    // A 2x2 map on a 4x6 seg grid: blocks of 2 rows by 3 columns. One plane, label 1 on the
+    // first row (3 pixels in block 0, 3 in block 1) and label 2 on one pixel of block 3.
+    let cfg = CountConfig {
+        n_units: 1,
+        n_labels: 3,
+        n_categories: 1,
+        label_category: vec![0, 0, 0],
+        upsample: Upsample::half_pixel(2, 2, 4, 6),
+        max_images: 1,
+    };
+    let mut plane = vec![0u32; 24];
+    plane[..6].fill(1);
+    plane[23] = 2;
+    let labels = HostLabels {
+        n_images: 1,
+        planes: vec![LabelPlane {
+            image: 0,
+            category: 0,
+            labels: plane,
+        }],
+        image_labels: Vec::new(),
+    };
+    let got = check(&cfg, &[(vec![0.0; 4], labels)], &[1.0]);
+    let m = &got.moments;
+    assert_eq!((m.seg, m.grid), ([4, 6], [2, 2]));
+    assert_eq!(m.block_sizes(), vec![6; 4]);
+    // Label 1: 3 pixels in each of blocks 0 and 1; label 2: 1 in block 3.
+    assert_eq!(m.label_blocks, vec![0, 0, 0, 0, 3, 3, 0, 0, 0, 0, 0, 1]);
+    assert_eq!(
+        m.label_gram,
+        [
+            vec![0; 10],
+            vec![9, 9, 0, 0, 9, 0, 0, 0, 0, 0],
+            vec![0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+        ]
+        .concat()
+    );
+    assert_eq!(m.unit_blocks, vec![0; 4], "no pixel is above the threshold");
+    assert_eq!(m.unit_gram, vec![0; 10]);
+}
+
+#[test]
+fn products_above_32_bits_carry_on_the_device() {
+    // One 1x1 map upsampled to 300x300, every pixel masked: 90000² = 8.1e9 overflows u32.
+    let cfg = CountConfig {
+        n_units: 1,
+        n_labels: 2,
+        n_categories: 1,
+        label_category: vec![0, 0],
+        upsample: Upsample::half_pixel(1, 1, 300, 300),
+        max_images: 2,
+    };
+    let labels = HostLabels {
+        n_images: 2,
+        planes: Vec::new(),
+        image_labels: (0..2)
+            .map(|image| ImageLabel {
+                image,
+                category: 0,
+                label: 1,
+            })
+            .collect(),
+    };
+    let got = check(&cfg, &[(vec![1.0, 1.0], labels)], &[0.5]);
+    // One block: its Gram entry is the square of each image's count.
+    let square = 90_000u64 * 90_000;
+    assert_eq!(got.moments.unit_gram, vec![2 * square]);
+    assert_eq!(got.moments.unit_blocks, vec![2 * 90_000]);
+    assert_eq!(got.moments.label_gram, vec![0, 2 * square]);
 }
 
 #[test]

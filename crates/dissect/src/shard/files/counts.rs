@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use kernels::Counts;
+use kernels::{Counts, Moments};
 use serde::{Deserialize, Serialize};
 
 use super::seal::{bytes_digest, check_bytes};
@@ -25,6 +25,16 @@ pub(super) struct CountsFile {
     unit_pixels: Vec<u64>,
     unit_category_original: Vec<u64>,
     unit_category_lite: Vec<u64>,
+    /// [`kernels::Moments`], flattened.
+    images: u64,
+    unit_blocks: Vec<u64>,
+    unit_gram: Vec<u64>,
+    unit_max: Vec<u64>,
+    label_blocks: Vec<u64>,
+    label_gram: Vec<u64>,
+    label_max: Vec<u64>,
+    seg: [u32; 2],
+    grid: [u32; 2],
     n_labels: u32,
     n_categories: u32,
     top_maps_file: String,
@@ -42,6 +52,15 @@ impl CountsFile {
             unit_pixels: c.unit_pixels.clone(),
             unit_category_original: c.unit_category_original.clone(),
             unit_category_lite: c.unit_category_lite.clone(),
+            images: c.moments.images,
+            unit_blocks: c.moments.unit_blocks.clone(),
+            unit_gram: c.moments.unit_gram.clone(),
+            unit_max: c.moments.unit_max.clone(),
+            label_blocks: c.moments.label_blocks.clone(),
+            label_gram: c.moments.label_gram.clone(),
+            label_max: c.moments.label_max.clone(),
+            seg: c.moments.seg,
+            grid: c.moments.grid,
             n_labels: c.n_labels,
             n_categories: c.n_categories,
             top_maps_file,
@@ -59,6 +78,22 @@ impl CountsFile {
             u64::from(self.n_labels),
             u64::from(self.n_categories),
         );
+        let check = |len: usize, want: Option<u64>, what: &str| {
+            if want == Some(len as u64) {
+                return Ok(());
+            }
+            Err(malformed(
+                json_path,
+                format!(
+                    "layer {}: {what} has {len} counts, not the {} of {units} units, {} labels \
+                     and {} categories",
+                    meta.name,
+                    want.map_or("(too many)".to_string(), |w| w.to_string()),
+                    self.n_labels,
+                    self.n_categories
+                ),
+            ))
+        };
         for (len, want, what) in [
             (self.intersect.len(), u.checked_mul(nl), "intersect"),
             (self.label_pixels.len(), Some(nl), "label_pixels"),
@@ -74,19 +109,41 @@ impl CountsFile {
                 "unit_category_lite",
             ),
         ] {
-            if want != Some(len as u64) {
-                return Err(malformed(
-                    json_path,
-                    format!(
-                        "layer {}: {what} has {len} counts, not the {} of {units} units, {} \
-                         labels and {} categories",
-                        meta.name,
-                        want.map_or("(too many)".to_string(), |w| w.to_string()),
-                        self.n_labels,
-                        self.n_categories
-                    ),
-                ));
-            }
+            check(len, want, what)?;
+        }
+        // Moments: empty when nothing was counted, else sized by the grid.
+        let counted = u64::from(self.seg[0] != 0 && self.seg[1] != 0);
+        let grid_ok = |v: u32| (1..=kernels::GRID_MAX).contains(&v);
+        if counted == 1 && !(grid_ok(self.grid[0]) && grid_ok(self.grid[1])) {
+            return Err(malformed(
+                json_path,
+                format!(
+                    "layer {}: block grid {:?} is not 1 to {} blocks per axis",
+                    meta.name,
+                    self.grid,
+                    kernels::GRID_MAX
+                ),
+            ));
+        }
+        let blocks = u64::from(self.grid[0]) * u64::from(self.grid[1]) * counted;
+        let triangle = blocks * (blocks + 1) / 2;
+        for (len, want, what) in [
+            (self.unit_blocks.len(), u.checked_mul(blocks), "unit_blocks"),
+            (self.unit_gram.len(), u.checked_mul(triangle), "unit_gram"),
+            (
+                self.label_blocks.len(),
+                nl.checked_mul(blocks),
+                "label_blocks",
+            ),
+            (
+                self.label_gram.len(),
+                nl.checked_mul(triangle),
+                "label_gram",
+            ),
+            (self.unit_max.len(), Some(u * counted), "unit_max"),
+            (self.label_max.len(), Some(nl * counted), "label_max"),
+        ] {
+            check(len, want, what)?;
         }
         Ok(())
     }
@@ -102,6 +159,17 @@ impl CountsFile {
             unit_pixels: self.unit_pixels,
             unit_category_original: self.unit_category_original,
             unit_category_lite: self.unit_category_lite,
+            moments: Moments {
+                seg: self.seg,
+                grid: self.grid,
+                images: self.images,
+                unit_blocks: self.unit_blocks,
+                unit_gram: self.unit_gram,
+                unit_max: self.unit_max,
+                label_blocks: self.label_blocks,
+                label_gram: self.label_gram,
+                label_max: self.label_max,
+            },
         }
     }
 }
