@@ -83,4 +83,6 @@ fn rotated_runs_record_their_rotation_q0_is_the_network_itself_and_q1_relabels_m
     assert!(report.contains("Rotated basis"));
     let csv = std::fs::read_to_string(out.join("compare.csv")).unwrap();
     assert!(csv.contains("Q^0.5"), "{csv}");
+    let page = std::fs::read_to_string(out.join("compare.html")).unwrap();
+    assert!(page.contains("Interpretability against the rotation"));
 }

@@ -44,6 +44,9 @@ pub enum Order {
     Steps,
     /// The order given.
     Given,
+    /// Rotations of one network's basis (`--rotate`), in the order given,
+    /// drawn against the power of the rotation.
+    Rotation,
     /// No order: bars only.
     Unordered,
 }
@@ -117,7 +120,12 @@ impl Comparison {
         }
         let one_model = models.len() == 1;
         let snapshots = runs.len() > 1 && one_model && runs.iter().all(|r| r.step.is_some());
-        let order = if ordered {
+        let rotated = runs.len() > 1 && runs.iter().all(|r| r.dissection.options.rotate.is_some());
+        let order = if ordered && rotated {
+            let power = |r: &Run| r.dissection.options.rotate.map_or(0.0, |q| q.power);
+            runs.sort_by(|a, b| power(a).total_cmp(&power(b)));
+            Order::Rotation
+        } else if ordered {
             Order::Given
         } else if snapshots {
             runs.sort_by_key(|r| r.step);
@@ -263,6 +271,9 @@ impl Comparison {
         let order = match self.order {
             Order::Steps => "Runs are snapshots of one model, ordered by the step in their names.",
             Order::Given => "Runs are in the order given.",
+            Order::Rotation => {
+                "Runs are one network dissected in rotated bases Q^A (the paper's test of whether interpretability is axis-aligned), drawn against A."
+            }
             Order::Unordered => {
                 "Runs are not ordered (snapshots of one model whose names carry a step, or --ordered, add a figure over runs)."
             }
@@ -310,11 +321,17 @@ impl Comparison {
     fn over_runs(&self, s: &mut String, categories: &[String]) {
         let (title, axis) = match self.order {
             Order::Steps => ("Interpretability over training", "step"),
+            Order::Rotation => ("Interpretability against the rotation", "power A of Q^A"),
             _ => ("Interpretability over runs", "run"),
         };
         let _ = write!(
             s,
-            "<section id=\"over-runs\"><h2>{title}</h2><p class=\"meta\">Unique detectors (per-category rule) against the {axis}.</p><div class=\"charts\">"
+            "<section id=\"over-runs\"><h2>{title}</h2><p class=\"meta\">Unique detectors (per-category rule){} against the {axis}.</p><div class=\"charts\">",
+            if self.order == Order::Rotation {
+                ", and detectors,"
+            } else {
+                ""
+            }
         );
         let xs: Vec<(String, f64)> = self
             .runs
@@ -322,6 +339,10 @@ impl Comparison {
             .enumerate()
             .map(|(i, r)| match (self.order, r.step) {
                 (Order::Steps, Some(step)) => (step.to_string(), step as f64),
+                (Order::Rotation, _) => {
+                    let power = r.dissection.options.rotate.map_or(0.0, |q| q.power);
+                    (format!("{power}"), power)
+                }
                 _ => (r.label.clone(), i as f64),
             })
             .collect();
@@ -342,6 +363,14 @@ impl Comparison {
                 .map(|c| (c.clone(), count(Some(c))))
                 .collect();
             series.push(("all".into(), count(None)));
+            if self.order == Order::Rotation {
+                let detectors = (self.runs.iter())
+                    .map(|r| {
+                        layer_of(&r.dissection, &layer).map_or(0.0, |l| l.summary.detectors as f64)
+                    })
+                    .collect();
+                series.push(("detectors".into(), detectors));
+            }
             let chart_title = format!("{layer}: unique detectors");
             s.push_str(&line_chart(&LineChart {
                 chart: &format!("over-runs {layer}"),
@@ -518,6 +547,27 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    #[test]
+    fn rotated_runs_are_drawn_against_the_power_with_detectors() {
+        let tmp = tempfile::tempdir().unwrap();
+        let runs: Vec<Run> = [1.0, 0.0, 0.5]
+            .into_iter()
+            .map(|power| {
+                let mut run = snapshots(tmp.path()).remove(0);
+                run.dissection.options.rotate = Some(dissect::options::Rotate { power, seed: 3 });
+                run
+            })
+            .collect();
+        let labels: Vec<String> = ["Q^1", "Q^0", "Q^0.5"].map(String::from).to_vec();
+        let c = Comparison::new(runs, &labels, true);
+        assert_eq!(c.order, Order::Rotation);
+        let order: Vec<&str> = c.runs.iter().map(|r| r.label.as_str()).collect();
+        assert_eq!(order, ["Q^0", "Q^0.5", "Q^1"], "sorted by power");
+        let html = c.html();
+        assert!(html.contains("Interpretability against the rotation"));
+        assert!(html.contains("and detectors"));
     }
 
     #[test]
