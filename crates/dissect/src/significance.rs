@@ -362,6 +362,124 @@ mod tests {
         );
     }
 
+    /// The null's mean and variance against Hoeffding's moments computed
+    /// from every pair of images' overlap, on hand-made per-image block
+    /// counts (6 images, a 2 x 3 seg grid cut into 2 x 2 blocks of 2 and 1
+    /// pixels, so the block sizes differ).
+    #[test]
+    fn the_moments_give_hoeffdings_mean_and_variance_of_the_pairs() {
+        use kernels::Moments;
+        use kernels::count::{triangle_index, triangle_len};
+        let u: [[u64; 4]; 6] = [
+            [2, 0, 1, 0],
+            [0, 0, 0, 0],
+            [1, 1, 0, 1],
+            [2, 1, 2, 1],
+            [0, 1, 0, 0],
+            [1, 0, 2, 0],
+        ];
+        let m: [[u64; 4]; 6] = [
+            [0, 1, 2, 0],
+            [2, 1, 0, 0],
+            [0, 0, 0, 1],
+            [1, 0, 1, 1],
+            [2, 1, 2, 1],
+            [0, 0, 1, 0],
+        ];
+        let mut counts = Counts::zeros(1, 2, 1);
+        let (blocks, triangle) = (4, triangle_len(4));
+        let mut moments = Moments {
+            seg: [2, 3],
+            grid: [2, 2],
+            images: 6,
+            unit_blocks: vec![0; blocks],
+            unit_gram: vec![0; triangle],
+            unit_max: vec![0],
+            label_blocks: vec![0; 2 * blocks],
+            label_gram: vec![0; 2 * triangle],
+            label_max: vec![0; 2],
+        };
+        let add = |rows: &[[u64; 4]; 6], sums: &mut [u64], gram: &mut [u64]| {
+            for r in rows {
+                for b in 0..blocks {
+                    sums[b] += r[b];
+                    for b2 in b..blocks {
+                        gram[triangle_index(b, b2, blocks)] += r[b] * r[b2];
+                    }
+                }
+            }
+        };
+        add(&u, &mut moments.unit_blocks, &mut moments.unit_gram);
+        add(
+            &m,
+            &mut moments.label_blocks[blocks..],
+            &mut moments.label_gram[triangle..],
+        );
+        moments.unit_max = vec![5];
+        moments.label_max = vec![0, 6];
+        assert_eq!(moments.block_sizes(), vec![2, 1, 2, 1]);
+        counts.moments = moments;
+        // Every pair's overlap, c(j, i) = Σ_b u_jb m_ib / s_b.
+        let sizes = [2.0, 1.0, 2.0, 1.0];
+        let c = |j: usize, i: usize| {
+            (0..4)
+                .map(|b| (u[j][b] * m[i][b]) as f64 / sizes[b])
+                .sum::<f64>()
+        };
+        let n = 6.0;
+        let all: f64 = (0..6)
+            .flat_map(|j| (0..6).map(move |i| (j, i)))
+            .map(|(j, i)| c(j, i))
+            .sum();
+        let row = |j: usize| (0..6).map(|i| c(j, i)).sum::<f64>() / n;
+        let col = |i: usize| (0..6).map(|j| c(j, i)).sum::<f64>() / n;
+        let grand = all / (n * n);
+        let spread: f64 = (0..6)
+            .flat_map(|j| (0..6).map(move |i| (j, i)))
+            .map(|(j, i)| (c(j, i) - row(j) - col(i) + grand).powi(2))
+            .sum();
+        let null = Null::new(&counts);
+        let t = null.test(0, 1);
+        assert!(
+            (t.mean - all / n).abs() < 1e-9,
+            "mean {} vs {}",
+            t.mean,
+            all / n
+        );
+        let want = spread / (n - 1.0);
+        assert!(
+            (t.variance - want).abs() < 1e-9,
+            "variance {} vs {want}",
+            t.variance
+        );
+        // The same by brute force over all 720 permutations.
+        let mut perm: Vec<usize> = (0..6).collect();
+        let (mut sum, mut sq, mut count) = (0.0, 0.0, 0.0);
+        permute(&mut perm, 0, &mut |p| {
+            let x: f64 = (0..6).map(|i| c(p[i], i)).sum();
+            sum += x;
+            sq += x * x;
+            count += 1.0;
+        });
+        let (mean, var) = (sum / count, sq / count - (sum / count).powi(2));
+        assert!(
+            (mean - t.mean).abs() < 1e-9 && (var - t.variance).abs() < 1e-9,
+            "{mean} {var}"
+        );
+    }
+
+    fn permute(p: &mut Vec<usize>, k: usize, visit: &mut dyn FnMut(&[usize])) {
+        if k == p.len() {
+            visit(p);
+            return;
+        }
+        for i in k..p.len() {
+            p.swap(k, i);
+            permute(p, k + 1, visit);
+            p.swap(k, i);
+        }
+    }
+
     #[test]
     fn benjamini_hochberg_cuts_at_the_largest_passing_rank() {
         // m = 10 at 5%: ranks pass at 0.005 r; 0.012 passes at rank 3 (0.015), so the cut is

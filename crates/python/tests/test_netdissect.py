@@ -105,6 +105,20 @@ def test_float16_tokens_with_a_class_token_equal_the_same_maps(dataset):
     np.testing.assert_array_equal(got["vit"].thresholds, want["vit"].thresholds)
 
 
+def test_each_unit_has_a_p_value_and_a_flag_counted_in_the_summary(dataset):
+    layer = netdissect.dissect(dataset, {"conv": activations(seed=4)})["conv"]
+    p = layer.p_values
+    assert len(p) == 6 and len(layer.significant) == 6
+    assert all(v is None or 0.0 <= v <= 1.0 for v in p)
+    summary = layer.summary["significance"]
+    assert summary["fdr"] == 0.05
+    assert summary["detectors"] == sum(layer.significant)
+    # A unit is flagged only where its p-value is at most the cut.
+    for v, flag in zip(p, layer.significant):
+        if flag:
+            assert v <= summary["p_cut"]
+
+
 def test_formula_search_keeps_a_beam_and_never_scores_below_the_label(dataset):
     acts = activations(seed=3)
     plain = netdissect.dissect(dataset, {"conv": acts})

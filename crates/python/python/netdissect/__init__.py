@@ -55,6 +55,18 @@ class LayerResults:
         return out
 
     @property
+    def p_values(self) -> List[Optional[float]]:
+        """Each unit's best label's p-value under the null of chance (``None``
+        where nothing scored; the README's "Is it chance?" states the null)."""
+        return [u["significance"]["p_value"] if u.get("significance") else None for u in self.record["units"]]
+
+    @property
+    def significant(self) -> List[bool]:
+        """Whether each unit's best label is a Benjamini-Hochberg discovery
+        at 5% over the layer's units x labels."""
+        return [bool(u.get("significance", {}).get("significant")) for u in self.record["units"]]
+
+    @property
     def formulas(self) -> List[Optional[str]]:
         """Each unit's best formula (with ``formula_length``; ``None`` where
         no search ran or nothing scored)."""

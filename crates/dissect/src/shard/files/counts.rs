@@ -94,23 +94,6 @@ impl CountsFile {
                 ),
             ))
         };
-        for (len, want, what) in [
-            (self.intersect.len(), u.checked_mul(nl), "intersect"),
-            (self.label_pixels.len(), Some(nl), "label_pixels"),
-            (self.unit_pixels.len(), Some(u), "unit_pixels"),
-            (
-                self.unit_category_original.len(),
-                u.checked_mul(nc),
-                "unit_category_original",
-            ),
-            (
-                self.unit_category_lite.len(),
-                u.checked_mul(nc),
-                "unit_category_lite",
-            ),
-        ] {
-            check(len, want, what)?;
-        }
         // Moments: empty when nothing was counted, else sized by the grid.
         let counted = u64::from(self.seg[0] != 0 && self.seg[1] != 0);
         let grid_ok = |v: u32| (1..=kernels::GRID_MAX).contains(&v);
@@ -127,21 +110,28 @@ impl CountsFile {
         }
         let blocks = u64::from(self.grid[0]) * u64::from(self.grid[1]) * counted;
         let triangle = blocks * (blocks + 1) / 2;
+        let per_unit = |n: u64| u.checked_mul(n);
+        let per_label = |n: u64| nl.checked_mul(n);
         for (len, want, what) in [
-            (self.unit_blocks.len(), u.checked_mul(blocks), "unit_blocks"),
-            (self.unit_gram.len(), u.checked_mul(triangle), "unit_gram"),
+            (self.intersect.len(), per_unit(nl), "intersect"),
+            (self.label_pixels.len(), Some(nl), "label_pixels"),
+            (self.unit_pixels.len(), Some(u), "unit_pixels"),
             (
-                self.label_blocks.len(),
-                nl.checked_mul(blocks),
-                "label_blocks",
+                self.unit_category_original.len(),
+                per_unit(nc),
+                "unit_category_original",
             ),
             (
-                self.label_gram.len(),
-                nl.checked_mul(triangle),
-                "label_gram",
+                self.unit_category_lite.len(),
+                per_unit(nc),
+                "unit_category_lite",
             ),
-            (self.unit_max.len(), Some(u * counted), "unit_max"),
-            (self.label_max.len(), Some(nl * counted), "label_max"),
+            (self.unit_blocks.len(), per_unit(blocks), "unit_blocks"),
+            (self.unit_gram.len(), per_unit(triangle), "unit_gram"),
+            (self.unit_max.len(), per_unit(counted), "unit_max"),
+            (self.label_blocks.len(), per_label(blocks), "label_blocks"),
+            (self.label_gram.len(), per_label(triangle), "label_gram"),
+            (self.label_max.len(), per_label(counted), "label_max"),
         ] {
             check(len, want, what)?;
         }

@@ -92,6 +92,19 @@ pub(super) fn count_shard(merged: &MergedThresholds) -> CountShard {
             c.unit_pixels = vec![l, 2, 3];
             c.unit_category_original[1] = 5;
             c.unit_category_lite[4] = 6;
+            // Moments on a 2 x 2 grid (4 blocks, 10 pairs), every value distinct.
+            let seq = |n: u32, from: u64| (from..from + u64::from(n)).collect::<Vec<u64>>();
+            c.moments = kernels::Moments {
+                seg: [4, 6],
+                grid: [2, 2],
+                images: 30,
+                unit_blocks: seq(UNITS * 4, l * 1000),
+                unit_gram: seq(UNITS * 10, l * 1000 + 100),
+                unit_max: seq(UNITS, l * 1000 + 200),
+                label_blocks: seq(n_labels * 4, l * 1000 + 300),
+                label_gram: seq(n_labels * 10, l * 1000 + 400),
+                label_max: seq(n_labels, l * 1000 + 500),
+            };
             c
         })
         .collect();
@@ -350,6 +363,34 @@ const REFUSALS: &[Refusal] = &[
         },
         read: read_phase_2,
         words: &[SHARD_JSON, CHANGED],
+    },
+    Refusal {
+        what: "a Gram triangle of the wrong length",
+        phase: 2,
+        damage: |dir| {
+            edit_and_reseal(&dir.join(SHARD_JSON), |v| {
+                v["layers"][0]["counts"]["unit_gram"]
+                    .as_array_mut()
+                    .unwrap()
+                    .pop();
+            });
+        },
+        read: read_phase_2,
+        words: &[SHARD_JSON, "layer", "unit_gram has 29 counts, not the 30"],
+    },
+    Refusal {
+        what: "a block grid beyond the largest",
+        phase: 2,
+        damage: |dir| {
+            edit_and_reseal(&dir.join(SHARD_JSON), |v| {
+                v["layers"][0]["counts"]["grid"] = serde_json::json!([9, 2]);
+            });
+        },
+        read: read_phase_2,
+        words: &[
+            SHARD_JSON,
+            "block grid [9, 2] is not 1 to 7 blocks per axis",
+        ],
     },
     Refusal {
         what: "an edited top-k image",
