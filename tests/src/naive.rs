@@ -44,7 +44,69 @@ pub fn count_batch(
     let (h, w) = (up.h as usize, up.w as usize);
     let (sh, sw) = (up.sh as usize, up.sw as usize);
     let (ty, tx) = (up.taps_y(), up.taps_x());
+    // The significance moments' blocks: the feature grid, at most 7 x 7 and
+    // one block per seg pixel; seg pixel (y, x) in block
+    // (y * rows / sh, x * cols / sw).
+    let (rows, cols) = (h.min(sh).min(7), w.min(sw).min(7));
+    let blocks = rows * cols;
+    let block = |y: usize, x: usize| (y * rows / sh) * cols + x * cols / sw;
+    if total.moments.seg == [0, 0] {
+        let pairs = blocks * (blocks + 1) / 2;
+        total.moments = kernels::Moments {
+            seg: [up.sh, up.sw],
+            grid: [rows as u32, cols as u32],
+            images: 0,
+            unit_blocks: vec![0; units * blocks],
+            unit_gram: vec![0; units * pairs],
+            unit_max: vec![0; units],
+            label_blocks: vec![0; n_labels * blocks],
+            label_gram: vec![0; n_labels * pairs],
+            label_max: vec![0; n_labels],
+        };
+    }
+    // Adds the per-block counts `v` of one image to `sums`, their products
+    // over pairs b <= b' (row by row) to `gram`, and keeps the largest total.
+    let add = |v: &[u64], sums: &mut [u64], gram: &mut [u64], most: &mut u64| {
+        let mut pair = 0;
+        for b in 0..blocks {
+            sums[b] += v[b];
+            for b2 in b..blocks {
+                gram[pair] += v[b] * v[b2];
+                pair += 1;
+            }
+        }
+        *most = (*most).max(v.iter().sum());
+    };
+    let pairs = blocks * (blocks + 1) / 2;
     for (b, labels) in batch.labels.iter().enumerate() {
+        total.moments.images += 1;
+        // The label side: each label's pixels per block, over every plane.
+        let mut per_label = vec![vec![0u64; blocks]; n_labels];
+        for plane in &labels.planes {
+            for (p, &l) in plane.labels.iter().enumerate() {
+                if l != 0 {
+                    per_label[l as usize][block(p / sw, p % sw)] += 1;
+                }
+            }
+        }
+        for &(_, l) in labels.image_labels.iter().filter(|(_, l)| *l != 0) {
+            for p in 0..sh * sw {
+                per_label[l as usize][block(p / sw, p % sw)] += 1;
+            }
+        }
+        for (l, v) in per_label
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.iter().any(|&c| c > 0))
+        {
+            let m = &mut total.moments;
+            add(
+                v,
+                &mut m.label_blocks[l * blocks..(l + 1) * blocks],
+                &mut m.label_gram[l * pairs..(l + 1) * pairs],
+                &mut m.label_max[l],
+            );
+        }
         // Truth.
         for plane in &labels.planes {
             for &l in &plane.labels {
@@ -71,6 +133,7 @@ pub fn count_batch(
         for u in 0..units {
             let map = &acts[(b * units + u) * h * w..(b * units + u + 1) * h * w];
             let mut masked = 0u64;
+            let mut per_block = vec![0u64; blocks];
             let mut under_mask = vec![false; n_cat];
             for (y, &tap_y) in ty.iter().enumerate() {
                 for (x, &tap_x) in tx.iter().enumerate() {
@@ -81,6 +144,7 @@ pub fn count_batch(
                         continue;
                     }
                     masked += 1;
+                    per_block[block(y, x)] += 1;
                     for plane in &labels.planes {
                         let l = plane.labels[y * sw + x] as usize;
                         if l != 0 {
@@ -91,6 +155,13 @@ pub fn count_batch(
                 }
             }
             total.unit_pixels[u] += masked;
+            let m = &mut total.moments;
+            add(
+                &per_block,
+                &mut m.unit_blocks[u * blocks..(u + 1) * blocks],
+                &mut m.unit_gram[u * pairs..(u + 1) * pairs],
+                &mut m.unit_max[u],
+            );
             for &(_, l) in labels.image_labels.iter().filter(|(_, l)| *l != 0) {
                 total.intersect[u * n_labels + l as usize] += masked;
                 under_mask[label_category[l as usize] as usize] = true;

@@ -268,16 +268,20 @@ fn equals_naive_under_every_option(d: &Dissector) {
                     engine_counts.unit_category_lite, counts.unit_category_lite,
                     "{what}: lite union"
                 );
-                let want = score_units(
+                assert_eq!(engine_counts.moments, counts.moments, "{what}: moments");
+                let mut want = score_units(
                     &layer_counts(counts, union, &ds.selected),
                     &label_infos(&ds),
                 );
+                let mut summary = summarize(&want, &names, opts.iou_threshold);
+                summary.significance = Some(dissect::significance::assess(
+                    counts,
+                    &label_infos(&ds),
+                    &mut want,
+                    opts.iou_threshold,
+                ));
                 assert_eq!(layer.units, want, "{what}: scores");
-                assert_eq!(
-                    layer.summary,
-                    summarize(&want, &names, opts.iou_threshold),
-                    "{what}"
-                );
+                assert_eq!(layer.summary, summary, "{what}");
                 assert_eq!(layer.unit_pixels, counts.unit_pixels, "{what}");
                 // Something was counted: the comparison is not vacuous.
                 assert!(counts.unit_pixels.iter().sum::<u64>() > 0, "{what}");
@@ -497,22 +501,32 @@ fn kernels_run_on_a_burn_tensor_and_read_back_only_results() {
 
     let read = gpu.bytes_read_back() - before;
 
-    // Only results came back: thresholds, top-k pairs and the u64 counts.
+    // Only results came back: thresholds, top-k pairs, the u64 counts and
+    // the unit side of the significance moments (the label side is the
+    // host's).
+    let m = &counts.moments;
     let results = (thresholds.len() * 4
         + top_k.iter().map(Vec::len).sum::<usize>() * 8
         + (counts.intersect.len()
             + counts.unit_pixels.len()
             + counts.unit_category_original.len()
-            + counts.unit_category_lite.len())
+            + counts.unit_category_lite.len()
+            + m.unit_blocks.len()
+            + m.unit_gram.len()
+            + m.unit_max.len())
             * 8) as u64;
     assert!(read > 0);
     assert!(
         read <= results + 1024,
         "read back {read} bytes for {results} bytes of results"
     );
+    // The moments' size depends on the units and the block grid, not on
+    // the images (here 3 of them, so they outweigh the activations); the
+    // rest is a fraction of the activations.
+    let moments = ((m.unit_blocks.len() + m.unit_gram.len() + m.unit_max.len()) * 8) as u64;
     assert!(
-        read * 4 < act_bytes,
-        "read back {read} bytes of {act_bytes} bytes of activations"
+        (read - moments) * 4 < act_bytes,
+        "read back {read} bytes ({moments} of moments) of {act_bytes} bytes of activations"
     );
 
     // And the results are right.

@@ -42,7 +42,8 @@
 //! overlaps significant (on planted noise, 4% of tests below 0.01), where
 //! Bennett's bound, which holds for any terms of that size and variance
 //! (drawn independently: images dealt with replacement), does not. Where
-//! `I` spans many images it is close to the normal tail. `I ≤ E[I]` gives
+//! `I` is made of many small terms its exponent approaches the normal
+//! tail's, `-z² / 2`. `I ≤ E[I]` gives
 //! 1; a null of zero variance gives 0 above its mean. Only labels of the
 //! run's categories are tested.
 //!
