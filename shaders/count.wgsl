@@ -167,10 +167,8 @@ var<storage, read_write> label_category: array<u32>;
 var<storage, read_write> image_labels: array<u32>;
 
 var<workgroup> wg_count: atomic<u32>;
-// The map's masked pixels per block of the moments' grid (at most 16 x 16 blocks).
+// The map's masked pixels per block of the moments' grid (at most 7 x 7 blocks; room for 256).
 var<workgroup> wg_blocks: array<atomic<u32>, 256>;
-// `block_corr`: the map's block counts.
-var<workgroup> wg_counts: array<u32, 256>;
 var<workgroup> wg_bits: atomic<u32>;
 var<workgroup> wg_rows: u32;
 var<workgroup> wg_map: u32;

@@ -62,6 +62,7 @@ pub fn count_batch(
             label_blocks: vec![0; n_labels * blocks],
             label_gram: vec![0; n_labels * pairs],
             label_max: vec![0; n_labels],
+            label_layers: vec![0; n_labels],
         };
     }
     // Adds the per-block counts `v` of one image to `sums`, their products
@@ -93,6 +94,24 @@ pub fn count_batch(
             for p in 0..sh * sw {
                 per_label[l as usize][block(p / sw, p % sw)] += 1;
             }
+        }
+        // How many layers (planes, image-level labels) carry each label.
+        let mut layers = vec![0u64; n_labels];
+        for plane in &labels.planes {
+            let mut here = vec![false; n_labels];
+            plane
+                .labels
+                .iter()
+                .for_each(|&l| here[l as usize] |= l != 0);
+            for (l, h) in here.into_iter().enumerate() {
+                layers[l] += u64::from(h);
+            }
+        }
+        for &(_, l) in labels.image_labels.iter().filter(|(_, l)| *l != 0) {
+            layers[l as usize] += 1;
+        }
+        for (most, n) in total.moments.label_layers.iter_mut().zip(layers) {
+            *most = (*most).max(n);
         }
         for (l, v) in per_label
             .iter()

@@ -36,16 +36,19 @@
 //! The p-value is Bennett's bound on the upper tail,
 //! `p = exp(-(v / b²) h(b t / v))` with `t = I - E[I]`, `v = Var[I]`,
 //! `h(u) = (1 + u) ln(1 + u) - u`, and `b` the most one image can add: the
-//! smaller of the unit's largest mask and the label's largest area in one
-//! image. A unit whose masks are a few large blobs in a few images has a
+//! smaller of the label's largest area in one image (every plane counting,
+//! as in `I`) and the unit's largest mask times the most layers (planes,
+//! and an image-level label) that carry the label in one image. A unit whose masks are a few large blobs in a few images has a
 //! lumpy, skewed null; the normal tail would call such a unit's chance
 //! overlaps significant (on planted noise, 4% of tests below 0.01), where
 //! Bennett's bound, which holds for any terms of that size and variance
 //! (drawn independently: images dealt with replacement), does not. Where
 //! `I` is made of many small terms its exponent approaches the normal
 //! tail's, `-z² / 2`. `I ≤ E[I]` gives
-//! 1; a null of zero variance gives 0 above its mean. Only labels of the
-//! run's categories are tested.
+//! 1, and so does a null of zero variance (a unit whose masks are the same,
+//! block for block, in every image: `I` can then differ from the mean only
+//! by the blocks' approximation). Only labels of the run's categories are
+//! tested.
 //!
 //! # The detector flag
 //!
@@ -58,9 +61,10 @@
 //!
 //! # What the null leaves out
 //!
-//! The overlap inside a block (its pixels are taken as spread evenly): on
-//! planted data the variance is about a tenth smaller than with pixels,
-//! which Bennett's bound more than covers. Bennett's bound is for
+//! The overlap inside a block (its pixels are taken as spread evenly): the
+//! mean is the block-level one while `I` is counted by pixel, and on
+//! planted data the variance is about a tenth smaller than with pixels;
+//! Bennett's bound more than covers both there. Bennett's bound is for
 //! independent draws, where the null deals images without replacement. The
 //! union rule (original or lite) changes the IoU, not `I`, so the test is
 //! the same under both.
@@ -162,8 +166,22 @@ impl<'a> Null<'a> {
                 p: 1.0,
             };
         }
-        // One image adds at most its mask, and at most its concept pixels.
-        let most = c.moments.unit_max[unit].min(c.moments.label_max[label]) as f64;
+        // One image adds at most its concept pixels (each plane's pixel and
+        // an image-level label's whole image counting, as in the
+        // intersection), and at most its mask counted once per layer that
+        // carries the label.
+        let m = &c.moments;
+        let most =
+            (m.unit_max[unit].saturating_mul(m.label_layers[label])).min(m.label_max[label]) as f64;
+        // A variance that is round-off of zero: the unit's masks are the same
+        // block for block in every image, so the null leaves `I` no room to
+        // move, and what `I` differs from the block-level mean by is the
+        // blocks' approximation, not evidence.
+        let variance = if variance <= 1e-9 * (mean * mean).max(1.0) {
+            0.0
+        } else {
+            variance
+        };
         Test {
             mean,
             variance,
@@ -176,15 +194,15 @@ impl<'a> Null<'a> {
 /// of total variance `variance`, each at most `most` above its mean:
 /// `exp(-(v / b²) h(b t / v))` with `h(u) = (1 + u) ln(1 + u) - u`.
 pub fn bennett(t: f64, variance: f64, most: f64) -> f64 {
-    if t <= 0.0 {
+    if t <= 0.0 || variance <= 0.0 || most <= 0.0 {
+        // Nothing above the mean, or a null with no spread (whose `I` differs
+        // from the block-level mean only by the blocks' approximation).
         1.0
-    } else if variance <= 0.0 || most <= 0.0 {
-        // No spread, or no term can add anything: `t > 0` cannot happen.
-        0.0
     } else {
         let u = most * t / variance;
         let h = (1.0 + u) * u.ln_1p() - u;
-        (-(variance / (most * most)) * h).exp().min(1.0)
+        let p = (-(variance / (most * most)) * h).exp();
+        if p.is_nan() { 1.0 } else { p.min(1.0) }
     }
 }
 
@@ -399,6 +417,7 @@ mod tests {
             label_blocks: vec![0; 2 * blocks],
             label_gram: vec![0; 2 * triangle],
             label_max: vec![0; 2],
+            label_layers: vec![0, 1],
         };
         let add = |rows: &[[u64; 4]; 6], sums: &mut [u64], gram: &mut [u64]| {
             for r in rows {

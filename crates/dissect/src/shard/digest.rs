@@ -29,8 +29,13 @@ pub struct DigestInput<'a> {
     pub shards: u32,
 }
 
+/// The format of the shard files, bumped when what they hold changes
+/// within a tool version (`moments-1`: counts carry the significance
+/// moments).
+const SHARD_FORMAT: &str = "moments-1";
+
 /// A hex SHA-256 of everything a sharded run's shards must agree on: the
-/// tool's version, the network, the layers, the options, the checkpoint's
+/// tool's version and shard format, the network, the layers, the options, the checkpoint's
 /// bytes, the recorded activations' names and sizes, the dataset (its
 /// [`dataset_digest`]), and the number of shards.
 pub fn digest(input: &DigestInput<'_>) -> Result<String, DissectError> {
@@ -42,6 +47,9 @@ pub fn digest(input: &DigestInput<'_>) -> Result<String, DissectError> {
         h.update(bytes);
     };
     field("tool", env!("CARGO_PKG_VERSION").as_bytes());
+    // The shard files' format within a version: shards and checkpoints
+    // written before the significance moments are another run's.
+    field("format", SHARD_FORMAT.as_bytes());
     field("model", input.model.as_bytes());
     field("layers", input.layers.join(",").as_bytes());
     let options = serde_json::to_vec(input.options)

@@ -46,6 +46,10 @@ pub struct Moments {
     pub label_gram: Vec<u64>,
     /// `[label]`: the label's most pixels in one image.
     pub label_max: Vec<u64>,
+    /// `[label]`: the most layers that carry the label in one image (its
+    /// planes there, and 1 if it is also an image-level label): how many
+    /// times one masked pixel can count in the label's intersection.
+    pub label_layers: Vec<u64>,
 }
 
 /// The most blocks along either axis of the grid.
@@ -97,6 +101,7 @@ impl Moments {
             label_blocks: vec![0; l * b],
             label_gram: vec![0; l * t],
             label_max: vec![0; l],
+            label_layers: vec![0; l],
         }
     }
 
@@ -120,6 +125,7 @@ impl Moments {
             |a: &mut [u64], b: &[u64]| a.iter_mut().zip(b).for_each(|(x, y)| *x = (*x).max(*y));
         max(&mut self.unit_max, &other.unit_max);
         max(&mut self.label_max, &other.label_max);
+        max(&mut self.label_layers, &other.label_layers);
         Ok(())
     }
 

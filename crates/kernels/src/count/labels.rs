@@ -219,14 +219,23 @@ impl HostLabels {
         let mut block_size = vec![0u64; n_blocks];
         block_of.iter().for_each(|&b| block_size[b as usize] += 1);
         let mut tally = ImageTally::new(config.n_labels as usize, n_blocks);
+        let mut layers = vec![0u64; config.n_labels as usize];
+        let mut seen = vec![false; config.n_labels as usize];
         for image in 0..self.n_images {
             for plane in self.planes.iter().filter(|p| p.image == image) {
                 for (p, &l) in plane.labels.iter().enumerate().filter(|(_, l)| **l != 0) {
                     tally.add(l as usize, block_of[p] as usize, 1);
+                    seen[l as usize] = true;
                 }
+                count_layers(&mut seen, &mut layers);
             }
             for il in (self.image_labels.iter()).filter(|il| il.image == image && il.label != 0) {
                 (0..n_blocks).for_each(|b| tally.add(il.label as usize, b, block_size[b]));
+                seen[il.label as usize] = true;
+                count_layers(&mut seen, &mut layers);
+            }
+            for (most, n) in out.label_layers.iter_mut().zip(&mut layers) {
+                *most = (*most).max(std::mem::take(n));
             }
             tally.flush_into(&mut out);
         }
@@ -245,6 +254,16 @@ impl HostLabels {
             out[il.label as usize] += config.seg_pixels() as u64;
         }
         out
+    }
+}
+
+/// Adds 1 to `layers` for each label `seen` in one layer of an image, and
+/// clears `seen`.
+fn count_layers(seen: &mut [bool], layers: &mut [u64]) {
+    for (s, n) in seen.iter_mut().zip(layers) {
+        if std::mem::take(s) {
+            *n += 1;
+        }
     }
 }
 

@@ -50,7 +50,8 @@
 //! - `unit_max[k]`: the unit's most masked pixels in one image.
 //! - `label_blocks[l][b]`, `label_gram[l][(b, b')]`, `label_max[l]`: the same of the pixels
 //!   carrying `l` (every plane counting; an image-level label fills every block, as in
-//!   `label_pixels`).
+//!   `label_pixels`); `label_layers[l]`: the most planes (plus 1 for an image-level label) that
+//!   carry `l` in one image.
 //!
 //! The label side is computed on the host from the batch's labels; the unit side on the device
 //! (`count_pixels` counts each live map's masked pixels per block, `fold_gram` adds them and

@@ -67,7 +67,7 @@ fn random_labels(rng: &mut Rng, cfg: &CountConfig, n_images: u32) -> HostLabels 
 /// Asserts `got == want`, naming the first field and index that differ (the lists are long).
 fn assert_same(got: &Counts, want: &Counts) {
     let (g, w) = (&got.moments, &want.moments);
-    let lists: [(&str, &[u64], &[u64]); 11] = [
+    let lists: [(&str, &[u64], &[u64]); 12] = [
         ("intersect", &got.intersect, &want.intersect),
         ("label_pixels", &got.label_pixels, &want.label_pixels),
         ("unit_pixels", &got.unit_pixels, &want.unit_pixels),
@@ -83,6 +83,7 @@ fn assert_same(got: &Counts, want: &Counts) {
         ("label_gram", &g.label_gram, &w.label_gram),
         ("unit_max", &g.unit_max, &w.unit_max),
         ("label_max", &g.label_max, &w.label_max),
+        ("label_layers", &g.label_layers, &w.label_layers),
     ];
     let mut wrong = Vec::new();
     for (name, a, b) in lists {
@@ -194,6 +195,8 @@ fn hand_computed_counts_follow_both_union_rules() {
     assert_eq!(m.unit_blocks, vec![2, 0, 0, 0]);
     assert_eq!(m.unit_max, vec![1]);
     assert_eq!(m.label_max, vec![0, 4, 3, 2]);
+    // Label 1 is image-level, 2 and 3 in one plane of an image each.
+    assert_eq!(m.label_layers, vec![0, 1, 1, 1]);
     assert_eq!(m.unit_gram, vec![2, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
     // Label 1 fills image 0; label 2 is block 3 of image 0 and blocks 1, 2, 3 of image 1;
     // label 3 is blocks 0 and 1 of image 0.

@@ -33,6 +33,7 @@ pub(super) struct CountsFile {
     label_blocks: Vec<u64>,
     label_gram: Vec<u64>,
     label_max: Vec<u64>,
+    label_layers: Vec<u64>,
     seg: [u32; 2],
     grid: [u32; 2],
     n_labels: u32,
@@ -59,6 +60,7 @@ impl CountsFile {
             label_blocks: c.moments.label_blocks.clone(),
             label_gram: c.moments.label_gram.clone(),
             label_max: c.moments.label_max.clone(),
+            label_layers: c.moments.label_layers.clone(),
             seg: c.moments.seg,
             grid: c.moments.grid,
             n_labels: c.n_labels,
@@ -132,6 +134,7 @@ impl CountsFile {
             (self.label_blocks.len(), per_label(blocks), "label_blocks"),
             (self.label_gram.len(), per_label(triangle), "label_gram"),
             (self.label_max.len(), per_label(counted), "label_max"),
+            (self.label_layers.len(), per_label(counted), "label_layers"),
         ] {
             check(len, want, what)?;
         }
@@ -159,6 +162,7 @@ impl CountsFile {
                 label_blocks: self.label_blocks,
                 label_gram: self.label_gram,
                 label_max: self.label_max,
+                label_layers: self.label_layers,
             },
         }
     }

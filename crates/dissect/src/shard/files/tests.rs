@@ -104,6 +104,7 @@ pub(super) fn count_shard(merged: &MergedThresholds) -> CountShard {
                 label_blocks: seq(n_labels * 4, l * 1000 + 300),
                 label_gram: seq(n_labels * 10, l * 1000 + 400),
                 label_max: seq(n_labels, l * 1000 + 500),
+                label_layers: seq(n_labels, 1),
             };
             c
         })
