@@ -386,11 +386,7 @@ fn count_pixels(
 }
 
 fn add64(word: u32, x: u32) {
-    let lo = acc[word] + x;
-    acc[word] = lo;
-    if lo < x {
-        acc[word + 1u] = acc[word + 1u] + 1u;
-    }
+    add64_wide(word, x, 0u);
 }
 
 // Adds the 64-bit `lo + hi * 2^32` to the total at `word`.

@@ -16,10 +16,10 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 use burn::tensor::module::adaptive_avg_pool2d;
 
-use crate::arch::TapInfo;
+use crate::arch::{Arch, TapInfo};
 use crate::error::ModelError;
 use crate::geometry::GeoOp;
-use crate::init::SplitMix64;
+use crate::init::TorchvisionInit;
 use crate::model::Model;
 use crate::nets::{Block, Collector, Downsample, Net};
 use crate::weights::{Builder, Fetch, ParamSource};
@@ -147,62 +147,23 @@ pub(crate) fn tiny_taps() -> Vec<TapInfo> {
     taps
 }
 
-/// Seeded random initial weights for training from scratch, like torchvision's ResNet init:
-/// convolutions Kaiming-normal (fan-out, ReLU gain), BatchNorm weight 1 and bias 0, running
-/// mean 0 and variance 1, the classifier uniform in `±1/√fan_in` (for `fc.bias`, whose
-/// shape does not say, `tiny-resnet`'s classifier width). Values depend only on the seed and
-/// the order of requests, which the architecture fixes.
+/// Seeded random initial weights for training from scratch: torchvision's ResNet init
+/// ([`crate::TorchvisionInit`] of `tiny-resnet`): convolutions Kaiming-normal (fan-out, ReLU
+/// gain), BatchNorm weight 1 and bias 0, running mean 0 and variance 1, the classifier uniform
+/// in `±1/√fan_in`. Values depend only on the seed and the order of requests, which the
+/// architecture fixes.
 #[derive(Debug, Clone)]
-pub struct SeededInit {
-    rng: SplitMix64,
-}
+pub struct SeededInit(TorchvisionInit);
 
 impl SeededInit {
     pub fn new(seed: u64) -> Self {
-        Self {
-            rng: SplitMix64::new(seed),
-        }
-    }
-
-    fn uniform(&mut self) -> f64 {
-        self.rng.uniform()
-    }
-
-    fn normal(&mut self) -> f64 {
-        self.rng.normal()
+        Self(TorchvisionInit::new(Arch::TinyResNet, seed))
     }
 }
 
 impl ParamSource for SeededInit {
     fn fetch(&mut self, key: &str, shape: &[usize]) -> Result<Fetch, ModelError> {
-        let count: usize = shape.iter().product();
-        let leaf = key.rsplit('.').next().unwrap_or(key);
-        let values = match (leaf, shape.len()) {
-            ("running_var", _) => vec![1.0; count],
-            ("running_mean" | "bias", _) if shape.len() == 1 && !key.starts_with("fc.") => {
-                vec![0.0; count]
-            }
-            ("weight", 1) => vec![1.0; count],
-            ("weight", 4) => {
-                let fan_out = shape[0] * shape[2] * shape[3];
-                let std = (2.0 / fan_out.max(1) as f64).sqrt();
-                (0..count).map(|_| (self.normal() * std) as f32).collect()
-            }
-            _ => {
-                // The classifier: PyTorch's Linear default, bound 1/√in for weight and bias.
-                // The bias has no fan-in of its own: it is the classifier's input width.
-                let fan_in = if shape.len() == 2 {
-                    shape[1]
-                } else {
-                    TINY_WIDTHS[3]
-                };
-                let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
-                (0..count)
-                    .map(|_| ((self.uniform() * 2.0 - 1.0) * bound) as f32)
-                    .collect()
-            }
-        };
-        Ok(Fetch::Values(values))
+        self.0.fetch(key, shape)
     }
 }
 
@@ -520,6 +481,11 @@ mod tests {
             panic!("no values");
         };
         assert_eq!(rv, vec![1.0; 4]);
+        // The classifier's bias takes its bound from its weight, requested
+        // first as the architecture does.
+        let Ok(Fetch::Values(_)) = init.fetch("fc.weight", &[6, 128]) else {
+            panic!("no values");
+        };
         let Ok(Fetch::Values(b)) = init.fetch("fc.bias", &[6]) else {
             panic!("no values");
         };
