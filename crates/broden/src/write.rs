@@ -14,7 +14,6 @@
 //! [`Writer::finish`].
 
 use std::collections::BTreeSet;
-use std::io::Write as _;
 use std::path::{Component, Path, PathBuf};
 
 use image::ImageEncoder as _;
@@ -160,22 +159,9 @@ pub(crate) fn check_free(root: &Path) -> Result<bool, BrodenError> {
 /// Writes `bytes` to a temporary file beside `path`, then renames it, so
 /// that a reader never sees a half-written file.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BrodenError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = store::parent_of(path);
     std::fs::create_dir_all(dir).map_err(io_error(dir))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let result = std::fs::File::create(&tmp)
-        .and_then(|mut f| f.write_all(bytes))
-        .map_err(io_error(&tmp))
-        .and_then(|()| std::fs::rename(&tmp, path).map_err(io_error(path)));
-    if result.is_err() {
-        // Best effort: the error being reported is the one that matters.
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    store::write_atomic(path, bytes).map_err(io_error(path))
 }
 
 fn encode_png(path: &Path, rgb: &[u8], width: u32, height: u32) -> Result<Vec<u8>, BrodenError> {

@@ -8,7 +8,6 @@
 //! `examples/embed.rs`.
 
 mod accel;
-pub mod atomic;
 pub mod engine;
 mod error;
 pub mod formula;

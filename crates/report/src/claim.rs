@@ -3,7 +3,6 @@
 //! writes into a folder and a second one fails at its start instead of
 //! silently replacing the first one's results.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -125,22 +124,17 @@ impl Claim {
         let mut taken_over = None;
         // A few rounds: each one that finds a stale lock removes it first.
         for _ in 0..3 {
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&lock)
-            {
-                Ok(mut file) => {
+            // Created whole: a crash can leave no empty lock, which would
+            // name no process and never clear.
+            match store::create_whole(&lock, me.text().as_bytes()) {
+                Ok(()) => {
                     if let Ok(mut held) = HELD.lock() {
                         held.push(lock.clone());
                     }
-                    let claim = Claim {
+                    return Ok(Claim {
                         lock: lock.clone(),
                         taken_over,
-                    };
-                    file.write_all(me.text().as_bytes())
-                        .map_err(|source| ReportError::Io { path: lock, source })?;
-                    return Ok(claim);
+                    });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     taken_over = remove_if_stale(dest, &lock, force)?.or(taken_over);
@@ -166,7 +160,7 @@ impl Claim {
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.lock);
+        let _ = store::remove(&self.lock);
         if let Ok(mut held) = HELD.lock() {
             held.retain(|l| l != &self.lock);
         }
@@ -202,10 +196,8 @@ fn remove_if_stale(dest: &Path, lock: &Path, force: bool) -> Result<Option<Holde
 /// only one removes it; if what was moved is no longer the stale lock (a
 /// third run claimed the folder in between), it is put back.
 fn take_over(dest: &Path, lock: &Path, stale: &str) -> Result<(), ReportError> {
-    let mut aside = lock.as_os_str().to_os_string();
-    aside.push(format!(".{}.stale", std::process::id()));
-    let aside = PathBuf::from(aside);
-    match std::fs::rename(lock, &aside) {
+    let aside = store::with_suffix(lock, &format!(".{}.stale", std::process::id()));
+    match store::rename(lock, &aside) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(source) => {
@@ -219,7 +211,7 @@ fn take_over(dest: &Path, lock: &Path, stale: &str) -> Result<(), ReportError> {
     if moved != stale {
         // A hard link creates the name only if it is absent, as the claim
         // itself does.
-        let _ = std::fs::hard_link(&aside, lock);
+        let _ = store::link_back(&aside, lock);
         let _ = std::fs::remove_file(&aside);
         return Err(busy(dest, lock, Holder::parse(&moved).as_ref()));
     }

@@ -36,9 +36,7 @@ pub(crate) fn staging_prefix(name: &str) -> String {
 
 /// Where the swap out of `staged` moves the old results aside.
 fn old_path(staged: &Path) -> PathBuf {
-    let mut name = staged.as_os_str().to_os_string();
-    name.push(".old");
-    PathBuf::from(name)
+    store::with_suffix(staged, ".old")
 }
 
 /// Exits the process if [`STOP_VAR`] asks to stop after `steps_done` steps.
@@ -60,21 +58,24 @@ pub(crate) fn swap(staged: &Path, dest: &Path) -> Result<(), ReportError> {
     };
     let old = old_path(staged);
     stop_for_test(0);
-    let had_old = match std::fs::rename(dest, &old) {
+    // The staged files are synced one by one as they are written; the
+    // folder's own entries are synced once, here, before it is committed.
+    store::sync_dir(staged).map_err(io(staged))?;
+    let had_old = match store::rename(dest, &old) {
         Ok(()) => true,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
         Err(e) => return Err(io(dest)(e)),
     };
     stop_for_test(1);
-    if let Err(e) = std::fs::rename(staged, dest) {
+    if let Err(e) = store::rename(staged, dest) {
         if had_old {
-            let _ = std::fs::rename(&old, dest);
+            let _ = store::rename(&old, dest);
         }
         return Err(io(dest)(e));
     }
     stop_for_test(2);
     if had_old {
-        std::fs::remove_dir_all(&old).map_err(io(&old))?;
+        store::remove(&old).map_err(io(&old))?;
     }
     stop_for_test(3);
     Ok(())
@@ -145,7 +146,7 @@ pub(crate) fn recover(
         if !leftover.moved_aside {
             let _ = std::fs::remove_dir_all(&leftover.path);
         } else if dest.symlink_metadata().is_err() {
-            std::fs::rename(&leftover.path, dest).map_err(|source| ReportError::Io {
+            store::rename(&leftover.path, dest).map_err(|source| ReportError::Io {
                 path: dest.to_path_buf(),
                 source,
             })?;

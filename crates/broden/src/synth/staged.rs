@@ -19,7 +19,7 @@ pub(super) fn staged<T>(
     let staging = claim_staging(out)?;
     // Renaming a folder onto an empty one replaces it (POSIX `rename`).
     let result = write(&staging).and_then(|value| {
-        std::fs::rename(&staging, out).map_err(io_error(out))?;
+        store::rename(&staging, out).map_err(io_error(out))?;
         Ok(value)
     });
     if result.is_err() {
@@ -36,10 +36,7 @@ fn claim_staging(out: &Path) -> Result<PathBuf, BrodenError> {
     let name = out.file_name().ok_or_else(|| BrodenError::InvalidOptions {
         message: format!("output folder {} has no name", out.display()),
     })?;
-    let parent = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+    let parent = store::parent_of(out);
     std::fs::create_dir_all(parent).map_err(io_error(parent))?;
     let stem = format!(".{}.synth-{}", name.to_string_lossy(), std::process::id());
     for n in 0u32.. {

@@ -262,7 +262,11 @@ pub struct CountShard {
 
 /// A file that cannot be read, as bad input that names it.
 fn io_error(path: &Path, e: std::io::Error) -> DissectError {
-    DissectError::Input(format!("{}: {e}", path.display()))
+    DissectError::File {
+        path: path.to_path_buf(),
+        row: None,
+        message: e.to_string(),
+    }
 }
 
 #[cfg(test)]

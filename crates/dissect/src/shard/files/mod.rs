@@ -14,7 +14,7 @@
 //! each binary file, which every read checks (`seal`).
 //!
 //! Reading a file that is missing or wrong is bad input
-//! ([`DissectError::Input`], naming the file); failing to write one is not
+//! ([`DissectError::File`], naming it); failing to write one is not
 //! the input's fault ([`DissectError::Write`]), nor is a shard that cannot
 //! be written as it is ([`DissectError::Internal`]).
 
@@ -101,7 +101,11 @@ fn malformed(path: &Path, message: impl Display) -> DissectError {
 /// A file whose contents are wrong at JSON line `row` (0 where no line is
 /// at fault), as bad input that names it.
 fn malformed_at(path: &Path, row: usize, message: impl Display) -> DissectError {
-    DissectError::Input(format!("{}, row {row}: {message}", path.display()))
+    DissectError::File {
+        path: path.to_path_buf(),
+        row: (row > 0).then_some(row),
+        message: message.to_string(),
+    }
 }
 
 /// A shard that cannot be written as it is (a bug): not the input's fault.
@@ -135,9 +139,9 @@ fn check_kind(path: &Path, kind: &str, want: &str) -> Result<(), DissectError> {
     Ok(())
 }
 
-/// Writes `bytes` to `path` atomically ([`crate::atomic::write_atomic`]).
+/// Writes `bytes` to `path` atomically ([`store::write_atomic`]).
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DissectError> {
-    crate::atomic::write_atomic(path, bytes).map_err(|source| DissectError::Write {
+    store::write_atomic(path, bytes).map_err(|source| DissectError::Write {
         path: path.to_path_buf(),
         source,
     })

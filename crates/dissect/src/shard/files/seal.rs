@@ -92,8 +92,9 @@ pub(super) fn check_file(path: &Path, recorded: &str) -> Result<(), DissectError
 
 /// The error that the file at `path` is not what its digest says.
 fn changed(path: &Path) -> DissectError {
-    DissectError::Input(format!(
-        "{} does not match its recorded digest: the file was changed or corrupted",
-        path.display()
-    ))
+    DissectError::File {
+        path: path.to_path_buf(),
+        row: None,
+        message: "does not match its recorded digest: the file was changed or corrupted".into(),
+    }
 }
