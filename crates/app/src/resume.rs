@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use dissect::resume::{Checkpoints, Found, Phase};
+use dissect::resume::{Checkpoints, Found, Phase, Report};
 use dissect::shard::{DigestInput, Shard, ShardJob};
 use dissect::{DissectError, Options, Outcome};
 
@@ -22,14 +22,7 @@ pub const DEFAULT_EVERY_SECS: f64 = 60.0;
 /// The checkpoint folder of the results folder `out`: `.<name>.checkpoint`
 /// beside it, removed once the results are written.
 pub fn checkpoint_dir(out: &Path) -> PathBuf {
-    let name = out
-        .file_name()
-        .map_or_else(|| "results".into(), |n| n.to_string_lossy().into_owned());
-    let parent = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    parent.join(format!(".{name}.checkpoint"))
+    report::run_folder::checkpoint_dir(out)
 }
 
 /// How often a run with `opts` checkpoints, or `None` for a run without
@@ -71,7 +64,7 @@ pub(crate) fn run(
     if context.job.resume.restart {
         dissect::resume::discard(dir)?;
     }
-    note_found(dir, &digest, context.dataset.images.len(), events)?;
+    note_found(dir, &digest, context.dataset.images.len(), events).map_err(|e| damaged(dir, e))?;
     let job = ShardJob {
         network: net,
         layers: &context.job.layers,
@@ -82,13 +75,17 @@ pub(crate) fn run(
     };
     let checkpoints = Checkpoints { dir, every };
     let budget = context.dissector.cache_budget_bytes;
-    let mut progress = |p: &dissect::Progress| events.progress(p);
+    let mut report = |r: Report<'_>| match r {
+        Report::Progress(p) => events.progress(p),
+        Report::Note(line) => events.note(line),
+    };
     let done = context
         .dissector
-        .run_resumable(&job, &checkpoints, budget, &mut progress);
+        .run_resumable(&job, &checkpoints, budget, &mut report);
     match done {
         Ok(outcome) => Ok(outcome),
         Err(DissectError::Stopped { .. }) => Err(stopped(dir)),
+        Err(e @ DissectError::Checkpoint { .. }) => Err(damaged(dir, e)),
         Err(e) if e.kind() == dissect::ErrorKind::Failure => {
             let kept = format!(
                 "the checkpoint in {} is kept: run the same command again to resume",
@@ -103,10 +100,37 @@ pub(crate) fn run(
     }
 }
 
+/// The error of a checkpoint that cannot be resumed (`e`, naming the file
+/// at fault): the checkpoint is discarded, so that the same command
+/// starts over. Other errors pass through.
+fn damaged(dir: &Path, e: DissectError) -> Error {
+    if !matches!(e, DissectError::Checkpoint { .. }) {
+        return e.into();
+    }
+    match dissect::resume::discard(dir) {
+        Ok(()) => Error::new(
+            Kind::Input,
+            format!("{e}: discarded; run the same command again to start over"),
+        ),
+        Err(gone) => Error::new(
+            Kind::Input,
+            format!(
+                "{e}: it could not be discarded ({gone}): remove {} and run again",
+                dir.display()
+            ),
+        ),
+    }
+}
+
 /// Says whether the run resumes from `dir`, of a run of `images` images.
-fn note_found(dir: &Path, digest: &str, images: usize, events: &mut dyn Events) -> Result<()> {
+fn note_found(
+    dir: &Path,
+    digest: &str,
+    images: usize,
+    events: &mut dyn Events,
+) -> Result<(), DissectError> {
     let shown = dir.display();
-    match dissect::resume::find(dir, digest).map_err(Error::input)? {
+    match dissect::resume::find(dir, digest)? {
         Found::Nothing => {}
         Found::Resumable { phase, images_done } => {
             let phase = match phase {

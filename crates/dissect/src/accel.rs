@@ -53,6 +53,10 @@ pub(crate) trait Accumulator: std::fmt::Debug {
     /// descending: a shard's share of the thresholds (see
     /// [`crate::shard`]). Only for [`Thresholding::Shard`].
     fn candidates(&self) -> Result<Vec<Vec<u32>>, DissectError>;
+    /// Ends the threshold pass early, after the batches observed so far (a
+    /// run stopped on request): [`Accumulator::candidates`] then gives
+    /// those of the images observed.
+    fn end_early(&mut self);
 }
 
 /// Where a layer's thresholds come from.
@@ -280,6 +284,12 @@ impl Accumulator for DeviceLayer {
             _ => Err(DissectError::Internal("no candidates kept".into())),
         }
     }
+
+    fn end_early(&mut self) {
+        if let DeviceThresholds::OnePass(s) = &mut self.thresholds {
+            s.end_early();
+        }
+    }
 }
 
 /// A layer's accumulators on the host: the thresholds in one pass.
@@ -361,6 +371,12 @@ impl Accumulator for HostLayer {
 
     fn candidates(&self) -> Result<Vec<Vec<u32>>, DissectError> {
         Ok(self.select.as_ref().ok_or_else(given)?.candidates()?)
+    }
+
+    fn end_early(&mut self) {
+        if let Some(select) = &mut self.select {
+            select.end_early();
+        }
     }
 }
 

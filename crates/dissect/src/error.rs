@@ -42,6 +42,22 @@ pub enum DissectError {
         #[source]
         source: std::io::Error,
     },
+    /// A file that cannot be read as what it should be (a shard or
+    /// checkpoint file): bad input that names it, with the JSON line at
+    /// fault where there is one.
+    #[error("{}", file_message(path, *row, message))]
+    File {
+        path: std::path::PathBuf,
+        row: Option<usize>,
+        message: String,
+    },
+    /// A resumable run's checkpoint that cannot be resumed: `file` is the
+    /// file at fault. The caller discards the checkpoint.
+    #[error("checkpoint damaged (file {}): {message}", file.display())]
+    Checkpoint {
+        file: std::path::PathBuf,
+        message: String,
+    },
     /// A failure of this program, not of its input.
     #[error("internal error: {0}")]
     Internal(String),
@@ -57,15 +73,36 @@ impl DissectError {
         use models::ModelError as M;
         match self {
             DissectError::Usage(_) => ErrorKind::Usage,
-            DissectError::Dataset(_) | DissectError::Input(_) | DissectError::Layer { .. } => {
-                ErrorKind::Input
-            }
+            DissectError::Dataset(_)
+            | DissectError::Input(_)
+            | DissectError::Layer { .. }
+            | DissectError::File { .. }
+            | DissectError::Checkpoint { .. } => ErrorKind::Input,
             DissectError::Model(M::NotWgpu { .. } | M::Wgpu { .. }) => ErrorKind::Failure,
             DissectError::Model(_) => ErrorKind::Input,
             DissectError::Kernel(_) | DissectError::Write { .. } | DissectError::Internal(_) => {
                 ErrorKind::Failure
             }
             DissectError::Stopped { .. } => ErrorKind::Stopped,
+        }
+    }
+}
+
+/// `path`, then the row at fault where there is one, then `message`.
+fn file_message(path: &std::path::Path, row: Option<usize>, message: &str) -> String {
+    match row {
+        Some(row) => format!("{}, row {row}: {message}", path.display()),
+        None => format!("{}: {message}", path.display()),
+    }
+}
+
+impl DissectError {
+    /// The file a [`DissectError::File`] or [`DissectError::Write`] names.
+    pub fn file(&self) -> Option<&std::path::Path> {
+        match self {
+            DissectError::File { path, .. } | DissectError::Write { path, .. } => Some(path),
+            DissectError::Checkpoint { file, .. } => Some(file),
+            _ => None,
         }
     }
 }

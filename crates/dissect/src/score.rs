@@ -425,8 +425,9 @@ fn check_thresholds(t: &LayerTotals) -> Result<(), DissectError> {
     Err(DissectError::Layer {
         layer: t.tap.clone(),
         message: format!(
-            "the thresholds of units {} are NaN or infinite: the network's activations \
-             are (check the weights and the input preprocessing)",
+            "the thresholds of units {} are NaN or infinite, so their activations hold NaN or \
+             infinite values: check the weights and the input preprocessing, or the recorded \
+             activations",
             bad.join(", ")
         ),
     })

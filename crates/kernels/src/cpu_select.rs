@@ -154,6 +154,13 @@ impl CpuRankSelect {
             .collect())
     }
 
+    /// Ends the values early, after those seen so far (a stopped shard):
+    /// the candidates are then those of the values seen, as a shard of
+    /// just those gives.
+    pub fn end_early(&mut self) {
+        self.total = self.seen;
+    }
+
     fn check_done(&self, what: &str) -> Result<(), KernelError> {
         if self.seen != self.total {
             return Err(KernelError::Rounds(format!(

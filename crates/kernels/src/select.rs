@@ -16,15 +16,15 @@ use crate::registry::SelectKernel;
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    elem_offset: u32,
-    n_images: u32,
-    n_units: u32,
-    plane: u32,
-    cap: u32,
-    rank: u32,
-    last: u32,
-    group_images: u32,
+pub(crate) struct Params {
+    pub(crate) elem_offset: u32,
+    pub(crate) n_images: u32,
+    pub(crate) n_units: u32,
+    pub(crate) plane: u32,
+    pub(crate) cap: u32,
+    pub(crate) rank: u32,
+    pub(crate) last: u32,
+    pub(crate) group_images: u32,
 }
 
 /// Values a workgroup of `collect` takes at least: its images are `ceil(GROUP_VALUES / plane)`
@@ -260,6 +260,13 @@ impl RankSelect {
         Ok(())
     }
 
+    /// Ends the values early, after those seen so far (a stopped shard):
+    /// the candidates are then those of the values seen, as a shard of
+    /// just those gives.
+    pub fn end_early(&mut self) {
+        self.total = self.seen;
+    }
+
     /// Selects every unit's threshold, once every announced value was observed.
     pub fn finish(&mut self, gpu: &Gpu) -> Result<(), KernelError> {
         if self.done || self.seen != self.total {
@@ -382,6 +389,45 @@ mod tests {
                     case.units
                 );
             }
+        }
+    }
+
+    /// A select stopped early (a run stopped on request inside a part)
+    /// gives the candidates of the batches it saw: on the device as on the
+    /// CPU, and as a shard announced with just those values gives.
+    #[test]
+    fn a_select_ended_early_gives_the_candidates_of_what_it_saw() {
+        let gpu = gpu();
+        for case in rank_cases(33) {
+            let (values, most) = case.values_per_unit();
+            let shapes = case.shapes();
+            let seen = case.batches.len().div_ceil(2);
+            let plane = u64::from(case.plane[0] * case.plane[1]);
+            let mine: u64 = shapes[..seen].iter().map(|s| u64::from(s[0])).sum();
+            let mut dev = RankSelect::shard(gpu, case.units, case.q, values, values, most).unwrap();
+            let mut cpu = crate::CpuRankSelect::shard(case.units, case.q, values, values).unwrap();
+            let mut just =
+                crate::CpuRankSelect::shard(case.units, case.q, values, mine * plane).unwrap();
+            for (batch, &shape) in case.batches.iter().zip(&shapes).take(seen) {
+                let buf = upload_padded(gpu, batch, 1);
+                let view = ActivationView {
+                    buffer: &buf,
+                    offset_bytes: 4,
+                    shape,
+                };
+                dev.observe(gpu, &view).unwrap();
+                cpu.observe(batch, shape).unwrap();
+                just.observe(batch, shape).unwrap();
+            }
+            if seen < case.batches.len() {
+                assert!(cpu.candidates().is_err(), "not ended yet");
+                assert!(dev.read_candidates(gpu).is_err(), "not ended yet");
+            }
+            dev.end_early();
+            cpu.end_early();
+            let want = just.candidates().unwrap();
+            assert_eq!(cpu.candidates().unwrap(), want, "q {}", case.q);
+            assert_eq!(dev.read_candidates(gpu).unwrap(), want, "q {}", case.q);
         }
     }
 

@@ -72,9 +72,34 @@ pub enum Found {
     OtherRun,
 }
 
+/// What a resumable run tells its caller as it goes.
+#[derive(Debug)]
+pub enum Report<'a> {
+    /// Progress over the images, as the whole run's.
+    Progress(&'a Progress),
+    /// A line for the user: what the run found in its checkpoint.
+    Note(&'a str),
+}
+
 /// What `dir` holds for the run with `digest` (see [`crate::shard::digest`]).
+/// Reading changes nothing. A checkpoint folder that is no folder (a file,
+/// a link) or a `state.json` that cannot be read is
+/// [`DissectError::Checkpoint`].
 pub fn find(dir: &Path, digest: &str) -> Result<Found, DissectError> {
-    if !dir.join(STATE_JSON).exists() {
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Found::Nothing),
+        Ok(m) if !m.is_dir() => {
+            return Err(DissectError::Checkpoint {
+                file: dir.to_path_buf(),
+                message: "not a folder (a file or a link stands where the checkpoint folder \
+                          goes)"
+                    .into(),
+            });
+        }
+        _ => {}
+    }
+    let state = dir.join(STATE_JSON);
+    if std::fs::symlink_metadata(&state).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
         return Ok(Found::Nothing);
     }
     Ok(match State::read(dir)? {
@@ -98,12 +123,18 @@ impl Dissector {
     /// checkpoints in `checkpoints.dir`, resuming from the one there if it
     /// is of this run, else starting over; `cache_budget_bytes` bounds the
     /// activations kept between the phases.
+    ///
+    /// A checkpoint that cannot be resumed (a file of it missing, changed
+    /// or contradicting another) is [`DissectError::Checkpoint`], naming
+    /// the file, and is left for the caller to discard; cached activations
+    /// that do not match their checksums are dropped and recomputed, and a
+    /// [`Report::Note`] says so.
     pub fn run_resumable(
         &self,
         job: &ShardJob<'_>,
         checkpoints: &Checkpoints<'_>,
         cache_budget_bytes: u64,
-        progress: &mut dyn FnMut(&Progress),
+        report: &mut dyn FnMut(Report<'_>),
     ) -> Result<Outcome, DissectError> {
         let opts = job.options;
         opts.validate(job.layers)?;
@@ -113,29 +144,32 @@ impl Dissector {
             ));
         }
         let dir = checkpoints.dir;
-        std::fs::create_dir_all(dir).map_err(|source| DissectError::Write {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        let mut state = match State::read(dir)? {
-            Some(s) if s.digest == job.digest => s,
-            _ => {
+        let n = job.dataset.images.len();
+        let mut state = match find(dir, job.digest)? {
+            Found::Resumable { .. } => {
+                let state = State::read(dir)?.ok_or_else(|| no_state(dir))?;
+                state.check(dir, n)?;
+                state.sweep(dir)?;
+                state
+            }
+            Found::Nothing | Found::OtherRun => {
                 discard(dir)?;
-                std::fs::create_dir_all(dir).map_err(|source| DissectError::Write {
+                store::create_dir_all(dir).map_err(|source| DissectError::Write {
                     path: dir.to_path_buf(),
                     source,
                 })?;
                 State::new(job.digest)
             }
         };
+        let cache = self.resumable_cache(dir, &state, cache_budget_bytes, &mut *report)?;
         let mut resumable = Resumable {
             engine: self,
             job,
             checkpoints,
             data_digest: dataset_digest(job.dataset)?,
-            cache: self.resumable_cache(dir, &state, cache_budget_bytes)?,
+            cache,
             pace: Pace::new(checkpoints.every, opts.batch_size),
-            progress,
+            report,
         };
         let thresholds = resumable.thresholds_phase(&mut state)?;
         let counts = resumable.counts_phase(&mut state, &thresholds)?;
@@ -152,23 +186,39 @@ impl Dissector {
 
     /// The activation cache of a resumable run: in the checkpoint folder,
     /// as its state says, on the CPU backend; on the device on a GPU.
+    /// Cached batches that fail their checksums are dropped, with a note.
     fn resumable_cache(
         &self,
         dir: &Path,
         state: &State,
         budget: u64,
+        report: &mut dyn FnMut(Report<'_>),
     ) -> Result<Cache, DissectError> {
         let path = dir.join(ACTIVATIONS);
         if self.gpu().is_some() || budget == 0 {
-            let _ = std::fs::remove_file(&path);
+            store::remove(&path).map_err(|source| DissectError::Write {
+                path: path.clone(),
+                source,
+            })?;
             return Ok(Cache::new(budget, self.gpu().is_none()));
         }
-        Cache::in_file(budget, &path, state.cache.as_ref()).map_err(|e| {
-            DissectError::Input(format!(
-                "{}: {e}: start over with --restart",
-                path.display()
-            ))
-        })
+        let (cache, damage) = Cache::in_file(budget, &path, state.cache.as_ref()).map_err(|e| {
+            DissectError::Checkpoint {
+                file: path.clone(),
+                message: e.to_string(),
+            }
+        })?;
+        if let Some(d) = damage {
+            report(Report::Note(&format!(
+                "checkpoint damaged (file {}): the activations cached from image {} on ({} \
+                 batches) are missing or do not match their checksums: the network runs again \
+                 for those images",
+                path.display(),
+                d.first_image,
+                d.batches_dropped
+            )));
+        }
+        Ok(cache)
     }
 }
 
@@ -180,7 +230,7 @@ struct Resumable<'r, 'a> {
     data_digest: String,
     cache: Cache,
     pace: Pace,
-    progress: &'r mut dyn FnMut(&Progress),
+    report: &'r mut dyn FnMut(Report<'_>),
 }
 
 impl Resumable<'_, '_> {
@@ -270,7 +320,7 @@ impl Resumable<'_, '_> {
         };
         let cache = std::mem::replace(&mut self.cache, Cache::new(0, true));
         let (engine, job) = (self.engine, self.job);
-        let mut progress = offset_progress(&mut *self.progress, 1, range.start, job);
+        let mut progress = offset_progress(&mut *self.report, 1, range.start, job);
         let run = part_run(engine, job, &sub, part, &mut progress)?;
         let mut run = run.with_cache(cache, false);
         let layers = run.candidates()?;
@@ -298,7 +348,7 @@ impl Resumable<'_, '_> {
         };
         let cache = std::mem::replace(&mut self.cache, Cache::new(0, true));
         let (engine, job) = (self.engine, self.job);
-        let mut progress = offset_progress(&mut *self.progress, 2, range.start, job);
+        let mut progress = offset_progress(&mut *self.report, 2, range.start, job);
         let run = part_run(engine, job, &sub, part, &mut progress)?;
         let mut run = run.with_cache(cache, true);
         let top_maps = run.counts()?;
@@ -341,20 +391,28 @@ fn part_run<'s>(
 /// Reports a part's progress as the whole run's: phase `phase` of 2, the
 /// part starting at the run's image `start`.
 fn offset_progress<'p>(
-    progress: &'p mut dyn FnMut(&Progress),
+    report: &'p mut dyn FnMut(Report<'_>),
     phase: u32,
     start: usize,
     job: &ShardJob<'_>,
 ) -> impl FnMut(&Progress) + 'p {
     let total = job.dataset.images.len();
     move |p: &Progress| {
-        progress(&Progress {
+        report(Report::Progress(&Progress {
             pass: p.pass,
             pass_index: phase,
             passes: 2,
             images_done: start + p.images_done,
             images_total: total,
-        })
+        }))
+    }
+}
+
+/// The error of a `state.json` gone between two reads.
+fn no_state(dir: &Path) -> DissectError {
+    DissectError::Checkpoint {
+        file: dir.join(STATE_JSON),
+        message: "missing".into(),
     }
 }
 

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::DissectError;
-use crate::atomic::write_atomic;
 use crate::run::CacheIndex;
 use crate::shard::files::{
     open_threshold_shard, read_count_shard, read_thresholds, write_count_shard,
@@ -72,31 +71,48 @@ impl State {
         }
     }
 
-    /// The state committed in `dir`, if there is one; entries of `dir` it
-    /// does not name are removed.
+    /// The state committed in `dir`, if there is one. Reading changes
+    /// nothing: [`State::sweep`] is the recovery step.
     pub fn read(dir: &Path) -> Result<Option<Self>, DissectError> {
         let path = dir.join(STATE_JSON);
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(DissectError::Input(format!("{}: {e}", path.display()))),
+            Err(e) => return Err(damaged(&path, e)),
         };
         let state: State = serde_json::from_str(&text)
             .ok()
             .filter(|s: &State| s.kind == KIND)
-            .ok_or_else(|| {
-                DissectError::Input(format!(
-                    "{}: not a checkpoint of this version of netdissect: start over with \
-                     --restart",
-                    path.display()
-                ))
-            })?;
-        state.sweep(dir)?;
+            .ok_or_else(|| damaged(&path, "not a checkpoint of this version of netdissect"))?;
         Ok(Some(state))
     }
 
+    /// Errors unless the state is one a run of `n` images can resume: the
+    /// images done within the run, and the folder it names present when
+    /// any image is done.
+    pub fn check(&self, dir: &Path, n: usize) -> Result<(), DissectError> {
+        let path = dir.join(STATE_JSON);
+        if self.images_done > n {
+            return Err(damaged(
+                &path,
+                format!("{} images done, of a run of {n}", self.images_done),
+            ));
+        }
+        match &self.folder {
+            None if self.images_done > 0 => Err(damaged(
+                &path,
+                format!("{} images done, but no folder named", self.images_done),
+            )),
+            Some(f) if !dir.join(f).is_dir() => Err(damaged(
+                &dir.join(f),
+                "missing: the folder that state.json names",
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Removes what a checkpoint that was never committed left in `dir`.
-    fn sweep(&self, dir: &Path) -> Result<(), DissectError> {
+    pub fn sweep(&self, dir: &Path) -> Result<(), DissectError> {
         let mut keep = vec![STATE_JSON.to_string(), ACTIVATIONS.to_string()];
         keep.extend(self.folder.clone());
         if self.phase == Phase::Counts {
@@ -118,20 +134,51 @@ impl State {
         let Some(folder) = self.folder_in(dir, Phase::Thresholds) else {
             return Ok(None);
         };
-        let files = open_threshold_shard(&folder)?;
-        let mut layers = files.layers().to_vec();
-        for (l, layer) in layers.iter_mut().enumerate() {
-            layer.keys = files.keys(l, 0..layer.meta.units as usize)?;
-        }
-        let info = files.info().clone();
-        Ok(Some(ThresholdShard { info, layers }))
+        let read = || {
+            let files = open_threshold_shard(&folder)?;
+            let mut layers = files.layers().to_vec();
+            for (l, layer) in layers.iter_mut().enumerate() {
+                layer.keys = files.keys(l, 0..layer.meta.units as usize)?;
+            }
+            let info = files.info().clone();
+            Ok(ThresholdShard { info, layers })
+        };
+        let shard = read().map_err(|e| in_checkpoint(&folder, e))?;
+        self.check_images(dir, &folder, shard.info.images)?;
+        Ok(Some(shard))
     }
 
     /// The counts so far.
     pub fn counts(&self, dir: &Path) -> Result<Option<CountShard>, DissectError> {
-        self.folder_in(dir, Phase::Counts)
-            .map(|folder| read_count_shard(&folder))
-            .transpose()
+        let Some(folder) = self.folder_in(dir, Phase::Counts) else {
+            return Ok(None);
+        };
+        let shard = read_count_shard(&folder).map_err(|e| in_checkpoint(&folder, e))?;
+        self.check_images(dir, &folder, shard.info.images)?;
+        Ok(Some(shard))
+    }
+
+    /// Errors unless `images`, what the shard in `folder` holds, are the
+    /// images `state.json` says are done.
+    fn check_images(
+        &self,
+        dir: &Path,
+        folder: &Path,
+        images: [usize; 2],
+    ) -> Result<(), DissectError> {
+        if images != [0, self.images_done] {
+            return Err(damaged(
+                &dir.join(STATE_JSON),
+                format!(
+                    "{} images done, but {} holds images {}..{}",
+                    self.images_done,
+                    folder.display(),
+                    images[0],
+                    images[1]
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The run's merged thresholds, once the counts phase has begun.
@@ -139,7 +186,10 @@ impl State {
         if self.phase != Phase::Counts {
             return Ok(None);
         }
-        read_thresholds(&dir.join(THRESHOLDS_JSON)).map(Some)
+        let path = dir.join(THRESHOLDS_JSON);
+        read_thresholds(&path)
+            .map(Some)
+            .map_err(|e| in_checkpoint(&path, e))
     }
 
     fn folder_in(&self, dir: &Path, phase: Phase) -> Option<PathBuf> {
@@ -196,7 +246,7 @@ impl State {
         let name = format!("{stem}-{}", self.seq);
         let path = dir.join(&name);
         remove(&path)?;
-        std::fs::create_dir_all(&path).map_err(|e| write_error(&path, e))?;
+        store::create_dir_all(&path).map_err(|e| write_error(&path, e))?;
         Ok(name)
     }
 
@@ -207,7 +257,7 @@ impl State {
         let path = dir.join(STATE_JSON);
         let text = serde_json::to_vec_pretty(self)
             .map_err(|e| DissectError::Internal(format!("{}: {e}", path.display())))?;
-        write_atomic(&path, &text).map_err(|e| write_error(&path, e))?;
+        store::write_atomic(&path, &text).map_err(|e| write_error(&path, e))?;
         match old {
             Some(old) if Some(&old) != self.folder.as_ref() => remove(&dir.join(old)),
             _ => Ok(()),
@@ -217,18 +267,36 @@ impl State {
 
 /// Removes the file or folder `path`, if there is one.
 pub(super) fn remove(path: &Path) -> Result<(), DissectError> {
-    let removed = match std::fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
-        Ok(_) => std::fs::remove_file(path),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    };
-    removed.map_err(|e| write_error(path, e))
+    store::remove(path).map_err(|e| write_error(path, e))
 }
 
 fn write_error(path: &Path, source: std::io::Error) -> DissectError {
     DissectError::Write {
         path: path.to_path_buf(),
         source,
+    }
+}
+
+/// The checkpoint file `file` is damaged: `why`.
+fn damaged(file: &Path, why: impl std::fmt::Display) -> DissectError {
+    DissectError::Checkpoint {
+        file: file.to_path_buf(),
+        message: why.to_string(),
+    }
+}
+
+/// A checkpoint read that failed with `e`, as damage to the file it names
+/// (else to `fallback`, the file or folder read).
+pub(super) fn in_checkpoint(fallback: &Path, e: DissectError) -> DissectError {
+    match e {
+        DissectError::File { path, row, message } => DissectError::Checkpoint {
+            file: path,
+            message: match row {
+                Some(row) => format!("row {row}: {message}"),
+                None => message,
+            },
+        },
+        e @ DissectError::Checkpoint { .. } => e,
+        e => damaged(fallback, e),
     }
 }

@@ -12,6 +12,7 @@ use broden::{Dataset, DatasetOptions};
 use super::*;
 use crate::options::Options;
 use crate::planted::PlantedColors;
+use crate::results::Dissection;
 use crate::shard::{DigestInput, Shard, digest};
 
 struct Fixture {
@@ -22,6 +23,8 @@ struct Fixture {
     opts: Options,
     digest: String,
     dir: std::path::PathBuf,
+    /// The notes of the runs so far.
+    notes: std::cell::RefCell<Vec<String>>,
 }
 
 /// The fixture, and a CPU engine whose stop flag the test sets.
@@ -65,6 +68,7 @@ fn fixture(images: usize) -> (Fixture, Dissector) {
         opts,
         digest,
         dir,
+        notes: Default::default(),
     };
     (f, engine)
 }
@@ -96,12 +100,14 @@ impl Fixture {
             dir: &self.dir,
             every,
         };
-        let mut progress = |p: &Progress| {
-            if stop_at == Some((p.pass_index, p.images_done)) {
+        let mut report = |r: Report<'_>| match r {
+            Report::Progress(p) if stop_at == Some((p.pass_index, p.images_done)) => {
                 stop.store(true, Ordering::Relaxed);
             }
+            Report::Note(line) => self.notes.borrow_mut().push(line.to_string()),
+            _ => {}
         };
-        engine.run_resumable(&self.job(), &checkpoints, budget, &mut progress)
+        engine.run_resumable(&self.job(), &checkpoints, budget, &mut report)
     }
 }
 
@@ -202,7 +208,7 @@ fn resumable_results_are_the_plain_runs_and_a_checkpoint_of_another_run_is_not_r
         Found::OtherRun
     ));
     // A checkpoint folder with a stray file from a checkpoint that was never
-    // committed: removed on reading.
+    // committed: reading changes nothing; the resumed run removes it.
     std::fs::write(f.dir.join("counts-99"), b"half").unwrap();
     let found = find(&f.dir, &f.digest).unwrap();
     assert!(matches!(
@@ -212,12 +218,18 @@ fn resumable_results_are_the_plain_runs_and_a_checkpoint_of_another_run_is_not_r
             images_done: 3
         }
     ));
+    assert!(f.dir.join("counts-99").exists());
+    let stopped = f.run(&engine, Duration::ZERO, 0, Some((2, 6)));
+    assert!(matches!(
+        stopped,
+        Err(DissectError::Stopped { images_done: 6 })
+    ));
     assert!(!f.dir.join("counts-99").exists());
     // A state file that is not one: refused, by name.
     std::fs::write(f.dir.join(STATE_JSON), b"{}").unwrap();
-    let err = find(&f.dir, &f.digest).unwrap_err().to_string();
+    let err = find(&f.dir, &f.digest).unwrap_err();
     assert!(
-        err.contains(STATE_JSON) && err.contains("--restart"),
+        matches!(&err, DissectError::Checkpoint { file, .. } if file.ends_with(STATE_JSON)),
         "{err}"
     );
 }
@@ -231,4 +243,195 @@ fn parts_are_whole_batches_sized_to_the_interval() {
     assert_eq!(pace.next(24, 30), 24..30, "the last part is what is left");
     pace.took(8, Duration::from_secs(100));
     assert_eq!(pace.next(4, 30), 4..8, "at least one batch");
+}
+
+/// An hour between checkpoints: the first part is one batch (to measure the
+/// pace), the second is the rest of the run.
+const HOUR: Duration = Duration::from_secs(3600);
+
+#[test]
+fn a_run_stopped_inside_a_part_of_many_batches_commits_the_batches_done() {
+    let (f, engine) = fixture(14);
+    let budget = 1 << 30;
+    let want = comparable(&f.run(&engine, Duration::ZERO, budget, None).unwrap());
+    discard(&f.dir).unwrap();
+    // Batches of 3: the stop comes after the third batch, inside the second
+    // part, [3, 14), of either phase.
+    for (phase, want_phase) in [(1, Phase::Thresholds), (2, Phase::Counts)] {
+        let stopped = f.run(&engine, HOUR, budget, Some((phase, 9)));
+        assert!(
+            matches!(stopped, Err(DissectError::Stopped { images_done: 9 })),
+            "phase {phase}: {stopped:?}"
+        );
+        let found = find(&f.dir, &f.digest).unwrap();
+        let resumable = Found::Resumable {
+            phase: want_phase,
+            images_done: 9,
+        };
+        assert_eq!(found, resumable, "phase {phase}");
+        let resumed = f.run(&engine, HOUR, budget, None).unwrap();
+        assert_eq!(comparable(&resumed), want, "phase {phase}");
+        discard(&f.dir).unwrap();
+    }
+}
+
+/// Every file of `dir` and its folders, sorted.
+fn files_in(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files_in(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Ways a checkpoint file can be damaged; `other` is another file of the
+/// checkpoint.
+#[derive(Debug, Clone, Copy)]
+enum Damage {
+    Garbage,
+    Truncated,
+    Deleted,
+    Swapped,
+}
+
+fn damage(file: &Path, other: &Path, how: Damage) {
+    let bytes = std::fs::read(file).unwrap();
+    match how {
+        Damage::Garbage => {
+            let mut changed = bytes.clone();
+            let mid = changed.len() / 2;
+            for b in &mut changed[mid..(mid + 64).min(bytes.len())] {
+                *b = b.wrapping_add(0x5a);
+            }
+            std::fs::write(file, changed).unwrap();
+        }
+        Damage::Truncated => std::fs::write(file, &bytes[..bytes.len() / 2]).unwrap(),
+        Damage::Deleted => std::fs::remove_file(file).unwrap(),
+        Damage::Swapped => {
+            let theirs = std::fs::read(other).unwrap();
+            std::fs::write(file, theirs).unwrap();
+            std::fs::write(other, bytes).unwrap();
+        }
+    }
+}
+
+/// Every file of a checkpoint taken in either phase, damaged in every way,
+/// then resumed: the run refuses the checkpoint naming the damaged file
+/// (or the file it was swapped with, or `state.json` whose count it no
+/// longer matches), except where nothing is lost: without `state.json`
+/// nothing was committed and the run starts over, and damaged cached
+/// activations are recomputed with a note; both end with the right results.
+#[test]
+fn every_damaged_checkpoint_file_is_named_or_recomputed() {
+    let (f, engine) = fixture(14);
+    let budget = 1 << 30;
+    let want = comparable(&f.run(&engine, Duration::ZERO, budget, None).unwrap());
+    discard(&f.dir).unwrap();
+    let mut failures = Vec::new();
+    for phase in [1, 2] {
+        f.run(&engine, HOUR, budget, Some((phase, 9))).unwrap_err();
+        let files = files_in(&f.dir);
+        discard(&f.dir).unwrap();
+        for (i, file) in files.iter().enumerate() {
+            let other = &files[(i + 1) % files.len()];
+            for how in [
+                Damage::Garbage,
+                Damage::Truncated,
+                Damage::Deleted,
+                Damage::Swapped,
+            ] {
+                f.run(&engine, HOUR, budget, Some((phase, 9))).unwrap_err();
+                damage(file, other, how);
+                f.notes.borrow_mut().clear();
+                let resumed = f.run(&engine, HOUR, budget, None);
+                let name = file.file_name().unwrap().to_string_lossy().into_owned();
+                let case = format!("phase {phase}, {} {how:?}", file.display());
+                let swapped = matches!(how, Damage::Swapped);
+                let cache_only = name == ACTIVATIONS && !swapped;
+                // Files a resume must read, whose damage it must name.
+                let read = (name == STATE_JSON && !matches!(how, Damage::Deleted))
+                    || name == "shard.json"
+                    || name.ends_with(".u32")
+                    || file.parent() == Some(&f.dir) && name == "thresholds.json"
+                    || swapped && other.parent() == Some(&f.dir) && !other.ends_with(ACTIVATIONS);
+                match resumed {
+                    // Nothing read was damaged: the results are right, and a
+                    // recomputation is noted.
+                    Ok(o) if !read => {
+                        let noted = f.notes.borrow().iter().any(|n| {
+                            n.starts_with("checkpoint damaged") && n.contains(ACTIVATIONS)
+                        });
+                        let (mut got, want) = (comparable(&o), want.clone());
+                        let mut d: Dissection = serde_json::from_str(&got.0).unwrap();
+                        d.mode = CacheMode::Cached;
+                        got.0 = serde_json::to_string(&d).unwrap();
+                        let recomputed = o.dissection.mode == CacheMode::Recomputed;
+                        if got != want || recomputed != noted || cache_only && !noted {
+                            failures
+                                .push(format!("{case}: noted {noted}, {:?}", o.dissection.mode));
+                        }
+                    }
+                    Err(DissectError::Checkpoint { file: named, .. })
+                        if !cache_only
+                            && (&named == file
+                                || &named == other
+                                || named.ends_with(STATE_JSON)
+                                || named == file.parent().unwrap()) => {}
+                    Ok(_) => failures.push(format!("{case}: resumed without a word")),
+                    Err(e) => failures.push(format!("{case}: {e}")),
+                }
+                discard(&f.dir).unwrap();
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[test]
+fn a_state_that_contradicts_its_folder_or_a_checkpoint_that_is_no_folder_is_named() {
+    let (f, engine) = fixture(10);
+    f.run(&engine, Duration::ZERO, 0, Some((1, 6))).unwrap_err();
+    let state = f.dir.join(STATE_JSON);
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    for done in [3, 9, 11] {
+        json["images_done"] = done.into();
+        std::fs::write(&state, serde_json::to_vec(&json).unwrap()).unwrap();
+        let err = f.run(&engine, Duration::ZERO, 0, None).unwrap_err();
+        assert!(
+            matches!(&err, DissectError::Checkpoint { file, .. } if file == &state),
+            "{done}: {err}"
+        );
+        assert!(
+            err.to_string().starts_with("checkpoint damaged (file "),
+            "{err}"
+        );
+    }
+    discard(&f.dir).unwrap();
+    // A file, and a link to itself, where the folder goes.
+    std::fs::write(&f.dir, b"x").unwrap();
+    let err = f.run(&engine, Duration::ZERO, 0, None).unwrap_err();
+    assert!(
+        matches!(&err, DissectError::Checkpoint { file, .. } if file == &f.dir),
+        "{err}"
+    );
+    discard(&f.dir).unwrap();
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(&f.dir, &f.dir).unwrap();
+        let err = find(&f.dir, &f.digest).unwrap_err();
+        assert!(
+            matches!(&err, DissectError::Checkpoint { file, .. } if file == &f.dir),
+            "{err}"
+        );
+        discard(&f.dir).unwrap();
+        assert!(f.dir.symlink_metadata().is_err());
+    }
+    assert!(f.run(&engine, Duration::ZERO, 0, None).is_ok());
 }

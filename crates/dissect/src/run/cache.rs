@@ -45,12 +45,33 @@ enum Store {
 }
 
 /// One batch in a cache file: its first image (the run's index), where its
-/// values start and the shape of each layer's activations.
+/// values start, the shape of each layer's activations, and the CRC-32 of
+/// its bytes, which a resumed run checks before it replays them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct CachedBatch {
     pub first: usize,
     pub offset: u64,
     pub shapes: Vec<[usize; 4]>,
+    pub crc32: u32,
+}
+
+impl CachedBatch {
+    /// The bytes of the batch's values.
+    fn len(&self) -> u64 {
+        (self.shapes.iter())
+            .map(|s| s.iter().product::<usize>() as u64 * 4)
+            .sum()
+    }
+}
+
+/// Where a cache file read back for a resumed run stops matching its
+/// checkpoint: the first image of the first batch that is short or whose
+/// checksum differs. Those batches and every later one are dropped, and the
+/// network runs again for their images.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CacheDamage {
+    pub first_image: usize,
+    pub batches_dropped: usize,
 }
 
 /// What a checkpoint records of a cache file: its batches and size, or
@@ -83,16 +104,24 @@ impl Cache {
 
     /// A host cache in the file `path`, holding what `index` says it holds
     /// (anything written after that checkpoint is cut off), or a new one.
-    pub fn in_file(budget: u64, path: &Path, index: Option<&CacheIndex>) -> std::io::Result<Self> {
-        let index = index.cloned().unwrap_or_default();
+    /// Every batch is read back and checked against its checksum: from the
+    /// first that is short or differs on, the batches are dropped (and the
+    /// damage returned), so that a damaged file is never replayed.
+    pub fn in_file(
+        budget: u64,
+        path: &Path,
+        index: Option<&CacheIndex>,
+    ) -> std::io::Result<(Self, Option<CacheDamage>)> {
+        let mut index = index.cloned().unwrap_or_default();
         if index.overflowed {
             let _ = std::fs::remove_file(path);
-            return Ok(Self {
+            let cache = Self {
                 budget,
                 bytes: 0,
                 store: Store::Device(Vec::new()),
                 overflowed: true,
-            });
+            };
+            return Ok((cache, None));
         }
         let file = std::fs::File::options()
             .read(true)
@@ -100,15 +129,17 @@ impl Cache {
             .create(true)
             .truncate(false)
             .open(path)?;
-        if file.metadata()?.len() < index.bytes {
-            return Err(std::io::Error::other(format!(
-                "{}: shorter than its checkpoint says ({} bytes)",
-                path.display(),
-                index.bytes
-            )));
+        let whole = verified_prefix(&file, &index)?;
+        let damage = (whole < index.batches.len()).then(|| CacheDamage {
+            first_image: index.batches[whole].first,
+            batches_dropped: index.batches.len() - whole,
+        });
+        if damage.is_some() {
+            index.bytes = index.batches[whole].offset;
+            index.batches.truncate(whole);
         }
         file.set_len(index.bytes)?;
-        Ok(Self {
+        let cache = Self {
             budget,
             bytes: index.bytes,
             store: Store::File {
@@ -117,7 +148,8 @@ impl Cache {
                 batches: index.batches,
             },
             overflowed: false,
-        })
+        };
+        Ok((cache, damage))
     }
 
     /// What a checkpoint records of a named cache file, its data synced to
@@ -136,7 +168,7 @@ impl Cache {
                 batches,
             } => {
                 if let Some(file) = file {
-                    file.sync_data()?;
+                    store::sync_data(file)?;
                 }
                 Ok(Some(CacheIndex {
                     bytes: self.bytes,
@@ -187,11 +219,12 @@ impl Cache {
                 let shapes = acts.iter().map(|a| a.dims()).collect();
                 let in_order = batches.last().is_none_or(|b| b.first < first);
                 match write_acts(file, offset, acts) {
-                    Ok(()) if in_order => {
+                    Ok(crc32) if in_order => {
                         batches.push(CachedBatch {
                             first,
                             offset,
                             shapes,
+                            crc32,
                         });
                         true
                     }
@@ -253,27 +286,58 @@ impl Cache {
 
 /// Writes `acts` at `offset` of the cache file (in native byte order: the
 /// file is read back on this machine only), creating a temporary one at
-/// the first batch.
+/// the first batch; the CRC-32 of the bytes written.
 fn write_acts(
     file: &mut Option<std::fs::File>,
     offset: u64,
     acts: &[Tensor<4>],
-) -> std::io::Result<()> {
+) -> std::io::Result<u32> {
     use std::io::{Seek, SeekFrom, Write};
     let file = match file {
         Some(file) => file,
         None => file.insert(tempfile::tempfile()?),
     };
     file.seek(SeekFrom::Start(offset))?;
+    let mut crc = crc32fast::Hasher::new();
     for act in acts {
         let values = act
             .clone()
             .into_data()
             .try_to_vec::<f32>()
             .map_err(|e| std::io::Error::other(format!("activations are not f32: {e:?}")))?;
-        file.write_all(bytemuck::cast_slice(&values))?;
+        let bytes: &[u8] = bytemuck::cast_slice(&values);
+        crc.update(bytes);
+        file.write_all(bytes)?;
     }
-    Ok(())
+    Ok(crc.finalize())
+}
+
+/// How many of `index`'s batches, from the first, are whole in `file` and
+/// match their checksums (read in blocks, in order).
+fn verified_prefix(mut file: &std::fs::File, index: &CacheIndex) -> std::io::Result<usize> {
+    use std::io::{Read, Seek, SeekFrom};
+    let len = file.metadata()?.len();
+    let mut block = vec![0u8; 1 << 20];
+    for (i, batch) in index.batches.iter().enumerate() {
+        let size = batch.len();
+        let end = batch.offset.checked_add(size);
+        if end.is_none_or(|end| end > len || end > index.bytes) {
+            return Ok(i);
+        }
+        file.seek(SeekFrom::Start(batch.offset))?;
+        let mut crc = crc32fast::Hasher::new();
+        let mut left = size;
+        while left > 0 {
+            let n = left.min(block.len() as u64) as usize;
+            file.read_exact(&mut block[..n])?;
+            crc.update(&block[..n]);
+            left -= n as u64;
+        }
+        if crc.finalize() != batch.crc32 {
+            return Ok(i);
+        }
+    }
+    Ok(index.batches.len())
 }
 
 /// One batch's activations from the cache file.
@@ -296,4 +360,85 @@ fn read_acts(
             ))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Batch `b` of two images: two layers of made-up activations.
+    fn batch(b: usize, device: &burn::tensor::Device) -> Vec<Tensor<4>> {
+        [[2, 3, 2, 2], [2, 1, 1, 1]]
+            .into_iter()
+            .enumerate()
+            .map(|(l, shape)| {
+                let n: usize = shape.iter().product();
+                let values: Vec<f32> = (0..n).map(|i| (b * 100 + l * 10 + i) as f32).collect();
+                Tensor::<4>::from_data(TensorData::new(values, shape), device)
+            })
+            .collect()
+    }
+
+    fn values(acts: &[Tensor<4>]) -> Vec<Vec<f32>> {
+        (acts.iter())
+            .map(|a| a.clone().into_data().try_to_vec::<f32>().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_resumed_cache_keeps_the_batches_that_match_their_checksums() {
+        let device = crate::engine::Dissector::cpu().device().clone();
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("activations.f32");
+        let (mut cache, damage) = Cache::in_file(1 << 30, &path, None).unwrap();
+        assert_eq!(damage, None);
+        for b in 0..3 {
+            cache.offer(2 * b, &batch(b, &device));
+        }
+        let index = cache.checkpoint().unwrap().unwrap();
+        drop(cache);
+        let reopen = || Cache::in_file(1 << 30, &path, Some(&index)).unwrap();
+        let (cache, damage) = reopen();
+        assert_eq!(damage, None);
+        assert!(cache.holds(0..6, 2));
+        assert_eq!(
+            values(&cache.get(4, &device).unwrap()),
+            values(&batch(2, &device))
+        );
+        drop(cache);
+
+        // One byte changed in the second batch: it and the third are dropped.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[index.batches[1].offset as usize + 5] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let (cache, damage) = reopen();
+        let want = CacheDamage {
+            first_image: 2,
+            batches_dropped: 2,
+        };
+        assert_eq!(damage, Some(want));
+        assert!(cache.holds(0..2, 2) && !cache.holds(0..6, 2));
+        assert_eq!(
+            values(&cache.get(0, &device).unwrap()),
+            values(&batch(0, &device))
+        );
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            index.batches[1].offset
+        );
+        drop(cache);
+
+        // A file cut short inside the first batch, or gone: nothing is kept.
+        std::fs::write(&path, &bytes[..10]).unwrap();
+        let (cache, damage) = reopen();
+        assert_eq!(
+            damage.map(|d| (d.first_image, d.batches_dropped)),
+            Some((0, 3))
+        );
+        assert!(!cache.holds(0..2, 2));
+        drop(cache);
+        std::fs::remove_file(&path).unwrap();
+        let (_, damage) = reopen();
+        assert_eq!(damage.map(|d| d.batches_dropped), Some(3));
+    }
 }

@@ -407,6 +407,13 @@ impl<'a> Run<'a> {
             }
             Ok(())
         })?;
+        if self.stopped_at.is_some() {
+            // Stopped on request: the candidates of the images done, which
+            // the caller commits.
+            for layer in &mut self.layers {
+                layer.acc.end_early();
+            }
+        }
         let mut out = Vec::new();
         for (i, layer) in self.layers.iter().enumerate() {
             let [_, units, h, w] = layer.shape;
