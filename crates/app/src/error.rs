@@ -68,6 +68,7 @@ impl Error {
             | report::ReportError::Appeared { .. }
             | report::ReportError::Foreign { .. }
             | report::ReportError::NotAFolder { .. }
+            | report::ReportError::NameTooLong { .. }
             | report::ReportError::Busy { .. } => Self::input(e),
             _ => Self::run(e),
         }

@@ -154,7 +154,7 @@ fn run_models(job: Job<'_>, events: &mut dyn Events) -> Result<Finished> {
     }
     // Every output folder is claimed before any work starts.
     let stagings = (targets.iter())
-        .map(|t| Staging::begin(&t.out, job.force).map_err(Error::output))
+        .map(|t| Staging::begin(&t.out, job.force, &job.layers).map_err(Error::output))
         .collect::<Result<Vec<_>>>()?;
     let dissector = job.start_engine(events)?;
     let mut finished = Finished::of(&checked.dataset);
@@ -341,7 +341,7 @@ pub(crate) fn run_recorded(
         Source::Model { .. } => return Err(Error::usage("recorded activations expected")),
     };
     let staging = (job.out.as_deref())
-        .map(|out| Staging::begin(out, job.force).map_err(Error::output))
+        .map(|out| Staging::begin(out, job.force, &job.layers).map_err(Error::output))
         .transpose()?;
     let dissector = job.start_engine(events)?;
     let recorded = recorded.on(dissector.device());

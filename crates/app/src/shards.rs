@@ -40,7 +40,7 @@ pub fn run_shard(job: Job<'_>, spec: &ShardSpec, events: &mut dyn Events) -> Res
         .out
         .as_deref()
         .ok_or_else(|| Error::usage("--shard needs --out"))?;
-    let staging = Staging::begin(out, job.force).map_err(Error::output)?;
+    let staging = Staging::begin(out, job.force, &job.layers).map_err(Error::output)?;
     let dissector = job.start_engine(events)?;
     let weights = checked.weights.first().map(PathBuf::as_path);
     let loaded = source::load(checked.choice, weights, &dissector, events)?;
@@ -280,7 +280,7 @@ fn merge_counts(job: &MergeJob, events: &mut dyn Events) -> Result<Finished> {
         max_images: opts.max_images,
     };
     let dataset = Dataset::open(&root, &dataset_options).map_err(Error::input)?;
-    let staging = Staging::begin(&job.out, job.force).map_err(Error::output)?;
+    let staging = Staging::begin(&job.out, job.force, &[]).map_err(Error::output)?;
     let outcome = dissect::shard::merge_counts(&dataset, &shards, &thresholds)?;
     let weights = outcome.dissection.weights.clone().map(PathBuf::from);
     match weights.as_deref() {

@@ -322,7 +322,13 @@ pub struct DissectArgs {
     /// the same settings: the network's run goes to --out/<checkpoint>/, the
     /// baseline's to --out/random-init-<S>/, and --out/compare.html sets
     /// them side by side. S defaults to 1.
-    #[arg(long, value_name = "S", num_args = 0..=1, default_missing_value = "1")]
+    #[arg(
+        long,
+        value_name = "S",
+        num_args = 0..=1,
+        default_missing_value = "1",
+        conflicts_with_all = ["activations", "shard"]
+    )]
     pub random_baseline: Option<u64>,
     /// Formulas kept per step of the search (default 5, compexp's).
     #[arg(long, value_name = "B", requires = "formula_length")]
@@ -360,7 +366,12 @@ pub struct DissectArgs {
     /// or Ctrl-C resumes there (results identical to an uninterrupted run).
     /// Default: 60 on the CPU backend, no checkpoints on a GPU; 0: none.
     /// Not with a formula search.
-    #[arg(long, value_name = "SECS", value_parser = non_negative_secs)]
+    #[arg(
+        long,
+        value_name = "SECS",
+        value_parser = non_negative_secs,
+        conflicts_with = "formula_length"
+    )]
     pub checkpoint_every: Option<f64>,
     /// Start over: discard the run's checkpoint instead of resuming.
     #[arg(long)]

@@ -146,3 +146,87 @@ fn a_token_grid_without_recorded_activations_is_a_usage_error() {
         assert_refused(&o, 2, &[extra[0]]);
     }
 }
+
+#[test]
+fn options_that_would_be_ignored_are_usage_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("no-dataset");
+    let acts = ["--activations", "/nonexistent-acts"];
+    let model = ["--model", "resnet18"];
+    for (source, extra, names) in [
+        (
+            &acts[..],
+            &["--random-baseline"][..],
+            ["--random-baseline", "--activations"],
+        ),
+        (
+            &model[..],
+            &["--random-baseline", "--shard", "0/2"],
+            ["--random-baseline", "--shard"],
+        ),
+        (
+            &model[..],
+            &["--checkpoint-every", "5", "--formula-length", "2"],
+            ["--checkpoint-every", "--formula-length"],
+        ),
+    ] {
+        let o = dissect(tmp.path(), &data, source, "layer4", extra);
+        assert_refused(&o, 2, &names);
+    }
+}
+
+#[test]
+fn an_out_too_long_for_the_file_system_is_refused_before_the_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = synth(tmp.path(), 4, 1, 32, 20);
+    // A name of 240 bytes fits, but its staging and checkpoint folders do not.
+    let out = tmp.path().join("r".repeat(240));
+    let mut args = planted_dissect(&data, &out);
+    args.push("--backend=cpu".into());
+    let o = binary().args(&args).output().unwrap();
+    assert_refused(&o, 3, &["choose a shorter --out", "255"]);
+    let left = names_with(tmp.path(), ".r");
+    assert!(left.is_empty() && !out.exists(), "{left:?}");
+}
+
+#[test]
+fn compare_into_a_file_is_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = synth(tmp.path(), 4, 1, 32, 20);
+    let runs: Vec<_> = (0..2).map(|i| tmp.path().join(format!("run{i}"))).collect();
+    for run in &runs {
+        let o = binary().args(planted_dissect(&data, run)).output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let file = tmp.path().join("page");
+    std::fs::write(&file, b"mine").unwrap();
+    let o = netdissect(&["compare", s(&runs[0]), s(&runs[1]), "--out", s(&file)]);
+    assert_refused(&o, 3, &[s(&file), "is a file, not a folder"]);
+    assert_eq!(std::fs::read(&file).unwrap(), b"mine");
+}
+
+#[test]
+fn non_finite_recorded_units_are_refused_in_a_sentence() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = synth(tmp.path(), 4, 1, 32, 20);
+    let acts = tmp.path().join("acts");
+    std::fs::create_dir(&acts).unwrap();
+    // Unit 1 is NaN everywhere, unit 2 minus infinity; unit 0 is fine.
+    let values: Vec<f32> = (0..4 * 3 * 2 * 2)
+        .map(|i| match (i / 4) % 3 {
+            0 => i as f32,
+            1 => f32::NAN,
+            _ => f32::NEG_INFINITY,
+        })
+        .collect();
+    std::fs::write(acts.join("x.npy"), npy::encode_f32(&[4, 3, 2, 2], &values)).unwrap();
+    let o = dissect(tmp.path(), &data, &["--activations", s(&acts)], "x", &[]);
+    assert_refused(
+        &o,
+        3,
+        &[
+            "units 1, 2 are NaN or infinite, so their activations hold",
+            "check the",
+        ],
+    );
+}

@@ -385,7 +385,8 @@ impl Comparison {
     /// Writes `compare.html` and `compare.csv` into `out` (created if
     /// missing), each atomically; returns their paths.
     pub fn write(&self, out: &Path) -> Result<Vec<PathBuf>, ReportError> {
-        std::fs::create_dir_all(out).map_err(|source| ReportError::Io {
+        crate::output::check_is_folder(out)?;
+        store::create_dir_all(out).map_err(|source| ReportError::Io {
             path: out.to_path_buf(),
             source,
         })?;
@@ -547,6 +548,24 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    #[test]
+    fn a_file_where_the_folder_goes_is_refused_by_name() {
+        let tmp = tempfile::tempdir().unwrap();
+        let runs = snapshots(tmp.path());
+        let labels: Vec<String> = (0..runs.len()).map(|i| format!("run {i}")).collect();
+        let c = Comparison::new(runs, &labels, false);
+        let file = tmp.path().join("compare-here");
+        std::fs::write(&file, b"mine").unwrap();
+        let err = c.write(&file).unwrap_err();
+        assert!(
+            matches!(&err, ReportError::NotAFolder { path } if path == &file),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&file).unwrap(), b"mine");
+        let written = c.write(&tmp.path().join("new/compare")).unwrap();
+        assert_eq!(written.len(), 2);
     }
 
     #[test]

@@ -28,6 +28,17 @@ pub enum ReportError {
     Foreign { path: PathBuf, file: String },
     #[error("{path} is a file, not a folder: choose a folder for --out")]
     NotAFolder { path: PathBuf },
+    /// A name a run would make is longer than file systems take.
+    #[error(
+        "{path}: a run writes {what} of {bytes} bytes there, more than the {limit} a file \
+         system takes: choose a shorter --out"
+    )]
+    NameTooLong {
+        path: PathBuf,
+        what: &'static str,
+        bytes: usize,
+        limit: usize,
+    },
     /// The destination is claimed by another run.
     #[error(
         "{path} is being written by another run ({holder}): wait for it to finish or choose \

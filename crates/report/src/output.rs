@@ -153,15 +153,18 @@ impl Staging {
     /// Claims `dest` for this run ([`Claim`]), finishes or undoes the swaps
     /// of killed runs into it, checks it (complete results are refused
     /// unless `force`; a folder with files that are not results is refused
-    /// always) and makes the staging folder beside it.
-    pub fn begin(dest: &Path, force: bool) -> Result<Staging, ReportError> {
+    /// always) and makes the staging folder beside it. First of all, it
+    /// checks that the names a run of `layers` makes at `dest` fit the
+    /// file system ([`crate::run_folder::check_names_fit`]).
+    pub fn begin(dest: &Path, force: bool, layers: &[String]) -> Result<Staging, ReportError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| ReportError::Io { path, source }
         };
+        crate::run_folder::check_names_fit(dest, layers)?;
         check_is_folder(dest)?;
         let parent = parent_of(dest);
-        std::fs::create_dir_all(&parent).map_err(io(&parent))?;
+        store::create_dir_all(&parent).map_err(io(&parent))?;
         let claim = Claim::take(dest, force)?;
         let name = dest_name(dest);
         // Before the checks, so that results put back are protected by them.
@@ -217,10 +220,7 @@ impl Staging {
 
 /// The folder that holds `dest` and its staging folders.
 pub(crate) fn parent_of(dest: &Path) -> PathBuf {
-    match dest.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
+    store::parent_of(dest).to_path_buf()
 }
 
 /// The name of `dest` that its staging folders and lock carry.
@@ -231,7 +231,7 @@ pub(crate) fn dest_name(dest: &Path) -> String {
 }
 
 /// Refuses a `dest` that is a file, or lies below one.
-fn check_is_folder(dest: &Path) -> Result<(), ReportError> {
+pub(crate) fn check_is_folder(dest: &Path) -> Result<(), ReportError> {
     for path in dest.ancestors() {
         // A path below a file cannot be read (`ENOTDIR`), nor can a
         // missing one: the first that can tells.
@@ -419,7 +419,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("run");
         // A first run into a new folder.
-        let s = Staging::begin(&out, false).unwrap();
+        let s = Staging::begin(&out, false, &[]).unwrap();
         std::fs::write(s.path().join("layer1-tally.csv"), "one").unwrap();
         std::fs::write(s.path().join(RESULTS_JSON), "{1}").unwrap();
         assert!(!out.exists(), "nothing in place before the commit");
@@ -429,9 +429,9 @@ mod tests {
             "{1}"
         );
         // Without --force it is refused; with it, a failed run keeps it.
-        let err = Staging::begin(&out, false).unwrap_err().to_string();
+        let err = Staging::begin(&out, false, &[]).unwrap_err().to_string();
         assert!(err.contains("--force"), "{err}");
-        let failed = Staging::begin(&out, true).unwrap();
+        let failed = Staging::begin(&out, true, &[]).unwrap();
         let staged = failed.path().to_path_buf();
         std::fs::write(staged.join(RESULTS_JSON), "{half}").unwrap();
         drop(failed);
@@ -441,7 +441,7 @@ mod tests {
             "{1}"
         );
         // A forced run with other layers leaves nothing of the old one.
-        let s = Staging::begin(&out, true).unwrap();
+        let s = Staging::begin(&out, true, &[]).unwrap();
         std::fs::write(s.path().join("layer4-tally.csv"), "four").unwrap();
         std::fs::write(s.path().join(RESULTS_JSON), "{2}").unwrap();
         s.commit().unwrap();
@@ -472,7 +472,7 @@ mod tests {
         for d in [&dead, &alive, &elsewhere, &earlier] {
             std::fs::create_dir_all(d).unwrap();
         }
-        let s = Staging::begin(&out, false).unwrap();
+        let s = Staging::begin(&out, false, &[]).unwrap();
         assert!(!dead.exists() || !Path::new("/proc/self").exists());
         assert!(
             !earlier.exists(),
@@ -504,10 +504,10 @@ mod tests {
             std::fs::create_dir_all(d).unwrap();
         }
         assert!(
-            Staging::begin(&out, false).is_err(),
+            Staging::begin(&out, false, &[]).is_err(),
             "without --force: busy"
         );
-        let s = Staging::begin(&out, true).unwrap();
+        let s = Staging::begin(&out, true, &[]).unwrap();
         assert!(!theirs.exists(), "the dead run's staging folder is removed");
         assert!(
             another.exists(),
@@ -548,7 +548,7 @@ mod tests {
             )
             .unwrap();
             // Put back or kept, the results are protected as usual.
-            let err = Staging::begin(&out, false).unwrap_err().to_string();
+            let err = Staging::begin(&out, false, &[]).unwrap_err().to_string();
             assert!(err.contains("--force"), "after {steps} steps: {err}");
             let want = if old_in_place { "{old}" } else { "{new}" };
             let got = std::fs::read_to_string(out.join(RESULTS_JSON)).unwrap();
@@ -572,7 +572,7 @@ mod tests {
         // Something else was put at --out after the kill: the old results
         // can go nowhere, and stay.
         std::fs::create_dir_all(&out).unwrap();
-        drop(Staging::begin(&out, false).unwrap());
+        drop(Staging::begin(&out, false, &[]).unwrap());
         assert_eq!(
             entries(dir.path()),
             [old.file_name().unwrap().to_str().unwrap(), "run"]
@@ -591,8 +591,8 @@ mod tests {
     fn one_run_at_a_time_claims_a_folder() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("run");
-        let first = Staging::begin(&out, false).unwrap();
-        let err = Staging::begin(&out, true).unwrap_err().to_string();
+        let first = Staging::begin(&out, false, &[]).unwrap();
+        let err = Staging::begin(&out, true, &[]).unwrap_err().to_string();
         let pid = std::process::id().to_string();
         assert!(
             err.contains(out.to_str().unwrap())
@@ -603,7 +603,7 @@ mod tests {
         results(first.path(), "{1}");
         first.commit().unwrap();
         assert_eq!(entries(dir.path()), ["run"], "the claim is released");
-        drop(Staging::begin(&out, true).unwrap());
+        drop(Staging::begin(&out, true, &[]).unwrap());
         assert_eq!(entries(dir.path()), ["run"], "released on drop too");
     }
 
@@ -611,7 +611,7 @@ mod tests {
     fn results_that_appear_during_a_run_are_not_replaced_without_force() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("run");
-        let s = Staging::begin(&out, false).unwrap();
+        let s = Staging::begin(&out, false, &[]).unwrap();
         results(s.path(), "{mine}");
         results(&out, "{theirs}");
         let err = s.commit().unwrap_err().to_string();
@@ -622,7 +622,7 @@ mod tests {
         );
         assert_eq!(entries(dir.path()), ["run"]);
         // Nor, even forced, does a run replace a user's file put there.
-        let s = Staging::begin(&out, true).unwrap();
+        let s = Staging::begin(&out, true, &[]).unwrap();
         std::fs::write(out.join("notes.txt"), "mine").unwrap();
         let err = s.commit().unwrap_err().to_string();
         assert!(err.contains("notes.txt"), "{err}");
@@ -638,7 +638,7 @@ mod tests {
         let shard = dir.path().join("shard-0");
         std::fs::create_dir_all(&shard).unwrap();
         std::fs::write(shard.join(dissect::shard::files::SHARD_JSON), "{}").unwrap();
-        let err = Staging::begin(&shard, false).unwrap_err().to_string();
+        let err = Staging::begin(&shard, false, &[]).unwrap_err().to_string();
         assert!(err.contains("holds a shard"), "{err}");
         assert!(!err.contains("complete results"), "{err}");
     }
@@ -649,7 +649,7 @@ mod tests {
         let file = dir.path().join("file");
         std::fs::write(&file, "x").unwrap();
         for out in [file.clone(), file.join("below")] {
-            let err = Staging::begin(&out, true).unwrap_err().to_string();
+            let err = Staging::begin(&out, true, &[]).unwrap_err().to_string();
             let want = format!("{} is a file, not a folder", file.display());
             assert!(err.starts_with(&want), "{err}");
         }
@@ -669,7 +669,9 @@ mod tests {
     fn staging_never_replaces_a_folder_of_other_files() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("thesis.tex"), "mine").unwrap();
-        let err = Staging::begin(dir.path(), true).unwrap_err().to_string();
+        let err = Staging::begin(dir.path(), true, &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("thesis.tex"), "{err}");
     }
 

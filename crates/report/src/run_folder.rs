@@ -5,6 +5,10 @@
 //! folder of the user's, so a new output cannot be known to one and not to
 //! the other: it is one new line in the list below.
 
+use std::path::{Path, PathBuf};
+
+use crate::ReportError;
+
 /// How the entries of one kind are named.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Naming {
@@ -131,7 +135,7 @@ pub(crate) fn layer_file_name(layer: &str, suffix: &str) -> String {
     format!("{}{suffix}", crate::output::safe_name(layer))
 }
 
-/// Whether `name` is a temp file of [`dissect::atomic::temp_file_name`]
+/// Whether `name` is a temp file of [`store::temp_file_name`]
 /// (`.<name>.<pid>.tmp`) for a file that a run writes. Nothing else is: a
 /// user's own `.tmp…` file is foreign, so that a forced run never deletes
 /// it.
@@ -146,6 +150,79 @@ fn is_temp_file(name: &str) -> bool {
     is_pid && (RunFile::ALL.iter()).any(|&kind| kind != RunFile::Temp && kind.matches(written))
 }
 
+/// The checkpoint folder of the results folder `dest`: `.<name>.checkpoint`
+/// beside it, removed once the results are written.
+pub fn checkpoint_dir(dest: &Path) -> PathBuf {
+    let name = crate::output::dest_name(dest);
+    store::parent_of(dest).join(format!(".{name}.checkpoint"))
+}
+
+/// The longest name of one folder entry that the file systems a run meets
+/// take (Linux's `NAME_MAX`; also macOS's and Windows').
+pub const NAME_MAX: usize = 255;
+/// The longest path the system calls take (Linux's `PATH_MAX`, less its
+/// terminating zero).
+pub const PATH_MAX: usize = 4095;
+
+/// Errors unless every name a run of `layers` makes at `dest` fits
+/// [`NAME_MAX`] and [`PATH_MAX`]: the folders beside it (staging, moved
+/// aside, the lock and its temporary files, the checkpoint) and the files in
+/// it and in the checkpoint's folders, temporary names included, so that a
+/// run too long for its file system fails before it starts, not at its
+/// first checkpoint.
+pub fn check_names_fit(dest: &Path, layers: &[String]) -> Result<(), ReportError> {
+    let name = crate::output::dest_name(dest);
+    // The widest process number and staging counter.
+    let pid = u32::MAX;
+    let beside = [
+        format!("{}{pid}-999.old", crate::swap::staging_prefix(&name)),
+        format!(".{name}.lock.{pid}.stale"),
+        format!("..{name}.lock.{pid}.tmp"),
+        format!(".{name}.checkpoint"),
+    ];
+    let mut inside: Vec<String> = (RunFile::ALL.iter())
+        .filter_map(|kind| match kind.naming() {
+            Naming::Fixed(fixed) => Some(vec![fixed.to_string()]),
+            Naming::PerLayer(suffix) => {
+                Some(layers.iter().map(|l| layer_file_name(l, suffix)).collect())
+            }
+            Naming::Temp => None,
+        })
+        .flatten()
+        .collect();
+    inside.extend(inside.clone().iter().map(|n| format!(".{n}.{pid}.tmp")));
+    let longest = |names: &[String]| names.iter().map(String::len).max().unwrap_or(0);
+    for (names, what) in [(&beside[..], "folders beside it"), (&inside[..], "files")] {
+        let bytes = longest(names);
+        if bytes > NAME_MAX {
+            return Err(ReportError::NameTooLong {
+                path: dest.to_path_buf(),
+                what,
+                bytes,
+                limit: NAME_MAX,
+            });
+        }
+    }
+    // The deepest path: a file of a checkpoint's part folder.
+    let parent = std::path::absolute(store::parent_of(dest)).unwrap_or_default();
+    let deepest = parent.as_os_str().len()
+        + 1
+        + longest(&beside)
+        + 1
+        + format!("candidates-{}", u64::MAX).len()
+        + 1
+        + longest(&inside);
+    if deepest > PATH_MAX {
+        return Err(ReportError::NameTooLong {
+            path: dest.to_path_buf(),
+            what: "paths",
+            bytes: deepest,
+            limit: PATH_MAX,
+        });
+    }
+    Ok(())
+}
+
 /// What a folder may hold for [`crate::output::Staging`] to replace it: the
 /// entries a run writes, and nothing else of the user's.
 pub fn is_result_file(name: &str) -> bool {
@@ -154,12 +231,54 @@ pub fn is_result_file(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
     use crate::fixture::{self, entries};
+
+    #[test]
+    fn names_too_long_for_a_file_system_are_refused_before_anything_is_made() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layers = vec!["layer4".to_string()];
+        let fits = tmp.path().join("r".repeat(150));
+        check_names_fit(&fits, &layers).unwrap();
+        // Fits as a name, but its staging folder's name would not.
+        let long = tmp.path().join("r".repeat(240));
+        let err = check_names_fit(&long, &layers).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ReportError::NameTooLong {
+                    what: "folders beside it",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(Staging::begin(&long, false, &layers).is_err());
+        assert_eq!(
+            std::fs::read_dir(tmp.path()).unwrap().count(),
+            0,
+            "nothing made"
+        );
+        // A layer whose file names would not fit.
+        let err = check_names_fit(&fits, &["l".repeat(250)]).unwrap_err();
+        assert!(
+            matches!(err, ReportError::NameTooLong { what: "files", .. }),
+            "{err}"
+        );
+        // A path too deep, though each name fits.
+        let deep: PathBuf = (0..20).map(|_| "d".repeat(200)).collect();
+        let err = check_names_fit(&tmp.path().join(deep).join("out"), &layers).unwrap_err();
+        assert!(
+            matches!(err, ReportError::NameTooLong { what: "paths", .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("choose a shorter --out"), "{err}");
+        // The checkpoint folder sits beside the results.
+        let out = Path::new("a/r18");
+        assert_eq!(checkpoint_dir(out), Path::new("a/.r18.checkpoint"));
+    }
     use crate::output::Staging;
-    use dissect::atomic::temp_file_name;
+    use store::temp_file_name;
 
     /// Writes, under `root`, a results folder with every output a run
     /// writes (the CLI's example explanation and the NumPy arrays
@@ -201,7 +320,7 @@ mod tests {
                 names.push(name);
             }
             // So a forced run may replace the folder.
-            drop(Staging::begin(dir, true).unwrap());
+            drop(Staging::begin(dir, true, &[]).unwrap());
         }
         // The folders hold every kind of the list (a temp file only while
         // a write is under way).
@@ -233,7 +352,9 @@ mod tests {
         // A user's file among the outputs keeps the folder from being
         // replaced, and the refusal names it.
         std::fs::write(folders[0].join("thesis.tex"), "mine").unwrap();
-        let err = Staging::begin(&folders[0], true).unwrap_err().to_string();
+        let err = Staging::begin(&folders[0], true, &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("thesis.tex"), "{err}");
     }
 

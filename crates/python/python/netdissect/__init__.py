@@ -16,6 +16,9 @@ writes (tally CSVs, ``results.json``, ``report.html``, ``<layer>-iou.npy``).
 from __future__ import annotations
 
 import json
+import os
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from os import PathLike, fspath
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -88,6 +91,34 @@ class Results:
         return self.layers[layer]
 
 
+@contextmanager
+def _runtime_dir():
+    """``XDG_RUNTIME_DIR`` set, for the duration of a native call, where it is
+    unset or not an absolute path (a server, a container, a CI runner).
+
+    Enumerating Vulkan adapters makes Mesa's device-select layer ask libwayland
+    for a display, which prints ``error: XDG_RUNTIME_DIR is invalid or not set
+    in the environment.`` to stderr on runs that succeed. The CLI re-executes
+    itself with the variable; here it is set in the process (``os.environ``
+    calls ``putenv``) to a private folder, as the XDG spec asks of a program
+    without one, and taken back afterwards.
+    """
+    name = "XDG_RUNTIME_DIR"
+    before = os.environ.get(name)
+    if before is not None and os.path.isabs(before):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="netdissect-runtime-") as private:
+        os.environ[name] = private
+        try:
+            yield
+        finally:
+            if before is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = before
+
+
 def dissect(
     dataset: Path,
     layers: Mapping[str, np.ndarray],
@@ -129,26 +160,27 @@ def dissect(
     for name, value in arrays.items():
         if not isinstance(value, np.ndarray):
             raise ValueError(f"layer `{name}`: expected a numpy array, got {type(value).__name__}")
-    raw = _netdissect.dissect(
-        fspath(dataset),
-        arrays,
-        None if out is None else fspath(out),
-        preset=preset,
-        quantile=quantile,
-        iou_threshold=iou_threshold,
-        union=union,
-        categories=None if categories is None else list(categories),
-        split=split,
-        max_images=max_images,
-        batch_size=batch_size,
-        top_k=top_k,
-        formula_length=formula_length,
-        beam=beam,
-        token_grid=None if token_grid is None else tuple(token_grid),
-        skip_tokens=skip_tokens,
-        backend=backend,
-        force=force,
-    )
+    with _runtime_dir():
+        raw = _netdissect.dissect(
+            fspath(dataset),
+            arrays,
+            None if out is None else fspath(out),
+            preset=preset,
+            quantile=quantile,
+            iou_threshold=iou_threshold,
+            union=union,
+            categories=None if categories is None else list(categories),
+            split=split,
+            max_images=max_images,
+            batch_size=batch_size,
+            top_k=top_k,
+            formula_length=formula_length,
+            beam=beam,
+            token_grid=None if token_grid is None else tuple(token_grid),
+            skip_tokens=skip_tokens,
+            backend=backend,
+            force=force,
+        )
     dissection = json.loads(raw["results"])
     records = {layer["name"]: layer for layer in dissection["layers"]}
     per_layer = {
