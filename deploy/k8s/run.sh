@@ -5,14 +5,39 @@
 #
 #   IMAGE=registry.example.com/netdissect:0.1.0 bash deploy/k8s/run.sh
 #
-# IMAGE (default netdissect:0.1.0) is the image built from deploy/Dockerfile;
-# the namespace is kubectl's current one (NAMESPACE overrides it).
+# IMAGE (default netdissect:0.1.0) is the image built from deploy/Dockerfile,
+# as a Docker/OCI reference: [host[:port]/]path[:tag][@sha256:<digest>];
+# anything else is refused before anything is applied.
+# The namespace is kubectl's current one (NAMESPACE overrides it).
 # DRY_RUN=1 prints every manifest as it would be applied (the image
 # substituted) and reaches no cluster: the tests validate that output.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 image=${IMAGE:-netdissect:0.1.0}
 kubectl=(kubectl ${NAMESPACE:+--namespace "$NAMESPACE"})
+
+# The reference grammar of Docker's distribution/reference, less IPv6 hosts;
+# digests as the OCI image spec has them for sha256 (64 lowercase hex).
+# Letters are spelt out: a range such as [a-z] may take in capitals in some
+# locales.
+lower=abcdefghijklmnopqrstuvwxyz
+upper=ABCDEFGHIJKLMNOPQRSTUVWXYZ
+digit=0123456789
+alnum="[$lower$digit]+"
+component="$alnum(([._]|__|-+)$alnum)*"
+host_part="[$lower$upper$digit]([$lower$upper$digit-]*[$lower$upper$digit])?"
+host="$host_part([.]$host_part)*(:[$digit]+)?"
+tag="[$lower$upper${digit}_][$lower$upper${digit}_.-]{0,127}"
+digest="sha256:[${digit}abcdef]{64}"
+reference="^($host/)?$component(/$component)*(:$tag)?(@$digest)?\$"
+if ! [[ $image =~ $reference ]]; then
+    echo "IMAGE='$image' is not a valid image reference: expected" \
+        "[host[:port]/]path[:tag][@sha256:<64 lowercase hex digits>], the path made of" \
+        "lowercase letters and digits joined by '/', '.', '_', '__' or '-', the tag of" \
+        "letters, digits, '_', '.' and '-' (at most 128, not starting with '.' or '-')," \
+        "e.g. registry.example.com:5000/team/netdissect:0.1.0" >&2
+    exit 2
+fi
 
 shards=$(sed -n 's/^  SHARDS: "\([0-9]*\)"$/\1/p' "$here/config.yaml")
 field() { sed -n "s/^  $1: \([0-9]*\)\$/\1/p" "$here/$2"; }
@@ -26,7 +51,18 @@ if [[ -z $shards ]] || [[ $(field completions 2-thresholds.yaml) != "$shards" ]]
 fi
 
 steps=(1-warm-up 2-thresholds 3-merge-thresholds 4-counts 5-merge)
-manifest() { sed "s|image: netdissect:0.1.0|image: $image|" "$here/$1.yaml"; }
+# Manifest $1 with its image replaced by $image: plain string surgery, so
+# that no character of the reference means anything (as `&` or the delimiter
+# would in a sed replacement).
+manifest() {
+    local line old='image: netdissect:0.1.0'
+    while IFS= read -r line || [[ -n $line ]]; do
+        if [[ $line == *"$old"* ]]; then
+            line="${line%%"$old"*}image: $image${line#*"$old"}"
+        fi
+        printf '%s\n' "$line"
+    done <"$here/$1.yaml"
+}
 if [[ ${DRY_RUN:-} == 1 ]]; then
     for step in pvc config "${steps[@]}"; do
         echo "---"

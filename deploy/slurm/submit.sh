@@ -35,6 +35,13 @@ export DEVICE_ARGS=${DEVICE_ARGS---device 0}
 export RESULTS=${RESULTS:-$WORK/results}
 export MAX_RESTARTS=${MAX_RESTARTS:-2}
 read -ra extra <<<"${SBATCH_ARGS:-}"
+if [[ $SHARDS =~ ^0+[1-9][0-9]*$ ]]; then
+    # Bash arithmetic ($((SHARDS - 1)) below) reads 010 as octal 8, and
+    # refuses 08 outright.
+    echo "SHARDS must be a positive number, not '$SHARDS': it has a leading zero," \
+        "which bash arithmetic reads as octal; write ${SHARDS#"${SHARDS%%[!0]*}"}" >&2
+    exit 2
+fi
 if ! [[ $SHARDS =~ ^[1-9][0-9]*$ ]]; then
     echo "SHARDS must be a positive number, not '$SHARDS'" >&2
     exit 2

@@ -37,12 +37,16 @@ img3.jpg,val,8,8,4,4,7;6,o3.png,,
 img4.png,val,6,6,2,2,,,,p4.png
 ";
 
+// `first` and `last` are the smallest and largest label number each c_*.csv
+// lists. As in the real Broden, the ranges overlap (color 1..3 and object
+// 3..8 share tree, which is in both; object 3..8 and part 5..10 share tie
+// but also hold wheel and sky, which are in one of the two only).
 const CATEGORY: &str = "\
 name,first,last,count,frequency
 color,1,3,3,2
-object,1,3,3,3
-part,1,3,3,2
-scene,1,2,2,3
+object,3,8,3,3
+part,5,10,3,2
+scene,6,7,2,3
 ";
 
 // Label 9 is deliberately missing; label 8 has equal coverage (1.0) in
@@ -149,7 +153,7 @@ fn reads_every_field() {
     let object = &ds.categories[1];
     assert_eq!(
         (object.first, object.last, object.count, object.frequency),
-        (1, 3, 3, 3)
+        (3, 8, 3, 3)
     );
     assert_eq!(ds.selected, [0, 1, 2, 3]);
 
@@ -590,6 +594,77 @@ fn broken_datasets_give_specific_errors() {
             message: "duplicate label number 7",
         },
         Case {
+            name: "duplicate label name",
+            mutate: |r| replace(r, "label.csv", "7,street", "7,beach"),
+            opts: all,
+            is_variant: |e| matches!(e, E::Csv { row: 7, .. }),
+            message: "label.csv, row 7: duplicate label name \"beach\": label 7 has it, \
+                      and so has label 6 at row 6",
+        },
+        Case {
+            name: "category range leaves out a label of its own c_ file",
+            mutate: |r| replace(r, "category.csv", "object,3,8", "object,3,7"),
+            opts: all,
+            is_variant: |e| matches!(e, E::Csv { row: 2, .. }),
+            message: "category.csv, row 2: category \"object\": range 3..7 leaves out \
+                      label 8, which c_object.csv lists at row 3",
+        },
+        Case {
+            name: "category range past the last label",
+            mutate: |r| replace(r, "category.csv", "part,5,10", "part,5,11"),
+            opts: all,
+            is_variant: |e| matches!(e, E::Csv { row: 3, .. }),
+            message: "category.csv, row 3: category \"part\": range 5..11 runs past the \
+                      last label number, 10",
+        },
+        Case {
+            name: "inverted category range",
+            mutate: |r| replace(r, "category.csv", "scene,6,7", "scene,7,6"),
+            opts: all,
+            is_variant: |e| matches!(e, E::Csv { row: 4, .. }),
+            message: "category.csv, row 4: category \"scene\": first label 7 is after \
+                      last label 6",
+        },
+        Case {
+            name: "label outside every category range",
+            mutate: |r| {
+                replace(r, "label.csv", "10,leaf,part(1)", "10,leaf,");
+                replace(r, "c_part.csv", "3,10,leaf,1,1.0\n", "");
+                replace(r, "category.csv", "part,5,10", "part,5,8");
+            },
+            opts: all,
+            is_variant: |e| matches!(e, E::Csv { row: 9, .. }),
+            message: "label.csv, row 9: label 10 \"leaf\" is in no category: no \
+                      category.csv range first..last holds it",
+        },
+        Case {
+            name: "label in a range but in no c_ file",
+            mutate: |r| {
+                replace(r, "label.csv", "4,sky,object(1)", "4,sky,");
+                replace(r, "c_object.csv", "2,4,sky,1,0.5\n", "");
+            },
+            opts: all,
+            is_variant: |e| matches!(e, E::Csv { row: 4, .. }),
+            message: "label.csv, row 4: label 4 \"sky\" is in no category: no c_*.csv \
+                      file lists it",
+        },
+        Case {
+            name: "category cell names a category whose c_ file lacks the label",
+            mutate: |r| replace(r, "label.csv", "4,sky,object(1)", "4,sky,object(1);part(1)"),
+            opts: all,
+            is_variant: |e| matches!(e, E::Csv { row: 4, .. }),
+            message: "label.csv, row 4: label 4 \"sky\": its category cell names \"part\", \
+                      but c_part.csv does not list label 4",
+        },
+        Case {
+            name: "category cell leaves out a category whose c_ file lists the label",
+            mutate: |r| replace(r, "label.csv", "object(2);color(1)", "object(2)"),
+            opts: all,
+            is_variant: |e| matches!(e, E::Csv { row: 3, .. }),
+            message: "label.csv, row 3: label 3 \"tree\": c_color.csv lists it at row 3, \
+                      but its category cell \"object(2)\" does not name \"color\"",
+        },
+        Case {
             name: "image label out of range",
             mutate: |r| replace(r, "index.csv", "4,4,7,", "4,4,11,"),
             opts: all,
@@ -844,4 +919,181 @@ fn broken_datasets_give_specific_errors() {
         failures.push(format!("valid dataset: {e}"));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// What the label checks must not refuse: category ranges that overlap
+/// (numbers are global, by frequency, so every real Broden has them), a
+/// label in two categories, and an empty category written `0..0`, as the
+/// writer writes one.
+#[test]
+fn overlapping_ranges_and_shared_labels_are_accepted() {
+    let (_dir, ds) = open_valid(&DatasetOptions::default());
+    let range = |name: &str| {
+        let c = &ds.categories[ds.category_index(name).expect("category")];
+        (c.first, c.last)
+    };
+    assert_eq!(
+        [range("color"), range("object"), range("part")],
+        [(1, 3), (3, 8), (5, 10)]
+    );
+    assert_eq!(ds.labels[8].category_counts.len(), 2);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    valid_dataset(dir.path());
+    replace(
+        dir.path(),
+        "category.csv",
+        "scene,6,7,2,3\n",
+        "scene,6,7,2,3\nempty,0,0,0,0\n",
+    );
+    write(
+        dir.path(),
+        "c_empty.csv",
+        "code,number,name,frequency,coverage\n",
+    );
+    let ds = Dataset::open(dir.path(), &DatasetOptions::default()).expect("opens");
+    assert_eq!(ds.categories.len(), 5);
+}
+
+/// The probe set shipped in `assets/default/probe` (what the synthetic
+/// generator writes) passes every check of `Dataset::open`.
+#[test]
+fn shipped_probe_opens() {
+    let probe = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/default/probe");
+    let ds = Dataset::open(&probe, &DatasetOptions::default()).expect("shipped probe opens");
+    assert_eq!(ds.categories.len(), 6);
+}
+
+/// Random contradictions between the label files, each a mutation of the
+/// valid dataset, are refused at the right file and row.
+mod label_contradictions {
+    use proptest::prelude::*;
+
+    use super::{CATEGORY, LABEL, valid_dataset, write};
+    use crate::{BrodenError, Dataset, DatasetOptions};
+
+    /// The categories of the valid dataset, in `category.csv` order, with
+    /// the labels each `c_*.csv` lists.
+    const MEMBERS: [(&str, &[u32]); 4] = [
+        ("color", &[1, 2, 3]),
+        ("object", &[3, 4, 8]),
+        ("part", &[5, 8, 10]),
+        ("scene", &[6, 7]),
+    ];
+
+    #[derive(Debug, Clone)]
+    enum Contradiction {
+        /// `label.csv` row `copy` (0-based) takes the name of row `keep`.
+        SameName { keep: usize, copy: usize },
+        /// `label.csv` row `row` adds category `cat`, whose c_ file lacks it.
+        ForeignCategory { row: usize, cat: usize },
+        /// `category.csv` row `cat` ends `extra` past the largest label.
+        PastEnd { cat: usize, extra: u32 },
+    }
+
+    /// The data rows of a CSV text, split into fields.
+    fn rows(text: &str) -> Vec<Vec<String>> {
+        text.lines()
+            .skip(1)
+            .map(|l| l.split(',').map(str::to_owned).collect())
+            .collect()
+    }
+
+    /// `text`'s header followed by `rows`.
+    fn join(text: &str, rows: &[Vec<String>]) -> String {
+        let mut out = format!("{}\n", text.lines().next().expect("header"));
+        for r in rows {
+            out.push_str(&r.join(","));
+            out.push('\n');
+        }
+        out
+    }
+
+    fn contradiction() -> impl Strategy<Value = Contradiction> {
+        let n_labels = rows(LABEL).len();
+        prop_oneof![
+            (0..n_labels, 0..n_labels)
+                .prop_filter("two rows", |(a, b)| a != b)
+                .prop_map(|(keep, copy)| Contradiction::SameName { keep, copy }),
+            (0..n_labels, 0..MEMBERS.len())
+                .prop_filter("a category without the label", |&(row, cat)| {
+                    let n: u32 = rows(LABEL)[row][0].parse().expect("number");
+                    !MEMBERS[cat].1.contains(&n)
+                })
+                .prop_map(|(row, cat)| Contradiction::ForeignCategory { row, cat }),
+            (0..MEMBERS.len(), 1..70_000u32)
+                .prop_map(|(cat, extra)| Contradiction::PastEnd { cat, extra }),
+        ]
+    }
+
+    /// Applies `c` to the valid dataset in `root`; returns the file and the
+    /// 1-based row the error must name, and fragments its message must hold.
+    fn apply(root: &std::path::Path, c: &Contradiction) -> (&'static str, usize, Vec<String>) {
+        let mut labels = rows(LABEL);
+        let mut categories = rows(CATEGORY);
+        let out = match *c {
+            Contradiction::SameName { keep, copy } => {
+                let name = labels[keep][1].clone();
+                labels[copy][1].clone_from(&name);
+                let (first, later) = (keep.min(copy) + 1, keep.max(copy) + 1);
+                (
+                    "label.csv",
+                    later,
+                    vec![
+                        format!("duplicate label name {name:?}"),
+                        format!("label {} has it", labels[later - 1][0]),
+                        format!("label {} at row {first}", labels[first - 1][0]),
+                    ],
+                )
+            }
+            Contradiction::ForeignCategory { row, cat } => {
+                let name = MEMBERS[cat].0;
+                let cell = &mut labels[row][2];
+                cell.push_str(&format!(";{name}(1)"));
+                (
+                    "label.csv",
+                    row + 1,
+                    vec![format!(
+                        "names {name:?}, but c_{name}.csv does not list label {}",
+                        labels[row][0]
+                    )],
+                )
+            }
+            Contradiction::PastEnd { cat, extra } => {
+                let last = 10 + extra;
+                categories[cat][2] = last.to_string();
+                (
+                    "category.csv",
+                    cat + 1,
+                    vec![format!("..{last} runs past the last label number, 10")],
+                )
+            }
+        };
+        write(root, "label.csv", &join(LABEL, &labels));
+        write(root, "category.csv", &join(CATEGORY, &categories));
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        #[test]
+        fn every_contradiction_is_refused_at_its_row(c in contradiction()) {
+            let dir = tempfile::tempdir().expect("tempdir");
+            valid_dataset(dir.path());
+            let (file, row, fragments) = apply(dir.path(), &c);
+            let err = Dataset::open(dir.path(), &DatasetOptions::default())
+                .expect_err("a contradiction must be refused");
+            let text = err.to_string();
+            prop_assert!(
+                matches!(&err, BrodenError::Csv { path, row: r, .. }
+                    if *r == row && path.ends_with(file)),
+                "{c:?}: {text}"
+            );
+            prop_assert!(text.contains(&format!("{file}, row {row}: ")), "{c:?}: {text}");
+            for f in &fragments {
+                prop_assert!(text.contains(f.as_str()), "{c:?}: {text} lacks {f}");
+            }
+        }
+    }
 }

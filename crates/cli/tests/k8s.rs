@@ -185,6 +185,63 @@ fn run_sh_refuses_a_shard_count_that_the_jobs_do_not_have() {
     assert!(stderr(&o).contains("SHARDS=4"), "{}", stderr(&o));
 }
 
+/// What `run.sh` says of an image reference it refuses.
+const NOT_A_REFERENCE: &str = "is not a valid image reference";
+
+#[test]
+fn run_sh_refuses_an_image_reference_outside_the_grammar() {
+    // `&` and `|` broke the sed substitution run.sh used to make; the others
+    // are each outside one rule of the grammar.
+    let sha = "0123456789abcdef".repeat(4);
+    let bad = [
+        "reg.io/nd:1&x".to_string(),
+        "reg.io/a|b".to_string(),
+        "reg.io/NetDissect:1".to_string(),
+        "reg.io//nd".to_string(),
+        "nd:".to_string(),
+        "nd:.1".to_string(),
+        format!("nd:{}", "x".repeat(129)),
+        "nd@sha256:abc".to_string(),
+        format!("nd@sha256:{}", sha.to_uppercase()),
+        "nd:1 --privileged".to_string(),
+        "nd\nimage: other".to_string(),
+    ];
+    for image in &bad {
+        let o = dry_run(&k8s_dir(), image);
+        assert_eq!(o.status.code(), Some(2), "{image:?}: {}", stderr(&o));
+        assert!(o.stdout.is_empty(), "{image:?}: nothing printed to apply");
+        let said = stderr(&o);
+        assert!(
+            said.contains(&format!("IMAGE='{image}' {NOT_A_REFERENCE}")),
+            "{image:?}: {said}"
+        );
+    }
+}
+
+#[test]
+fn run_sh_puts_a_full_image_reference_in_verbatim() {
+    let sha = "0123456789abcdef".repeat(4);
+    let good = [
+        format!("registry.example.com:5000/team/net_dissect__x/nd-b.c:v1.2-rc_3@sha256:{sha}"),
+        format!("localhost:5000/nd@sha256:{sha}"),
+        "10.0.0.1:443/a/b:latest".to_string(),
+        "netdissect".to_string(),
+        format!("nd:{}", "x".repeat(128)),
+    ];
+    for image in &good {
+        let o = dry_run(&k8s_dir(), image);
+        assert!(o.status.success(), "{image:?}: {}", stderr(&o));
+        let text = String::from_utf8(o.stdout).unwrap();
+        let lines: Vec<&str> = (text.lines())
+            .filter(|l| l.trim_start().starts_with("image: "))
+            .collect();
+        assert_eq!(lines.len(), 5, "{text}");
+        for line in lines {
+            assert_eq!(line.trim_start(), format!("image: {image}"), "{text}");
+        }
+    }
+}
+
 /// The test hook of `report::swap`: the process exits with code 86 once
 /// this many steps of the swap are done, leaving what a kill would.
 const STOP_VAR: &str = "NETDISSECT_TEST_STOP_IN_COMMIT";

@@ -6,7 +6,7 @@
 //! a signal to the worker, and run again; the retries leave nothing of the
 //! killed attempts behind. A task that fails every time stops the chain,
 //! and a message names its shard and its log. One test, so that one
-//! cluster runs at a time.
+//! cluster runs at a time; the other one needs no cluster.
 
 mod common;
 use common::*;
@@ -377,4 +377,65 @@ fn check_failed_chain(cluster: &Cluster, broken: &Path) {
     assert!(!broken.join("thresholds.json").exists());
     assert!(!broken.join("results").exists());
     assert!(names_with(&broken.join("counts"), "").is_empty());
+}
+
+/// `submit.sh` checks SHARDS before it makes a folder or calls sbatch, so
+/// this needs no cluster (an `sbatch` first on the PATH shows it is never
+/// called). A leading zero is refused with its reason: bash arithmetic
+/// would read the number as octal.
+#[test]
+fn submit_sh_refuses_a_shard_count_with_a_leading_zero_saying_why() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let mark = tmp.path().join("sbatch-ran");
+    let sbatch = bin.join("sbatch");
+    std::fs::write(
+        &sbatch,
+        format!("#!/bin/sh\ntouch '{}'\necho 1\n", mark.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&sbatch, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    // (SHARDS, what the refusal says beyond "not '<SHARDS>'", or None where
+    // it must not blame a leading zero)
+    let cases = [
+        (
+            "08",
+            Some("it has a leading zero, which bash arithmetic reads as octal; write 8"),
+        ),
+        ("010", Some("leading zero")),
+        ("0", None),
+        ("8x", None),
+    ];
+    for (shards, reason) in cases {
+        let o = Command::new("bash")
+            .arg(deploy().join("submit.sh"))
+            .env("WORK", &work)
+            .env("DISSECT_ARGS", FLAGS)
+            .env("SHARDS", shards)
+            .env("PATH", &path)
+            .output()
+            .expect("bash runs");
+        let said = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "SHARDS={shards}: {said}");
+        assert!(
+            said.contains(&format!("SHARDS must be a positive number, not '{shards}'")),
+            "{said}"
+        );
+        match reason {
+            Some(reason) => assert!(said.contains(reason), "SHARDS={shards}: {said}"),
+            None => assert!(!said.contains("leading zero"), "SHARDS={shards}: {said}"),
+        }
+    }
+    assert!(!mark.exists(), "sbatch was called");
+    let made: Vec<_> = std::fs::read_dir(&work).unwrap().collect();
+    assert!(made.is_empty(), "submit.sh wrote to WORK: {made:?}");
 }

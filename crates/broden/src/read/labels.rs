@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use super::consistency::{self, LabelRows};
 use super::table::Table;
 
 /// The columns of `label.csv`, in the order the reference tools write them.
@@ -26,12 +27,13 @@ pub(super) fn read_label_tables(
     categories: &[Category],
     selected: &[usize],
 ) -> Result<(Vec<Label>, Vec<Vec<CategoryLabel>>), BrodenError> {
-    let mut labels = read_labels(root, categories)?;
+    let (mut labels, rows) = read_labels(root, categories)?;
     let max_label = (labels.len() - 1) as u32;
     let category_labels = categories
         .iter()
         .map(|c| read_category_labels(root, c, max_label))
         .collect::<Result<Vec<_>, _>>()?;
+    consistency::check(root, categories, &labels, &rows, &category_labels)?;
     let primary = primary_categories(labels.len(), selected, &category_labels);
     for (label, cat) in labels.iter_mut().zip(primary) {
         label.category = cat;
@@ -65,8 +67,8 @@ pub(super) fn read_categories(root: &Path) -> Result<Vec<Category>, BrodenError>
         }
         out.push(Category {
             name: cat_name,
-            first: t.number(row, first, "a label code")?,
-            last: t.number(row, last, "a label code")?,
+            first: t.number(row, first, "a label number")?,
+            last: t.number(row, last, "a label number")?,
             count: t.number(row, count, "a count")?,
             frequency: t.number(row, frequency, "a count")?,
         });
@@ -143,10 +145,14 @@ fn parse_category_counts(
     Ok(out)
 }
 
-/// Reads `label.csv` into a dense list indexed by label number. Numbers that
-/// the file skips (0 included) get an empty entry, as the reference code's
-/// `build_dense_label_array` does. `category` is set later.
-fn read_labels(root: &Path, categories: &[Category]) -> Result<Vec<Label>, BrodenError> {
+/// Reads `label.csv` into a dense list indexed by label number, with the
+/// row each number is listed at. Numbers that the file skips (0 included)
+/// get an empty entry, as the reference code's `build_dense_label_array`
+/// does. `category` is set later. Rejects two rows with the same name.
+fn read_labels(
+    root: &Path,
+    categories: &[Category],
+) -> Result<(Vec<Label>, LabelRows), BrodenError> {
     let t = Table::read(root.join("label.csv"))?;
     let [number, name, category, frequency, coverage, syns] = LABEL_COLUMNS.map(|c| t.column(c));
     let (number, name, category, frequency, coverage, syns) =
@@ -169,7 +175,42 @@ fn read_labels(root: &Path, categories: &[Category]) -> Result<Vec<Label>, Brode
             category_counts: parse_category_counts(&t, row, &r[category], categories)?,
         });
     }
-    dense_labels(&t, parsed)
+    // (number, name) in row order, for the row map and the name check.
+    let keys: Vec<(u32, String)> = parsed.iter().map(|l| (l.number, l.name.clone())).collect();
+    let labels = dense_labels(&t, parsed)?;
+    check_unique_names(&t, &keys)?;
+    // Numbers are unique now: map each back to its row.
+    let mut row_of = vec![0; labels.len()];
+    for (i, &(n, _)) in keys.iter().enumerate() {
+        row_of[n as usize] = i + 1;
+    }
+    let rows = LabelRows {
+        path: t.path.clone(),
+        row_of,
+    };
+    Ok((labels, rows))
+}
+
+/// Rejects two rows of `label.csv` (table `t`, `(number, name)` per row)
+/// that give the same name: the reference tools give each name exactly one
+/// number, and reports identify a label by its name. The error is at the
+/// later row and names the earlier one.
+fn check_unique_names(t: &Table, keys: &[(u32, String)]) -> Result<(), BrodenError> {
+    let mut seen: HashMap<&str, (usize, u32)> = HashMap::with_capacity(keys.len());
+    for (i, (number, name)) in keys.iter().enumerate() {
+        let row = i + 1;
+        if let Some(&(first_row, first_number)) = seen.get(name.as_str()) {
+            return Err(t.error(
+                row,
+                format!(
+                    "duplicate label name {name:?}: label {number} has it, \
+                     and so has label {first_number} at row {first_row}"
+                ),
+            ));
+        }
+        seen.insert(name, (row, *number));
+    }
+    Ok(())
 }
 
 /// Places the `parsed` rows of `label.csv` (table `t`) at their numbers,

@@ -6,10 +6,11 @@
 //! checked when images are decoded, see [`crate::Dataset::batches`].
 //!
 //! The work is split by file: `table` reads any CSV file, `labels` the
-//! category and label files, `index` the rows of `index.csv`, `files`
-//! checks the files those rows name, and `stats` computes statistics of an
-//! opened dataset.
+//! category and label files, `consistency` checks that those agree with each
+//! other, `index` the rows of `index.csv`, `files` checks the files those
+//! rows name, and `stats` computes statistics of an opened dataset.
 
+mod consistency;
 mod files;
 mod index;
 mod labels;
