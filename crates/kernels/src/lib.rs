@@ -29,6 +29,9 @@ pub use select::RankSelect;
 pub use topk::{ImageMax, TopK, UnitTops};
 
 #[cfg(test)]
+mod layouts;
+
+#[cfg(test)]
 pub(crate) mod testutil {
     //! Deterministic test data: a small xorshift generator and device upload helpers.
 

@@ -34,13 +34,13 @@ pub enum RoundResult {
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    elem_offset: u32,
-    n_elems: u32,
-    n_units: u32,
-    plane: u32,
-    round: u32,
-    pad: [u32; 3],
+pub(crate) struct Params {
+    pub(crate) elem_offset: u32,
+    pub(crate) n_elems: u32,
+    pub(crate) n_units: u32,
+    pub(crate) plane: u32,
+    pub(crate) round: u32,
+    pub(crate) pad: [u32; 3],
 }
 
 /// Streaming exact quantile of every unit (see the module docs for the definition).

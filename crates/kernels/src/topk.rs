@@ -10,16 +10,16 @@ use crate::registry::TopKernel;
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    elem_offset: u32,
-    n_images: u32,
-    n_units: u32,
-    plane: u32,
-    k: u32,
-    first_image: u32,
+pub(crate) struct Params {
+    pub(crate) elem_offset: u32,
+    pub(crate) n_images: u32,
+    pub(crate) n_units: u32,
+    pub(crate) plane: u32,
+    pub(crate) k: u32,
+    pub(crate) first_image: u32,
     /// Invocations per map in `image_max`, a power of two up to 256, and its log2.
-    lanes: u32,
-    lane_shift: u32,
+    pub(crate) lanes: u32,
+    pub(crate) lane_shift: u32,
 }
 
 /// Every unit's top images, in unit order: per unit `(image index, the

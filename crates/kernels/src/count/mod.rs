@@ -74,7 +74,7 @@ pub(crate) mod blocks;
 mod counter;
 mod counts;
 mod labels;
-mod records;
+pub(crate) mod records;
 mod upsample;
 
 pub use blocks::{triangle_index, triangle_len};

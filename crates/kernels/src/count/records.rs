@@ -10,34 +10,34 @@ use super::labels::{CountConfig, HostLabels};
 /// The count shader's uniform `Params`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-pub(super) struct Params {
-    elem_offset: u32,
-    n_images: u32,
-    n_units: u32,
-    h: u32,
-    w: u32,
-    sh: u32,
-    sw: u32,
-    n_labels: u32,
-    n_categories: u32,
+pub(crate) struct Params {
+    pub(crate) elem_offset: u32,
+    pub(crate) n_images: u32,
+    pub(crate) n_units: u32,
+    pub(crate) h: u32,
+    pub(crate) w: u32,
+    pub(crate) sh: u32,
+    pub(crate) sw: u32,
+    pub(crate) n_labels: u32,
+    pub(crate) n_categories: u32,
     /// Always 0: the shader's `opaque` selects on it to block fused multiply-adds.
-    never: u32,
+    pub(crate) never: u32,
     /// Where the unit pixels and the two unions start in the accumulators, in u64 words.
-    acc_unit_pixels: u32,
-    acc_cat_original: u32,
-    acc_cat_lite: u32,
+    pub(crate) acc_unit_pixels: u32,
+    pub(crate) acc_cat_original: u32,
+    pub(crate) acc_cat_lite: u32,
     /// How many rows (columns) share one bit of a live set (log2).
-    row_shift: u32,
-    col_shift: u32,
+    pub(crate) row_shift: u32,
+    pub(crate) col_shift: u32,
     /// Invocations per map in `mark_live` (a power of two up to 256) and its log2.
-    live_lanes: u32,
-    live_lane_shift: u32,
+    pub(crate) live_lanes: u32,
+    pub(crate) live_lane_shift: u32,
     /// Workgroups of 128 seg columns per map in `count_pixels`.
-    col_blocks: u32,
+    pub(crate) col_blocks: u32,
     /// The significance moments' block grid (`Moments::grid_of`); with the fields above, a
     /// whole number of 16-byte rows, as uniform buffers are laid out.
-    grid_rows: u32,
-    grid_cols: u32,
+    pub(crate) grid_rows: u32,
+    pub(crate) grid_cols: u32,
 }
 
 impl Params {
@@ -91,18 +91,18 @@ fn live_shift(n: u32) -> u32 {
 /// The count shader's `ImageRecord`: what `count_pixels` and `fold_units` need of one image.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
-pub(super) struct ImageRecord {
+pub(crate) struct ImageRecord {
     /// Bits of the primary categories present in the image, in any plane or as an image-level
     /// label (the original union rule).
-    present_categories: u32,
+    pub(crate) present_categories: u32,
     /// Bits of the primary categories of the image's image-level labels.
-    image_label_categories: u32,
+    pub(crate) image_label_categories: u32,
     /// The image's first entry in the batch's image-level label list, and its number of entries.
-    first_image_label: u32,
-    n_image_labels: u32,
+    pub(crate) first_image_label: u32,
+    pub(crate) n_image_labels: u32,
     /// The image's first label plane in the batch's planes, and its number of planes.
-    first_plane: u32,
-    n_planes: u32,
+    pub(crate) first_plane: u32,
+    pub(crate) n_planes: u32,
 }
 
 /// The labels of one batch as the count shader reads them.
@@ -165,84 +165,7 @@ impl PackedLabels {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::count::{AxisSample, ImageLabel, LabelPlane, Upsample};
-    use crate::registry::{COUNT, source};
-    use wgpu::naga;
-
-    /// The members (name, offset) and the span of the struct `name` of a WGSL module.
-    fn wgsl_layout(module: &naga::Module, name: &str) -> (Vec<(String, u32)>, u32) {
-        let (_, ty) = (module.types.iter())
-            .find(|(_, ty)| ty.name.as_deref() == Some(name))
-            .unwrap_or_else(|| panic!("count.wgsl has no type {name}"));
-        match &ty.inner {
-            naga::TypeInner::Struct { members, span } => {
-                let members = members.iter().map(|m| {
-                    let name = m.name.clone().unwrap_or_default();
-                    (name, m.offset)
-                });
-                (members.collect(), *span)
-            }
-            other => panic!("{name} is not a struct in count.wgsl: {other:?}"),
-        }
-    }
-
-    /// The fields (name, offset) and the size of a Rust struct, in the form of [`wgsl_layout`].
-    macro_rules! rust_layout {
-        ($ty:ty { $($field:ident),+ $(,)? }) => {
-            (
-                vec![$((stringify!($field).to_string(), std::mem::offset_of!($ty, $field) as u32)),+],
-                std::mem::size_of::<$ty>() as u32,
-            )
-        };
-    }
-
-    #[test]
-    fn records_match_the_count_shader_structs() {
-        let src = source(COUNT).expect("count shader registered");
-        let module = naga::front::wgsl::parse_str(src).expect("count.wgsl parses");
-        let cases = [
-            (
-                "Params",
-                rust_layout!(Params {
-                    elem_offset,
-                    n_images,
-                    n_units,
-                    h,
-                    w,
-                    sh,
-                    sw,
-                    n_labels,
-                    n_categories,
-                    never,
-                    acc_unit_pixels,
-                    acc_cat_original,
-                    acc_cat_lite,
-                    row_shift,
-                    col_shift,
-                    live_lanes,
-                    live_lane_shift,
-                    col_blocks,
-                    grid_rows,
-                    grid_cols,
-                }),
-            ),
-            (
-                "ImageRecord",
-                rust_layout!(ImageRecord {
-                    present_categories,
-                    image_label_categories,
-                    first_image_label,
-                    n_image_labels,
-                    first_plane,
-                    n_planes,
-                }),
-            ),
-            ("AxisSample", rust_layout!(AxisSample { i0, i1, w0, w1 })),
-        ];
-        for (name, want) in cases {
-            assert_eq!(wgsl_layout(&module, name), want, "{name}");
-        }
-    }
+    use crate::count::{ImageLabel, LabelPlane, Upsample};
 
     #[test]
     fn live_shift_folds_rows_into_32_bits() {
