@@ -1,6 +1,8 @@
 //! Where a job runs: the backend asked for, turned into a
 //! [`Dissector`] with its activation cache budget.
 
+use std::path::Path;
+
 use dissect::{Dissector, ErrorKind};
 
 use crate::error::{Error, Kind, Result};
@@ -37,22 +39,27 @@ impl EngineSpec {
     }
 
     /// The dissector, with its activation cache budget; both are noted.
-    pub fn start(&self, events: &mut dyn Events) -> Result<Dissector> {
+    /// On the CPU backend the cache file lives in `cache_dir` (the folder
+    /// that holds the results, whose disk then bounds it), else in the
+    /// system's temporary folder.
+    pub fn start(&self, events: &mut dyn Events, cache_dir: Option<&Path>) -> Result<Dissector> {
         let mut dissector = self.dissector(events)?;
+        dissector.cache_dir = cache_dir.map(Path::to_path_buf);
         let cache_note = match self.cache_mib {
             Some(mib) => {
                 dissector.cache_budget_bytes = mib.saturating_mul(1 << 20);
-                "--cache-mib"
+                "--cache-mib".to_string()
             }
             None => {
-                let (bytes, why) = dissector.default_cache_budget();
-                dissector.cache_budget_bytes = bytes;
-                why
+                let budget = dissector.default_cache_budget();
+                dissector.cache_budget_bytes = budget.bytes;
+                budget.why
             }
         };
         events.note(&format!("running on: {}", dissector.adapter_line()));
         events.note(&format!(
-            "activation cache: {} MiB ({cache_note})",
+            "activation cache: {} MiB ({cache_note}); activations beyond it run the network \
+             again, those before it are replayed",
             dissector.cache_budget_bytes >> 20
         ));
         Ok(dissector)
@@ -133,13 +140,29 @@ mod tests {
             cache_mib: Some(3),
         };
         let mut events = crate::events::Recorded::default();
-        let d = spec.start(&mut events).unwrap();
+        let d = spec.start(&mut events, None).unwrap();
         assert_eq!(d.cache_budget_bytes, 3 << 20);
+        // By default the disk that holds the results bounds the cache, and
+        // the note says which folder and why.
+        let tmp = tempfile::tempdir().unwrap();
+        let spec = EngineSpec {
+            cache_mib: None,
+            ..spec
+        };
+        let mut by_disk = crate::events::Recorded::default();
+        let d = spec.start(&mut by_disk, Some(tmp.path())).unwrap();
+        assert_eq!(d.cache_dir.as_deref(), Some(tmp.path()));
+        let note = by_disk
+            .notes
+            .iter()
+            .find(|n| n.starts_with("activation cache:"));
+        let note = note.expect("a note of the cache");
+        assert!(note.contains(&tmp.path().display().to_string()), "{note}");
         assert!(
             events
                 .notes
                 .iter()
-                .any(|n| n == "activation cache: 3 MiB (--cache-mib)"),
+                .any(|n| n.starts_with("activation cache: 3 MiB (--cache-mib)")),
             "{:?}",
             events.notes
         );

@@ -94,7 +94,10 @@ impl Job<'_> {
         &self,
         events: &mut dyn crate::Events,
     ) -> Result<dissect::Dissector> {
-        let mut dissector = self.engine.start(events)?;
+        // The cache lives beside the results (a resumable run's checkpoint
+        // folder is there too), so their disk bounds it.
+        let cache_dir = self.out.as_deref().map(store::parent_of);
+        let mut dissector = self.engine.start(events, cache_dir)?;
         dissector.stop = self.stop.clone();
         Ok(dissector)
     }

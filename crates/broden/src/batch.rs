@@ -117,6 +117,8 @@ struct Source {
     images: Vec<ImageRecord>,
     known: KnownLabels,
     opts: BatchOptions,
+    /// Batches that end at or before this image decode labels only.
+    pixels_from: usize,
 }
 
 impl Dataset {
@@ -140,6 +142,15 @@ impl Dataset {
     /// sizes. Images are resized bilinearly to the preprocess size when they
     /// differ from it, then [`Preprocess::apply`]ed.
     pub fn batches(&self, opts: &BatchOptions) -> Batches {
+        self.batches_from(opts, 0)
+    }
+
+    /// [`Dataset::batches`], with the pixels of the images before
+    /// `pixels_from` not decoded: a batch that ends at or before it holds
+    /// labels only (as with [`BatchOptions::labels_only`]). A run whose
+    /// activation cache holds only its first images replays those and
+    /// decodes the rest.
+    pub fn batches_from(&self, opts: &BatchOptions, pixels_from: usize) -> Batches {
         let (tx, rx) = sync_channel(opts.prefetch);
         let stop = Arc::new(AtomicBool::new(false));
         let produced = Arc::new(AtomicUsize::new(0));
@@ -148,6 +159,7 @@ impl Dataset {
             images: self.images.clone(),
             known: KnownLabels::of(&self.labels),
             opts: opts.clone(),
+            pixels_from,
         };
         let handle = {
             let (stop, produced) = (stop.clone(), produced.clone());
@@ -219,28 +231,28 @@ fn produce(
 
 fn decode_batch(src: &Source, range: std::ops::Range<usize>) -> Result<Batch, BrodenError> {
     let p = &src.opts.preprocess;
-    let indices: Vec<usize> = range.collect();
+    let indices: Vec<usize> = range.clone().collect();
     let first = &src.images[indices[0]];
     let labels_of = |i: usize| decode_labels(&src.root, &src.images[i], &src.known);
-    let (pixels, results): (Vec<f32>, Vec<Result<ImageLabels, BrodenError>>) =
-        if src.opts.labels_only {
-            (
-                Vec::new(),
-                indices.par_iter().map(|&i| labels_of(i)).collect(),
-            )
-        } else {
-            let per_image = 3 * p.height as usize * p.width as usize;
-            let mut pixels = vec![0f32; per_image * indices.len()];
-            let results = pixels
-                .par_chunks_mut(per_image)
-                .zip(indices.par_iter())
-                .map(|(out, &i)| {
-                    decode_image(&src.root, &src.images[i], p, out)?;
-                    labels_of(i)
-                })
-                .collect();
-            (pixels, results)
-        };
+    let labels_only = src.opts.labels_only || range.end <= src.pixels_from;
+    let (pixels, results): (Vec<f32>, Vec<Result<ImageLabels, BrodenError>>) = if labels_only {
+        (
+            Vec::new(),
+            indices.par_iter().map(|&i| labels_of(i)).collect(),
+        )
+    } else {
+        let per_image = 3 * p.height as usize * p.width as usize;
+        let mut pixels = vec![0f32; per_image * indices.len()];
+        let results = pixels
+            .par_chunks_mut(per_image)
+            .zip(indices.par_iter())
+            .map(|(out, &i)| {
+                decode_image(&src.root, &src.images[i], p, out)?;
+                labels_of(i)
+            })
+            .collect();
+        (pixels, results)
+    };
     // Report the first failing image in dataset order, whatever the
     // threads' timing.
     let labels = results.into_iter().collect::<Result<Vec<_>, _>>()?;

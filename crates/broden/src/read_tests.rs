@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use image::{Rgb, RgbImage, Rgba, RgbaImage};
 
 use crate::{
-    BatchOptions, BrodenError, Dataset, DatasetOptions, LabelEntry, LabelPlane, Preprocess,
+    Batch, BatchOptions, BrodenError, Dataset, DatasetOptions, LabelEntry, LabelPlane, Preprocess,
 };
 
 fn write(root: &Path, name: &str, text: &str) {
@@ -403,6 +403,26 @@ fn batches_cut_at_size_changes_and_preprocess() {
     let b = ds.batches(&labels_only).next().expect("one").expect("ok");
     assert!(b.pixels.is_empty());
     assert_eq!(b.labels[0], *l);
+
+    // Pixels from image 2 on: the first batch of two (a cache replays it)
+    // has labels only, the next ones their pixels, and the labels are the
+    // same as ever.
+    let from: Vec<Batch> = ds
+        .batches_from(&batch_opts(2, 1), 2)
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let all: Vec<Batch> = ds
+        .batches(&batch_opts(2, 1))
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(from.len(), all.len());
+    assert!(from[0].pixels.is_empty());
+    for (got, want) in from.iter().zip(&all).skip(1) {
+        assert_eq!(got.pixels, want.pixels);
+    }
+    for (got, want) in from.iter().zip(&all) {
+        assert_eq!((&got.indices, &got.labels), (&want.indices, &want.labels));
+    }
 }
 
 #[test]

@@ -76,6 +76,10 @@ pub struct Dissector {
     /// Bytes of activations kept between passes; by default
     /// [`Dissector::default_cache_budget`].
     pub cache_budget_bytes: u64,
+    /// The folder whose disk holds the activation cache file on the CPU
+    /// backend (the system's temporary folder when `None`); a resumable
+    /// run keeps its cache in its checkpoint folder instead.
+    pub cache_dir: Option<std::path::PathBuf>,
     /// Set (by a signal handler, say) to stop every run after the batch in
     /// progress with [`DissectError::Stopped`]: a resumable run keeps its
     /// last checkpoint ([`crate::resume`]).
@@ -179,6 +183,7 @@ impl Dissector {
                 gpu::adapter_info(&setup),
             ))),
             cache_budget_bytes: DEFAULT_CACHE_BUDGET,
+            cache_dir: None,
             stop: None,
         })
     }
@@ -193,6 +198,7 @@ impl Dissector {
             device,
             backend: Backend::Device(Arc::new(Gpu::from_parts(dev, queue, info))),
             cache_budget_bytes: DEFAULT_CACHE_BUDGET,
+            cache_dir: None,
             stop: None,
         })
     }
@@ -204,28 +210,30 @@ impl Dissector {
             device: gpu::cpu_device(),
             backend: Backend::Host,
             cache_budget_bytes: 0,
+            cache_dir: None,
             stop: None,
         };
-        d.cache_budget_bytes = d.default_cache_budget().0;
+        d.cache_budget_bytes = d.default_cache_budget().bytes;
         d
     }
 
-    /// The cache budget this machine gives, and where it comes from: on the
-    /// CPU backend a quarter of the host memory available now (Linux
-    /// `MemAvailable`), so that the cache file stays in the page cache; on
-    /// a GPU [`DEFAULT_CACHE_BUDGET`], since wgpu does
-    /// not report an adapter's memory.
-    pub fn default_cache_budget(&self) -> (u64, &'static str) {
-        match (&self.backend, available_host_memory()) {
-            (Backend::Host, Some(bytes)) => (
-                (bytes / 4).clamp(MIN_CACHE_BUDGET, MAX_CACHE_BUDGET),
-                "a quarter of the available host memory",
-            ),
-            (Backend::Host, None) => (DEFAULT_CACHE_BUDGET, "host memory unknown: the default"),
-            (Backend::Device(_), _) => (
-                DEFAULT_CACHE_BUDGET,
-                "the default: wgpu does not report adapter memory",
-            ),
+    /// The cache budget this machine gives, and why (see
+    /// [`crate::budget`]): on the CPU backend the free space of the disk
+    /// that holds [`Dissector::cache_dir`] less a margin, or a quarter of
+    /// the available memory where that folder is on `tmpfs`; on a GPU
+    /// [`DEFAULT_CACHE_BUDGET`], since wgpu does not report an adapter's
+    /// memory.
+    pub fn default_cache_budget(&self) -> crate::budget::Budget {
+        match &self.backend {
+            Backend::Host => {
+                let dir = self.cache_dir.clone().unwrap_or_else(std::env::temp_dir);
+                let space = crate::budget::space_of(&dir);
+                crate::budget::host_budget(&dir, space, crate::budget::available_host_memory())
+            }
+            Backend::Device(_) => crate::budget::Budget {
+                bytes: DEFAULT_CACHE_BUDGET,
+                why: "the default: wgpu does not report adapter memory".into(),
+            },
         }
     }
 
@@ -350,19 +358,7 @@ impl Network for Model {
     }
 }
 
-/// 2 GiB of activations stay on a GPU by default.
-pub const DEFAULT_CACHE_BUDGET: u64 = 2 << 30;
-/// Bounds of the host cache budget taken from the machine.
-const MIN_CACHE_BUDGET: u64 = 256 << 20;
-const MAX_CACHE_BUDGET: u64 = 64 << 30;
-
-/// `MemAvailable` of `/proc/meminfo`, in bytes (Linux only).
-fn available_host_memory() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
+pub use crate::budget::DEFAULT_CACHE_BUDGET;
 
 /// The batch's labels in the kernels' host form.
 pub fn host_labels(batch: &Batch) -> HostLabels {

@@ -8,6 +8,7 @@
 //! `examples/embed.rs`.
 
 mod accel;
+pub mod budget;
 pub mod engine;
 mod error;
 pub mod formula;

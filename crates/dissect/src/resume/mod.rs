@@ -200,7 +200,7 @@ impl Dissector {
                 path: path.clone(),
                 source,
             })?;
-            return Ok(Cache::new(budget, self.gpu().is_none()));
+            return Ok(Cache::new(budget, self.gpu().is_none(), None));
         }
         let (cache, damage) = Cache::in_file(budget, &path, state.cache.as_ref()).map_err(|e| {
             DissectError::Checkpoint {
@@ -318,7 +318,7 @@ impl Resumable<'_, '_> {
             sharded: true,
             given: None,
         };
-        let cache = std::mem::replace(&mut self.cache, Cache::new(0, true));
+        let cache = std::mem::replace(&mut self.cache, Cache::new(0, true, None));
         let (engine, job) = (self.engine, self.job);
         let mut progress = offset_progress(&mut *self.report, 1, range.start, job);
         let run = part_run(engine, job, &sub, part, &mut progress)?;
@@ -346,7 +346,7 @@ impl Resumable<'_, '_> {
             sharded: true,
             given: Some(&thresholds.layers),
         };
-        let cache = std::mem::replace(&mut self.cache, Cache::new(0, true));
+        let cache = std::mem::replace(&mut self.cache, Cache::new(0, true, None));
         let (engine, job) = (self.engine, self.job);
         let mut progress = offset_progress(&mut *self.report, 2, range.start, job);
         let run = part_run(engine, job, &sub, part, &mut progress)?;

@@ -25,7 +25,12 @@ pub(crate) struct Cache {
     budget: u64,
     bytes: u64,
     store: Store,
+    /// A write failed: nothing is kept, every later pass runs the network.
     overflowed: bool,
+    /// A batch did not fit the budget: the batches before it are kept (the
+    /// run's first images), those from it on are not (see
+    /// [`Cache::cached_until`]).
+    full: bool,
 }
 
 /// Where [`Cache`] keeps the activations.
@@ -40,6 +45,9 @@ enum Store {
     File {
         file: Option<std::fs::File>,
         path: Option<PathBuf>,
+        /// Where an unnamed cache file is made (the system's temporary
+        /// folder when `None`).
+        dir: Option<PathBuf>,
         batches: Vec<CachedBatch>,
     },
 }
@@ -74,21 +82,26 @@ pub(crate) struct CacheDamage {
     pub batches_dropped: usize,
 }
 
-/// What a checkpoint records of a cache file: its batches and size, or
-/// that the activations outgrew the budget.
+/// What a checkpoint records of a cache file: its batches and size, that a
+/// write failed, or that a batch did not fit the budget.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct CacheIndex {
     pub bytes: u64,
     pub overflowed: bool,
+    #[serde(default)]
+    pub full: bool,
     pub batches: Vec<CachedBatch>,
 }
 
 impl Cache {
-    pub fn new(budget: u64, on_host: bool) -> Self {
+    /// A cache of `budget` bytes: on the host (a file in `dir`, the
+    /// system's temporary folder when `None`) or on the device.
+    pub fn new(budget: u64, on_host: bool, dir: Option<PathBuf>) -> Self {
         let store = if on_host {
             Store::File {
                 file: None,
                 path: None,
+                dir,
                 batches: Vec::new(),
             }
         } else {
@@ -99,6 +112,7 @@ impl Cache {
             bytes: 0,
             store,
             overflowed: false,
+            full: false,
         }
     }
 
@@ -120,6 +134,7 @@ impl Cache {
                 bytes: 0,
                 store: Store::Device(Vec::new()),
                 overflowed: true,
+                full: false,
             };
             return Ok((cache, None));
         }
@@ -145,9 +160,12 @@ impl Cache {
             store: Store::File {
                 file: Some(file),
                 path: Some(path.to_path_buf()),
+                dir: None,
                 batches: index.batches,
             },
             overflowed: false,
+            // A cut cache takes no more batches after the gap.
+            full: index.full || damage.is_some(),
         };
         Ok((cache, damage))
     }
@@ -166,6 +184,7 @@ impl Cache {
                 file,
                 path: Some(_),
                 batches,
+                ..
             } => {
                 if let Some(file) = file {
                     store::sync_data(file)?;
@@ -173,6 +192,7 @@ impl Cache {
                 Ok(Some(CacheIndex {
                     bytes: self.bytes,
                     overflowed: false,
+                    full: self.full,
                     batches: batches.clone(),
                 }))
             }
@@ -182,11 +202,23 @@ impl Cache {
 
     /// Whether every batch of `batch_size` images of the run's images
     /// `range` is cached.
+    #[cfg(test)]
     pub fn holds(&self, range: std::ops::Range<usize>, batch_size: usize) -> bool {
-        !self.overflowed
-            && range
-                .step_by(batch_size.max(1))
-                .all(|first| self.position(first).is_some())
+        self.cached_until(range.clone(), batch_size) == range.end
+    }
+
+    /// The end of the cached start of the run's images `range` (batches
+    /// of `batch_size` images): the first image from which the batches are
+    /// not all cached; `range.start` when none is.
+    pub fn cached_until(&self, range: std::ops::Range<usize>, batch_size: usize) -> usize {
+        if self.overflowed {
+            return range.start;
+        }
+        let end = range.end;
+        range
+            .step_by(batch_size.max(1))
+            .find(|&first| self.position(first).is_none())
+            .unwrap_or(end)
     }
 
     /// Where the batch that starts at image `first` is in the store.
@@ -205,8 +237,10 @@ impl Cache {
             .iter()
             .map(|a| a.shape().num_elements() as u64 * 4)
             .sum();
-        if self.bytes + bytes > self.budget {
-            self.drop_all();
+        if self.full || self.bytes + bytes > self.budget {
+            // The batches so far stay; this one and the later ones run the
+            // network again.
+            self.full = true;
             return;
         }
         let offset = self.bytes;
@@ -215,10 +249,12 @@ impl Cache {
                 batches.push((first, acts.to_vec()));
                 true
             }
-            Store::File { file, batches, .. } => {
+            Store::File {
+                file, batches, dir, ..
+            } => {
                 let shapes = acts.iter().map(|a| a.dims()).collect();
                 let in_order = batches.last().is_none_or(|b| b.first < first);
-                match write_acts(file, offset, acts) {
+                match write_acts(file, dir.as_deref(), offset, acts) {
                     Ok(crc32) if in_order => {
                         batches.push(CachedBatch {
                             first,
@@ -251,7 +287,7 @@ impl Cache {
     }
 
     pub fn mode(&self) -> CacheMode {
-        if self.overflowed {
+        if self.overflowed || self.full {
             CacheMode::Recomputed
         } else {
             CacheMode::Cached
@@ -286,16 +322,21 @@ impl Cache {
 
 /// Writes `acts` at `offset` of the cache file (in native byte order: the
 /// file is read back on this machine only), creating a temporary one at
-/// the first batch; the CRC-32 of the bytes written.
+/// the first batch (in `dir`, else the system's temporary folder); the
+/// CRC-32 of the bytes written.
 fn write_acts(
     file: &mut Option<std::fs::File>,
+    dir: Option<&Path>,
     offset: u64,
     acts: &[Tensor<4>],
 ) -> std::io::Result<u32> {
     use std::io::{Seek, SeekFrom, Write};
     let file = match file {
         Some(file) => file,
-        None => file.insert(tempfile::tempfile()?),
+        None => file.insert(match dir {
+            Some(dir) => tempfile::tempfile_in(dir)?,
+            None => tempfile::tempfile()?,
+        }),
     };
     file.seek(SeekFrom::Start(offset))?;
     let mut crc = crc32fast::Hasher::new();

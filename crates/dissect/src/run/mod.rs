@@ -5,7 +5,7 @@
 //! Every pass is a [`Run::sweep`] over the dataset: the first runs the
 //! network and keeps the activations while they fit the cache budget; a
 //! later one replays them from the cache, or runs the network again when
-//! they did not fit ([`CacheMode`]).
+//! they did not fit ([`crate::results::CacheMode`]).
 
 mod cache;
 mod collect;
@@ -22,7 +22,7 @@ use crate::accel::{Accumulator, CountBatch, Thresholding};
 use crate::engine::{Dissector, LayerTap, Network, Pass, Progress, host_labels};
 use crate::formula::{BatchBits, Concepts, FormulaScore, LayerSearch};
 use crate::options::Options;
-use crate::results::{CacheMode, Outcome, Timings, TopMaps};
+use crate::results::{Outcome, Timings, TopMaps};
 pub(crate) use crate::score::{Header, LayerTotals, score_layers};
 use crate::score::{label_infos, layer_counts};
 use crate::shard::LayerThresholds;
@@ -209,7 +209,11 @@ impl<'a> Run<'a> {
             taps,
             part,
             batch_opts,
-            cache: Cache::new(cache_budget_bytes, engine.gpu().is_none()),
+            cache: Cache::new(
+                cache_budget_bytes,
+                engine.gpu().is_none(),
+                engine.cache_dir.clone(),
+            ),
             cache_given: false,
             recomputed: false,
             stop: engine.stop.as_deref(),
@@ -511,17 +515,24 @@ impl<'a> Run<'a> {
         self.passes += 1;
         let first = self.passes == 1 && !self.cache_given;
         let images = self.part.base..self.part.base + self.dataset.images.len();
-        let replay = !first
-            && self.cache.mode() == CacheMode::Cached
-            && self.cache.holds(images, self.opts.batch_size);
-        self.recomputed |= !first && !replay;
+        // The batches before `replay_until` come from the cache (all of
+        // them, or the first ones where the budget held only those); the
+        // network runs for the rest.
+        let replay_until = if first {
+            images.start
+        } else {
+            self.cache
+                .cached_until(images.clone(), self.opts.batch_size)
+        };
+        self.recomputed |= !first && replay_until < images.end;
         let opts = BatchOptions {
-            labels_only: replay || self.batch_opts.labels_only,
+            labels_only: replay_until == images.end || self.batch_opts.labels_only,
             ..self.batch_opts.clone()
         };
         let mut done = 0;
         self.report(pass, done);
-        let mut batches = self.dataset.batches(&opts);
+        let pixels_from = replay_until - images.start;
+        let mut batches = self.dataset.batches_from(&opts, pixels_from);
         loop {
             if self.stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
                 let images_done = self.part.base + done;
@@ -541,7 +552,7 @@ impl<'a> Run<'a> {
             }
             let decoded = Instant::now();
             self.timings.decode_secs += (decoded - clock).as_secs_f64();
-            let acts = if replay {
+            let acts = if batch.indices[0] < replay_until {
                 self.cache.get(batch.indices[0], self.engine.device())?
             } else {
                 self.forward(&batch)?
@@ -709,6 +720,7 @@ const FORMULA_MEMORY_LIMIT: u64 = 16 << 30;
 mod tests {
     use super::*;
     use crate::options::Rotate;
+    use crate::results::CacheMode;
 
     /// The device's rotation (one matmul over `[n h w, c]`) against a plain
     /// loop: `y[n, i, y, x] = sum_j Q^a[i][j] act[n, j, y, x]`.
@@ -752,5 +764,84 @@ mod tests {
         };
         let same = rotated(act, &mut None, zero, &device).unwrap();
         assert_eq!(same.into_data().try_to_vec::<f32>().unwrap(), values);
+    }
+
+    /// A network that counts the images it was run on.
+    struct Counting<'a> {
+        net: &'a dyn Network,
+        images: std::cell::Cell<usize>,
+    }
+
+    impl Network for Counting<'_> {
+        fn name(&self) -> String {
+            self.net.name()
+        }
+        fn layer(&self, name: &str) -> Result<LayerTap, DissectError> {
+            self.net.layer(name)
+        }
+        fn forward_layers(
+            &self,
+            input: Tensor<4>,
+            layers: &[LayerTap],
+        ) -> Result<Vec<Tensor<4>>, DissectError> {
+            self.images.set(self.images.get() + input.dims()[0]);
+            self.net.forward_layers(input, layers)
+        }
+    }
+
+    /// A cache budget that holds only the first batches: those are
+    /// replayed and only the rest run the network again; the results are
+    /// those of a run that cached everything and of one that cached
+    /// nothing.
+    #[test]
+    fn a_cache_that_holds_the_first_images_replays_them_and_reruns_the_rest() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("broden");
+        let synth = broden::synth::SynthOptions {
+            images: 14,
+            seed: 5,
+            size: 32,
+            swatch_percent: 20,
+        };
+        broden::synth::generate(&root, &synth).unwrap();
+        let dataset = Dataset::open(&root, &broden::DatasetOptions::default()).unwrap();
+        let mut engine = crate::Dissector::cpu();
+        engine.cache_dir = Some(tmp.path().to_path_buf());
+        let planted = crate::planted::PlantedColors::new(engine.device());
+        let mut preprocess = crate::planted::PlantedColors::preprocess();
+        preprocess.height = 32;
+        preprocess.width = 32;
+        let mut opts = Options::preset(crate::options::Preset::Original, &preprocess);
+        opts.batch_size = 3;
+        let layers = vec!["color4".to_string(), "color16".to_string()];
+        let run = |budget: u64| {
+            let net = Counting {
+                net: &planted,
+                images: std::cell::Cell::new(0),
+            };
+            let o = engine
+                .run_with_cache_budget(&net, &layers, &dataset, &opts, budget, &mut |_| {})
+                .unwrap();
+            (o, net.images.get())
+        };
+        let (all, ran) = run(1 << 30);
+        assert_eq!((all.dissection.mode, ran), (CacheMode::Cached, 14));
+        let (none, ran) = run(0);
+        assert_eq!((none.dissection.mode, ran), (CacheMode::Recomputed, 28));
+        // One batch of both layers: 3 images x 13 units x (8 x 8 + 2 x 2)
+        // values of 4 bytes; room for two batches, not three.
+        let batch = 3 * 13 * (8 * 8 + 2 * 2) * 4;
+        let (part, ran) = run(2 * batch + batch / 2);
+        assert_eq!(part.dissection.mode, CacheMode::Recomputed);
+        assert_eq!(ran, 14 + (14 - 6), "the first six images are replayed");
+        for other in [&all, &none] {
+            assert_eq!(part.counts, other.counts);
+            assert_eq!(part.ious, other.ious);
+            let (a, b) = (&part.dissection.layers, &other.dissection.layers);
+            assert_eq!(
+                serde_json::to_value(a).unwrap(),
+                serde_json::to_value(b).unwrap()
+            );
+        }
     }
 }
