@@ -20,6 +20,8 @@ pub mod write;
 mod read_tests;
 
 #[cfg(test)]
+mod shaped_tests;
+#[cfg(test)]
 mod synth_tests;
 
 pub use batch::{Batch, BatchOptions, Batches, ImageLabels, LabelPlane, load_image};

@@ -156,12 +156,15 @@ pub(crate) fn check_free(root: &Path) -> Result<bool, BrodenError> {
     }
 }
 
-/// Writes `bytes` to a temporary file beside `path`, then renames it, so
-/// that a reader never sees a half-written file.
+/// Writes `bytes` to a temporary file beside `path`, synced, then renames
+/// it, so that a reader never sees a half-written file; the folders are
+/// synced once by [`Writer::finish`].
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BrodenError> {
     let dir = store::parent_of(path);
     std::fs::create_dir_all(dir).map_err(io_error(dir))?;
-    store::write_atomic(path, bytes).map_err(io_error(path))
+    // The files of a dataset are committed whole, by the rename of their
+    // staging folder, which `synth::staged` syncs first.
+    store::write_staged(path, bytes).map_err(io_error(path))
 }
 
 fn encode_png(path: &Path, rgb: &[u8], width: u32, height: u32) -> Result<Vec<u8>, BrodenError> {
@@ -483,6 +486,9 @@ impl Writer {
         let images = self.rows.len();
         rows.extend(self.rows);
         write_csv(&self.root.join("index.csv"), &rows)?;
+        // Each file was synced as it was written; the folders' entries are
+        // synced once, here.
+        store::sync_tree(&self.root).map_err(io_error(&self.root))?;
         Ok(WriteSummary {
             images,
             frequency: self.frequency,

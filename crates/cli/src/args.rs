@@ -173,9 +173,23 @@ pub struct SynthArgs {
     #[arg(long, default_value_t = 224)]
     pub size: u32,
     /// Percentage of images that are texture swatches, as Broden mixes DTD
-    /// in (scene images then carry no texture label).
+    /// in (scene images then carry no texture label). Not with --shape
+    /// broden, which mixes its own.
     #[arg(long, default_value_t = 0)]
     pub swatch_percent: u8,
+    /// `small`: 47 concepts with visual structure a small network learns.
+    /// `broden`: Broden's shape, to measure at its size (use --images
+    /// 63305): its 1,197 labels in six categories as the paper's Table 1
+    /// counts them, long-tailed frequencies, several part files per image,
+    /// multi-label scenes; written in parallel, with progress.
+    #[arg(long, value_enum, default_value_t = ShapeArg::Small)]
+    pub shape: ShapeArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ShapeArg {
+    Small,
+    Broden,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -107,7 +107,27 @@ fn synth(a: &SynthArgs) -> app::Result<()> {
         size: a.size,
         swatch_percent: a.swatch_percent,
     };
-    broden::synth::generate(&a.out, &opts).map_err(|e| {
+    let written = match a.shape {
+        args::ShapeArg::Small => broden::synth::generate(&a.out, &opts),
+        args::ShapeArg::Broden if a.swatch_percent > 0 => {
+            return Err(app::Error::usage(
+                "--swatch-percent goes with --shape small: --shape broden mixes its own sources",
+            ));
+        }
+        args::ShapeArg::Broden => {
+            let shaped = broden::synth::ShapedOptions {
+                images: a.images,
+                seed: a.seed,
+                size: a.size,
+            };
+            let bar = progress::count_bar(a.images as u64, "writing images");
+            let done =
+                broden::synth::generate_shaped(&a.out, &shaped, &|n| bar.set_position(n as u64));
+            bar.finish_and_clear();
+            done
+        }
+    };
+    written.map_err(|e| {
         let shown = format!("generating a synthetic dataset in {}", a.out.display());
         // A folder that cannot be written or a full disk is a failure of
         // the run; options and a non-empty folder are the user's to fix.
@@ -118,12 +138,15 @@ fn synth(a: &SynthArgs) -> app::Result<()> {
         };
         app::Error::context(kind, shown, e)
     })?;
+    let mix = match a.shape {
+        args::ShapeArg::Small => format!("{}% swatches", a.swatch_percent),
+        args::ShapeArg::Broden => "Broden's shape, 1,197 labels".to_string(),
+    };
     println!(
-        "wrote {} images (seed {}, size {}, {}% swatches) to {} in {:.1} s",
+        "wrote {} images (seed {}, size {}, {mix}) to {} in {:.1} s",
         a.images,
         a.seed,
         a.size,
-        a.swatch_percent,
         a.out.display(),
         started.elapsed().as_secs_f64()
     );

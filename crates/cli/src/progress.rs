@@ -167,3 +167,15 @@ impl app::Events for Terminal {
         print_summary(dissection);
     }
 }
+
+/// A bar of `len` things counted, drawn on stderr where it is a terminal.
+pub fn count_bar(len: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>16} [{bar:30}] {pos}/{len}  {per_sec}  eta {eta}")
+            .expect("a valid progress template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(what.to_string());
+    bar
+}

@@ -47,6 +47,34 @@ fn synth_that_cannot_write_fails_the_run_and_leaves_nothing() {
     );
 }
 
+/// `synth --shape broden` writes a set with Broden's 1,197 labels that
+/// `info` reads, and refuses `--swatch-percent`, which it does not use.
+#[test]
+fn synth_of_brodens_shape_is_read_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("shaped");
+    let args = [
+        "synth", "--shape", "broden", "--images", "40", "--size", "32",
+    ];
+    let mut with_out = args.to_vec();
+    with_out.extend(["--out", s(&out)]);
+    let o = netdissect(&with_out);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let said = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        said.contains("wrote 40 images") && said.contains("1,197 labels"),
+        "{said}"
+    );
+    let o = netdissect(&["info", s(&out)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let info = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(info.contains("1197"), "{info}");
+    let mut swatches = with_out.clone();
+    swatches.extend(["--swatch-percent", "5"]);
+    let o = netdissect(&swatches);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
 /// With several checkpoints, a corrupt later one fails before the first
 /// is dissected: exit 3, naming it, and nothing at `--out`.
 #[test]

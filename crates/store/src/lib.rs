@@ -60,6 +60,14 @@ pub fn sync_data(file: &std::fs::File) -> std::io::Result<()> {
 /// the temporary file is synced, renamed over `path`, and the folder
 /// synced. The temporary file is removed when a step fails.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_staged(path, bytes)?;
+    sync_dir(parent_of(path))
+}
+
+/// Writes `bytes` to `path` as [`write_atomic`] does, but leaves the folder
+/// unsynced: for the many files of a folder that is committed whole later,
+/// which [`sync_tree`] syncs once before the commit.
+pub fn write_staged(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = parent_of(path);
     let tmp = dir.join(temp_file_name(&name_of(path)));
     let result = (|| {
@@ -71,7 +79,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    result?;
+    result
+}
+
+/// Syncs the folder `dir` and every folder below it (not the files, which
+/// [`write_staged`] synced): before a staged folder is renamed into place.
+pub fn sync_tree(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            sync_tree(&entry.path())?;
+        }
+    }
     sync_dir(dir)
 }
 

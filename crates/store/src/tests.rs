@@ -64,3 +64,15 @@ fn names_beside_a_path() {
     assert_eq!(with_suffix(Path::new("a/b"), ".old"), Path::new("a/b.old"));
     assert!(temp_file_name("x").starts_with(".x."));
 }
+
+#[test]
+fn staged_files_land_whole_and_the_tree_syncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let deep = dir.path().join("images/a");
+    std::fs::create_dir_all(&deep).unwrap();
+    write_staged(&deep.join("x.png"), b"png").unwrap();
+    assert_eq!(std::fs::read(deep.join("x.png")).unwrap(), b"png");
+    assert_eq!(names(&deep), ["x.png"]);
+    sync_tree(dir.path()).unwrap();
+    assert!(sync_tree(&dir.path().join("missing")).is_err());
+}

@@ -23,9 +23,11 @@
 //! output for a seed.
 
 mod paint;
+mod shaped;
 mod staged;
 
 pub use paint::COLOR_RGB;
+pub use shaped::{BRODEN_LABELS, Inventory, ShapedImage, ShapedOptions, render as render_shaped};
 
 use std::path::Path;
 
@@ -295,6 +297,26 @@ const CHUNK: usize = 64;
 pub fn generate(out: &Path, opts: &SynthOptions) -> Result<SynthReport, BrodenError> {
     opts.check()?;
     staged::staged(out, |dir| write_dataset(dir, opts))
+}
+
+/// Writes a probe set of Broden's shape ([`shaped`]: its label inventory,
+/// long-tailed frequencies, part layers, multi-label scenes) to `out`, as
+/// [`generate`] writes the small one: the same options give the same
+/// files, written through a staging folder. `progress` is called with the
+/// images done as they are written.
+pub fn generate_shaped(
+    out: &Path,
+    opts: &ShapedOptions,
+    progress: &(dyn Fn(usize) + Sync),
+) -> Result<SynthReport, BrodenError> {
+    let check = SynthOptions {
+        images: opts.images,
+        seed: opts.seed,
+        size: opts.size,
+        swatch_percent: 0,
+    };
+    check.check()?;
+    staged::staged(out, |dir| shaped::write(dir, opts, progress))
 }
 
 /// Writes the dataset of `opts` into the empty folder `out`.

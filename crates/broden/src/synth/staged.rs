@@ -19,6 +19,7 @@ pub(super) fn staged<T>(
     let staging = claim_staging(out)?;
     // Renaming a folder onto an empty one replaces it (POSIX `rename`).
     let result = write(&staging).and_then(|value| {
+        store::sync_tree(&staging).map_err(io_error(&staging))?;
         store::rename(&staging, out).map_err(io_error(out))?;
         Ok(value)
     });
