@@ -79,6 +79,8 @@ run_folder! {
     ShardThresholds: Naming::Fixed(dissect::shard::files::THRESHOLDS_JSON),
     /// `<layer>-candidates.u32`: a phase-1 shard's threshold candidates.
     Candidates: Naming::PerLayer(dissect::shard::files::CANDIDATES_SUFFIX),
+    /// `<layer>-counts.u64`: a phase-2 shard's counts and moments.
+    Counts: Naming::PerLayer(dissect::shard::files::COUNTS_SUFFIX),
     /// A temp file of [`crate::write_atomic`], left behind when a write was
     /// stopped.
     Temp: Naming::Temp,

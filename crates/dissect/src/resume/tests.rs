@@ -358,6 +358,7 @@ fn every_damaged_checkpoint_file_is_named_or_recomputed() {
                 let read = (name == STATE_JSON && !matches!(how, Damage::Deleted))
                     || name == "shard.json"
                     || name.ends_with(".u32")
+                    || name.ends_with(".u64")
                     || file.parent() == Some(&f.dir) && name == "thresholds.json"
                     || swapped && other.parent() == Some(&f.dir) && !other.ends_with(ACTIVATIONS);
                 match resumed {

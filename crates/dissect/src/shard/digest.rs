@@ -31,8 +31,8 @@ pub struct DigestInput<'a> {
 
 /// The format of the shard files, bumped when what they hold changes
 /// within a tool version (`moments-1`: counts carry the significance
-/// moments).
-const SHARD_FORMAT: &str = "moments-1";
+/// moments; `counts-u64-1`: counts in a binary file per layer).
+const SHARD_FORMAT: &str = "counts-u64-1";
 
 /// A hex SHA-256 of everything a sharded run's shards must agree on: the
 /// tool's version and shard format, the network, the layers, the options, the checkpoint's

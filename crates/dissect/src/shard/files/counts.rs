@@ -1,6 +1,7 @@
-//! Phase 2's shard folder: per layer its counts in `shard.json`, and the
-//! maps of the top images it holds in `<layer>-topmaps.f32`, with a copy of
-//! the merged thresholds it counted with.
+//! Phase 2's shard folder: per layer the sizes of its counts in
+//! `shard.json`, the counts in `<layer>-counts.u64`, and the maps of the top
+//! images it holds in `<layer>-topmaps.f32`, with a copy of the merged
+//! thresholds it counted with.
 
 use std::path::{Path, PathBuf};
 
@@ -10,92 +11,95 @@ use serde::{Deserialize, Serialize};
 use super::seal::{bytes_digest, check_bytes};
 use super::thresholds::thresholds_json;
 use super::{
-    COUNTS_PHASE, Phase, SHARD_JSON, ShardFile, ShardLayerFile, THRESHOLDS_JSON, io_error,
-    malformed, wrong_phase,
+    COUNTS_PHASE, COUNTS_SUFFIX, Phase, SHARD_JSON, ShardFile, ShardLayerFile, THRESHOLDS_JSON,
+    io_error, malformed, wrong_phase,
 };
 use crate::DissectError;
-use crate::results::{TopMaps, top_maps_file_name};
+use crate::results::{TopMaps, safe_file_stem, top_maps_file_name};
 use crate::shard::{CountShard, LayerMeta, MergedThresholds};
 
-/// Phase 2 of a layer in `shard.json`: its counts and where its maps are.
+/// Phase 2 of a layer in `shard.json`: the sizes of its counts, the binary
+/// file that holds them (`<layer>-counts.u64`: every list of [`Counts`],
+/// moments included, as little-endian u64 one after the other in the order
+/// of [`COUNT_LISTS`]) and where its maps are. At Broden's 1,197 labels the
+/// counts of a 512-unit layer are tens of MB: as JSON, every checkpoint
+/// wrote and parsed them as text.
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct CountsFile {
-    intersect: Vec<u64>,
-    label_pixels: Vec<u64>,
-    unit_pixels: Vec<u64>,
-    unit_category_original: Vec<u64>,
-    unit_category_lite: Vec<u64>,
-    /// [`kernels::Moments`], flattened.
     images: u64,
-    unit_blocks: Vec<u64>,
-    unit_gram: Vec<u64>,
-    unit_max: Vec<u64>,
-    label_blocks: Vec<u64>,
-    label_gram: Vec<u64>,
-    label_max: Vec<u64>,
-    label_layers: Vec<u64>,
     seg: [u32; 2],
     grid: [u32; 2],
     n_labels: u32,
     n_categories: u32,
+    counts_file: String,
+    /// The SHA-256 of `counts_file`.
+    counts_sha256: String,
     top_maps_file: String,
     /// The SHA-256 of `top_maps_file`.
     top_maps_sha256: String,
 }
 
+/// The lists of a layer's counts in its counts file, in order.
+const COUNT_LISTS: [&str; 12] = [
+    "intersect",
+    "label_pixels",
+    "unit_pixels",
+    "unit_category_original",
+    "unit_category_lite",
+    "unit_blocks",
+    "unit_gram",
+    "unit_max",
+    "label_blocks",
+    "label_gram",
+    "label_max",
+    "label_layers",
+];
+
+/// The lists of `c`, in the order of [`COUNT_LISTS`].
+fn count_lists(c: &Counts) -> [&[u64]; 12] {
+    let m = &c.moments;
+    [
+        &c.intersect,
+        &c.label_pixels,
+        &c.unit_pixels,
+        &c.unit_category_original,
+        &c.unit_category_lite,
+        &m.unit_blocks,
+        &m.unit_gram,
+        &m.unit_max,
+        &m.label_blocks,
+        &m.label_gram,
+        &m.label_max,
+        &m.label_layers,
+    ]
+}
+
 impl CountsFile {
-    /// `c` as `shard.json` records it, its maps in `top_maps_file` of
-    /// digest `top_maps_sha256`.
-    fn of(c: &Counts, top_maps_file: String, top_maps_sha256: String) -> Self {
+    /// `c` as `shard.json` records it, its lists in `counts_file` and its
+    /// maps in `top_maps_file`, of the digests given.
+    fn of(c: &Counts, counts: (String, String), top_maps: (String, String)) -> Self {
         CountsFile {
-            intersect: c.intersect.clone(),
-            label_pixels: c.label_pixels.clone(),
-            unit_pixels: c.unit_pixels.clone(),
-            unit_category_original: c.unit_category_original.clone(),
-            unit_category_lite: c.unit_category_lite.clone(),
             images: c.moments.images,
-            unit_blocks: c.moments.unit_blocks.clone(),
-            unit_gram: c.moments.unit_gram.clone(),
-            unit_max: c.moments.unit_max.clone(),
-            label_blocks: c.moments.label_blocks.clone(),
-            label_gram: c.moments.label_gram.clone(),
-            label_max: c.moments.label_max.clone(),
-            label_layers: c.moments.label_layers.clone(),
             seg: c.moments.seg,
             grid: c.moments.grid,
             n_labels: c.n_labels,
             n_categories: c.n_categories,
-            top_maps_file,
-            top_maps_sha256,
+            counts_file: counts.0,
+            counts_sha256: counts.1,
+            top_maps_file: top_maps.0,
+            top_maps_sha256: top_maps.1,
         }
     }
 
-    /// Errors unless every list of counts has the length that the layer
-    /// `meta` and the numbers of labels and categories give it: the sizes
-    /// the file claims are checked before anything is allocated from them.
-    fn check_sizes(&self, json_path: &Path, meta: &LayerMeta) -> Result<(), DissectError> {
-        let units = meta.units;
+    /// The length of each list of [`COUNT_LISTS`] that the layer `meta` and
+    /// the numbers of labels, categories and blocks give it: the sizes are
+    /// checked before anything is allocated from them.
+    fn list_lengths(&self, json_path: &Path, meta: &LayerMeta) -> Result<[u64; 12], DissectError> {
         let (u, nl, nc) = (
-            u64::from(units),
+            u64::from(meta.units),
             u64::from(self.n_labels),
             u64::from(self.n_categories),
         );
-        let check = |len: usize, want: Option<u64>, what: &str| {
-            if want == Some(len as u64) {
-                return Ok(());
-            }
-            Err(malformed(
-                json_path,
-                format!(
-                    "layer {}: {what} has {len} counts, not the {} of {units} units, {} labels \
-                     and {} categories",
-                    meta.name,
-                    want.map_or("(too many)".to_string(), |w| w.to_string()),
-                    self.n_labels,
-                    self.n_categories
-                ),
-            ))
-        };
         // Moments: empty when nothing was counted, else sized by the grid.
         let counted = u64::from(self.seg[0] != 0 && self.seg[1] != 0);
         let grid_ok = |v: u32| (1..=kernels::GRID_MAX).contains(&v);
@@ -114,57 +118,83 @@ impl CountsFile {
         let triangle = blocks * (blocks + 1) / 2;
         let per_unit = |n: u64| u.checked_mul(n);
         let per_label = |n: u64| nl.checked_mul(n);
-        for (len, want, what) in [
-            (self.intersect.len(), per_unit(nl), "intersect"),
-            (self.label_pixels.len(), Some(nl), "label_pixels"),
-            (self.unit_pixels.len(), Some(u), "unit_pixels"),
-            (
-                self.unit_category_original.len(),
-                per_unit(nc),
-                "unit_category_original",
-            ),
-            (
-                self.unit_category_lite.len(),
-                per_unit(nc),
-                "unit_category_lite",
-            ),
-            (self.unit_blocks.len(), per_unit(blocks), "unit_blocks"),
-            (self.unit_gram.len(), per_unit(triangle), "unit_gram"),
-            (self.unit_max.len(), per_unit(counted), "unit_max"),
-            (self.label_blocks.len(), per_label(blocks), "label_blocks"),
-            (self.label_gram.len(), per_label(triangle), "label_gram"),
-            (self.label_max.len(), per_label(counted), "label_max"),
-            (self.label_layers.len(), per_label(counted), "label_layers"),
-        ] {
-            check(len, want, what)?;
+        let lengths = [
+            per_unit(nl),
+            Some(nl),
+            Some(u),
+            per_unit(nc),
+            per_unit(nc),
+            per_unit(blocks),
+            per_unit(triangle),
+            per_unit(counted),
+            per_label(blocks),
+            per_label(triangle),
+            per_label(counted),
+            per_label(counted),
+        ];
+        let mut out = [0; 12];
+        for (o, (len, what)) in out.iter_mut().zip(lengths.into_iter().zip(COUNT_LISTS)) {
+            *o = len.ok_or_else(|| {
+                malformed(json_path, format!("layer {}: {what} too large", meta.name))
+            })?;
         }
-        Ok(())
+        Ok(out)
     }
 
-    /// The counts of a layer of `n_units` units.
-    fn into_counts(self, n_units: u32) -> Counts {
-        Counts {
-            n_units,
+    /// The counts of the layer `meta`, read from its counts file in `dir`
+    /// (checked for its size and digest).
+    fn read_counts(&self, dir: &Path, meta: &LayerMeta) -> Result<Counts, DissectError> {
+        let lengths = self.list_lengths(&dir.join(SHARD_JSON), meta)?;
+        let path = dir.join(&self.counts_file);
+        let total = lengths.iter().try_fold(0u64, |a, &n| a.checked_add(n));
+        let want = total.and_then(|t| t.checked_mul(8));
+        let len = std::fs::metadata(&path)
+            .map_err(|e| io_error(&path, e))?
+            .len();
+        if want != Some(len) {
+            return Err(malformed(
+                &path,
+                format!(
+                    "layer {}: {len} bytes, not the {} of {} units, {} labels, {} categories and \
+                     a {:?} block grid",
+                    meta.name,
+                    want.map_or("(too many)".to_string(), |w| w.to_string()),
+                    meta.units,
+                    self.n_labels,
+                    self.n_categories,
+                    self.grid
+                ),
+            ));
+        }
+        let bytes = std::fs::read(&path).map_err(|e| io_error(&path, e))?;
+        check_bytes(&path, &bytes, &self.counts_sha256)?;
+        let mut words = bytes
+            .chunks_exact(8)
+            .map(|b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]));
+        let mut lists = lengths.map(|n| words.by_ref().take(n as usize).collect::<Vec<u64>>());
+        let mut take = |i: usize| std::mem::take(&mut lists[i]);
+        Ok(Counts {
+            n_units: meta.units,
             n_labels: self.n_labels,
             n_categories: self.n_categories,
-            intersect: self.intersect,
-            label_pixels: self.label_pixels,
-            unit_pixels: self.unit_pixels,
-            unit_category_original: self.unit_category_original,
-            unit_category_lite: self.unit_category_lite,
+            intersect: take(0),
+            label_pixels: take(1),
+            unit_pixels: take(2),
+            unit_category_original: take(3),
+            unit_category_lite: take(4),
             moments: Moments {
                 seg: self.seg,
                 grid: self.grid,
                 images: self.images,
-                unit_blocks: self.unit_blocks,
-                unit_gram: self.unit_gram,
-                unit_max: self.unit_max,
-                label_blocks: self.label_blocks,
-                label_gram: self.label_gram,
-                label_max: self.label_max,
-                label_layers: self.label_layers,
+                unit_blocks: take(5),
+                unit_gram: take(6),
+                unit_max: take(7),
+                label_blocks: take(8),
+                label_gram: take(9),
+                label_max: take(10),
+                label_layers: take(11),
             },
-        }
+        })
     }
 }
 
@@ -184,12 +214,18 @@ pub fn write_count_shard(
     for ((meta, c), maps) in shard.layers.iter().zip(&shard.counts).zip(&shard.top_maps) {
         let name = top_maps_file_name(&meta.name);
         let bytes: Vec<u8> = maps.values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let sha256 = bytes_digest(&bytes);
-        files.push((name.clone(), bytes));
+        let top_maps = (name.clone(), bytes_digest(&bytes));
+        files.push((name, bytes));
+        let name = format!("{}{COUNTS_SUFFIX}", safe_file_stem(&meta.name));
+        let bytes: Vec<u8> = (count_lists(c).iter())
+            .flat_map(|list| list.iter().flat_map(|v| v.to_le_bytes()))
+            .collect();
+        let counts = (name.clone(), bytes_digest(&bytes));
+        files.push((name, bytes));
         layers.push(ShardLayerFile {
             meta: meta.clone(),
             candidates: None,
-            counts: Some(CountsFile::of(c, name, sha256)),
+            counts: Some(CountsFile::of(c, counts, top_maps)),
         });
     }
     let fingerprint = Some(shard.thresholds.clone());
@@ -206,9 +242,8 @@ pub fn read_count_shard(dir: &Path) -> Result<CountShard, DissectError> {
     let (mut layers, mut counts, mut top_maps) = (Vec::new(), Vec::new(), Vec::new());
     for l in file.layers {
         let c = (l.counts).ok_or_else(|| wrong_phase(dir, COUNTS_PHASE))?;
-        c.check_sizes(&dir.join(SHARD_JSON), &l.meta)?;
+        counts.push(c.read_counts(dir, &l.meta)?);
         top_maps.push(read_top_maps(dir, &l.meta, k, &c)?);
-        counts.push(c.into_counts(l.meta.units));
         layers.push(l.meta);
     }
     Ok(CountShard {

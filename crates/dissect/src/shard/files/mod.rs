@@ -47,6 +47,8 @@ pub const SHARD_JSON: &str = "shard.json";
 pub const THRESHOLDS_JSON: &str = "thresholds.json";
 /// The suffix of a layer's threshold candidates.
 pub const CANDIDATES_SUFFIX: &str = "-candidates.u32";
+/// The suffix of a phase-2 layer's counts file.
+pub const COUNTS_SUFFIX: &str = "-counts.u64";
 
 /// The file that marks a complete results folder (the report crate
 /// writes it), which a shard folder given by mistake may hold instead.

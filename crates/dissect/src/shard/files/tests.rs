@@ -174,7 +174,9 @@ fn a_count_shard_reads_back_as_written() {
     assert_eq!(
         entries(tmp.path()),
         [
+            "a_b_c-counts.u64",
             "a_b_c-topmaps.f32",
+            "l1-counts.u64",
             "l1-topmaps.f32",
             SHARD_JSON,
             THRESHOLDS_JSON
@@ -327,11 +329,18 @@ const REFUSALS: &[Refusal] = &[
         phase: 2,
         damage: |dir| {
             edit_and_reseal(&dir.join(SHARD_JSON), |v| {
-                v["layers"][0]["counts"]["intersect"] = serde_json::json!([1, 2]);
+                v["layers"][0]["counts"]["n_labels"] = 5.into();
             });
         },
         read: read_phase_2,
-        words: &[SHARD_JSON, "layer l1: intersect has 2 counts, not the 12"],
+        words: &["l1-counts.u64", "layer l1:", "bytes, not the", "5 labels"],
+    },
+    Refusal {
+        what: "a flipped byte in a counts file",
+        phase: 2,
+        damage: |dir| flip_last_byte(&dir.join("l1-counts.u64")),
+        read: read_phase_2,
+        words: &["l1-counts.u64", CHANGED],
     },
     Refusal {
         what: "a malformed copy of the thresholds",
@@ -359,25 +368,22 @@ const REFUSALS: &[Refusal] = &[
         phase: 2,
         damage: |dir| {
             edit_json(&dir.join(SHARD_JSON), |v| {
-                v["layers"][1]["counts"]["unit_pixels"][2] = 4.into();
+                v["layers"][1]["counts"]["images"] = 4.into();
             });
         },
         read: read_phase_2,
         words: &[SHARD_JSON, CHANGED],
     },
     Refusal {
-        what: "a Gram triangle of the wrong length",
+        what: "a counts file one count short",
         phase: 2,
         damage: |dir| {
-            edit_and_reseal(&dir.join(SHARD_JSON), |v| {
-                v["layers"][0]["counts"]["unit_gram"]
-                    .as_array_mut()
-                    .unwrap()
-                    .pop();
-            });
+            let path = dir.join("l1-counts.u64");
+            let bytes = std::fs::read(&path).unwrap();
+            std::fs::write(&path, &bytes[..bytes.len() - 8]).unwrap();
         },
         read: read_phase_2,
-        words: &[SHARD_JSON, "layer", "unit_gram has 29 counts, not the 30"],
+        words: &["l1-counts.u64", "layer l1:", "bytes, not the"],
     },
     Refusal {
         what: "a block grid beyond the largest",
