@@ -132,14 +132,21 @@ fn interrupt_after_first_checkpoint(child: &std::process::Child, out: &Path, who
     assert!(sent.success());
 }
 
-#[test]
-fn ctrl_c_stops_a_run_that_the_same_command_resumes() {
+/// The dataset of these tests in a new temp folder, and the uninterrupted
+/// run's folder and time.
+fn uninterrupted() -> (tempfile::TempDir, PathBuf, PathBuf, Duration) {
     let tmp = tempfile::tempdir().unwrap();
     let data = synth(tmp.path(), 40, 7, 112, 10);
     let want = tmp.path().join("want");
     let started = Instant::now();
     assert!(run(&data, &want).status.success());
     let whole = started.elapsed();
+    (tmp, data, want, whole)
+}
+
+#[test]
+fn ctrl_c_stops_a_run_that_the_same_command_resumes() {
+    let (tmp, data, want, whole) = uninterrupted();
 
     let out = tmp.path().join("out");
     let child = spawn(&data, &out);
@@ -271,12 +278,7 @@ fn sigint_and_sigterm_in_either_pass_exit_130_and_resume() {
 /// over and ends with the uninterrupted run's folder.
 #[test]
 fn a_damaged_checkpoint_is_named_and_discarded_and_the_next_run_starts_over() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = synth(tmp.path(), 40, 7, 112, 10);
-    let want = tmp.path().join("want");
-    let started = Instant::now();
-    assert!(run(&data, &want).status.success());
-    let whole = started.elapsed();
+    let (tmp, data, want, whole) = uninterrupted();
 
     let out = tmp.path().join("out");
     let child = spawn(&data, &out);

@@ -31,13 +31,12 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use super::paint::{COLOR_RGB, nearest_color};
-use super::{COLORS, SynthReport};
+use super::{CATEGORIES, COLOR, COLORS, MATERIAL, OBJECT, PART, SCENE, SynthReport, TEXTURE};
 use crate::BrodenError;
 use crate::write::{ImageData, LabelSpec, PlaneData, Writer};
 
-/// The categories, in `index.csv` column order.
-pub const CATEGORIES: [&str; 6] = ["color", "object", "part", "material", "scene", "texture"];
-/// Label entries per category: the paper's Table 1.
+/// Label entries per category, in [`CATEGORIES`] order (the small set's
+/// too): the paper's Table 1.
 pub const BRODEN_LABELS: [usize; 6] = [11, 584, 234, 32, 468, 47];
 /// Part entries that are object labels too (`wheel`, `door`, ...), and
 /// material entries that are (`fabric`, ...): 1,376 entries, 1,197 labels.
@@ -45,13 +44,6 @@ const PARTS_ALSO_OBJECTS: usize = 155;
 const MATERIALS_ALSO_OBJECTS: usize = 24;
 /// Zipf exponent of each category's label frequencies (see the module docs).
 const ZIPF: [f64; 6] = [1.17, 1.64, 1.47, 2.00, 0.89, 0.20];
-
-const COLOR: usize = 0;
-const OBJECT: usize = 1;
-const PART: usize = 2;
-const MATERIAL: usize = 3;
-const SCENE: usize = 4;
-const TEXTURE: usize = 5;
 
 /// What to generate.
 #[derive(Debug, Clone, PartialEq, Eq)]
