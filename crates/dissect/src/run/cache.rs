@@ -200,25 +200,37 @@ impl Cache {
         }
     }
 
-    /// Whether every batch of `batch_size` images of the run's images
-    /// `range` is cached.
+    /// Whether every batch of the run's images `range` is cached.
     #[cfg(test)]
-    pub fn holds(&self, range: std::ops::Range<usize>, batch_size: usize) -> bool {
-        self.cached_until(range.clone(), batch_size) == range.end
+    pub fn holds(&self, range: std::ops::Range<usize>) -> bool {
+        self.cached_until(range.clone()) == range.end
     }
 
-    /// The end of the cached start of the run's images `range` (batches
-    /// of `batch_size` images): the first image from which the batches are
-    /// not all cached; `range.start` when none is.
-    pub fn cached_until(&self, range: std::ops::Range<usize>, batch_size: usize) -> usize {
+    /// The end of the cached start of the run's images `range`: from
+    /// `range.start`, batch after cached batch, the first image whose batch
+    /// is not cached (`range.start` when none is). Batches are followed by
+    /// their own sizes, not a stride, since a batch is cut short where the
+    /// segmentation size changes.
+    pub fn cached_until(&self, range: std::ops::Range<usize>) -> usize {
+        let mut at = range.start;
         if self.overflowed {
-            return range.start;
+            return at;
         }
-        let end = range.end;
-        range
-            .step_by(batch_size.max(1))
-            .find(|&first| self.position(first).is_none())
-            .unwrap_or(end)
+        while at < range.end {
+            let Some(images) = self.position(at).map(|i| self.images_of(i)) else {
+                break;
+            };
+            at += images.max(1);
+        }
+        at.min(range.end)
+    }
+
+    /// The images of the store's batch `index`.
+    fn images_of(&self, index: usize) -> usize {
+        match &self.store {
+            Store::Device(batches) => batches[index].1.first().map_or(0, |t| t.dims()[0]),
+            Store::File { batches, .. } => batches[index].shapes.first().map_or(0, |s| s[0]),
+        }
     }
 
     /// Where the batch that starts at image `first` is in the store.
@@ -441,7 +453,7 @@ mod tests {
         let reopen = || Cache::in_file(1 << 30, &path, Some(&index)).unwrap();
         let (cache, damage) = reopen();
         assert_eq!(damage, None);
-        assert!(cache.holds(0..6, 2));
+        assert!(cache.holds(0..6));
         assert_eq!(
             values(&cache.get(4, &device).unwrap()),
             values(&batch(2, &device))
@@ -458,7 +470,7 @@ mod tests {
             batches_dropped: 2,
         };
         assert_eq!(damage, Some(want));
-        assert!(cache.holds(0..2, 2) && !cache.holds(0..6, 2));
+        assert!(cache.holds(0..2) && !cache.holds(0..6));
         assert_eq!(
             values(&cache.get(0, &device).unwrap()),
             values(&batch(0, &device))
@@ -476,10 +488,45 @@ mod tests {
             damage.map(|d| (d.first_image, d.batches_dropped)),
             Some((0, 3))
         );
-        assert!(!cache.holds(0..2, 2));
+        assert!(!cache.holds(0..2));
         drop(cache);
         std::fs::remove_file(&path).unwrap();
         let (_, damage) = reopen();
         assert_eq!(damage.map(|d| d.batches_dropped), Some(3));
+    }
+
+    /// Batches cut short where the segmentation size changes: the cached
+    /// start follows the batches' own sizes, never past a batch that is
+    /// not cached.
+    #[test]
+    fn the_cached_start_follows_batches_of_any_size() {
+        let device = crate::engine::Dissector::cpu().device().clone();
+        let acts = |n: usize| {
+            let values = vec![1.0f32; n * 2];
+            vec![Tensor::<4>::from_data(
+                TensorData::new(values, [n, 2, 1, 1]),
+                &device,
+            )]
+        };
+        for on_host in [false, true] {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = Some(tmp.path().to_path_buf());
+            // Batches [0, 4), [4, 6), [6, 10), [10, 14); room for three.
+            let mut cache = Cache::new(3 * 4 * 2 * 4, on_host, dir);
+            for (first, n) in [(0, 4), (4, 2), (6, 4), (10, 4)] {
+                cache.offer(first, &acts(n));
+            }
+            assert_eq!(cache.cached_until(0..14), 10, "host {on_host}");
+            assert_eq!(cache.cached_until(4..14), 10, "a part from image 4");
+            assert_eq!(cache.cached_until(10..14), 10, "nothing cached there");
+            assert_eq!(cache.mode(), CacheMode::Recomputed);
+            // Room for two: the third batch, which starts off the stride
+            // of four, is not taken for cached.
+            let mut cache = Cache::new(2 * 4 * 2 * 4, on_host, None);
+            for (first, n) in [(0, 4), (4, 2), (6, 4), (10, 4)] {
+                cache.offer(first, &acts(n));
+            }
+            assert_eq!(cache.cached_until(0..14), 6, "host {on_host}");
+        }
     }
 }

@@ -521,8 +521,7 @@ impl<'a> Run<'a> {
         let replay_until = if first {
             images.start
         } else {
-            self.cache
-                .cached_until(images.clone(), self.opts.batch_size)
+            self.cache.cached_until(images.clone())
         };
         self.recomputed |= !first && replay_until < images.end;
         let opts = BatchOptions {
