@@ -212,13 +212,7 @@ fn produce(
         if stop.load(Ordering::Acquire) {
             return;
         }
-        let first = &src.images[start];
-        let seg = (first.sh, first.sw);
-        let end = src.images[start..]
-            .iter()
-            .take(batch_size)
-            .position(|im| (im.sh, im.sw) != seg)
-            .map_or((start + batch_size).min(src.images.len()), |n| start + n);
+        let end = batch_end(&src.images, start, batch_size);
         let result = decode_batch(src, start..end);
         produced.fetch_add(1, Ordering::AcqRel);
         let failed = result.is_err();
@@ -226,6 +220,32 @@ fn produce(
             return;
         }
         start = end;
+    }
+}
+
+/// The end of the batch of at most `batch_size` images that starts at
+/// `images[start]`: cut short where the segmentation size changes.
+fn batch_end(images: &[ImageRecord], start: usize, batch_size: usize) -> usize {
+    let seg = (images[start].sh, images[start].sw);
+    images[start..]
+        .iter()
+        .take(batch_size)
+        .position(|im| (im.sh, im.sw) != seg)
+        .map_or((start + batch_size).min(images.len()), |n| start + n)
+}
+
+impl Dataset {
+    /// The images of each batch [`Dataset::batches`] makes of `batch_size`
+    /// images, in order (what a cache of an earlier pass is matched to).
+    pub fn batch_ranges(&self, batch_size: usize) -> Vec<std::ops::Range<usize>> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        while start < self.images.len() {
+            let end = batch_end(&self.images, start, batch_size.max(1));
+            out.push(start..end);
+            start = end;
+        }
+        out
     }
 }
 

@@ -58,6 +58,15 @@ pub enum DissectError {
         file: std::path::PathBuf,
         message: String,
     },
+    /// A file that could not be read for a reason that may pass (a
+    /// permission, an I/O error, a network file system away): not taken
+    /// for damage, so a checkpoint is kept.
+    #[error("{path}: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// A failure of this program, not of its input.
     #[error("internal error: {0}")]
     Internal(String),
@@ -80,9 +89,10 @@ impl DissectError {
             | DissectError::Checkpoint { .. } => ErrorKind::Input,
             DissectError::Model(M::NotWgpu { .. } | M::Wgpu { .. }) => ErrorKind::Failure,
             DissectError::Model(_) => ErrorKind::Input,
-            DissectError::Kernel(_) | DissectError::Write { .. } | DissectError::Internal(_) => {
-                ErrorKind::Failure
-            }
+            DissectError::Kernel(_)
+            | DissectError::Write { .. }
+            | DissectError::Read { .. }
+            | DissectError::Internal(_) => ErrorKind::Failure,
             DissectError::Stopped { .. } => ErrorKind::Stopped,
         }
     }
@@ -104,5 +114,71 @@ impl DissectError {
             DissectError::Checkpoint { file, .. } => Some(file),
             _ => None,
         }
+    }
+}
+
+/// Whether a failed read of a file says something about the file itself
+/// (missing, not a file, cut short, not text, a link loop): damage. Other
+/// errors (permissions, I/O errors, a network file system away) may pass.
+pub fn is_damage(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    // ELOOP: `ErrorKind::FilesystemLoop` is not stable yet.
+    const ELOOP: i32 = if cfg!(any(target_os = "linux", target_os = "android")) {
+        40
+    } else {
+        62
+    };
+    matches!(
+        e.kind(),
+        K::NotFound | K::InvalidData | K::UnexpectedEof | K::IsADirectory | K::NotADirectory
+    ) || e.raw_os_error() == Some(ELOOP)
+}
+
+/// The error of reading `path` that failed with `e`: a [`DissectError::File`]
+/// where the file is at fault ([`is_damage`]), else [`DissectError::Read`].
+pub(crate) fn read_error(path: &std::path::Path, e: std::io::Error) -> DissectError {
+    if is_damage(&e) {
+        DissectError::File {
+            path: path.to_path_buf(),
+            row: None,
+            message: e.to_string(),
+        }
+    } else {
+        DissectError::Read {
+            path: path.to_path_buf(),
+            source: e,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Error, ErrorKind as K};
+
+    /// A file that is missing, cut short, not text or a link loop is
+    /// damage; a permission, an I/O error or a stale network handle may
+    /// pass, and a checkpoint that meets one is kept.
+    #[test]
+    fn read_failures_split_into_damage_and_what_may_pass() {
+        for (e, damage) in [
+            (Error::from(K::NotFound), true),
+            (Error::from(K::InvalidData), true),
+            (Error::from(K::UnexpectedEof), true),
+            (Error::from(K::PermissionDenied), false),
+            (Error::from_raw_os_error(5), false), // EIO
+            (Error::from(K::TimedOut), false),
+        ] {
+            assert_eq!(is_damage(&e), damage, "{e}");
+            let got = read_error(std::path::Path::new("state.json"), e);
+            let kind = if damage {
+                ErrorKind::Input
+            } else {
+                ErrorKind::Failure
+            };
+            assert_eq!(got.kind(), kind, "{got}");
+        }
+        #[cfg(target_os = "linux")]
+        assert!(is_damage(&Error::from_raw_os_error(40)), "ELOOP");
     }
 }

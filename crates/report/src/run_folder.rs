@@ -162,9 +162,12 @@ pub fn checkpoint_dir(dest: &Path) -> PathBuf {
 /// The longest name of one folder entry that the file systems a run meets
 /// take (Linux's `NAME_MAX`; also macOS's and Windows').
 pub const NAME_MAX: usize = 255;
-/// The longest path the system calls take (Linux's `PATH_MAX`, less its
-/// terminating zero).
+/// The longest path the system calls take (`PATH_MAX`, less its
+/// terminating zero: 4096 on Linux, 1024 on macOS and the BSDs).
+#[cfg(any(target_os = "linux", target_os = "android"))]
 pub const PATH_MAX: usize = 4095;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub const PATH_MAX: usize = 1023;
 
 /// Errors unless every name a run of `layers` makes at `dest` fits
 /// [`NAME_MAX`] and [`PATH_MAX`]: the folders beside it (staging, moved
@@ -179,7 +182,7 @@ pub fn check_names_fit(dest: &Path, layers: &[String]) -> Result<(), ReportError
     let beside = [
         format!("{}{pid}-999.old", crate::swap::staging_prefix(&name)),
         format!(".{name}.lock.{pid}.stale"),
-        format!("..{name}.lock.{pid}.tmp"),
+        format!("..{name}.lock.{pid}-{}-{}.tmp", u64::MAX, u64::MAX),
         format!(".{name}.checkpoint"),
     ];
     let mut inside: Vec<String> = (RunFile::ALL.iter())

@@ -41,13 +41,28 @@ pub fn temp_file_name(name: &str) -> String {
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     {
-        std::fs::File::open(dir)?.sync_all()
+        match std::fs::File::open(dir)?.sync_all() {
+            // Some file systems (FUSE, CIFS, 9p, SMB on macOS) cannot sync
+            // a folder: there a rename is as durable as they make it, and
+            // SQLite, too, goes on.
+            Err(e) if cannot_sync_folders(&e) => Ok(()),
+            done => done,
+        }
     }
     #[cfg(not(unix))]
     {
         let _ = dir;
         Ok(())
     }
+}
+
+/// Whether `e`, from syncing a folder, says the file system cannot
+/// (`EINVAL`, `ENOTSUP`/`EOPNOTSUPP`).
+#[cfg(unix)]
+fn cannot_sync_folders(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(e.kind(), K::InvalidInput | K::Unsupported)
+        || matches!(e.raw_os_error(), Some(22 | 45 | 95 | 102))
 }
 
 /// Syncs the data of `file`, which a commit is about to describe (the
@@ -116,9 +131,12 @@ pub fn rename(from: &Path, to: &Path) -> std::io::Result<()> {
 /// (the one case where a crash can leave it short).
 pub fn create_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = parent_of(path);
-    let tmp = dir.join(temp_file_name(&name_of(path)));
+    let tmp = dir.join(unique_temp_name(&name_of(path)));
     let written = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()
     })();
@@ -130,6 +148,18 @@ pub fn create_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         Err(e) => return Err(e),
     }
     sync_dir(dir)
+}
+
+/// A temporary name for `name` that no other process takes, on this
+/// machine or another one sharing the folder (two containers can both be
+/// process 1): the process number, the time in nanoseconds and a counter.
+fn unique_temp_name(name: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(".{name}.{}-{nanos}-{n}.tmp", std::process::id())
 }
 
 /// Whether `e` says the file system has no hard links.

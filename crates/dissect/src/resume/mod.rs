@@ -202,12 +202,8 @@ impl Dissector {
             })?;
             return Ok(Cache::new(budget, self.gpu().is_none(), None));
         }
-        let (cache, damage) = Cache::in_file(budget, &path, state.cache.as_ref()).map_err(|e| {
-            DissectError::Checkpoint {
-                file: path.clone(),
-                message: e.to_string(),
-            }
-        })?;
+        let (cache, damage) = Cache::in_file(budget, &path, state.cache.as_ref())
+            .map_err(|e| state::in_checkpoint(&path, crate::error::read_error(&path, e)))?;
         if let Some(d) = damage {
             report(Report::Note(&format!(
                 "checkpoint damaged (file {}): the activations cached from image {} on ({} \

@@ -78,7 +78,7 @@ impl State {
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(damaged(&path, e)),
+            Err(e) => return Err(in_checkpoint(&path, crate::error::read_error(&path, e))),
         };
         let state: State = serde_json::from_str(&text)
             .ok()
@@ -296,7 +296,11 @@ pub(super) fn in_checkpoint(fallback: &Path, e: DissectError) -> DissectError {
                 None => message,
             },
         },
-        e @ DissectError::Checkpoint { .. } => e,
+        // Not the checkpoint's fault: it is kept.
+        e @ (DissectError::Checkpoint { .. }
+        | DissectError::Read { .. }
+        | DissectError::Write { .. }
+        | DissectError::Stopped { .. }) => e,
         e => damaged(fallback, e),
     }
 }

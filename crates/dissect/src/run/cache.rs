@@ -33,6 +33,16 @@ pub(crate) struct Cache {
     full: bool,
 }
 
+/// What an offer of a batch to the cache kept.
+enum Kept {
+    /// The batch.
+    Yes,
+    /// The batches before it: a write failed, and the cache is full.
+    Before,
+    /// Nothing: the cache is dropped.
+    Nothing,
+}
+
 /// Where [`Cache`] keeps the activations.
 #[derive(Debug)]
 enum Store {
@@ -211,6 +221,7 @@ impl Cache {
     /// is not cached (`range.start` when none is). Batches are followed by
     /// their own sizes, not a stride, since a batch is cut short where the
     /// segmentation size changes.
+    #[cfg(test)]
     pub fn cached_until(&self, range: std::ops::Range<usize>) -> usize {
         let mut at = range.start;
         if self.overflowed {
@@ -223,6 +234,15 @@ impl Cache {
             at += images.max(1);
         }
         at.min(range.end)
+    }
+
+    /// Whether the batch of `images` images that starts at image `first`
+    /// is cached, as one batch of that size.
+    pub fn holds_batch(&self, first: usize, images: usize) -> bool {
+        !self.overflowed
+            && self
+                .position(first)
+                .is_some_and(|i| self.images_of(i) == images)
     }
 
     /// The images of the store's batch `index`.
@@ -259,7 +279,7 @@ impl Cache {
         let kept = match &mut self.store {
             Store::Device(batches) => {
                 batches.push((first, acts.to_vec()));
-                true
+                Kept::Yes
             }
             Store::File {
                 file, batches, dir, ..
@@ -274,16 +294,23 @@ impl Cache {
                             shapes,
                             crc32,
                         });
-                        true
+                        Kept::Yes
                     }
-                    _ => false,
+                    // A full disk or quota: the batches before this one
+                    // stay, cut back to where it began.
+                    Err(_)
+                        if in_order && file.as_ref().is_some_and(|f| f.set_len(offset).is_ok()) =>
+                    {
+                        Kept::Before
+                    }
+                    _ => Kept::Nothing,
                 }
             }
         };
-        if kept {
-            self.bytes += bytes;
-        } else {
-            self.drop_all();
+        match kept {
+            Kept::Yes => self.bytes += bytes,
+            Kept::Before => self.full = true,
+            Kept::Nothing => self.drop_all(),
         }
     }
 
@@ -527,6 +554,9 @@ mod tests {
                 cache.offer(first, &acts(n));
             }
             assert_eq!(cache.cached_until(0..14), 6, "host {on_host}");
+            // A batch is replayed only as the batch it was cached as.
+            assert!(cache.holds_batch(4, 2));
+            assert!(!cache.holds_batch(4, 4) && !cache.holds_batch(6, 4));
         }
     }
 }

@@ -516,13 +516,19 @@ impl<'a> Run<'a> {
         let first = self.passes == 1 && !self.cache_given;
         let images = self.part.base..self.part.base + self.dataset.images.len();
         // The batches before `replay_until` come from the cache (all of
-        // them, or the first ones where the budget held only those); the
-        // network runs for the rest.
-        let replay_until = if first {
-            images.start
-        } else {
-            self.cache.cached_until(images.clone())
-        };
+        // them, or the first ones where the budget held only those): the
+        // batches this pass makes, each cached as one batch of its size (a
+        // resumed run's parts may cut batches elsewhere than the pass that
+        // filled the cache did). The network runs for the rest.
+        let mut replay_until = images.start;
+        if !first {
+            for r in self.dataset.batch_ranges(self.opts.batch_size) {
+                if !self.cache.holds_batch(images.start + r.start, r.len()) {
+                    break;
+                }
+                replay_until = images.start + r.end;
+            }
+        }
         self.recomputed |= !first && replay_until < images.end;
         let opts = BatchOptions {
             labels_only: replay_until == images.end || self.batch_opts.labels_only,

@@ -262,11 +262,7 @@ pub struct CountShard {
 
 /// A file that cannot be read, as bad input that names it.
 fn io_error(path: &Path, e: std::io::Error) -> DissectError {
-    DissectError::File {
-        path: path.to_path_buf(),
-        row: None,
-        message: e.to_string(),
-    }
+    crate::error::read_error(path, e)
 }
 
 #[cfg(test)]
