@@ -12,6 +12,8 @@
 //! - [`run_shard`]: one shard's phase of a sharded run; [`merge`]: the
 //!   thresholds merge or the final merge of the shards;
 //! - [`explain`]: the units behind a classifier's predictions;
+//! - [`fetch_item`]: Broden or a published checkpoint by name, checked;
+//!   [`resolve_weights`]: `--weights NAME` fetched where it is no file;
 //! - [`compare`], [`regenerate_report`] and [`decode_all`]: on folders
 //!   already written.
 //!
@@ -24,6 +26,7 @@ mod error;
 mod events;
 mod explain;
 mod explain_page;
+mod fetching;
 mod folders;
 mod job;
 mod resume;
@@ -35,6 +38,7 @@ pub use engine::{Backend, EngineSpec};
 pub use error::{Error, Kind, Result};
 pub use events::{Events, Silent};
 pub use explain::{ExplainJob, Explained, Prediction, UnitTerm, explain};
+pub use fetching::{FetchJob, Sources, fetch_item, resolve_weights};
 pub use folders::{CompareJob, Decoded, compare, decode_all, open_dataset, regenerate_report};
 pub use job::{Job, Resume, Settings};
 pub use resume::checkpoint_dir;

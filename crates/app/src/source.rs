@@ -157,7 +157,10 @@ pub fn checkpoints(given: &[PathBuf]) -> Result<Vec<PathBuf>> {
         } else if path.is_file() {
             out.push(path.clone());
         } else {
-            return Err(input(format!("{}: weights file not found", path.display())));
+            return Err(input(format!(
+                "{}: weights file not found (nor the name of a published checkpoint: `netdissect models` lists them)",
+                path.display()
+            )));
         }
     }
     let mut stems = std::collections::BTreeMap::new();

@@ -19,8 +19,15 @@ pub struct Cli {
 pub enum Command {
     /// Dissect layers of a model over a Broden-format dataset.
     Dissect(Box<DissectArgs>),
-    /// List the architectures and their layer (tap) names.
-    Models,
+    /// List the architectures and their layer (tap) names, the published
+    /// checkpoints `--weights NAME` fetches, and the datasets of
+    /// `netdissect fetch`.
+    Models(SourceArgs),
+    /// Download a dataset (`broden1_224`, `broden1_227`, `broden1_384`) or
+    /// a published checkpoint by name (see `netdissect models`): resumed
+    /// after a cut, retried, checked against its digest, unpacked and
+    /// checked through a staging folder.
+    Fetch(FetchArgs),
     /// Validate a Broden-format dataset (its CSV files, then every image
     /// and mask decoded) and print its statistics.
     Info {
@@ -71,6 +78,44 @@ fn parse_grid(text: &str) -> Result<[usize; 2], String> {
         return Err(format!("`{text}` has more cells than can be counted"));
     }
     Ok([h, w])
+}
+
+/// Where `netdissect fetch` and `--weights NAME` find files, beyond the
+/// built-in registry.
+#[derive(Debug, Clone, Args)]
+pub struct SourceArgs {
+    /// A registry file (JSON, see the README) whose items add to or
+    /// replace the built-in ones; also the environment variable
+    /// NETDISSECT_REGISTRY.
+    #[arg(long, value_name = "FILE")]
+    pub registry: Vec<PathBuf>,
+    /// A base URL tried before an item's own mirrors: the item's file name
+    /// is fetched under it (`--mirror http://host/data/` fetches
+    /// `http://host/data/broden1_224.zip`); also the environment variable
+    /// NETDISSECT_MIRROR.
+    #[arg(long, value_name = "URL")]
+    pub mirror: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FetchArgs {
+    /// What to fetch: `broden1_224`, `broden1_227`, `broden1_384`, or a
+    /// checkpoint's name (`netdissect models` lists them).
+    pub name: String,
+    /// For a dataset, the folder that gets `<name>/` (default: the working
+    /// folder); for a checkpoint, instead of PyTorch's checkpoint folder
+    /// ($TORCH_HOME/hub/checkpoints).
+    #[arg(long, value_name = "DIR")]
+    pub to: Option<PathBuf>,
+    /// A copy of the file already at hand (e.g. broden1_224.zip): checked
+    /// and installed instead of downloaded.
+    #[arg(long, value_name = "FILE")]
+    pub from: Option<PathBuf>,
+    #[command(flatten)]
+    pub sources: SourceArgs,
+    /// No progress bars.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -251,12 +296,16 @@ pub struct DissectArgs {
     /// tokens).
     #[arg(long, default_value_t = 0, requires = "token_grid", conflicts_with_all = ["model", "weights"])]
     pub skip_tokens: usize,
-    /// Checkpoint: .pth, .pth.tar or .safetensors. Several checkpoints of
-    /// one architecture (or a quoted glob, e.g. 'ckpt/*.pth') are each
-    /// dissected into a subfolder of --out named after the file, and then
-    /// compared there (compare.html, compare.csv).
+    /// Checkpoint: .pth, .pth.tar or .safetensors, or a published
+    /// checkpoint's name (`resnet18_places365`; `netdissect models` lists
+    /// them), fetched into $TORCH_HOME/hub/checkpoints unless it is there.
+    /// Several checkpoints of one architecture (or a quoted glob, e.g.
+    /// 'ckpt/*.pth') are each dissected into a subfolder of --out named
+    /// after the file, and then compared there (compare.html, compare.csv).
     #[arg(long, num_args = 1..)]
     pub weights: Vec<PathBuf>,
+    #[command(flatten)]
+    pub sources: SourceArgs,
     /// Comma-separated layer names, e.g. `layer3,layer4`.
     #[arg(long, value_delimiter = ',')]
     pub layers: Vec<String>,

@@ -21,6 +21,16 @@ impl From<BackendArg> for Backend {
     }
 }
 
+impl crate::args::SourceArgs {
+    /// The registry files and mirrors these arguments add.
+    pub fn sources(&self) -> app::Sources {
+        app::Sources {
+            registry: self.registry.clone(),
+            mirrors: self.mirror.clone(),
+        }
+    }
+}
+
 impl DissectArgs {
     /// The job these arguments describe.
     pub fn job(&self) -> Job<'static> {

@@ -5,8 +5,9 @@ use dissect::planted::PlantedColors;
 use models::Arch;
 use models::gpu::wgpu;
 
-/// Every network by name, with its input size and its layers.
-pub fn models() {
+/// Every network by name, with its input size and its layers; then what
+/// the registry can fetch.
+pub fn models(sources: &app::Sources) -> app::Result<()> {
     println!(
         "{:<12} input 224  {} (demo network with hand-planted colour detectors)",
         app::PLANTED,
@@ -31,6 +32,33 @@ pub fn models() {
             taps.join(", ")
         );
     }
+    let registry = sources.registry()?;
+    for (kind, heading) in [
+        (
+            fetch::ItemKind::Weights,
+            "published checkpoints (`--weights NAME`, fetched into $TORCH_HOME/hub/checkpoints):",
+        ),
+        (
+            fetch::ItemKind::Broden,
+            "datasets (`netdissect fetch NAME`):",
+        ),
+    ] {
+        println!("\n{heading}");
+        for (name, item, from) in registry.items().filter(|(_, i, _)| i.kind == kind) {
+            let digest = item.checked_by();
+            let from = if from.starts_with('(') {
+                String::new()
+            } else {
+                format!(", from {from}")
+            };
+            println!(
+                "  {name:<22} {:<12} {} ({digest}{from})",
+                item.arch.as_deref().unwrap_or(""),
+                item.about.as_deref().unwrap_or(&item.file)
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Every adapter, in `--device` order.

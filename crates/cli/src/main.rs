@@ -17,7 +17,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use args::{Cli, Command, DissectArgs, SynthArgs};
+use args::{Cli, Command, DissectArgs, FetchArgs, SynthArgs};
 use progress::Terminal;
 
 fn main() -> ExitCode {
@@ -25,10 +25,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Dissect(a) => dissect(&a),
-        Command::Models => {
-            listing::models();
-            Ok(())
-        }
+        Command::Models(a) => listing::models(&a.sources()),
+        Command::Fetch(a) => fetch(&a),
         Command::Devices => {
             listing::devices();
             Ok(())
@@ -69,7 +67,11 @@ fn print_path(path: impl AsRef<Path>) {
 /// `dissect`: a run, a warm-up or one shard.
 fn dissect(a: &DissectArgs) -> app::Result<()> {
     let mut terminal = Terminal::new(a.quiet);
-    let job = a.job();
+    let mut job = a.job();
+    if let app::Source::Model { name, weights } = &mut job.source {
+        let mut bars = progress::FetchBars::new(a.quiet);
+        *weights = app::resolve_weights(weights, name, &a.sources.sources(), &mut bars)?;
+    }
     if a.warm_up {
         app::warm_up(job, &mut terminal)
     } else if let Some(spec) = a.shard_spec() {
@@ -96,6 +98,18 @@ fn info(dir: &Path, no_decode: bool) -> app::Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// `fetch`: a dataset or checkpoint installed; prints where.
+fn fetch(a: &FetchArgs) -> app::Result<()> {
+    let job = app::FetchJob {
+        name: a.name.clone(),
+        to: a.to.clone(),
+        from: a.from.clone(),
+        sources: a.sources.sources(),
+    };
+    let mut bars = progress::FetchBars::new(a.quiet);
+    app::fetch_item(&job, &mut bars).map(print_path)
 }
 
 /// `synth`: a generated Broden-format dataset.

@@ -179,3 +179,62 @@ pub fn count_bar(len: u64, what: &str) -> ProgressBar {
     bar.set_prefix(what.to_string());
     bar
 }
+
+/// The bars and notes of `netdissect fetch` and `--weights NAME`: bytes
+/// with rate and ETA for a download, files for an unpacking.
+#[derive(Debug)]
+pub struct FetchBars {
+    quiet: bool,
+    bar: Option<ProgressBar>,
+}
+
+impl FetchBars {
+    pub fn new(quiet: bool) -> Self {
+        Self { quiet, bar: None }
+    }
+}
+
+impl fetch::Progress for FetchBars {
+    fn begin(&mut self, what: &str, total: Option<u64>, done: u64, unit: fetch::Unit) {
+        if self.quiet {
+            return;
+        }
+        let template = match (unit, total.is_some()) {
+            (fetch::Unit::Bytes, true) => {
+                "{prefix:>20} [{bar:30}] {bytes}/{total_bytes}  {bytes_per_sec}  eta {eta}"
+            }
+            (fetch::Unit::Bytes, false) => "{prefix:>20} {bytes}  {bytes_per_sec}",
+            (fetch::Unit::Files, _) => "{prefix:>20} [{bar:30}] {pos}/{len} files  eta {eta}",
+        };
+        let bar = total.map_or_else(ProgressBar::no_length, ProgressBar::new);
+        bar.set_style(
+            ProgressStyle::with_template(template)
+                .expect("a valid progress template")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(what.to_string());
+        // A resumed download's rate counts this run's bytes only.
+        bar.set_position(done);
+        bar.reset_eta();
+        self.bar = Some(bar);
+    }
+
+    fn advance(&mut self, done: u64) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(done);
+        }
+    }
+
+    fn end(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+
+    fn note(&mut self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.suspend(|| eprintln!("{line}")),
+            None => eprintln!("{line}"),
+        }
+    }
+}
