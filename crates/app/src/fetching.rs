@@ -39,7 +39,21 @@ impl Sources {
         Registry::with_files(&self.registry).map_err(fetch_error)
     }
 
-    /// The mirrors of `item` in the order tried.
+    /// Fails on a mirror of ours or the environment's that is no URL.
+    fn check_mirrors(&self) -> Result<()> {
+        let from_env = std::env::var("NETDISSECT_MIRROR").unwrap_or_default();
+        for (m, from) in (self.mirrors.iter().map(|m| (m.as_str(), "--mirror"))).chain(
+            from_env
+                .split_whitespace()
+                .map(|m| (m, "NETDISSECT_MIRROR")),
+        ) {
+            fetch::check_mirror(m).map_err(|e| Error::usage(format!("{from}: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// The mirrors of `item` in the order tried: ours, the environment's,
+    /// the item's.
     fn mirrors(&self, item: &Item) -> Vec<String> {
         let from_env = std::env::var("NETDISSECT_MIRROR").unwrap_or_default();
         (self.mirrors.iter().cloned())
@@ -67,6 +81,7 @@ pub struct FetchJob {
 /// Fetches `job.name`; returns what was installed (the dataset folder or
 /// the checkpoint file).
 pub fn fetch_item(job: &FetchJob, progress: &mut dyn Progress) -> Result<PathBuf> {
+    job.sources.check_mirrors()?;
     let registry = job.sources.registry()?;
     let item = registry.get(&job.name).map_err(fetch_error)?;
     if let Some(from) = &job.from
@@ -103,11 +118,12 @@ pub fn resolve_weights(
             out.push(path.clone());
             continue;
         }
-        if registry.is_none() {
-            registry = Some(sources.registry()?);
-        }
-        let Some(registry) = &registry else {
-            unreachable!("the registry was just read")
+        let registry = match &mut registry {
+            Some(r) => r,
+            none => {
+                sources.check_mirrors()?;
+                none.insert(sources.registry()?)
+            }
         };
         match registry.get(&text) {
             Ok(item) if item.kind == ItemKind::Weights => {
@@ -127,8 +143,13 @@ pub fn resolve_weights(
                 };
                 out.push(fetch_weights(&job, item, progress)?);
             }
+            Ok(_) => {
+                return Err(Error::usage(format!(
+                    "--weights {text} is a dataset: `netdissect fetch {text}` installs it for --dataset"
+                )));
+            }
             // Not a name: left to the file checks, which say so.
-            _ => out.push(path.clone()),
+            Err(_) => out.push(path.clone()),
         }
     }
     Ok(out)
@@ -137,12 +158,20 @@ pub fn resolve_weights(
 fn fetch_dataset(job: &FetchJob, item: &Item, progress: &mut dyn Progress) -> Result<PathBuf> {
     let to = job.to.clone().unwrap_or_else(|| PathBuf::from("."));
     store::create_dir_all(&to).map_err(|e| Error::context(Kind::Run, to.display(), e))?;
+    let _lock = lock(&to)?;
     let dest = to.join(&job.name);
-    let expect =
-        Expect::of(item.size, item.sha256.as_deref(), &item.file, &dest).map_err(fetch_error)?;
-    if dest.join("index.csv").is_file()
-        && fetch::read_recorded_digest(&dest).is_ok_and(|d| d.is_some())
-    {
+    let expect = Expect::of(
+        item.size,
+        item.sha256.as_deref(),
+        &item.file,
+        item.hash_prefix,
+        &dest,
+    )
+    .map_err(fetch_error)?;
+    // A dataset this command installed has its digest recorded beside it
+    // (the last step before it takes its name).
+    let recorded = fetch::read_recorded_digest(&dest).map_err(fetch_error)?;
+    if dest.join("index.csv").is_file() && recorded.is_some() {
         progress.note(&format!("{} is already there", dest.display()));
         return Ok(dest);
     }
@@ -163,12 +192,19 @@ fn fetch_dataset(job: &FetchJob, item: &Item, progress: &mut dyn Progress) -> Re
                 if failed.is_some() {
                     store::remove(&zip).map_err(|e| Error::context(Kind::Run, zip.display(), e))?;
                 }
-                download(job, item, &zip, &expect, progress)?
+                download(job, item, &zip, &expect, &mut |_| Ok(()), progress)?
             }
         },
     };
     let source = job.from.as_deref().unwrap_or(&zip);
-    if let Err(e) = fetch::unpack_zip(source, &dest, &mut check_broden, progress) {
+    let mut check = |root: &Path| {
+        check_broden(root)?;
+        // The record is the mark of a finished install: written once the
+        // dataset passed, before it takes its name.
+        fetch::record_digest(&dest, &item.file, &digest).map_err(|e| e.to_string())
+    };
+    if let Err(e) = fetch::unpack_zip(source, &dest, &mut check, progress) {
+        let _ = store::remove(&fetch::digest_record_path(&dest));
         if job.from.is_some() {
             return Err(fetch_error(e));
         }
@@ -187,8 +223,8 @@ fn fetch_dataset(job: &FetchJob, item: &Item, progress: &mut dyn Progress) -> Re
             ),
         ));
     }
-    if !expect.has_digest() {
-        record(&dest, item, &digest, progress)?;
+    if item.sha256.is_none() {
+        noted(item, &digest, &dest, progress);
     }
     if job.from.is_none() {
         store::remove(&zip).map_err(|e| Error::context(Kind::Run, zip.display(), e))?;
@@ -197,6 +233,16 @@ fn fetch_dataset(job: &FetchJob, item: &Item, progress: &mut dyn Progress) -> Re
 }
 
 fn fetch_weights(job: &FetchJob, item: &Item, progress: &mut dyn Progress) -> Result<PathBuf> {
+    // Before any download: an architecture the zoo does not know.
+    let arch = match &item.arch {
+        Some(arch) => Some(arch.parse::<ArchChoice>().map_err(|e| {
+            Error::new(
+                Kind::Input,
+                format!("registry item `{}`: `arch`: {}", job.name, chain(&e)),
+            )
+        })?),
+        None => None,
+    };
     let dir = match &job.to {
         Some(dir) => dir.clone(),
         None => fetch::torch_checkpoints_dir().ok_or_else(|| {
@@ -204,9 +250,17 @@ fn fetch_weights(job: &FetchJob, item: &Item, progress: &mut dyn Progress) -> Re
         })?,
     };
     store::create_dir_all(&dir).map_err(|e| Error::context(Kind::Run, dir.display(), e))?;
+    // Shards of one job on a shared folder fetch it once.
+    let _lock = lock(&dir)?;
     let dest = dir.join(&item.file);
-    let expect =
-        Expect::of(item.size, item.sha256.as_deref(), &item.file, &dest).map_err(fetch_error)?;
+    let expect = Expect::of(
+        item.size,
+        item.sha256.as_deref(),
+        &item.file,
+        item.hash_prefix,
+        &dest,
+    )
+    .map_err(fetch_error)?;
     if dest.is_file() {
         let digest = expect.check(&dest).map_err(|e| {
             Error::new(
@@ -222,46 +276,64 @@ fn fetch_weights(job: &FetchJob, item: &Item, progress: &mut dyn Progress) -> Re
         }
         return Ok(dest);
     }
+    let mut check = |path: &Path| match arch {
+        Some(arch) => check_weights(path, arch).map_err(|e| {
+            format!(
+                "does not load as {}: {e}",
+                item.arch.as_deref().unwrap_or("")
+            )
+        }),
+        None => Ok(()),
+    };
     let digest = match &job.from {
         Some(from) => {
             let digest = check_given(from, &expect)?;
+            check(from)
+                .map_err(|e| Error::new(Kind::Input, format!("--from {}: {e}", from.display())))?;
             copy_whole(from, &dest)?;
             digest
         }
-        None => download(job, item, &dest, &expect, progress)?,
+        None => download(job, item, &dest, &expect, &mut check, progress)?,
     };
-    if let Some(arch) = &item.arch
-        && let Err(e) = check_weights(&dest, arch)
-    {
-        let _ = store::remove(&dest);
-        return Err(Error::new(
-            Kind::Input,
-            format!("{}: does not load as {arch}: {e}: removed", dest.display()),
-        ));
-    }
     if !expect.has_digest() {
         record(&dest, item, &digest, progress)?;
     }
     Ok(dest)
 }
 
-/// Downloads `item` to `dest` from the job's mirrors, then the item's.
+/// Holds an exclusive lock on the folder `dir` until dropped: one process
+/// at a time downloads and installs into it (the shards of a sharded run
+/// on a shared folder); the others then find the item installed. Where a
+/// folder cannot be opened as a file (Windows), a lock file in it.
+fn lock(dir: &Path) -> Result<std::fs::File> {
+    let opened = if cfg!(unix) {
+        std::fs::File::open(dir)
+    } else {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(".netdissect-fetch.lock"))
+    };
+    let file = opened.map_err(|e| Error::context(Kind::Run, dir.display(), e))?;
+    file.lock()
+        .map_err(|e| Error::context(Kind::Run, format!("locking {}", dir.display()), e))?;
+    Ok(file)
+}
+
+/// Downloads `item` to `dest` from the job's mirrors, then the item's;
+/// `check` sees the file before it takes its name.
 fn download(
     job: &FetchJob,
     item: &Item,
     dest: &Path,
     expect: &Expect,
+    check: &mut dyn FnMut(&Path) -> std::result::Result<(), String>,
     progress: &mut dyn Progress,
 ) -> Result<String> {
     let fetcher = Fetcher::new(Retry::default());
-    (fetcher.download(
-        &item.file,
-        &job.sources.mirrors(item),
-        dest,
-        expect,
-        progress,
-    ))
-    .map_err(fetch_error)
+    let mirrors = job.sources.mirrors(item);
+    (fetcher.download(&item.file, &mirrors, dest, expect, check, progress)).map_err(fetch_error)
 }
 
 /// Checks the user's own copy of a file against the registry.
@@ -293,12 +365,16 @@ fn copy_whole(from: &Path, dest: &Path) -> Result<()> {
 /// Records the first verified download's digest beside what it installed.
 fn record(installed: &Path, item: &Item, digest: &str, progress: &mut dyn Progress) -> Result<()> {
     fetch::record_digest(installed, &item.file, digest).map_err(fetch_error)?;
+    noted(item, digest, installed, progress);
+    Ok(())
+}
+
+fn noted(item: &Item, digest: &str, installed: &Path, progress: &mut dyn Progress) {
     progress.note(&format!(
-        "{}: SHA-256 {digest} (the registry records none): written to {}, and checked on every later use",
+        "{}: SHA-256 {digest} (the registry records none): written to {}; later fetches are checked against it",
         item.file,
         fetch::digest_record_path(installed).display()
     ));
-    Ok(())
 }
 
 /// The checks of an unpacked Broden dataset: it opens (index, categories,
@@ -321,9 +397,8 @@ fn check_broden(root: &Path) -> std::result::Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-/// Whether the checkpoint at `path` loads as `arch`.
-fn check_weights(path: &Path, arch: &str) -> std::result::Result<(), String> {
-    let choice: ArchChoice = arch.parse().map_err(|e| chain(&e))?;
+/// Whether the checkpoint at `path` loads as `choice`.
+fn check_weights(path: &Path, choice: ArchChoice) -> std::result::Result<(), String> {
     let device = models::gpu::cpu_device();
     Model::load(path, choice, &device)
         .map(|_| ())

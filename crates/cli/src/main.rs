@@ -67,10 +67,17 @@ fn print_path(path: impl AsRef<Path>) {
 /// `dissect`: a run, a warm-up or one shard.
 fn dissect(a: &DissectArgs) -> app::Result<()> {
     let mut terminal = Terminal::new(a.quiet);
+    // Names fetched before the job (and its Ctrl-C handler) starts.
+    let weights = match (&a.activations, &a.model) {
+        (None, Some(model)) => {
+            let mut bars = progress::FetchBars::new(a.quiet);
+            app::resolve_weights(&a.weights, model, &a.sources.sources(), &mut bars)?
+        }
+        _ => a.weights.clone(),
+    };
     let mut job = a.job();
-    if let app::Source::Model { name, weights } = &mut job.source {
-        let mut bars = progress::FetchBars::new(a.quiet);
-        *weights = app::resolve_weights(weights, name, &a.sources.sources(), &mut bars)?;
+    if let app::Source::Model { weights: w, .. } = &mut job.source {
+        *w = weights;
     }
     if a.warm_up {
         app::warm_up(job, &mut terminal)

@@ -51,9 +51,8 @@ fn run(args: &[&str], torch_home: &Path) -> Output {
         .env("TORCH_HOME", torch_home)
         .env_remove("NETDISSECT_MIRROR")
         .env_remove("NETDISSECT_REGISTRY")
-        .env_remove("http_proxy")
-        .env_remove("HTTP_PROXY")
-        .env_remove("ALL_PROXY")
+        .env("NO_PROXY", "127.0.0.1")
+        .env("no_proxy", "127.0.0.1")
         .output()
         .expect("the netdissect binary runs")
 }
@@ -280,8 +279,8 @@ ls -A "$1/d""#;
         .arg(env!("CARGO_BIN_EXE_netdissect"))
         .arg(&reg)
         .env("TORCH_HOME", tmp.path())
-        .env_remove("http_proxy")
-        .env_remove("HTTP_PROXY")
+        .env("NO_PROXY", "127.0.0.1")
+        .env("no_proxy", "127.0.0.1")
         .output()
         .expect("unshare (util-linux) runs");
     let (out, err) = (String::from_utf8_lossy(&o.stdout), stderr(&o));
@@ -394,10 +393,11 @@ fn published_weights_by_name_are_fetched_into_torch_home_then_used_from_there() 
         stderr(&o)
     );
 
-    // A download that is no checkpoint of its architecture is removed.
+    // A download that is no checkpoint of its architecture is removed
+    // before it takes its name, and no mirror delivered the file (exit 1).
     write_registry(&server.url());
     let o = dissect("bad", "tiny-resnet", &tmp.path().join("e"));
-    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("does not load as tiny-resnet"),
         "{}",
@@ -408,6 +408,11 @@ fn published_weights_by_name_are_fetched_into_torch_home_then_used_from_there() 
             .join("torch/hub/checkpoints/bad.safetensors")
             .exists()
     );
+
+    // A dataset's name is no checkpoint.
+    let o = dissect("broden1_224", "tiny-resnet", &tmp.path().join("g"));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is a dataset"), "{}", stderr(&o));
 
     // A name the registry does not hold is no file either.
     let o = dissect("nonesuch", "tiny-resnet", &tmp.path().join("f"));
@@ -444,6 +449,75 @@ fn models_lists_the_published_checkpoints_and_datasets() {
     assert_eq!(bad.status.code(), Some(3));
     assert!(
         stderr(&bad).contains("registry /nonexistent.json"),
+        "{}",
+        stderr(&bad)
+    );
+}
+
+/// `--mirror` and `NETDISSECT_MIRROR` come before the registry's mirrors
+/// (here a port nobody serves); with the digest in the registry, the
+/// dataset is found installed on the second run; a mirror that is no URL
+/// is refused.
+#[test]
+fn mirrors_given_come_first_and_a_recorded_digest_marks_the_install() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (server, _) = served_dataset(tmp.path(), &[], Fault::None);
+    let mut item = serde_json::json!({
+        "file": "mini.zip", "mirrors": ["http://127.0.0.1:9/"], "unpack": "zip", "kind": "broden"
+    });
+    let reg = registry(tmp.path(), "mini", item.clone());
+    let to = tmp.path().join("a");
+    let url = server.url();
+    let args = [
+        "fetch",
+        "mini",
+        "--registry",
+        s(&reg),
+        "--to",
+        s(&to),
+        "--mirror",
+        &url,
+        "--quiet",
+    ];
+    let o = run(&args, tmp.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let digest = std::fs::read_to_string(to.join("mini.sha256")).unwrap()[..64].to_string();
+
+    item["sha256"] = serde_json::json!(digest);
+    let reg = registry(tmp.path(), "mini", item);
+    let to = tmp.path().join("b");
+    let args = [
+        "fetch",
+        "mini",
+        "--registry",
+        s(&reg),
+        "--to",
+        s(&to),
+        "--quiet",
+    ];
+    let o = binary()
+        .args(args)
+        .env("NETDISSECT_MIRROR", &url)
+        .env("NO_PROXY", "127.0.0.1")
+        .env("no_proxy", "127.0.0.1")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let again = run(&args, tmp.path());
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("is already there"),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(server.requests().len(), 2, "one download per folder");
+
+    let mut bad = args.to_vec();
+    bad.extend(["--mirror", "host/data"]);
+    let bad = run(&bad, tmp.path());
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("--mirror: mirror `host/data` is not an http"),
         "{}",
         stderr(&bad)
     );

@@ -25,12 +25,14 @@ pub struct Expect {
 
 impl Expect {
     /// The checks of `file`: the registry's size and digest, the digest
-    /// prefix in the file's name, and where the registry has no digest,
-    /// the one recorded beside `recorded_beside` (if any).
+    /// prefix in the file's name where `name_prefix` says it carries one
+    /// (torchvision's), and where the registry has no digest, the one
+    /// recorded beside `recorded_beside` (if any).
     pub fn of(
         size: Option<u64>,
         sha256: Option<&str>,
         file: &str,
+        name_prefix: bool,
         recorded_beside: &Path,
     ) -> Result<Expect, FetchError> {
         let (sha256, sha256_from) = match sha256 {
@@ -47,7 +49,9 @@ impl Expect {
             size,
             sha256,
             sha256_from,
-            prefix: name_prefix(file).map(str::to_string),
+            prefix: name_prefix
+                .then(|| self::name_prefix(file).map(str::to_string))
+                .flatten(),
         })
     }
 
@@ -57,8 +61,7 @@ impl Expect {
         self.sha256.is_some()
     }
 
-    /// Checks the file at `path` (named as `shown` in messages); returns
-    /// its SHA-256.
+    /// Checks the file at `path`; returns its SHA-256.
     pub fn check(&self, path: &Path) -> Result<String, FetchError> {
         let bad = |message: String| FetchError::Digest {
             path: path.to_path_buf(),
@@ -151,7 +154,7 @@ pub fn read_recorded_digest(path: &Path) -> Result<Option<String>, FetchError> {
         .unwrap_or("")
         .to_ascii_lowercase();
     if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(FetchError::Digest {
+        return Err(FetchError::Record {
             path: record,
             message: "holds no SHA-256: remove it, and the file is checked anew".into(),
         });
@@ -175,6 +178,16 @@ mod tests {
             "too short to be a digest"
         );
         assert_eq!(name_prefix("broden1_224.zip"), None);
+        // Only where the registry says the name carries a digest.
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("x");
+        let named = |on| {
+            Expect::of(None, None, "ckpt-20240101.pth", on, &p)
+                .unwrap()
+                .prefix
+        };
+        assert_eq!(named(false), None);
+        assert_eq!(named(true).as_deref(), Some("20240101"));
     }
 
     #[test]
@@ -230,7 +243,7 @@ mod tests {
         let text = std::fs::read_to_string(tmp.path().join("w.pth.sha256")).unwrap();
         assert_eq!(text, format!("{}  w.pth\n", "ab".repeat(32)));
         assert_eq!(read_recorded_digest(&path).unwrap(), Some("ab".repeat(32)));
-        let expect = Expect::of(None, None, "w.pth", &path).unwrap();
+        let expect = Expect::of(None, None, "w.pth", false, &path).unwrap();
         assert_eq!(expect.sha256, Some("ab".repeat(32)));
         assert!(expect.sha256_from.ends_with("w.pth.sha256"));
         std::fs::write(tmp.path().join("w.pth.sha256"), "garbage\n").unwrap();

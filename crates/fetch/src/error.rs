@@ -24,6 +24,9 @@ pub enum FetchError {
     /// Every mirror failed; one line per mirror.
     #[error("{file}: no mirror delivered it:\n  {}", .errors.join("\n  "))]
     Mirrors { file: String, errors: Vec<String> },
+    /// A digest record beside a file that holds no digest.
+    #[error("{path}: {message}")]
+    Record { path: PathBuf, message: String },
     /// Reading or writing a local file or folder.
     #[error("{path}: {source}")]
     Io {
@@ -51,6 +54,7 @@ impl FetchError {
             self,
             Self::Unknown { .. }
                 | Self::Registry { .. }
+                | Self::Record { .. }
                 | Self::Zip { .. }
                 | Self::Refused { .. }
                 | Self::Exists { .. }

@@ -73,9 +73,24 @@ enum Failed {
 
 impl Fetcher {
     pub fn new(retry: Retry) -> Self {
+        Self::with_proxy(retry, ureq::Proxy::try_from_env())
+    }
+
+    /// A client that ignores the environment's proxy settings (for servers
+    /// on the loopback address).
+    pub fn direct(retry: Retry) -> Self {
+        Self::with_proxy(retry, None)
+    }
+
+    fn with_proxy(retry: Retry, proxy: Option<ureq::Proxy>) -> Self {
         let config = ureq::Agent::config_builder()
+            .proxy(proxy)
+            // Statuses are ours to read: a 416 says how long the file is.
+            .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(30)))
             .timeout_recv_response(Some(Duration::from_secs(60)))
+            // A stalled body ends the try; the next resumes where it was.
+            .timeout_recv_body(Some(Duration::from_secs(600)))
             .user_agent(concat!("netdissect/", env!("CARGO_PKG_VERSION")))
             .build();
         Self {
@@ -84,28 +99,44 @@ impl Fetcher {
         }
     }
 
-    /// Downloads `file` from the first of `mirrors` that delivers it whole
-    /// and as `expect` says, to `dest` (`<dest>.part` on the way, resumed
-    /// if an earlier run left one). A file that fails its checks is
-    /// removed and the next mirror tried. Returns its SHA-256.
+    /// Downloads `file` from the first of `mirrors` that delivers it whole,
+    /// as `expect` says and passing `check` (which sees the downloaded
+    /// file before it takes its name), to `dest` (`<dest>.part` on the way,
+    /// resumed if an earlier run left one). A file that fails its checks is
+    /// removed and the next mirror tried; a local disk error ends the
+    /// download at once. Returns its SHA-256.
     pub fn download(
         &self,
         file: &str,
         mirrors: &[String],
         dest: &Path,
         expect: &Expect,
+        check: &mut dyn FnMut(&Path) -> Result<(), String>,
         progress: &mut dyn Progress,
     ) -> Result<String, FetchError> {
         let part = store::with_suffix(dest, ".part");
         let mut errors = Vec::new();
-        for mirror in mirrors {
+        for (i, mirror) in mirrors.iter().enumerate() {
+            let next = if i + 1 < mirrors.len() {
+                "; trying the next mirror"
+            } else {
+                ""
+            };
             let url = mirror_url(mirror, file);
-            if let Err(e) = self.transfer(&url, file, &part, expect.size, progress) {
-                progress.note(&format!("{e}; trying the next mirror"));
-                errors.push(e.to_string());
-                continue;
+            match self.transfer(&url, file, &part, expect.size, progress) {
+                Ok(()) => {}
+                Err(e @ FetchError::Io { .. }) => return Err(e),
+                Err(e) => {
+                    progress.note(&format!("{e}{next}"));
+                    errors.push(e.to_string());
+                    continue;
+                }
             }
-            match expect.check(&part) {
+            let checked = expect
+                .check(&part)
+                .map_err(|e| e.to_string())
+                .and_then(|digest| check(&part).map(|()| digest));
+            match checked {
                 Ok(digest) => {
                     store::rename(&part, dest).map_err(FetchError::io(dest))?;
                     return Ok(digest);
@@ -113,7 +144,7 @@ impl Fetcher {
                 Err(e) => {
                     store::remove(&part).map_err(FetchError::io(&part))?;
                     let e = format!("{url}: {e}: removed");
-                    progress.note(&e);
+                    progress.note(&format!("{e}{next}"));
                     errors.push(e);
                 }
             }
@@ -124,7 +155,8 @@ impl Fetcher {
         })
     }
 
-    /// `url` into `part`, with retries.
+    /// `url` into `part`, with retries: `retry.tries` in a row that bring
+    /// no byte end it (a try that brings some starts the count again).
     fn transfer(
         &self,
         url: &str,
@@ -133,29 +165,34 @@ impl Fetcher {
         size: Option<u64>,
         progress: &mut dyn Progress,
     ) -> Result<(), FetchError> {
-        let mut wait = self.retry.first_wait;
         let tries = self.retry.tries.max(1);
-        let mut last = String::new();
-        for attempt in 1..=tries {
-            match self.try_once(url, file, part, size, progress) {
+        let mut wait = self.retry.first_wait;
+        let mut failed = 0;
+        let len = || std::fs::metadata(part).map_or(0, |m| m.len());
+        loop {
+            let before = len();
+            let why = match self.try_once(url, file, part, size, progress) {
                 Ok(()) => return Ok(()),
                 Err(Failed::Fatal(e)) => return Err(e),
-                Err(Failed::Again(why)) => {
-                    if attempt < tries {
-                        progress.note(&format!(
-                            "{url}: {why}; trying again in {wait:?} ({attempt} of {tries} tries)"
-                        ));
-                        std::thread::sleep(wait);
-                        wait = wait.saturating_mul(2);
-                    }
-                    last = why;
-                }
+                Err(Failed::Again(why)) => why,
+            };
+            if len() > before {
+                failed = 0;
+                wait = self.retry.first_wait;
             }
+            failed += 1;
+            if failed >= tries {
+                return Err(FetchError::Transfer {
+                    url: url.to_string(),
+                    message: format!("{why} ({tries} tries in a row)"),
+                });
+            }
+            progress.note(&format!(
+                "{url}: {why}; trying again in {wait:?} ({failed} of {tries} tries)"
+            ));
+            std::thread::sleep(wait);
+            wait = wait.saturating_mul(2);
         }
-        Err(FetchError::Transfer {
-            url: url.to_string(),
-            message: format!("{last} ({tries} tries)"),
-        })
     }
 
     /// One request: the rest of `part`, or all of it.
@@ -187,32 +224,20 @@ impl Fetcher {
         }
         let response = match request.call() {
             Ok(r) => r,
-            // The range starts at or past the end: what we have is no
-            // prefix of the file; start over.
-            Err(ureq::Error::StatusCode(416)) => {
-                truncate(part).map_err(io)?;
-                return Err(Failed::Again(
-                    "the server refused the range asked for: starting over".into(),
-                ));
-            }
-            Err(ureq::Error::StatusCode(status))
-                if status == 408 || status == 429 || status >= 500 =>
-            {
-                return Err(Failed::Again(format!("the server answered HTTP {status}")));
-            }
-            Err(ureq::Error::StatusCode(status)) => {
-                return Err(Failed::Fatal(FetchError::Status {
-                    url: url.to_string(),
-                    status,
-                }));
-            }
-            Err(e @ (ureq::Error::BadUri(_) | ureq::Error::HostNotFound)) => {
+            // The network, worth another try.
+            Err(
+                e @ (ureq::Error::Io(_)
+                | ureq::Error::Timeout(_)
+                | ureq::Error::ConnectionFailed
+                | ureq::Error::Protocol(_)),
+            ) => return Err(Failed::Again(e.to_string())),
+            // A bad URL, an unknown host, TLS, redirects: no retry helps.
+            Err(e) => {
                 return Err(Failed::Fatal(FetchError::Transfer {
                     url: url.to_string(),
                     message: e.to_string(),
                 }));
             }
-            Err(e) => return Err(Failed::Again(e.to_string())),
         };
         let header = |name: &str| {
             (response.headers().get(name))
@@ -222,8 +247,8 @@ impl Fetcher {
         let length = header("content-length").and_then(|v| v.trim().parse::<u64>().ok());
         let (start, total) = match response.status().as_u16() {
             206 => match header("content-range").as_deref().and_then(content_range) {
-                Some((start, total)) if start == have => {
-                    (start, total.or(length.map(|l| start + l)))
+                Some((Some(start), total)) if start == have => {
+                    (start, total.or(length.and_then(|l| start.checked_add(l))))
                 }
                 _ => {
                     truncate(part).map_err(io)?;
@@ -239,6 +264,21 @@ impl Fetcher {
                     ));
                 }
                 (0, length)
+            }
+            // The range starts at or past the end: done if the server's
+            // length is ours, else what we have is no prefix of the file.
+            416 => {
+                let total = header("content-range").as_deref().and_then(content_range);
+                if matches!(total, Some((None, Some(t))) if t == have) && have > 0 {
+                    return Ok(());
+                }
+                truncate(part).map_err(io)?;
+                return Err(Failed::Again(
+                    "the server refused the range asked for: starting over".into(),
+                ));
+            }
+            status @ (408 | 429 | 500..) => {
+                return Err(Failed::Again(format!("the server answered HTTP {status}")));
             }
             status => {
                 return Err(Failed::Fatal(FetchError::Status {
@@ -274,6 +314,17 @@ impl Fetcher {
                     out.write_all(&buf[..n]).map_err(io)?;
                     done += n as u64;
                     progress.advance(done);
+                    if let Some(limit) = total.or(size)
+                        && done > limit
+                    {
+                        progress.end();
+                        return Err(Failed::Fatal(FetchError::Transfer {
+                            url: url.to_string(),
+                            message: format!(
+                                "the server sent more than the {limit} bytes of the file"
+                            ),
+                        }));
+                    }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => break Err(e),
@@ -306,17 +357,20 @@ fn truncate(part: &Path) -> std::io::Result<()> {
     }
 }
 
-/// The first byte and the total of a `Content-Range: bytes A-B/T` header
-/// (`T` may be `*`).
-fn content_range(value: &str) -> Option<(u64, Option<u64>)> {
+/// The first byte and the total of a `Content-Range` header: `bytes A-B/T`
+/// (`T` may be `*`) or, answering an unsatisfiable range, `bytes */T`.
+fn content_range(value: &str) -> Option<(Option<u64>, Option<u64>)> {
     let rest = value.trim().strip_prefix("bytes")?.trim_start();
     let (range, total) = rest.split_once('/')?;
-    let (first, _) = range.split_once('-')?;
     let total = match total.trim() {
         "*" => None,
         t => Some(t.parse().ok()?),
     };
-    Some((first.trim().parse().ok()?, total))
+    if range.trim() == "*" {
+        return Some((None, total));
+    }
+    let (first, _) = range.split_once('-')?;
+    Some((Some(first.trim().parse().ok()?), total))
 }
 
 #[cfg(test)]
@@ -325,8 +379,12 @@ mod tests {
 
     #[test]
     fn content_ranges_are_parsed() {
-        assert_eq!(content_range("bytes 100-199/200"), Some((100, Some(200))));
-        assert_eq!(content_range("bytes 5-9/*"), Some((5, None)));
+        assert_eq!(
+            content_range("bytes 100-199/200"),
+            Some((Some(100), Some(200)))
+        );
+        assert_eq!(content_range("bytes 5-9/*"), Some((Some(5), None)));
+        assert_eq!(content_range("bytes */300"), Some((None, Some(300))));
         assert_eq!(content_range("items 1-2/3"), None);
         assert_eq!(content_range("bytes x-2/3"), None);
     }

@@ -33,6 +33,6 @@ mod unzip;
 pub use digest::{Expect, digest_record_path, read_recorded_digest, record_digest, sha256_file};
 pub use error::FetchError;
 pub use http::{Fetcher, Progress, Quiet, Retry, Unit};
-pub use registry::{Item, ItemKind, Registry, Unpack, mirror_url};
+pub use registry::{Item, ItemKind, Registry, Unpack, check_mirror, mirror_url};
 pub use torch::torch_checkpoints_dir;
 pub use unzip::unpack_zip;

@@ -52,6 +52,11 @@ pub struct Item {
     /// Its SHA-256 (hex), where published.
     #[serde(default)]
     pub sha256: Option<String>,
+    /// The file name carries the first hex digits of its SHA-256 after its
+    /// last `-` (torchvision's `resnet18-f37072fd.pth`), checked as
+    /// `torch.hub` checks them.
+    #[serde(default)]
+    pub hash_prefix: bool,
     /// Base URLs under which `file` is fetched, tried in order.
     pub mirrors: Vec<String>,
     #[serde(default)]
@@ -70,7 +75,7 @@ impl Item {
     pub fn checked_by(&self) -> &'static str {
         if self.sha256.is_some() {
             "SHA-256 in the registry"
-        } else if crate::digest::name_prefix(&self.file).is_some() {
+        } else if self.hash_prefix && crate::digest::name_prefix(&self.file).is_some() {
             "SHA-256 prefix in its name, as torch.hub checks it"
         } else {
             "SHA-256 recorded at its first download"
@@ -169,12 +174,23 @@ impl Registry {
 
 /// Validates `item` and normalises its digest to lower case.
 fn check_item(name: &str, item: &mut Item) -> Result<(), String> {
-    if name.is_empty() || name.contains(['/', '\\']) {
-        return Err("a name is a plain word, without slashes".into());
+    let word = |w: &str, extra: &[u8]| {
+        !w.is_empty()
+            && !w.starts_with('.')
+            && (w.bytes())
+                .all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b) || extra.contains(&b))
+    };
+    if !word(name, b"") {
+        return Err("a name is letters, digits, `_` and `-`".into());
     }
     let file = &item.file;
-    if file.is_empty() || file.contains(['/', '\\']) || file == "." || file == ".." {
-        return Err(format!("`file` must be a plain file name, not `{file}`"));
+    if !word(file, b".+") {
+        return Err(format!(
+            "`file` must be a plain file name of letters, digits, `.`, `_`, `-` and `+`, not `{file}`"
+        ));
+    }
+    if file == name {
+        return Err("`file` must differ from the item's name (a dataset unpacks into a folder of that name)".into());
     }
     if let Some(digest) = &mut item.sha256 {
         *digest = digest.to_ascii_lowercase();
@@ -199,6 +215,17 @@ fn check_item(name: &str, item: &mut Item) -> Result<(), String> {
         }
         _ => Ok(()),
     }
+}
+
+/// Fails unless `mirror` is an `http://` or `https://` URL with a host.
+pub fn check_mirror(mirror: &str) -> Result<(), String> {
+    let rest = (mirror.strip_prefix("http://"))
+        .or_else(|| mirror.strip_prefix("https://"))
+        .ok_or_else(|| format!("mirror `{mirror}` is not an http:// or https:// URL"))?;
+    if rest.is_empty() || rest.starts_with('/') || mirror.contains(char::is_whitespace) {
+        return Err(format!("mirror `{mirror}` names no host"));
+    }
+    Ok(())
 }
 
 /// The URL of `file` under the base URL `mirror` (a `/` added between

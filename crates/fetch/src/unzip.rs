@@ -70,17 +70,36 @@ fn extract(zip: &Path, to: &Path, progress: &mut dyn Progress) -> Result<(), Fet
                 std::fs::create_dir_all(&dir).map_err(FetchError::io(&dir))?;
             }
             let mut f = std::fs::File::create(&out).map_err(FetchError::io(&out))?;
-            // A short or corrupt entry fails its CRC here; a full disk
-            // fails the write.
-            std::io::copy(&mut entry, &mut f).map_err(|e| match e.kind() {
-                std::io::ErrorKind::InvalidData => bad(format!("{}: {e}", rel.display())),
-                _ => FetchError::io(&out)(e),
+            copy_entry(&mut entry, &mut f).map_err(|e| match e {
+                Copy::Read(e) => bad(format!("{}: {e}", rel.display())),
+                Copy::Write(e) => FetchError::io(&out)(e),
             })?;
         }
         progress.advance(i as u64 + 1);
     }
     progress.end();
     Ok(())
+}
+
+/// What failed while copying an entry: reading it (the zip is bad: a
+/// short entry, a corrupt stream, a CRC) or writing it (the disk).
+enum Copy {
+    Read(std::io::Error),
+    Write(std::io::Error),
+}
+
+fn copy_entry(entry: &mut impl std::io::Read, out: &mut std::fs::File) -> Result<(), Copy> {
+    use std::io::Write;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match entry.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Copy::Read(e)),
+        };
+        out.write_all(&buf[..n]).map_err(Copy::Write)?;
+    }
 }
 
 /// `staging`, or its one top folder when it holds nothing else.

@@ -31,7 +31,7 @@ fn serve(name: &str, bytes: &[u8], fault: Fault) -> Server {
 }
 
 fn fast() -> Fetcher {
-    Fetcher::new(Retry {
+    Fetcher::direct(Retry {
         tries: 3,
         first_wait: Duration::from_millis(20),
     })
@@ -78,7 +78,14 @@ fn a_whole_download_is_checked_and_takes_its_name() {
     };
     let mut watched = Watched::default();
     let digest = fast()
-        .download("w.bin", &[server.url()], &dest, &expect, &mut watched)
+        .download(
+            "w.bin",
+            &[server.url()],
+            &dest,
+            &expect,
+            &mut |_| Ok(()),
+            &mut watched,
+        )
         .unwrap();
     assert_eq!(Some(digest), expect.sha256);
     assert_eq!(std::fs::read(&dest).unwrap(), bytes);
@@ -106,7 +113,14 @@ fn a_cut_connection_is_resumed_with_a_range_request() {
     };
     let mut watched = Watched::default();
     fast()
-        .download("w.bin", &[server.url()], &dest, &expect, &mut watched)
+        .download(
+            "w.bin",
+            &[server.url()],
+            &dest,
+            &expect,
+            &mut |_| Ok(()),
+            &mut watched,
+        )
         .unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), bytes);
     let seen = server.requests();
@@ -140,6 +154,7 @@ fn a_partial_file_of_an_earlier_run_is_resumed() {
             &[server.url()],
             &dest,
             &expect,
+            &mut |_| Ok(()),
             &mut Watched::default(),
         )
         .unwrap();
@@ -161,7 +176,14 @@ fn a_server_without_ranges_restarts_the_file() {
         ..Expect::default()
     };
     fast()
-        .download("w.bin", &[server.url()], &dest, &expect, &mut watched)
+        .download(
+            "w.bin",
+            &[server.url()],
+            &dest,
+            &expect,
+            &mut |_| Ok(()),
+            &mut watched,
+        )
         .unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), bytes);
     assert!(
@@ -219,6 +241,7 @@ fn pythons_http_server_without_ranges_delivers_the_file() {
         &[format!("http://127.0.0.1:{port}/data/")],
         &dest,
         &expect,
+        &mut |_| Ok(()),
         &mut watched,
     );
     let _ = python.kill();
@@ -245,6 +268,7 @@ fn a_wrong_digest_is_refused_and_the_file_removed() {
             &[server.url()],
             &dest,
             &expect,
+            &mut |_| Ok(()),
             &mut Watched::default(),
         )
         .unwrap_err()
@@ -271,6 +295,7 @@ fn a_failing_mirror_gives_way_to_the_next() {
             &[broken.url(), missing.url(), good.url()],
             &dest,
             &Expect::default(),
+            &mut |_| Ok(()),
             &mut watched,
         )
         .unwrap();
@@ -292,6 +317,7 @@ fn a_failing_mirror_gives_way_to_the_next() {
             &[broken.url(), missing.url()],
             &tmp.path().join("x"),
             &Expect::default(),
+            &mut |_| Ok(()),
             &mut Watched::default(),
         )
         .unwrap_err()
@@ -317,6 +343,7 @@ fn a_server_sending_another_size_than_the_registry_is_refused() {
             &[server.url()],
             &tmp.path().join("w.bin"),
             &expect,
+            &mut |_| Ok(()),
             &mut Watched::default(),
         )
         .unwrap_err()
@@ -326,4 +353,84 @@ fn a_server_sending_another_size_than_the_registry_is_refused() {
         "{e}"
     );
     assert_eq!(server.requests().len(), 1, "not retried");
+}
+
+#[test]
+fn a_complete_part_answered_416_is_not_downloaded_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bytes = payload(30_000);
+    let server = serve("w.bin", &bytes, Fault::None);
+    let dest = tmp.path().join("w.bin");
+    // A run killed after its last byte, before the rename: its size
+    // unknown to the registry, the server says the range is past the end.
+    std::fs::write(tmp.path().join("w.bin.part"), &bytes).unwrap();
+    fast()
+        .download(
+            "w.bin",
+            &[server.url()],
+            &dest,
+            &Expect::default(),
+            &mut |_| Ok(()),
+            &mut Watched::default(),
+        )
+        .unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+    let seen = server.requests();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].range.as_deref(), Some("bytes=30000-"));
+}
+
+#[test]
+fn a_part_longer_than_the_file_starts_over() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bytes = payload(30_000);
+    let server = serve("w.bin", &bytes, Fault::None);
+    let dest = tmp.path().join("w.bin");
+    std::fs::write(tmp.path().join("w.bin.part"), vec![1u8; 40_000]).unwrap();
+    let expect = Expect {
+        size: Some(30_000),
+        ..Expect::default()
+    };
+    fast()
+        .download(
+            "w.bin",
+            &[server.url()],
+            &dest,
+            &expect,
+            &mut |_| Ok(()),
+            &mut Watched::default(),
+        )
+        .unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+    assert_eq!(server.requests()[0].range, None);
+}
+
+#[test]
+fn a_file_its_check_refuses_is_removed_and_the_next_mirror_tried() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wrong = serve("w.bin", b"not what we want", Fault::None);
+    let right = serve("w.bin", b"WANTED", Fault::None);
+    let dest = tmp.path().join("w.bin");
+    let mut check = |p: &Path| {
+        (std::fs::read(p).unwrap() == b"WANTED")
+            .then_some(())
+            .ok_or_else(|| "does not load".to_string())
+    };
+    let mut watched = Watched::default();
+    fast()
+        .download(
+            "w.bin",
+            &[wrong.url(), right.url()],
+            &dest,
+            &Expect::default(),
+            &mut check,
+            &mut watched,
+        )
+        .unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), b"WANTED");
+    assert!(
+        watched.notes[0].contains("does not load: removed; trying the next mirror"),
+        "{:?}",
+        watched.notes
+    );
 }
