@@ -157,17 +157,8 @@ pub fn resolve_weights(
 
 fn fetch_dataset(job: &FetchJob, item: &Item, progress: &mut dyn Progress) -> Result<PathBuf> {
     let to = job.to.clone().unwrap_or_else(|| PathBuf::from("."));
-    store::create_dir_all(&to).map_err(|e| Error::context(Kind::Run, to.display(), e))?;
-    let _lock = lock(&to)?;
     let dest = to.join(&job.name);
-    let expect = Expect::of(
-        item.size,
-        item.sha256.as_deref(),
-        &item.file,
-        item.hash_prefix,
-        &dest,
-    )
-    .map_err(fetch_error)?;
+    let (_lock, expect) = claim(&to, item, &dest)?;
     // A dataset this command installed has its digest recorded beside it
     // (the last step before it takes its name).
     let recorded = fetch::read_recorded_digest(&dest).map_err(fetch_error)?;
@@ -249,18 +240,8 @@ fn fetch_weights(job: &FetchJob, item: &Item, progress: &mut dyn Progress) -> Re
             Error::usage("no home folder to find PyTorch's checkpoint folder in: set TORCH_HOME")
         })?,
     };
-    store::create_dir_all(&dir).map_err(|e| Error::context(Kind::Run, dir.display(), e))?;
-    // Shards of one job on a shared folder fetch it once.
-    let _lock = lock(&dir)?;
     let dest = dir.join(&item.file);
-    let expect = Expect::of(
-        item.size,
-        item.sha256.as_deref(),
-        &item.file,
-        item.hash_prefix,
-        &dest,
-    )
-    .map_err(fetch_error)?;
+    let (_lock, expect) = claim(&dir, item, &dest)?;
     if dest.is_file() {
         let digest = expect.check(&dest).map_err(|e| {
             Error::new(
@@ -299,6 +280,24 @@ fn fetch_weights(job: &FetchJob, item: &Item, progress: &mut dyn Progress) -> Re
         record(&dest, item, &digest, progress)?;
     }
     Ok(dest)
+}
+
+/// Creates `dir` and takes its lock (held while the returned file lives:
+/// shards of one run on a shared folder fetch an item once); then what
+/// `dest`, the item installed there, must be.
+fn claim(dir: &Path, item: &Item, dest: &Path) -> Result<(std::fs::File, Expect)> {
+    store::create_dir_all(dir).map_err(|e| Error::context(Kind::Run, dir.display(), e))?;
+    let lock = lock(dir)?;
+    let hash_prefix = item.hash_prefix;
+    let expect = Expect::of(
+        item.size,
+        item.sha256.as_deref(),
+        &item.file,
+        hash_prefix,
+        dest,
+    )
+    .map_err(fetch_error)?;
+    Ok((lock, expect))
 }
 
 /// Holds an exclusive lock on the folder `dir` until dropped: one process

@@ -57,6 +57,22 @@ fn run(args: &[&str], torch_home: &Path) -> Output {
         .expect("the netdissect binary runs")
 }
 
+/// `netdissect fetch mini` of the registry `reg` into `to`, quietly.
+fn fetch_mini(reg: &Path, to: &Path, torch_home: &Path) -> Output {
+    run(
+        &[
+            "fetch",
+            "mini",
+            "--registry",
+            s(reg),
+            "--to",
+            s(to),
+            "--quiet",
+        ],
+        torch_home,
+    )
+}
+
 /// A small generated dataset, zipped as Broden's zips are (one top
 /// folder), served as `mini.zip`.
 fn served_dataset(tmp: &Path, skip: &[&str], fault: Fault) -> (Server, usize) {
@@ -128,18 +144,7 @@ fn a_dataset_is_fetched_checked_installed_and_found_again() {
     // A folder of that name that no fetch made is left alone.
     let other = tmp.path().join("other");
     std::fs::create_dir_all(other.join("mini")).unwrap();
-    let o = run(
-        &[
-            "fetch",
-            "mini",
-            "--registry",
-            s(&reg),
-            "--to",
-            s(&other),
-            "--quiet",
-        ],
-        tmp.path(),
-    );
+    let o = fetch_mini(&reg, &other, tmp.path());
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(stderr(&o).contains("already exists"), "{}", stderr(&o));
 }
@@ -152,18 +157,7 @@ fn a_wrong_digest_is_refused_and_nothing_kept() {
     item["sha256"] = serde_json::json!("ab".repeat(32));
     let reg = registry(tmp.path(), "mini", item);
     let to = tmp.path().join("data");
-    let o = run(
-        &[
-            "fetch",
-            "mini",
-            "--registry",
-            s(&reg),
-            "--to",
-            s(&to),
-            "--quiet",
-        ],
-        tmp.path(),
-    );
+    let o = fetch_mini(&reg, &to, tmp.path());
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let e = stderr(&o);
     assert!(
@@ -180,18 +174,7 @@ fn a_zip_missing_a_category_file_is_refused_and_nothing_installed() {
     let (server, _) = served_dataset(tmp.path(), &["c_part.csv"], Fault::None);
     let reg = registry(tmp.path(), "mini", broden_item(&server));
     let to = tmp.path().join("data");
-    let o = run(
-        &[
-            "fetch",
-            "mini",
-            "--registry",
-            s(&reg),
-            "--to",
-            s(&to),
-            "--quiet",
-        ],
-        tmp.path(),
-    );
+    let o = fetch_mini(&reg, &to, tmp.path());
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     let e = stderr(&o);
     assert!(

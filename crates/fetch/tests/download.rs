@@ -30,6 +30,19 @@ fn serve(name: &str, bytes: &[u8], fault: Fault) -> Server {
     Server::start(HashMap::from([(name.to_string(), bytes.to_vec())]), fault)
 }
 
+/// `w.bin` from `mirrors` to `dest`, no check beyond `expect`, unwatched.
+fn get(mirrors: &[String], dest: &Path, expect: &Expect) -> Result<String, fetch::FetchError> {
+    let mut none = |_: &Path| Ok(());
+    fast().download(
+        "w.bin",
+        mirrors,
+        dest,
+        expect,
+        &mut none,
+        &mut Watched::default(),
+    )
+}
+
 fn fast() -> Fetcher {
     Fetcher::direct(Retry {
         tries: 3,
@@ -148,16 +161,7 @@ fn a_partial_file_of_an_earlier_run_is_resumed() {
         size: Some(100_000),
         ..Expect::default()
     };
-    fast()
-        .download(
-            "w.bin",
-            &[server.url()],
-            &dest,
-            &expect,
-            &mut |_| Ok(()),
-            &mut Watched::default(),
-        )
-        .unwrap();
+    get(&[server.url()], &dest, &expect).unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), bytes);
     assert_eq!(server.requests()[0].range.as_deref(), Some("bytes=40000-"));
 }
@@ -262,15 +266,7 @@ fn a_wrong_digest_is_refused_and_the_file_removed() {
         sha256_from: "the registry".into(),
         ..Expect::default()
     };
-    let e = fast()
-        .download(
-            "w.bin",
-            &[server.url()],
-            &dest,
-            &expect,
-            &mut |_| Ok(()),
-            &mut Watched::default(),
-        )
+    let e = get(&[server.url()], &dest, &expect)
         .unwrap_err()
         .to_string();
     assert!(e.contains("no mirror delivered it"), "{e}");
@@ -311,17 +307,13 @@ fn a_failing_mirror_gives_way_to_the_next() {
     );
 
     // Every mirror failing names each one.
-    let e = fast()
-        .download(
-            "w.bin",
-            &[broken.url(), missing.url()],
-            &tmp.path().join("x"),
-            &Expect::default(),
-            &mut |_| Ok(()),
-            &mut Watched::default(),
-        )
-        .unwrap_err()
-        .to_string();
+    let e = get(
+        &[broken.url(), missing.url()],
+        &tmp.path().join("x"),
+        &Expect::default(),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
         e.contains(&broken.url()) && e.contains(&missing.url()),
         "{e}"
@@ -364,16 +356,7 @@ fn a_complete_part_answered_416_is_not_downloaded_again() {
     // A run killed after its last byte, before the rename: its size
     // unknown to the registry, the server says the range is past the end.
     std::fs::write(tmp.path().join("w.bin.part"), &bytes).unwrap();
-    fast()
-        .download(
-            "w.bin",
-            &[server.url()],
-            &dest,
-            &Expect::default(),
-            &mut |_| Ok(()),
-            &mut Watched::default(),
-        )
-        .unwrap();
+    get(&[server.url()], &dest, &Expect::default()).unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), bytes);
     let seen = server.requests();
     assert_eq!(seen.len(), 1, "{seen:?}");
@@ -391,16 +374,7 @@ fn a_part_longer_than_the_file_starts_over() {
         size: Some(30_000),
         ..Expect::default()
     };
-    fast()
-        .download(
-            "w.bin",
-            &[server.url()],
-            &dest,
-            &expect,
-            &mut |_| Ok(()),
-            &mut Watched::default(),
-        )
-        .unwrap();
+    get(&[server.url()], &dest, &expect).unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), bytes);
     assert_eq!(server.requests()[0].range, None);
 }
