@@ -39,27 +39,29 @@ impl Sources {
         Registry::with_files(&self.registry).map_err(fetch_error)
     }
 
-    /// Fails on a mirror of ours or the environment's that is no URL.
-    fn check_mirrors(&self) -> Result<()> {
+    /// Our mirrors, then the environment's (`NETDISSECT_MIRROR`, separated
+    /// by spaces), each checked to be a URL.
+    fn given_mirrors(&self) -> Result<Vec<String>> {
         let from_env = std::env::var("NETDISSECT_MIRROR").unwrap_or_default();
-        for (m, from) in (self.mirrors.iter().map(|m| (m.as_str(), "--mirror"))).chain(
+        let given = (self.mirrors.iter().map(|m| (m.as_str(), "--mirror"))).chain(
             from_env
                 .split_whitespace()
                 .map(|m| (m, "NETDISSECT_MIRROR")),
-        ) {
-            fetch::check_mirror(m).map_err(|e| Error::usage(format!("{from}: {e}")))?;
-        }
-        Ok(())
+        );
+        given
+            .map(|(m, from)| {
+                fetch::check_mirror(m).map_err(|e| Error::usage(format!("{from}: {e}")))?;
+                Ok(m.to_string())
+            })
+            .collect()
     }
 
     /// The mirrors of `item` in the order tried: ours, the environment's,
     /// the item's.
-    fn mirrors(&self, item: &Item) -> Vec<String> {
-        let from_env = std::env::var("NETDISSECT_MIRROR").unwrap_or_default();
-        (self.mirrors.iter().cloned())
-            .chain(from_env.split_whitespace().map(str::to_string))
-            .chain(item.mirrors.iter().cloned())
-            .collect()
+    fn mirrors(&self, item: &Item) -> Result<Vec<String>> {
+        let mut all = self.given_mirrors()?;
+        all.extend(item.mirrors.iter().cloned());
+        Ok(all)
     }
 }
 
@@ -81,7 +83,7 @@ pub struct FetchJob {
 /// Fetches `job.name`; returns what was installed (the dataset folder or
 /// the checkpoint file).
 pub fn fetch_item(job: &FetchJob, progress: &mut dyn Progress) -> Result<PathBuf> {
-    job.sources.check_mirrors()?;
+    job.sources.given_mirrors()?;
     let registry = job.sources.registry()?;
     let item = registry.get(&job.name).map_err(fetch_error)?;
     if let Some(from) = &job.from
@@ -121,7 +123,7 @@ pub fn resolve_weights(
         let registry = match &mut registry {
             Some(r) => r,
             none => {
-                sources.check_mirrors()?;
+                sources.given_mirrors()?;
                 none.insert(sources.registry()?)
             }
         };
@@ -331,7 +333,7 @@ fn download(
     progress: &mut dyn Progress,
 ) -> Result<String> {
     let fetcher = Fetcher::new(Retry::default());
-    let mirrors = job.sources.mirrors(item);
+    let mirrors = job.sources.mirrors(item)?;
     (fetcher.download(&item.file, &mirrors, dest, expect, check, progress)).map_err(fetch_error)
 }
 

@@ -63,6 +63,15 @@ pub struct Fetcher {
     pub retry: Retry,
 }
 
+/// One file from one mirror: where it comes from, where it goes, how long
+/// it is (where known).
+struct Transfer<'a> {
+    url: &'a str,
+    file: &'a str,
+    part: &'a Path,
+    size: Option<u64>,
+}
+
 /// What one try of one mirror came to.
 enum Failed {
     /// Worth another try: the connection broke, the server is busy.
@@ -123,7 +132,13 @@ impl Fetcher {
                 ""
             };
             let url = mirror_url(mirror, file);
-            match self.transfer(&url, file, &part, expect.size, progress) {
+            let t = Transfer {
+                url: &url,
+                file,
+                part: &part,
+                size: expect.size,
+            };
+            match self.transfer(&t, progress) {
                 Ok(()) => {}
                 Err(e @ FetchError::Io { .. }) => return Err(e),
                 Err(e) => {
@@ -157,21 +172,15 @@ impl Fetcher {
 
     /// `url` into `part`, with retries: `retry.tries` in a row that bring
     /// no byte end it (a try that brings some starts the count again).
-    fn transfer(
-        &self,
-        url: &str,
-        file: &str,
-        part: &Path,
-        size: Option<u64>,
-        progress: &mut dyn Progress,
-    ) -> Result<(), FetchError> {
+    fn transfer(&self, t: &Transfer<'_>, progress: &mut dyn Progress) -> Result<(), FetchError> {
+        let (url, part) = (t.url, t.part);
         let tries = self.retry.tries.max(1);
         let mut wait = self.retry.first_wait;
         let mut failed = 0;
         let len = || std::fs::metadata(part).map_or(0, |m| m.len());
         loop {
             let before = len();
-            let why = match self.try_once(url, file, part, size, progress) {
+            let why = match self.try_once(t, progress) {
                 Ok(()) => return Ok(()),
                 Err(Failed::Fatal(e)) => return Err(e),
                 Err(Failed::Again(why)) => why,
@@ -196,14 +205,13 @@ impl Fetcher {
     }
 
     /// One request: the rest of `part`, or all of it.
-    fn try_once(
-        &self,
-        url: &str,
-        file: &str,
-        part: &Path,
-        size: Option<u64>,
-        progress: &mut dyn Progress,
-    ) -> Result<(), Failed> {
+    fn try_once(&self, t: &Transfer<'_>, progress: &mut dyn Progress) -> Result<(), Failed> {
+        let Transfer {
+            url,
+            file,
+            part,
+            size,
+        } = *t;
         let io = |e: std::io::Error| Failed::Fatal(FetchError::io(part)(e));
         let mut have = match std::fs::metadata(part) {
             Ok(m) => m.len(),
