@@ -130,6 +130,82 @@ impl Model {
     }
 }
 
+/// The head of a network whose trunk output is globally average pooled
+/// and then mapped by one linear layer (ResNet, GoogLeNet, DenseNet,
+/// tiny-resnet): logit `c` is `bias[c] + Σ_k weight[c][k] · pooled[k]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PooledHead {
+    /// `[classes][channels]` flattened.
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub classes: usize,
+    pub channels: usize,
+}
+
+/// Each image's trunk output pooled, `[n][channels]` flattened: `head` as
+/// the head sees it (after its ReLU, where it has one), `raw` the mean of
+/// the trunk output itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pooled {
+    pub head: Vec<f32>,
+    pub raw: Vec<f32>,
+}
+
+impl Model {
+    /// The head as one linear map of the pooled trunk output, where it is
+    /// one; `None` for the classifier stacks of VGG and AlexNet.
+    pub fn pooled_head(&self) -> Result<Option<PooledHead>, ModelError> {
+        let (linears, _, side) = head_layers(self.net());
+        let [linear] = linears.as_slice() else {
+            return Ok(None);
+        };
+        if side != 1 {
+            return Ok(None);
+        }
+        let classes = self.num_classes();
+        let last = LastLayer::read(linear, classes)?;
+        let channels = last.d_in();
+        // Burn stores [in, out]; the head's rows are per class.
+        let mut weight = vec![0f32; classes * channels];
+        for k in 0..channels {
+            for c in 0..classes {
+                weight[c * channels + k] = last.weight[k * classes + c];
+            }
+        }
+        Ok(Some(PooledHead {
+            weight,
+            bias: last.bias,
+            classes,
+            channels,
+        }))
+    }
+
+    /// The global means of `features` (the trunk output, `[n, c, h, w]`),
+    /// as the head sees them and raw.
+    pub fn pooled(&self, features: Tensor<4>) -> Result<Pooled, ModelError> {
+        let (_, relu_first, _) = head_layers(self.net());
+        let [n, ch, _, _] = features.dims();
+        let mean = |x: Tensor<4>| adaptive_avg_pool2d(x, [1, 1]).reshape([n, ch]);
+        let raw = to_vec(mean(features.clone()), "pooled features")?;
+        let head = if relu_first {
+            to_vec(mean(relu(features)), "pooled features")?
+        } else {
+            raw.clone()
+        };
+        Ok(Pooled { head, raw })
+    }
+
+    /// The logits `[n][classes]` the network's own head computes from its
+    /// trunk output `features` (the last tap), on the device.
+    pub fn head_logits(&self, features: Tensor<4>) -> Result<Vec<f32>, ModelError> {
+        let [n, ch, _, _] = features.dims();
+        let (linears, relu_first, side) = head_layers(self.net());
+        let x = if relu_first { relu(features) } else { features };
+        let pooled = adaptive_avg_pool2d(x, [side, side]).reshape([n, ch * side * side]);
+        Ok(HeadPass::run(&linears, pooled)?.logits)
+    }
+}
+
 /// The linear layers of `net`'s head after its pool, whether a ReLU comes
 /// before the pool, and the side of the (adaptive average) pool.
 fn head_layers(net: &Net) -> (Vec<&Linear>, bool, usize) {
@@ -325,6 +401,56 @@ mod tests {
         let last = model.taps().last().unwrap().name.clone();
         let tap = model.tap(&last).unwrap();
         model.forward_taps(x, &[tap]).unwrap().remove(0)
+    }
+
+    /// The closed form of a pooled linear head (what `netdissect ablate`
+    /// computes on the host) equals the network's own head run on the
+    /// device, on the trunk output as it is and with channels zeroed.
+    #[test]
+    fn the_pooled_head_in_closed_form_is_the_networks_own_head_with_units_zeroed() {
+        let device = cpu_device();
+        for arch in [Arch::ResNet18, Arch::DenseNet161] {
+            let model = Model::synthetic(arch, 7, &device).unwrap();
+            let x = input(2, 64, &device);
+            let f = features(&model, x.clone());
+            let [n, ch, h, w] = f.dims();
+            let head = model.pooled_head().unwrap().expect("a pooled linear head");
+            assert_eq!((head.classes, head.channels), (7, ch));
+            let own = to_vec(model.forward(x).unwrap(), "logits").unwrap();
+            let zeroed: Vec<usize> = vec![0, 3, ch - 1];
+            let mut values = to_vec(f.clone(), "features").unwrap();
+            for i in 0..n {
+                for &k in &zeroed {
+                    values[(i * ch + k) * h * w..(i * ch + k + 1) * h * w].fill(0.0);
+                }
+            }
+            let f0 = Tensor::<4>::from_data(TensorData::new(values, [n, ch, h, w]), &device);
+            let rerun = model.head_logits(f0).unwrap();
+            let pooled = model.pooled(f.clone()).unwrap();
+            assert_eq!(model.head_logits(f).unwrap().len(), own.len());
+            for i in 0..n {
+                for c in 0..7 {
+                    let row = &head.weight[c * ch..(c + 1) * ch];
+                    let p = &pooled.head[i * ch..(i + 1) * ch];
+                    let full: f64 = f64::from(head.bias[c])
+                        + (0..ch)
+                            .map(|k| f64::from(row[k]) * f64::from(p[k]))
+                            .sum::<f64>();
+                    let ablated = full
+                        - (zeroed.iter())
+                            .map(|&k| f64::from(row[k]) * f64::from(p[k]))
+                            .sum::<f64>();
+                    let tol = 1e-3 * full.abs().max(1.0);
+                    assert!((full - f64::from(own[i * 7 + c])).abs() < tol, "{arch:?}");
+                    assert!(
+                        (ablated - f64::from(rerun[i * 7 + c])).abs() < tol,
+                        "{arch:?}"
+                    );
+                }
+            }
+        }
+        let alexnet = Model::synthetic(Arch::AlexNet, 7, &device).unwrap();
+        assert!(alexnet.pooled_head().unwrap().is_none());
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub mod weights;
 
 pub use arch::{Arch, PreprocessKind, TapId, TapInfo};
 pub use error::{ModelError, ShapeMismatch};
-pub use explain::{Attribution, ClassTerms};
+pub use explain::{Attribution, ClassTerms, Pooled, PooledHead};
 pub use geometry::{FieldMap, GeoOp};
 pub use init::TorchvisionInit;
 pub use model::{ArchChoice, Model, detect_arch};
