@@ -20,6 +20,7 @@ use burn::tensor::activation::relu;
 
 use crate::folded::FoldedConv;
 use crate::nets::{Block, Collector, FeatureLayer, Net, Plain, tap};
+use crate::rest::after;
 
 /// A network's inference form, where it has one.
 #[derive(Debug)]
@@ -57,6 +58,19 @@ impl Folded {
             (Folded::ResNet(f), Net::TinyResNet(n)) => f.trunk((&n.conv1, &n.bn1), x, c),
             (Folded::Plain(f), Net::Plain(n)) => f.trunk(n, x, c),
             _ => net.trunk(x, c),
+        }
+    }
+}
+
+impl Folded {
+    /// The trunk's steps after tap `from`, as [`Net::rest`] runs them; `net` is the module
+    /// tree this was built from.
+    pub(crate) fn rest(&self, net: &Net, from: usize, x: Tensor<4>) -> Tensor<4> {
+        match (self, net) {
+            (Folded::ResNet(f), Net::ResNet(n)) => f.rest(&n.bn1, 4, from, x),
+            (Folded::ResNet(f), Net::TinyResNet(n)) => f.rest(&n.bn1, 3, from, x),
+            (Folded::Plain(f), Net::Plain(n)) => f.rest(n, from, x),
+            _ => net.rest(from, x),
         }
     }
 }
@@ -123,6 +137,20 @@ impl FoldedResNet {
             maxpool,
             blocks: blocks.map(FoldedBlock::new).collect::<Option<_>>()?,
         })
+    }
+
+    /// After tap `from`: `bn1` (position 1) from the module tree, the ReLU (2), the max
+    /// pool (3, where there is one), then the blocks, the first at tap `first_block`.
+    fn rest(&self, bn1: &BatchNorm, first_block: usize, from: usize, x: Tensor<4>) -> Tensor<4> {
+        let x = after(from, 1, x, |x| bn1.forward(x));
+        let mut x = after(from, 2, x, relu);
+        if let Some(pool) = &self.maxpool {
+            x = after(from, 3, x, |x| pool.forward(x));
+        }
+        for (j, block) in self.blocks.iter().enumerate() {
+            x = after(from, first_block + j, x, |x| block.forward(x));
+        }
+        x
     }
 
     /// Taps: `conv1`, `bn1`, `relu`, (`maxpool`), then each block.
@@ -222,6 +250,28 @@ impl FoldedPlain {
             i = after + usize::from(relu);
         }
         Some(Self { steps })
+    }
+
+    /// After tap `from` (`features[from]`): the module tree up to the next step that starts
+    /// after it, then the folded steps.
+    fn rest(&self, plain: &Plain, from: usize, mut x: Tensor<4>) -> Tensor<4> {
+        let start = |s: &Step| match *s {
+            Step::Layer(at) | Step::Conv { at, .. } => at,
+        };
+        let next = (self.steps.iter())
+            .position(|s| start(s) > from)
+            .unwrap_or(self.steps.len());
+        let until = self.steps.get(next).map_or(plain.features.len(), start);
+        for layer in plain.features.iter().take(until).skip(from + 1) {
+            x = layer.forward(x);
+        }
+        for step in &self.steps[next..] {
+            x = match *step {
+                Step::Layer(at) => plain.features[at].forward(x),
+                Step::Conv { ref conv, relu, .. } => conv.forward(x, None, relu),
+            };
+        }
+        x
     }
 
     fn trunk(&self, plain: &Plain, mut x: Tensor<4>, c: &mut Collector) -> Option<Tensor<4>> {

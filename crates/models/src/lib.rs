@@ -18,6 +18,7 @@ mod inference;
 pub mod init;
 pub mod model;
 pub mod nets;
+mod rest;
 pub mod tiny;
 pub mod weights;
 

@@ -208,6 +208,15 @@ impl Model {
         }
     }
 
+    /// The trunk after tap `from`: the inference form where there is one, else the module
+    /// tree.
+    pub(crate) fn rest(&self, from: usize, x: Tensor<4>) -> Tensor<4> {
+        match &self.folded {
+            Some(folded) => folded.rest(&self.net, from, x),
+            None => self.net.rest(from, x),
+        }
+    }
+
     /// Class logits `[n, num_classes]` through the whole network, without input checks: the
     /// training loop's forward pass (on an autodiff device it records the graph).
     pub fn logits(net: &Net, input: Tensor<4>) -> Option<Tensor<2>> {

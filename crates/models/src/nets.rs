@@ -427,7 +427,7 @@ impl BasicConv {
         })
     }
 
-    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+    pub(crate) fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         relu(self.bn.forward(self.conv.forward(x)))
     }
 }
@@ -478,7 +478,7 @@ impl Inception {
         })
     }
 
-    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+    pub(crate) fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let b1 = self.branch1.forward(x.clone());
         let b2 = self.branch2.iter().fold(x.clone(), |x, c| c.forward(x));
         let b3 = self.branch3.iter().fold(x.clone(), |x, c| c.forward(x));
@@ -602,6 +602,25 @@ pub struct Transition {
     pub pool: AvgPool2d,
 }
 
+/// One dense block: each layer's output concatenated to everything before it.
+pub(crate) fn dense_block(layers: &[DenseLayer], x: Tensor<4>) -> Tensor<4> {
+    let mut features = vec![x];
+    for layer in layers {
+        let input = Tensor::cat(features.clone(), 1);
+        let h = layer.conv1.forward(relu(layer.norm1.forward(input)));
+        let h = layer.conv2.forward(relu(layer.norm2.forward(h)));
+        features.push(h);
+    }
+    Tensor::cat(features, 1)
+}
+
+impl Transition {
+    pub(crate) fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.pool
+            .forward(self.conv.forward(relu(self.norm.forward(x))))
+    }
+}
+
 /// DenseNet-161's growth rate, block sizes and initial width.
 pub(crate) const DENSENET161: (usize, [usize; 4], usize) = (48, [6, 12, 36, 24], 96);
 
@@ -678,17 +697,10 @@ impl DenseNet {
         let mut x = self.pool0.forward(x);
         tap!(c, x);
         for (i, layers) in self.blocks.iter().enumerate() {
-            let mut features = vec![x];
-            for layer in layers {
-                let input = Tensor::cat(features.clone(), 1);
-                let h = layer.conv1.forward(relu(layer.norm1.forward(input)));
-                let h = layer.conv2.forward(relu(layer.norm2.forward(h)));
-                features.push(h);
-            }
-            x = Tensor::cat(features, 1);
+            x = dense_block(layers, x);
             tap!(c, x);
             if let Some(t) = self.transitions.get(i) {
-                x = t.pool.forward(t.conv.forward(relu(t.norm.forward(x))));
+                x = t.forward(x);
                 tap!(c, x);
             }
         }
