@@ -107,21 +107,7 @@ pub fn explain(job: &ExplainJob, events: &mut dyn Events) -> Result<PathBuf> {
         ));
     }
     let dissector = EngineSpec::of(job.backend).dissector(events)?;
-    let d = report::output::read_dissection(&job.results).map_err(|e| {
-        let shown = format!("reading the results in {}", job.results.display());
-        Error::context(Kind::Input, shown, e)
-    })?;
-    let choice: ArchChoice = d.model.parse().map_err(|e| {
-        Error::new(
-            Kind::Input,
-            format!(
-                "{}: model `{}` is not one the zoo can load ({e})",
-                job.results.display(),
-                d.model
-            ),
-        )
-    })?;
-    let model = Model::load(&job.weights, choice, dissector.device()).map_err(Error::input)?;
+    let (d, model) = load_dissected(&job.results, &job.weights, &dissector)?;
     let req = Request {
         images,
         classes: job.classes.as_deref(),
@@ -130,6 +116,64 @@ pub fn explain(job: &ExplainJob, events: &mut dyn Events) -> Result<PathBuf> {
         top_units: job.top_units,
     };
     explain_with(&d, &model, &req, &dissector)
+}
+
+/// The dissection in `results` and the zoo network it dissected, loaded
+/// from `weights` onto the dissector's device.
+pub(crate) fn load_dissected(
+    results: &Path,
+    weights: &Path,
+    dissector: &Dissector,
+) -> Result<(Dissection, Model)> {
+    let d = report::output::read_dissection(results).map_err(|e| {
+        let shown = format!("reading the results in {}", results.display());
+        Error::context(Kind::Input, shown, e)
+    })?;
+    let choice: ArchChoice = d.model.parse().map_err(|e| {
+        Error::new(
+            Kind::Input,
+            format!(
+                "{}: model `{}` is not one the zoo can load ({e})",
+                results.display(),
+                d.model
+            ),
+        )
+    })?;
+    let model = Model::load(weights, choice, dissector.device()).map_err(Error::input)?;
+    Ok((d, model))
+}
+
+/// What dissection says of one unit.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct UnitConcept {
+    /// The unit's label, or `unlabelled` when its best IoU is at or below
+    /// the run's threshold.
+    pub label: String,
+    pub category: String,
+    pub iou: f64,
+    pub detector: bool,
+}
+
+/// Unit `k` (0-based) of `layer` as dissection labelled it.
+pub(crate) fn unit_concept(d: &Dissection, layer: &LayerResult, k: usize) -> UnitConcept {
+    let score = layer.units.get(k);
+    let best = score.and_then(|u| u.best());
+    let iou = score.map_or(0.0, |u| u.score());
+    let detector = best.is_some() && iou > layer.summary.iou_threshold;
+    UnitConcept {
+        label: if detector {
+            best.map_or(String::new(), |b| b.name.clone())
+        } else {
+            "unlabelled".into()
+        },
+        category: score
+            .and_then(|u| u.category)
+            .filter(|_| detector)
+            .and_then(|c| d.categories.get(c).cloned())
+            .unwrap_or_default(),
+        iou,
+        detector,
+    }
 }
 
 /// What one explanation needs beside the model and its dissection.
@@ -192,7 +236,7 @@ pub(crate) fn model_of(
 
 /// Class names: one per line, or `class N`. The file must name exactly
 /// the head's `n` classes, none of them blank.
-fn class_names(path: Option<&Path>, n: usize) -> Result<Vec<String>> {
+pub(crate) fn class_names(path: Option<&Path>, n: usize) -> Result<Vec<String>> {
     let Some(path) = path else {
         return Ok((0..n).map(|c| format!("class {c}")).collect());
     };
@@ -362,10 +406,7 @@ impl Explainer<'_> {
 
     /// Unit `k`'s contribution with the concept dissection gave it.
     fn unit_term(&self, k: usize, contribution: f64, scale: f64) -> UnitTerm {
-        let score = self.layer.units.get(k);
-        let best = score.and_then(|u| u.best());
-        let iou = score.map_or(0.0, |u| u.score());
-        let detector = best.is_some() && iou > self.layer.summary.iou_threshold;
+        let c = unit_concept(self.d, self.layer, k);
         UnitTerm {
             unit: k + 1,
             contribution,
@@ -374,18 +415,10 @@ impl Explainer<'_> {
             } else {
                 contribution / scale
             },
-            label: if detector {
-                best.map_or(String::new(), |b| b.name.clone())
-            } else {
-                "unlabelled".into()
-            },
-            category: score
-                .and_then(|u| u.category)
-                .filter(|_| detector)
-                .and_then(|c| self.d.categories.get(c).cloned())
-                .unwrap_or_default(),
-            iou,
-            detector,
+            label: c.label,
+            category: c.category,
+            iou: c.iou,
+            detector: c.detector,
             above_threshold: false,
         }
     }

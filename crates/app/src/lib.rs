@@ -21,6 +21,7 @@
 //! its [`Events`], and failures are [`Error`]s whose [`Kind`] the CLI maps
 //! to exit codes and the Python package to exception classes.
 
+mod ablate;
 mod engine;
 mod error;
 mod events;
@@ -34,6 +35,9 @@ mod run;
 mod shards;
 mod source;
 
+pub use ablate::{
+    AblateJob, AblateTo, Ablation, ClassAblation, ClassScore, DEFAULT_SIZES, Method, ablate,
+};
 pub use engine::{Backend, EngineSpec};
 pub use error::{Error, Kind, Result};
 pub use events::{Events, Silent};

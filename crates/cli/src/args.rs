@@ -52,6 +52,12 @@ pub enum Command {
     /// last layer: per image, the top classes with the units that add most
     /// to each logit and their concepts (explain.json, explain.html).
     Explain(ExplainArgs),
+    /// Which units the network needs: remove units of a dissected layer
+    /// (set to zero or their mean) and measure each class's accuracy on
+    /// labelled images. Per class, its units ranked by what removing each
+    /// alone costs it, then its top units removed together
+    /// (ablation.json, ablation.csv, ablation.html).
+    Ablate(AblateArgs),
     /// Merge the shard folders of a sharded run (`dissect --shard i/n`):
     /// phase 1's into the exact thresholds (`--phase thresholds`), phase
     /// 2's into the results folder the unsharded run writes.
@@ -152,6 +158,75 @@ pub struct ExplainArgs {
     /// Where the network runs.
     #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
     pub backend: BackendArg,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AblateArgs {
+    /// A results folder of `netdissect dissect` (it names the model, the
+    /// layers and the preprocessing).
+    #[arg(long)]
+    pub results: PathBuf,
+    /// The checkpoint that was dissected, with its classifier weights.
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// Labelled images: an ImageFolder tree (one folder per class), a CSV
+    /// of `image,class` (paths relative to the CSV, classes by name or
+    /// 0-based number), or a Broden folder (its scene labels, matched to
+    /// --classes by name).
+    #[arg(long)]
+    pub dataset: PathBuf,
+    /// Class names, one per line, in the head's class order. Without it an
+    /// ImageFolder's sorted folders are the classes 0, 1, ...
+    #[arg(long)]
+    pub classes: Option<PathBuf>,
+    /// The layer whose units are removed (default: the results' last).
+    #[arg(long)]
+    pub layer: Option<String>,
+    /// What a removed unit's map becomes.
+    #[arg(long, value_enum, default_value_t = AblateToArg::Zero)]
+    pub ablate_to: AblateToArg,
+    /// How the ablated logits are computed: `auto` takes the exact closed
+    /// form where the layer feeds a pooled linear head, else re-runs the
+    /// network after the layer.
+    #[arg(long, value_enum, default_value_t = MethodArg::Auto)]
+    pub method: MethodArg,
+    /// Numbers of each class's top units removed together (capped at the
+    /// layer's units).
+    #[arg(long, value_delimiter = ',', default_values_t = app::DEFAULT_SIZES)]
+    pub sizes: Vec<usize>,
+    /// Remove these units (as files number them, from 1) instead, and
+    /// report every class's change.
+    #[arg(long, value_delimiter = ',', conflicts_with = "concept")]
+    pub units: Vec<usize>,
+    /// Remove every unit labelled with this concept instead.
+    #[arg(long)]
+    pub concept: Option<String>,
+    /// Output folder (default: `<results>/ablation`, which the report then
+    /// links to).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Where the network runs.
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    pub backend: BackendArg,
+    /// No progress bars.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AblateToArg {
+    Zero,
+    Mean,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MethodArg {
+    Auto,
+    ClosedForm,
+    ReRun,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -7,8 +7,8 @@ use dissect::recorded::TokenLayout;
 use dissect::{Alignment, Preset, UnionRule};
 
 use crate::args::{
-    AlignArg, BackendArg, CompareArgs, DissectArgs, ExplainArgs, MergeArgs, PhaseArg, PresetArg,
-    UnionArg,
+    AblateArgs, AblateToArg, AlignArg, BackendArg, CompareArgs, DissectArgs, ExplainArgs,
+    MergeArgs, MethodArg, PhaseArg, PresetArg, UnionArg,
 };
 
 impl From<BackendArg> for Backend {
@@ -124,6 +124,33 @@ impl MergeArgs {
             out: self.out.clone(),
             dataset: self.dataset.clone(),
             force: self.force,
+            backend: self.backend.into(),
+        }
+    }
+}
+
+impl AblateArgs {
+    pub fn job(&self) -> app::AblateJob {
+        app::AblateJob {
+            results: self.results.clone(),
+            weights: self.weights.clone(),
+            dataset: self.dataset.clone(),
+            classes: self.classes.clone(),
+            layer: self.layer.clone(),
+            to: match self.ablate_to {
+                AblateToArg::Zero => app::AblateTo::Zero,
+                AblateToArg::Mean => app::AblateTo::Mean,
+            },
+            method: match self.method {
+                MethodArg::Auto => app::Method::Auto,
+                MethodArg::ClosedForm => app::Method::ClosedForm,
+                MethodArg::ReRun => app::Method::Rerun,
+            },
+            sizes: self.sizes.clone(),
+            units: self.units.clone(),
+            concept: self.concept.clone(),
+            out: self.out.clone(),
+            batch: self.batch_size,
             backend: self.backend.into(),
         }
     }

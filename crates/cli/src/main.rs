@@ -37,6 +37,12 @@ fn main() -> ExitCode {
             written.into_iter().for_each(print_path);
         }),
         Command::Explain(a) => app::explain(&a.job(), &mut Terminal::new(false)).map(print_path),
+        Command::Ablate(a) => {
+            let mut terminal = Terminal::new(a.quiet);
+            let page = app::ablate(&a.job(), &mut terminal);
+            app::Events::passes_done(&mut terminal);
+            page.map(print_path)
+        }
         Command::Merge(a) => app::merge(&a.job(), &mut Terminal::new(false)).map(|_| ()),
         Command::Synth(a) => synth(&a),
     };

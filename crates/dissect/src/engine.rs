@@ -34,6 +34,12 @@ pub enum Pass {
     Counts,
     /// A step of the formula search.
     Formulas,
+    /// A pass of `netdissect ablate` to a layer's activations (its means
+    /// or its pooled features).
+    Features,
+    /// A pass of `netdissect ablate` through the network after a layer,
+    /// once per set of units removed.
+    Ablations,
 }
 
 impl Pass {
@@ -44,6 +50,8 @@ impl Pass {
             Pass::Refine => "thresholds (refine)",
             Pass::Counts => "counts",
             Pass::Formulas => "formulas",
+            Pass::Features => "features",
+            Pass::Ablations => "ablations",
         }
     }
 }

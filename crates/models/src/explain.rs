@@ -140,6 +140,9 @@ pub struct PooledHead {
     pub bias: Vec<f32>,
     pub classes: usize,
     pub channels: usize,
+    /// Whether a ReLU comes before the pool (DenseNet): a unit whose map
+    /// is set to `m` then reaches the head as `max(m, 0)`.
+    pub relu_first: bool,
 }
 
 /// Each image's trunk output pooled, `[n][channels]` flattened: `head` as
@@ -155,7 +158,7 @@ impl Model {
     /// The head as one linear map of the pooled trunk output, where it is
     /// one; `None` for the classifier stacks of VGG and AlexNet.
     pub fn pooled_head(&self) -> Result<Option<PooledHead>, ModelError> {
-        let (linears, _, side) = head_layers(self.net());
+        let (linears, relu_first, side) = head_layers(self.net());
         let [linear] = linears.as_slice() else {
             return Ok(None);
         };
@@ -177,6 +180,7 @@ impl Model {
             bias: last.bias,
             classes,
             channels,
+            relu_first,
         }))
     }
 

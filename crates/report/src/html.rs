@@ -36,6 +36,17 @@ pub struct ReportOptions {
 /// there.
 pub const EXPLANATION: &str = "explain/explain.html";
 
+/// The page `netdissect ablate` writes into a results folder by default;
+/// the report links to it when it is there.
+pub const ABLATION: &str = "ablation/ablation.html";
+
+/// The pages beside the report that it links to, where they exist.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Links<'a> {
+    pub explanation: Option<&'a str>,
+    pub ablation: Option<&'a str>,
+}
+
 /// Writes `report.html` and its strips (`strips/<layer>/unit-NNNN.jpg`) into
 /// `dir`; returns the report's path. Images that cannot be read are drawn as
 /// grey placeholders and listed in the report, not errors.
@@ -95,13 +106,16 @@ pub fn write_report_with(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let unavailable = source.err().filter(|_| !opts.no_concepts);
-    let explanation = dir.join(EXPLANATION).is_file().then_some(EXPLANATION);
+    let links = Links {
+        explanation: dir.join(EXPLANATION).is_file().then_some(EXPLANATION),
+        ablation: dir.join(ABLATION).is_file().then_some(ABLATION),
+    };
     let html = render_html(
         dissection,
         &strips,
         &strip_opts.images_root,
         unavailable.as_deref(),
-        explanation,
+        links,
     );
     let path = dir.join(REPORT_HTML);
     write_atomic(&path, html.as_bytes())?;
@@ -246,7 +260,7 @@ pub fn render_html(
     strips: &[LayerStrips],
     images_root: &Path,
     concepts_unavailable: Option<&str>,
-    explanation: Option<&str>,
+    links: Links<'_>,
 ) -> String {
     let mut s = String::with_capacity(64 * 1024);
     let _ = write!(
@@ -259,10 +273,17 @@ pub fn render_html(
         "<h1>Network dissection of <code>{}</code></h1>",
         escape(&dissection.model)
     );
-    if let Some(href) = explanation {
+    if let Some(href) = links.explanation {
         let _ = writeln!(
             s,
             "<p id=\"explain-link\">Why the network decided, by these units: <a href=\"{}\">example explanations</a> of a few probe images (<code>netdissect explain</code> explains any image).</p>",
+            escape(href)
+        );
+    }
+    if let Some(href) = links.ablation {
+        let _ = writeln!(
+            s,
+            "<p id=\"ablation-link\">Which units the network needs: <a href=\"{}\">each class's accuracy with its most important units removed</a> (<code>netdissect ablate</code>).</p>",
             escape(href)
         );
     }
@@ -1096,7 +1117,7 @@ mod tests {
                 .collect(),
             bytes: 0,
         };
-        let html = render_html(&d, &[strips], tmp.path(), None, None);
+        let html = render_html(&d, &[strips], tmp.path(), None, Links::default());
         assert_eq!(html.matches(" data-unit=\"").count(), 512);
         // Measured: about 400 KB, and 420 KB with each unit's p-value; the
         // strips load lazily beside it.

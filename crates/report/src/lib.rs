@@ -14,7 +14,7 @@ pub mod html;
 pub mod output;
 pub mod run_folder;
 pub mod strips;
-mod svg;
+pub mod svg;
 mod swap;
 pub mod tally;
 

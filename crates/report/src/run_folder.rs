@@ -58,6 +58,10 @@ run_folder! {
     /// `explain/`: the CLI's example explanation of a few probe images
     /// (`explain.json` and `explain.html`), which the report links to.
     Explain: Naming::Fixed("explain"),
+    /// `ablation/`: what `netdissect ablate` wrote by default
+    /// (`ablation.json`, `ablation.csv`, `ablation.html`), which the
+    /// report links to.
+    Ablation: Naming::Fixed("ablation"),
     /// `<layer>-tally.csv`: the reference tools' tally.
     Tally: Naming::PerLayer("-tally.csv"),
     /// `<layer>-topmaps.f32`: the maps of the layer's top images, in a
@@ -123,6 +127,8 @@ pub const REPORT_HTML: &str = RunFile::Report.fixed();
 pub const STRIPS_DIR: &str = RunFile::Strips.fixed();
 /// The folder of the example explanation.
 pub const EXPLAIN_DIR: &str = RunFile::Explain.fixed();
+/// `ablation/`.
+pub const ABLATION_DIR: &str = RunFile::Ablation.fixed();
 /// The suffix of a layer's tally.
 pub(crate) const TALLY_SUFFIX: &str = RunFile::Tally.suffix();
 /// The suffixes of a layer's NumPy arrays: IoUs, thresholds, top images.
@@ -303,6 +309,10 @@ mod tests {
         for page in ["explain.json", "explain.html"] {
             crate::write_atomic(&explain.join(page), b"{}").unwrap();
         }
+        // And `netdissect ablate` its pages, later.
+        let ablation = results.join(ABLATION_DIR);
+        std::fs::create_dir_all(&ablation).unwrap();
+        crate::write_atomic(&ablation.join("ablation.html"), b"<p>").unwrap();
         crate::output::write_all(&results, &d, &maps, &ious).unwrap();
         let (phase1, phase2, merged) = fixture::shards(&d, &maps);
         let (shard1, shard2) = (root.join("shard-1"), root.join("shard-2"));
@@ -373,5 +383,6 @@ mod tests {
             );
         }
         assert!(crate::html::EXPLANATION.starts_with(&format!("{EXPLAIN_DIR}/")));
+        assert!(crate::html::ABLATION.starts_with(&format!("{ABLATION_DIR}/")));
     }
 }

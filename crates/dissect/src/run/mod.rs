@@ -583,7 +583,7 @@ impl<'a> Run<'a> {
             match pass {
                 Pass::Counts => self.timings.counts_secs += work,
                 Pass::Thresholds | Pass::Refine => self.timings.thresholds_secs += work,
-                Pass::Formulas => {}
+                Pass::Formulas | Pass::Features | Pass::Ablations => {}
             }
             done += batch.indices.len();
             self.report(pass, done);
