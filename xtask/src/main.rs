@@ -65,6 +65,16 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// What `netdissect ablate` costs beside one forward pass (release
+    /// build, CPU backend): ResNet-18 layer4 in closed form over 1500
+    /// generated images, layer3 by re-run over 150; and the default model's
+    /// classes with their top units removed. Writes target/bench/ablation.md.
+    /// Arguments go to `netdissect-dev bench-ablate` (`--images`,
+    /// `--rerun-images`).
+    BenchAblate {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// The one prepared check for a machine with a GPU (release build,
     /// reused when there): adapters, GPU = CPU parity under every option,
     /// ResNet-18 end to end at two batch sizes, kernels against the CPU
@@ -105,6 +115,7 @@ fn main() -> Result<()> {
         }
         Cmd::BenchConv { args } => devtools("bench-conv", &args),
         Cmd::BenchFormulas { args } => devtools("bench-formulas", &args),
+        Cmd::BenchAblate { args } => devtools("bench-ablate", &args),
         Cmd::GpuCheck { args } => {
             adapter::ensure()?;
             // The build on its own line: a release build already there is

@@ -2,6 +2,7 @@
 //! (benchmarks, training the default model). They live in their own binary
 //! so that xtask itself builds in seconds and shares no build with Burn.
 
+mod ablate_bench;
 mod bench;
 mod conv_bench;
 mod formulas;
@@ -29,6 +30,9 @@ enum Cmd {
     BenchConv(conv_bench::ConvArgs),
     /// The formula search's cost beyond the dissection, and its gains.
     BenchFormulas(formulas::FormulaArgs),
+    /// What `netdissect ablate` costs beside one forward pass, and the
+    /// default model's classes with their top units removed (ablation.md).
+    BenchAblate(ablate_bench::AblateBenchArgs),
     /// The prepared check for a machine with a GPU: adapters, parity of
     /// the GPU and CPU backends, end-to-end and kernel timings (gpu.md).
     GpuCheck(gpu_check::GpuCheckArgs),
@@ -48,6 +52,7 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Cmd::Bench(args) => bench::bench(args),
         Cmd::BenchConv(args) => conv_bench::bench_conv(args),
+        Cmd::BenchAblate(args) => ablate_bench::bench_ablate(args),
         Cmd::BenchFormulas(args) => formulas::bench_formulas(args),
         Cmd::GpuCheck(args) => gpu_check::gpu_check(args),
         Cmd::TrainDefault {
