@@ -1,6 +1,7 @@
-//! `netdissect._netdissect`: the native half of the Python package. One
-//! function, `dissect` ([`dissect_arrays`]), runs the engine on numpy arrays of recorded
-//! activations (the pure-Python `netdissect` package wraps it).
+//! `netdissect._netdissect`: the native half of the Python package.
+//! `dissect` ([`dissect_arrays`]) runs the engine on numpy arrays of recorded
+//! activations; `ablate` ([`ablate_job`]) runs `netdissect ablate`'s job (the
+//! pure-Python `netdissect` package wraps both).
 //!
 //! Arrays reach the engine without a copy when they are C-contiguous
 //! float32 or float16; others are copied once into C order (the result
@@ -195,6 +196,73 @@ fn dissect_arrays<'py>(
     results_dict(py, outcome, label_names, copied)
 }
 
+/// Runs `netdissect ablate` on the same job layer as the CLI: units of
+/// the dissected layer in `results` removed, each class's accuracy on the
+/// labelled images of `dataset` measured (see `netdissect ablate --help`).
+/// Returns the path of the `ablation.html` written (`ablation.json` and
+/// `ablation.csv` beside it).
+#[pyfunction(name = "ablate")]
+#[pyo3(signature = (
+    results, weights, dataset, *, classes=None, layer=None, ablate_to="zero", method="auto",
+    sizes=None, units=None, concept=None, out=None, batch_size=32, backend="auto"
+))]
+#[allow(clippy::too_many_arguments)]
+fn ablate_job(
+    results: PathBuf,
+    weights: PathBuf,
+    dataset: PathBuf,
+    classes: Option<PathBuf>,
+    layer: Option<String>,
+    ablate_to: &str,
+    method: &str,
+    sizes: Option<Vec<usize>>,
+    units: Option<Vec<usize>>,
+    concept: Option<String>,
+    out: Option<PathBuf>,
+    batch_size: usize,
+    backend: &str,
+) -> PyResult<PathBuf> {
+    let to = pick(
+        "ablate_to",
+        ablate_to,
+        &[("zero", app::AblateTo::Zero), ("mean", app::AblateTo::Mean)],
+    )?;
+    let method = pick(
+        "method",
+        method,
+        &[
+            ("auto", app::Method::Auto),
+            ("closed-form", app::Method::ClosedForm),
+            ("re-run", app::Method::Rerun),
+        ],
+    )?;
+    let backend = pick(
+        "backend",
+        backend,
+        &[
+            ("auto", Backend::Auto),
+            ("gpu", Backend::Gpu),
+            ("cpu", Backend::Cpu),
+        ],
+    )?;
+    let job = app::AblateJob {
+        results,
+        weights,
+        dataset,
+        classes,
+        layer,
+        to,
+        method,
+        sizes: sizes.unwrap_or_default(),
+        units: units.unwrap_or_default(),
+        concept,
+        out,
+        batch: batch_size,
+        backend,
+    };
+    app::ablate(&job, &mut app::Silent).map_err(py_error)
+}
+
 /// The held arrays as the engine reads them.
 fn recorded_arrays<'a>(
     names: &'a [String],
@@ -286,6 +354,7 @@ fn results_dict<'py>(
 #[pymodule]
 fn _netdissect(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(dissect_arrays, m)?)?;
+    m.add_function(wrap_pyfunction!(ablate_job, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -191,3 +191,26 @@ def test_a_run_without_xdg_runtime_dir_prints_no_wayland_error(dataset, tmp_path
     assert done.returncode == 0, done.stderr
     assert "XDG_RUNTIME_DIR" not in done.stderr, done.stderr
     assert done.stdout.strip().startswith("(3,"), done.stdout
+
+
+ASSETS = Path(__file__).resolve().parents[3] / "assets" / "default"
+
+
+def test_ablate_matches_the_cli_and_refuses_bad_units(tmp_path):
+    weights = ASSETS / "model.safetensors"
+    run = tmp_path / "run"
+    run_cli("dissect", "--model", "tiny-resnet", "--weights", weights, "--dataset", ASSETS / "probe",
+            "--layers", "layer4", "--out", run, "--quiet")
+    common = dict(classes=ASSETS / "classes.txt", sizes=[2, 30], backend="cpu")
+    got = netdissect.ablate(run, weights, ASSETS / "probe", out=tmp_path / "py", **common)
+    assert got["method"] == "closed-form" and got["layer"] == "layer4"
+    assert [c["name"] for c in got["classes"]][:2] == ["street-s", "kitchen-s"]
+    assert [p["removed"] for p in got["classes"][0]["curve"]] == [0, 2, 30]
+    assert Path(got["page"]).is_file()
+    run_cli("ablate", "--results", run, "--weights", weights, "--dataset", ASSETS / "probe",
+            "--classes", ASSETS / "classes.txt", "--sizes", "2,30", "--out", tmp_path / "cli", "--quiet")
+    assert (tmp_path / "py" / "ablation.csv").read_text() == (tmp_path / "cli" / "ablation.csv").read_text()
+    with pytest.raises(ValueError, match=r"unit 999 is out of range"):
+        netdissect.ablate(run, weights, ASSETS / "probe", units=[999], **common)
+    with pytest.raises(ValueError, match=r"method `fast`"):
+        netdissect.ablate(run, weights, ASSETS / "probe", method="fast", **common)

@@ -27,7 +27,7 @@ import numpy as np
 
 from . import _netdissect
 
-__all__ = ["dissect", "Results", "LayerResults", "__version__"]
+__all__ = ["dissect", "ablate", "Results", "LayerResults", "__version__"]
 __version__ = _netdissect.__version__
 
 Path = Union[str, "PathLike[str]"]
@@ -188,3 +188,61 @@ def dissect(
         for name, arrays_ in raw["layers"].items()
     }
     return Results(per_layer, list(raw["labels"]), dissection, list(raw["copied"]))
+
+
+def ablate(
+    results: Path,
+    weights: Path,
+    dataset: Path,
+    *,
+    classes: Optional[Path] = None,
+    layer: Optional[str] = None,
+    ablate_to: str = "zero",
+    method: str = "auto",
+    sizes: Optional[Sequence[int]] = None,
+    units: Optional[Sequence[int]] = None,
+    concept: Optional[str] = None,
+    out: Optional[Path] = None,
+    batch_size: int = 32,
+    backend: str = "auto",
+) -> Dict[str, Any]:
+    """Which units a classifier needs (``netdissect ablate``): units of the
+    layer dissected in ``results`` are removed (their maps set to zero, or
+    with ``ablate_to="mean"`` to their mean) and each class's accuracy on the
+    labelled images of ``dataset`` is measured.
+
+    ``dataset`` is an ImageFolder tree (one folder per class), a CSV of
+    ``image,class``, or a Broden folder whose scene labels name ``classes``
+    (a file of class names, one per line). Per class, units are ranked by the
+    mean drop of the class's margin when each alone is removed, then its top
+    units are removed together for each of ``sizes``; or one chosen set
+    (``units``, numbered from 1 as files number them, or every unit labelled
+    ``concept``) is removed. ``method``: "auto", "closed-form" (exact for the
+    last layer under a pooled linear head) or "re-run".
+
+    Returns the parsed ``ablation.json`` with ``"page"``, the path of
+    ``ablation.html`` (``ablation.csv`` is beside it; by default in
+    ``<results>/ablation``). Raises ``ValueError`` for bad input and options.
+    """
+    opt = lambda p: None if p is None else fspath(p)  # noqa: E731
+    with _runtime_dir():
+        page = _netdissect.ablate(
+            fspath(results),
+            fspath(weights),
+            fspath(dataset),
+            classes=opt(classes),
+            layer=layer,
+            ablate_to=ablate_to,
+            method=method,
+            sizes=None if sizes is None else [int(s) for s in sizes],
+            units=None if units is None else [int(u) for u in units],
+            concept=concept,
+            out=opt(out),
+            batch_size=batch_size,
+            backend=backend,
+        )
+    page = os.fspath(page)
+    with open(os.path.join(os.path.dirname(page), "ablation.json"), encoding="utf-8") as f:
+        record = json.load(f)
+    record["page"] = page
+    return record
