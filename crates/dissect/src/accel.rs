@@ -65,8 +65,14 @@ pub(crate) enum Thresholding<'a> {
     /// Selected from the values this run sees, `values_per_unit` per unit.
     Select,
     /// This run is a shard of one whose units each see `run_values`
-    /// values: keep the candidates, select nothing.
-    Shard { run_values: u64 },
+    /// values: keep the candidates, select nothing. On the host, `floors`
+    /// (per unit, where an earlier part of the run already holds the
+    /// rank's number of keys: the smallest of them) leave out what cannot
+    /// change the thresholds.
+    Shard {
+        run_values: u64,
+        floors: Option<&'a [Option<u32>]>,
+    },
     /// Given (merged from a sharded run's candidates): no select at all.
     Given(&'a [f32]),
 }
@@ -109,7 +115,7 @@ impl Backend {
                             Err(_) => DeviceThresholds::Radix(QuantileSketch::new(gpu, units, q)?),
                         }
                     }
-                    Thresholding::Shard { run_values } => DeviceThresholds::OnePass(
+                    Thresholding::Shard { run_values, .. } => DeviceThresholds::OnePass(
                         RankSelect::shard(gpu, units, q, run_values, values_per_unit, batch_values)
                             .map_err(|e| {
                                 DissectError::Usage(format!(
@@ -143,10 +149,14 @@ impl Backend {
                         Some(CpuRankSelect::new(units, q, values_per_unit)?),
                         Vec::new(),
                     ),
-                    Thresholding::Shard { run_values } => (
-                        Some(CpuRankSelect::shard(units, q, run_values, values_per_unit)?),
-                        Vec::new(),
-                    ),
+                    Thresholding::Shard { run_values, floors } => {
+                        let select = CpuRankSelect::shard(units, q, run_values, values_per_unit)?;
+                        let select = match floors {
+                            Some(f) => select.with_floors(f)?,
+                            None => select,
+                        };
+                        (Some(select), Vec::new())
+                    }
                     Thresholding::Given(t) => (None, t.to_vec()),
                 };
                 Box::new(HostLayer {

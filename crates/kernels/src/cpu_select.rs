@@ -71,6 +71,25 @@ impl CpuRankSelect {
         })
     }
 
+    /// Starts each unit with a floor (`None`: none): only keys above it
+    /// are kept. Exact where the floor is the `r`-th largest key of values
+    /// seen elsewhere in the run (an earlier part's candidates holding `r`
+    /// keys): a key at or below it cannot change the run's `r`-th largest,
+    /// so this part's candidates then hold only what can.
+    pub fn with_floors(mut self, floors: &[Option<u32>]) -> Result<Self, KernelError> {
+        if floors.len() != self.units.len() {
+            return Err(KernelError::Config(format!(
+                "{} floors for {} units",
+                floors.len(),
+                self.units.len()
+            )));
+        }
+        for ((_, floor), given) in self.units.iter_mut().zip(floors) {
+            *floor = *given;
+        }
+        Ok(self)
+    }
+
     /// Bytes held for candidates now.
     pub fn candidate_bytes(&self) -> usize {
         self.units.iter().map(|(keys, _)| keys.capacity() * 4).sum()
@@ -251,6 +270,51 @@ mod tests {
                 .collect();
             case.check(&got);
         }
+    }
+
+    /// As a resumable run takes its parts: each part starts from the floors
+    /// of the candidates joined so far, which stay exact and small.
+    #[test]
+    fn parts_floored_by_the_candidates_so_far_merge_to_the_full_sort() {
+        for case in rank_cases(23) {
+            let (values, _) = case.values_per_unit();
+            let shapes = case.shapes();
+            let plane = u64::from(case.plane[0] * case.plane[1]);
+            let rank = rank_from_top(case.q, values);
+            let units = case.units as usize;
+            let mut so_far: Vec<Vec<u32>> = vec![Vec::new(); units];
+            for (data, &shape) in case.batches.iter().zip(&shapes) {
+                let floors: Vec<Option<u32>> = (so_far.iter())
+                    .map(|k| {
+                        (k.len() as u64 >= rank)
+                            .then(|| k.last().copied())
+                            .flatten()
+                    })
+                    .collect();
+                let mine = u64::from(shape[0]) * plane;
+                let s = CpuRankSelect::shard(case.units, case.q, values, mine).unwrap();
+                let mut s = s.with_floors(&floors).unwrap();
+                s.observe(data, shape).unwrap();
+                let part = s.candidates().unwrap();
+                for (u, (keys, new)) in so_far.iter_mut().zip(part).enumerate() {
+                    if let Some(f) = floors[u] {
+                        assert!(
+                            new.iter().all(|&k| k > f),
+                            "unit {u}: a key at or below the floor"
+                        );
+                    }
+                    let mut all = std::mem::take(keys);
+                    all.extend(new);
+                    *keys = largest_descending(all, rank as usize);
+                }
+            }
+            let got: Vec<f32> = (so_far.iter())
+                .map(|k| threshold_of(&[k.as_slice()], rank).unwrap())
+                .collect();
+            case.check(&got);
+        }
+        let s = CpuRankSelect::shard(2, 0.1, 10, 10).unwrap();
+        assert!(s.with_floors(&[None]).is_err(), "one floor per unit");
     }
 
     #[test]

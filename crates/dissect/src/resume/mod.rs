@@ -240,9 +240,18 @@ impl Resumable<'_, '_> {
         let n = self.job.dataset.images.len();
         let mut so_far = state.candidates(dir)?;
         while state.images_done < n {
-            let part = self.next_part(state, Self::candidates_of)?;
-            let joined = match &so_far {
-                Some(prev) => combine_candidates(prev, &part)?,
+            // Each part keeps only keys above what the parts before it
+            // already hold, and joins them in place: memory stays near one
+            // copy of the candidates, however many parts.
+            let floors = so_far.as_ref().map(floors_of);
+            let part = self.next_part(state, |run, range| {
+                run.candidates_of(range, floors.as_deref())
+            })?;
+            let joined = match so_far.take() {
+                Some(mut prev) => {
+                    combine_candidates(&mut prev, &part)?;
+                    prev
+                }
                 None => part,
             };
             let cache = (self.cache.checkpoint()).map_err(|e| cache_error(dir, e))?;
@@ -305,6 +314,7 @@ impl Resumable<'_, '_> {
     fn candidates_of(
         &mut self,
         range: Range<usize>,
+        floors: Option<&[Vec<Option<u32>>]>,
     ) -> Result<Option<ThresholdShard>, DissectError> {
         let started = Instant::now();
         let sub = self.images(&range);
@@ -313,6 +323,7 @@ impl Resumable<'_, '_> {
             run_images: self.job.dataset.images.len(),
             sharded: true,
             given: None,
+            floors,
         };
         let cache = std::mem::replace(&mut self.cache, Cache::new(0, true, None));
         let (engine, job) = (self.engine, self.job);
@@ -341,6 +352,7 @@ impl Resumable<'_, '_> {
             run_images: self.job.dataset.images.len(),
             sharded: true,
             given: Some(&thresholds.layers),
+            floors: None,
         };
         let cache = std::mem::replace(&mut self.cache, Cache::new(0, true, None));
         let (engine, job) = (self.engine, self.job);
@@ -457,6 +469,23 @@ impl Pace {
         let fit = self.every.as_secs_f64() / per_batch.max(1e-6);
         self.batches = fit.clamp(1.0, 1e6) as usize;
     }
+}
+
+/// Per layer and unit, the smallest of the candidates so far where they
+/// hold the rank's number of keys: no later key at or below it can be
+/// among the run's largest.
+fn floors_of(so_far: &ThresholdShard) -> Vec<Vec<Option<u32>>> {
+    (so_far.layers.iter())
+        .map(|l| {
+            (l.keys.iter())
+                .map(|keys| {
+                    (keys.len() as u64 >= l.rank)
+                        .then(|| keys.last().copied())
+                        .flatten()
+                })
+                .collect()
+        })
+        .collect()
 }
 
 #[cfg(test)]

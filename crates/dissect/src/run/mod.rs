@@ -109,6 +109,9 @@ pub(crate) struct Part<'a> {
     /// Per layer, the thresholds and top-k images merged from the shards'
     /// candidates: no select at all.
     pub given: Option<&'a [LayerThresholds]>,
+    /// Per layer and unit, the floor of a sharded part's candidates (see
+    /// [`crate::accel::Thresholding::Shard`]).
+    pub floors: Option<&'a [Vec<Option<u32>>]>,
 }
 
 impl Part<'_> {
@@ -119,6 +122,7 @@ impl Part<'_> {
             run_images: dataset.images.len(),
             sharded: false,
             given: None,
+            floors: None,
         }
     }
 }
@@ -654,6 +658,7 @@ impl<'a> Run<'a> {
                     }
                     None if self.part.sharded => Thresholding::Shard {
                         run_values: self.part.run_images as u64 * plane,
+                        floors: self.part.floors.and_then(|f| f.get(i)).map(Vec::as_slice),
                     },
                     None => Thresholding::Select,
                 };

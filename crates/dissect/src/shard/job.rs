@@ -98,6 +98,7 @@ impl Dissector {
             run_images: job.dataset.images.len(),
             sharded: true,
             given,
+            floors: None,
         };
         let (net, layers, opts) = (job.network, job.layers, job.options);
         Run::new(self, net, layers, sub, part, opts, 0, progress)

@@ -252,41 +252,41 @@ fn merged_top_k(
 }
 
 /// The candidates of two neighbouring parts of a run's images, `prev`
-/// then `next`, as one part holding both: per unit the keys of both,
+/// then `next`, as one part holding both, in `prev`: per unit the keys of both,
 /// merged and cut to what one part of their images keeps, and the top-k
 /// merged as the shards' are. A resumable run's thresholds checkpoint is
 /// its candidates so far, grown by one part at a time.
 pub(crate) fn combine_candidates(
-    prev: &ThresholdShard,
+    prev: &mut ThresholdShard,
     next: &ThresholdShard,
-) -> Result<ThresholdShard, DissectError> {
+) -> Result<(), DissectError> {
     check_neighbours(&prev.info, &next.info, prev.layers.len(), next.layers.len())?;
-    let pair: [(String, &dyn Candidates); 2] = [(String::new(), prev), (String::new(), next)];
-    let images = (next.info.images[1] - prev.info.images[0]) as u64;
-    let mut layers = Vec::with_capacity(prev.layers.len());
-    for (l, (a, b)) in prev.layers.iter().zip(&next.layers).enumerate() {
+    for (a, b) in prev.layers.iter().zip(&next.layers) {
         if a.meta != b.meta || a.rank != b.rank {
             return Err(DissectError::Internal(format!(
                 "layer {} differs between two parts of one run",
                 a.meta.name
             )));
         }
-        let keep = a.rank.min(images.saturating_mul(plane(&a.meta))) as usize;
-        let keys = (a.keys.par_iter().zip(&b.keys))
-            .map(|(x, y)| merge_descending(x, y, keep))
-            .collect();
-        let units = a.meta.units as usize;
-        layers.push(LayerCandidates {
-            meta: a.meta.clone(),
-            rank: a.rank,
-            top_k: merged_top_k(&pair, l, units, prev.info.options.top_k),
-            keys,
-        });
     }
-    Ok(ThresholdShard {
-        info: joined_info(&prev.info, &next.info),
-        layers,
-    })
+    let images = (next.info.images[1] - prev.info.images[0]) as u64;
+    let tops: Vec<Vec<Vec<(u32, f32)>>> = {
+        let pair: [(String, &dyn Candidates); 2] = [(String::new(), &*prev), (String::new(), next)];
+        (prev.layers.iter().enumerate())
+            .map(|(l, a)| merged_top_k(&pair, l, a.meta.units as usize, prev.info.options.top_k))
+            .collect()
+    };
+    for ((a, b), top_k) in prev.layers.iter_mut().zip(&next.layers).zip(tops) {
+        let keep = a.rank.min(images.saturating_mul(plane(&a.meta))) as usize;
+        // Unit by unit, so the old keys go as the new ones come.
+        (a.keys.par_iter_mut().zip(&b.keys)).for_each(|(x, y)| {
+            let merged = merge_descending(x, y, keep);
+            *x = merged;
+        });
+        a.top_k = top_k;
+    }
+    prev.info = joined_info(&prev.info, &next.info);
+    Ok(())
 }
 
 /// The counts of two neighbouring parts of a run's images, `prev` then
