@@ -170,9 +170,9 @@ pub struct AblateArgs {
     #[arg(long)]
     pub weights: PathBuf,
     /// Labelled images: an ImageFolder tree (one folder per class), a CSV
-    /// of `image,class` (paths relative to the CSV, classes by name or
-    /// 0-based number), or a Broden folder (its scene labels, matched to
-    /// --classes by name).
+    /// of `image,class` or a list of `image class` lines (paths relative
+    /// to the file, classes by name or 0-based number), or a Broden folder
+    /// (its scene labels, matched to --classes by name).
     #[arg(long)]
     pub dataset: PathBuf,
     /// Class names, one per line, in the head's class order. Without it an

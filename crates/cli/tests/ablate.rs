@@ -82,6 +82,12 @@ fn removing_a_classs_top_units_costs_it_more_than_the_others_and_both_paths_agre
     assert!(stderr(&o).contains("closed-form"), "{}", stderr(&o));
     let report = std::fs::read_to_string(results.join("report.html")).unwrap();
     assert!(report.contains("href=\"ablation/ablation.html\""));
+    // Linked without drawing the report again, once however often.
+    let o = ablate(&results, &["--sizes", "1,5,20,50"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let again = std::fs::read_to_string(results.join("report.html")).unwrap();
+    assert_eq!(again, report);
+    assert_eq!(again.matches("id=\"ablation-link\"").count(), 1);
     let closed = csv_rows(&results.join("ablation/ablation.csv"));
     // Six classes, each intact and with 1, 5, 20, 50 units removed.
     assert_eq!(closed.len(), 6 * 5);

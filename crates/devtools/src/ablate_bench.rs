@@ -102,7 +102,10 @@ pub fn bench_ablate(args: AblateBenchArgs) -> Result<()> {
         cases.push(("layer3", small, Method::Rerun, args.rerun_images));
     }
     for (layer, dataset, method, images) in cases {
-        eprintln!("bench-ablate: {layer} over {images} images ({})", method.name());
+        eprintln!(
+            "bench-ablate: {layer} over {images} images ({})",
+            method.name()
+        );
         let forward = forward_pass(&model, layer, &dataset)?;
         let started = Instant::now();
         app::ablate(&job(layer, &dataset, method, vec![1]), &mut Silent)?;
@@ -185,7 +188,10 @@ fn default_model_findings(work: &Path) -> Result<Vec<Finding>> {
     )?;
     let results = work.join("default-run");
     let ds = Dataset::open(&root.join("probe"), &DatasetOptions::default())?;
-    let opts = Options::preset(Preset::Original, &Arch::TinyResNet.default_preprocess_spec());
+    let opts = Options::preset(
+        Preset::Original,
+        &Arch::TinyResNet.default_preprocess_spec(),
+    );
     let o = dissector.run(&model, &["layer4".to_string()], &ds, &opts, &mut |_| {})?;
     std::fs::create_dir_all(&results)?;
     report::output::write_all(&results, &o.dissection, &o.top_maps, &o.ious)?;

@@ -377,6 +377,7 @@ impl Comparison {
                 title: &chart_title,
                 xs: xs.clone(),
                 series,
+                top: None,
             }));
         }
         s.push_str("</div></section>\n");

@@ -40,6 +40,37 @@ pub const EXPLANATION: &str = "explain/explain.html";
 /// the report links to it when it is there.
 pub const ABLATION: &str = "ablation/ablation.html";
 
+/// The report's paragraph that links to the ablation page at `href`.
+fn ablation_link(href: &str) -> String {
+    format!(
+        "<p id=\"ablation-link\">Which units the network needs: <a href=\"{}\">each class's accuracy with its most important units removed</a> (<code>netdissect ablate</code>).</p>\n",
+        escape(href)
+    )
+}
+
+/// Adds the link to the ablation page ([`ABLATION`]) to the report in
+/// `dir` without drawing it again (its strips and options stay as the run
+/// made them); nothing when it links there already.
+pub fn link_ablation(dir: &Path) -> Result<(), ReportError> {
+    let path = dir.join(REPORT_HTML);
+    let io = |source| ReportError::Io {
+        path: path.clone(),
+        source,
+    };
+    let html = std::fs::read_to_string(&path).map_err(io)?;
+    if html.contains("id=\"ablation-link\"") {
+        return Ok(());
+    }
+    let Some(h1) = html.find("</h1>\n") else {
+        return Err(io(std::io::Error::other(
+            "no heading to put the link under",
+        )));
+    };
+    let at = h1 + "</h1>\n".len();
+    let linked = format!("{}{}{}", &html[..at], ablation_link(ABLATION), &html[at..]);
+    write_atomic(&path, linked.as_bytes())
+}
+
 /// The pages beside the report that it links to, where they exist.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Links<'a> {
@@ -281,11 +312,7 @@ pub fn render_html(
         );
     }
     if let Some(href) = links.ablation {
-        let _ = writeln!(
-            s,
-            "<p id=\"ablation-link\">Which units the network needs: <a href=\"{}\">each class's accuracy with its most important units removed</a> (<code>netdissect ablate</code>).</p>",
-            escape(href)
-        );
+        s.push_str(&ablation_link(href));
     }
     run_meta(&mut s, dissection);
     warnings(&mut s, strips, images_root, concepts_unavailable);

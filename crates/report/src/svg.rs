@@ -208,6 +208,9 @@ pub struct LineChart<'a> {
     pub xs: Vec<(String, f64)>,
     /// Series name and one value per run.
     pub series: Vec<(String, Vec<f64>)>,
+    /// The value at the top of the plot (default: the largest value), for
+    /// a fixed scale such as accuracies' 1.
+    pub top: Option<f64>,
 }
 
 const LINE_W: usize = 420;
@@ -225,7 +228,11 @@ pub fn line_chart(chart: &LineChart) -> String {
         .iter()
         .flat_map(|(_, v)| v.iter().copied())
         .fold(0.0f64, f64::max);
-    let top = if max > 0.0 { max } else { 1.0 };
+    let top = match chart.top {
+        Some(t) if t > 0.0 => t,
+        _ if max > 0.0 => max,
+        _ => 1.0,
+    };
     let (lo, hi) = chart
         .xs
         .iter()
@@ -322,6 +329,7 @@ mod tests {
             title: "t",
             xs: vec![("s10".into(), 10.0), ("s30".into(), 30.0)],
             series: vec![("all".into(), vec![2.0, 5.0])],
+            top: None,
         };
         let svg = line_chart(&lines);
         assert_eq!(svg.matches("<circle").count(), 2);

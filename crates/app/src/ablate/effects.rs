@@ -55,8 +55,9 @@ pub struct ClassScore {
     /// the images have one class).
     pub others_accuracy: Option<f64>,
     /// The mean of the accuracy and of the share of other images not
-    /// predicted as the class: the paper's balanced binary accuracy.
-    pub balanced_accuracy: f64,
+    /// predicted as the class: the paper's balanced binary accuracy
+    /// (`None` when the images have one class: there is no rest).
+    pub balanced_accuracy: Option<f64>,
 }
 
 /// Every measured class's scores (`measured`: the classes with images,
@@ -84,11 +85,8 @@ pub(crate) fn scores(pred: &[u32], labels: &[usize], measured: &[usize]) -> Vec<
     (0..measured.len())
         .map(|s| {
             let negatives = n - total[s];
-            let specificity = if negatives == 0 {
-                1.0
-            } else {
-                1.0 - predicted_wrongly[s] as f64 / negatives as f64
-            };
+            let specificity =
+                (negatives > 0).then(|| 1.0 - predicted_wrongly[s] as f64 / negatives as f64);
             ClassScore {
                 accuracy: accuracy[s],
                 others_accuracy: (measured.len() > 1).then(|| {
@@ -97,7 +95,7 @@ pub(crate) fn scores(pred: &[u32], labels: &[usize], measured: &[usize]) -> Vec<
                         .map(|(_, a)| a);
                     others.sum::<f64>() / (measured.len() - 1) as f64
                 }),
-                balanced_accuracy: (accuracy[s] + specificity) / 2.0,
+                balanced_accuracy: specificity.map(|sp| (accuracy[s] + sp) / 2.0),
             }
         })
         .collect()
@@ -154,10 +152,14 @@ mod tests {
         assert_eq!(s[0].others_accuracy, Some(0.5));
         // Class 0 against the rest: 2 of 3 found, 1 of 2 others wrongly
         // called class 0.
-        assert!((s[0].balanced_accuracy - (2.0 / 3.0 + 0.5) / 2.0).abs() < 1e-12);
+        assert!((s[0].balanced_accuracy.unwrap() - (2.0 / 3.0 + 0.5) / 2.0).abs() < 1e-12);
         // Class 1: 1 of 2 found, none of the 3 others called class 1.
-        assert_eq!(s[1].balanced_accuracy, 0.75);
-        assert_eq!(scores(&[0], &[0], &[0])[0].others_accuracy, None);
+        assert_eq!(s[1].balanced_accuracy, Some(0.75));
+        let alone = scores(&[0], &[0], &[0])[0];
+        assert_eq!(
+            (alone.others_accuracy, alone.balanced_accuracy),
+            (None, None)
+        );
     }
 
     #[test]

@@ -27,6 +27,9 @@ const IMAGE_EXTENSIONS: [&str; 7] = ["jpg", "jpeg", "png", "ppm", "bmp", "pgm", 
 /// `class N`.
 pub(crate) fn read(dataset: &Path, names: &[String], named: bool) -> Result<Labelled> {
     let bad = |m: String| Error::new(Kind::Input, format!("{}: {m}", dataset.display()));
+    if named {
+        distinct(names)?;
+    }
     let out = if dataset.is_file() {
         from_csv(dataset, names)?
     } else if dataset.join("index.csv").is_file() {
@@ -43,25 +46,41 @@ pub(crate) fn read(dataset: &Path, names: &[String], named: bool) -> Result<Labe
         ));
     };
     if out.paths.is_empty() {
-        return Err(bad("no labelled images".into()));
+        let why = out.skipped.map_or(String::new(), |s| format!(": {s}"));
+        return Err(bad(format!("no labelled images{why}")));
     }
     Ok(out)
 }
 
-/// A class name as matched across sources: Places' `/a/abbey` and a
-/// trailing class number dropped, Broden's `-s` scene suffix dropped,
-/// lower case, with `/`, `-` and spaces as `_`.
+/// Refuses head class names that match one another, so that no image
+/// could go to the wrong class.
+fn distinct(names: &[String]) -> Result<()> {
+    let mut seen: Vec<(String, &str)> = Vec::new();
+    for name in names {
+        let key = normalized(name);
+        if let Some((_, other)) = seen.iter().find(|(k, _)| *k == key) {
+            return Err(Error::usage(format!(
+                "class names `{other}` and `{name}` are the same name to ablate's matching (case, `-s`, `/a/` and separators aside): rename one in --classes"
+            )));
+        }
+        seen.push((key, name));
+    }
+    Ok(())
+}
+
+/// A class name as matched across sources: Places' `/a/abbey 0` (its
+/// letter folder and class number) read as `abbey`, Broden's `-s` scene
+/// suffix dropped, lower case, with `/`, `-` and spaces as `_`.
 pub(crate) fn normalized(name: &str) -> String {
     let mut s = name.trim();
-    if let Some((head, tail)) = s.rsplit_once(char::is_whitespace)
-        && !tail.is_empty()
-        && tail.chars().all(|c| c.is_ascii_digit())
-    {
-        s = head.trim_end();
-    }
     let b = s.as_bytes();
     if b.len() > 3 && b[0] == b'/' && b[2] == b'/' {
         s = &s[3..];
+        if let Some((head, tail)) = s.rsplit_once(char::is_whitespace)
+            && tail.chars().all(|c| c.is_ascii_digit())
+        {
+            s = head.trim_end();
+        }
     }
     let s = s.strip_suffix("-s").unwrap_or(s);
     s.to_lowercase().replace(['/', '-', ' '], "_")
@@ -157,8 +176,9 @@ fn walk_images(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// A CSV of `image,class` (a header row `image,class` is allowed): image
-/// paths relative to the CSV's folder, classes by name or 0-based number.
+/// A CSV of `image,class` (a header row `image,class` is allowed), or a
+/// list of `image class` lines as Places365's `places365_val.txt`: image
+/// paths relative to the file's folder, classes by name or 0-based number.
 fn from_csv(file: &Path, names: &[String]) -> Result<Labelled> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| Error::context(Kind::Input, format!("reading {}", file.display()), e))?;
@@ -173,7 +193,12 @@ fn from_csv(file: &Path, names: &[String]) -> Result<Labelled> {
         if line.trim().is_empty() {
             continue;
         }
-        let Some((image, class)) = line.rsplit_once(',') else {
+        // Comma-separated, or as Places365's list files: `image class`.
+        let split = match line.rsplit_once(',') {
+            Some(pair) => Some(pair),
+            None => line.trim().rsplit_once(char::is_whitespace),
+        };
+        let Some((image, class)) = split else {
             return Err(bad(format!("`{line}` is not image,class")));
         };
         let (image, class) = (image.trim(), class.trim());
@@ -271,6 +296,14 @@ mod tests {
             assert_eq!(normalized(a), normalized(b), "{a} ~ {b}");
         }
         assert_ne!(normalized("/b/bar 3"), normalized("barn"));
+        // Only Places' form loses its number: placeholders stay apart.
+        assert_ne!(normalized("class 1"), normalized("class 2"));
+        let twins: Vec<String> = ["Street", "street-s"].map(String::from).to_vec();
+        let e = read(Path::new("."), &twins, true).unwrap_err().to_string();
+        assert!(
+            e.contains("`Street` and `street-s` are the same name"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -305,11 +338,15 @@ mod tests {
         let csv = root.join("list.csv");
         std::fs::write(&csv, "image,class\ndog/b.png,dog\ncat/x/c.png,0\n").unwrap();
         assert_eq!(read(&csv, &names, true).unwrap().class, [1, 0]);
+        let list = root.join("val.txt");
+        std::fs::write(&list, "dog/b.png 1\ncat/x/c.png 0\n").unwrap();
+        assert_eq!(read(&list, &names, false).unwrap().class, [1, 0]);
         for (text, words) in [
             ("dog/b.png,7\n", "list.csv:1: class 7 is out of range"),
             ("dog/b.png,owl\n", "list.csv:1: class `owl` is not one of"),
             ("dog/none.png,dog\n", "none.png does not exist"),
             ("just-a-name\n", "is not image,class"),
+            ("dog/b.png 9\n", "class 9 is out of range"),
         ] {
             std::fs::write(&csv, text).unwrap();
             let e = read(&csv, &names, true).unwrap_err();

@@ -174,6 +174,20 @@ pub fn ablate(job: &AblateJob, events: &mut dyn Events) -> Result<PathBuf> {
     }
     let chosen = chosen_units(job, &d, layer)?;
     let tap = model.tap(&layer.tap).map_err(Error::input)?;
+    let channels = model.taps()[tap.index].channels;
+    if channels != layer.n_units {
+        return Err(Error::new(
+            Kind::Input,
+            format!(
+                "{}: layer {} has {} units, but {} of the weights {} has {channels}: are these the weights that were dissected?",
+                job.results.display(),
+                layer.name,
+                layer.n_units,
+                layer.tap,
+                job.weights.display()
+            ),
+        ));
+    }
     let setup = Setup {
         model: &model,
         tap,
@@ -225,10 +239,10 @@ pub fn ablate(job: &AblateJob, events: &mut dyn Events) -> Result<PathBuf> {
         .unwrap_or_else(|| job.results.join(report::run_folder::ABLATION_DIR));
     let page = write(&ablation, layer, &job.results, &out)?;
     if job.out.is_none()
-        && let Err(e) = crate::regenerate_report(&job.results)
+        && let Err(e) = report::html::link_ablation(&job.results)
     {
         events.note(&format!(
-            "warning: the report does not link to the ablation yet: {e}"
+            "warning: the report does not link to the ablation: {e}"
         ));
     }
     Ok(page)
@@ -529,16 +543,15 @@ fn csv(a: &Ablation) -> String {
     let mut s = String::from("class,removed,units,accuracy,others_accuracy,balanced_accuracy\n");
     let mut row = |name: &str, units: &[usize], score: &ClassScore| {
         let joined: Vec<String> = units.iter().map(usize::to_string).collect();
-        let others = score
-            .others_accuracy
-            .map_or(String::new(), |o| format!("{o:.6}"));
+        let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.6}"));
         s.push_str(&format!(
-            "{},{},{},{:.6},{others},{:.6}\n",
+            "{},{},{},{:.6},{},{}\n",
             cell(name),
             units.len(),
             joined.join(";"),
             score.accuracy,
-            score.balanced_accuracy
+            opt(score.others_accuracy),
+            opt(score.balanced_accuracy)
         ));
     };
     for c in &a.classes {

@@ -111,6 +111,7 @@ fn class_section(s: &mut String, c: &ClassAblation, strips: &Strips) {
                 .map(|others| ("other classes (mean)".to_string(), others)),
         )
         .collect(),
+        top: Some(1.0),
     };
     s.push_str(&line_chart(&chart));
     s.push_str("<table><tr><th>rank</th><th>unit</th><th>drop</th><th>concept</th><th>IoU</th><th>top images</th></tr>\n");
@@ -155,17 +156,18 @@ fn chosen_table(s: &mut String, a: &Ablation, strips: &Strips) {
         let _ = write!(s, "<span title=\"unit {u}\">{u} {}</span> ", strips.img(u));
     }
     s.push_str("</p><table><tr><th>class</th><th>images</th><th>accuracy</th><th>removed</th><th>change</th><th>balanced</th><th>removed</th></tr>\n");
+    let opt = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.3}"));
     for c in &chosen.classes {
         let _ = writeln!(
             s,
-            "<tr class=\"class\"><td>{}</td><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{:+.3}</td><td>{:.3}</td><td>{:.3}</td></tr>",
+            "<tr class=\"class\"><td>{}</td><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{:+.3}</td><td>{}</td><td>{}</td></tr>",
             escape(&c.name),
             c.images,
             c.intact.accuracy,
             c.ablated.accuracy,
             c.ablated.accuracy - c.intact.accuracy,
-            c.intact.balanced_accuracy,
-            c.ablated.balanced_accuracy
+            opt(c.intact.balanced_accuracy),
+            opt(c.ablated.balanced_accuracy)
         );
     }
     s.push_str("</table></section>\n");

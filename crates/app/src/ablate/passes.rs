@@ -187,7 +187,17 @@ pub(crate) struct Rerun<'a> {
     units: usize,
     /// What a removed unit's map becomes.
     fill: Vec<f32>,
+    /// Every batch's activations of the layer, once a pass kept them all
+    /// within [`CACHE_BYTES`]: later passes neither decode nor run the
+    /// layers before it again.
+    cached: Option<Vec<(Tensor<4>, Range<usize>)>>,
+    /// Whether a pass found the activations larger than the cache.
+    too_large: bool,
 }
+
+/// The most bytes of a layer's activations the re-run keeps between its
+/// passes (ResNet-18 `layer3` over 1,500 images is 300 MB).
+const CACHE_BYTES: usize = 1 << 30;
 
 impl<'a> Rerun<'a> {
     /// For `to` = mean, one pass to the layer for its units' means.
@@ -197,14 +207,18 @@ impl<'a> Rerun<'a> {
         to: AblateTo,
         events: &mut dyn Events,
     ) -> Result<Rerun<'a>> {
-        let mut fill = vec![0f32; units];
+        let mut rerun = Rerun {
+            setup,
+            classes: setup.model.num_classes(),
+            units,
+            fill: vec![0f32; units],
+            cached: None,
+            too_large: false,
+        };
         if to == AblateTo::Mean {
             let mut sums = vec![0f64; units];
             let mut count = 0usize;
-            setup.sweep((Pass::Features, 1, 1), events, |x, _| {
-                let acts = (setup.model.forward_taps(x, &[setup.tap]))
-                    .map_err(Error::input)?
-                    .remove(0);
+            rerun.each_batch((Pass::Features, 1, 1), events, |acts, _| {
                 let [b, ch, h, w] = acts.dims();
                 let per_unit = acts.swap_dims(0, 1).reshape([ch, b * h * w]).sum_dim(1);
                 let v = host(per_unit.reshape([1, ch]))?;
@@ -212,17 +226,54 @@ impl<'a> Rerun<'a> {
                 count += b * h * w;
                 Ok(())
             })?;
-            fill = sums
+            rerun.fill = sums
                 .iter()
                 .map(|s| (s / count.max(1) as f64) as f32)
                 .collect();
         }
-        Ok(Rerun {
-            setup,
-            classes: setup.model.num_classes(),
-            units,
-            fill,
-        })
+        Ok(rerun)
+    }
+
+    /// Calls `each` with every batch's activations of the layer and their
+    /// images, from the cache where a pass filled it.
+    fn each_batch(
+        &mut self,
+        pass: (Pass, u32, u32),
+        events: &mut dyn Events,
+        mut each: impl FnMut(Tensor<4>, Range<usize>) -> Result<()>,
+    ) -> Result<()> {
+        let s = self.setup;
+        if let Some(cached) = &self.cached {
+            for (acts, range) in cached {
+                each(acts.clone(), range.clone())?;
+                events.progress(&Progress {
+                    pass: pass.0,
+                    pass_index: pass.1,
+                    passes: pass.2,
+                    images_done: range.end,
+                    images_total: s.paths.len(),
+                });
+            }
+            return Ok(());
+        }
+        let mut kept = (!self.too_large).then(Vec::new);
+        let mut bytes = 0usize;
+        s.sweep(pass, events, |x, range| {
+            let acts = (s.model.forward_taps(x, &[s.tap]))
+                .map_err(Error::input)?
+                .remove(0);
+            bytes += acts.shape().num_elements() * 4;
+            if bytes > CACHE_BYTES {
+                kept = None;
+            }
+            if let Some(kept) = &mut kept {
+                kept.push((acts.clone(), range.clone()));
+            }
+            each(acts, range)
+        })?;
+        self.too_large = kept.is_none();
+        self.cached = kept;
+        Ok(())
     }
 
     /// Each set's outcome, in one pass over the images (pass `index` of
@@ -230,7 +281,7 @@ impl<'a> Rerun<'a> {
     /// layer together, [`GROUP_IMAGES`] images' worth at a time: one
     /// forward pass for several sets.
     pub fn outcomes(
-        &self,
+        &mut self,
         sets: &[Vec<usize>],
         pass: (u32, u32),
         events: &mut dyn Events,
@@ -238,49 +289,50 @@ impl<'a> Rerun<'a> {
         let s = self.setup;
         let mut out = vec![Outcome::default(); sets.len()];
         let group = (GROUP_IMAGES / s.batch.max(1)).max(1);
-        s.sweep((Pass::Ablations, pass.0, pass.1), events, |x, range| {
-            let acts = (s.model.forward_taps(x, &[s.tap]))
-                .map_err(Error::input)?
-                .remove(0);
+        let (classes, units, fill) = (self.classes, self.units, self.fill.clone());
+        let device = s.device;
+        self.each_batch((Pass::Ablations, pass.0, pass.1), events, |acts, range| {
             let b = range.len();
             let labels = &s.labels[range.clone()];
             for (chunk, outs) in sets.chunks(group).zip(out.chunks_mut(group)) {
-                let (keep, fill) = self.edits(chunk, b);
-                let edited = acts.clone().repeat_dim(0, chunk.len()) * keep + fill;
+                let (keep, add) = edits(chunk, b, units, &fill, device);
+                let edited = acts.clone().repeat_dim(0, chunk.len()) * keep + add;
                 let logits = host(s.model.forward_from(s.tap, edited).map_err(Error::input)?)?;
                 for (j, outcome) in outs.iter_mut().enumerate() {
-                    let rows = &logits[j * b * self.classes..(j + 1) * b * self.classes];
-                    outcome.push(rows, self.classes, labels);
+                    let rows = &logits[j * b * classes..(j + 1) * b * classes];
+                    outcome.push(rows, classes, labels);
                 }
             }
             Ok(())
         })?;
         Ok(out)
     }
+}
 
-    /// The per-channel factor and offset that remove each of `sets`, each
-    /// repeated for `b` images: `[sets * b, units, 1, 1]`.
-    fn edits(&self, sets: &[Vec<usize>], b: usize) -> (Tensor<4>, Tensor<4>) {
-        let k = self.units;
-        let mut keep = vec![1f32; sets.len() * b * k];
-        let mut fill = vec![0f32; sets.len() * b * k];
-        for (j, set) in sets.iter().enumerate() {
-            for i in 0..b {
-                let row = (j * b + i) * k;
-                for &u in set {
-                    keep[row + u] = 0.0;
-                    fill[row + u] = self.fill[u];
-                }
+/// The per-channel factor and offset that remove each of `sets` (units
+/// set to `fill`), each repeated for `b` images: `[sets * b, units, 1, 1]`.
+fn edits(
+    sets: &[Vec<usize>],
+    b: usize,
+    units: usize,
+    fill: &[f32],
+    device: &Device,
+) -> (Tensor<4>, Tensor<4>) {
+    let k = units;
+    let mut keep = vec![1f32; sets.len() * b * k];
+    let mut add = vec![0f32; sets.len() * b * k];
+    for (j, set) in sets.iter().enumerate() {
+        for i in 0..b {
+            let row = (j * b + i) * k;
+            for &u in set {
+                keep[row + u] = 0.0;
+                add[row + u] = fill[u];
             }
         }
-        let t = |v: Vec<f32>| {
-            Tensor::<4>::from_data(
-                TensorData::new(v, [sets.len() * b, k, 1, 1]),
-                self.setup.device,
-            )
-        };
-        (t(keep), t(fill))
     }
+    let t =
+        |v: Vec<f32>| Tensor::<4>::from_data(TensorData::new(v, [sets.len() * b, k, 1, 1]), device);
+    (t(keep), t(add))
 }
 
 /// Images' worth of edited activations the re-run sends through the
