@@ -573,17 +573,25 @@ fn write(
         images: explained,
     })
     .map_err(Error::run)?;
+    let html = crate::explain_page::render(d, layer, attribution, explained, pictures)?;
+    write_files(
+        out,
+        &[("explain.json", &json), ("explain.html", html.as_bytes())],
+    )?;
+    Ok(out.join("explain.html"))
+}
+
+/// Writes each `(name, bytes)` into the folder `out` (made if missing),
+/// each file atomically.
+pub(crate) fn write_files(out: &Path, files: &[(&str, &[u8])]) -> Result<()> {
     std::fs::create_dir_all(out)
         .map_err(|e| Error::context(Kind::Run, format!("creating {}", out.display()), e))?;
-    let write = |name: &str, bytes: &[u8]| {
+    for (name, bytes) in files {
         let path = out.join(name);
         report::write_atomic(&path, bytes)
-            .map_err(|e| Error::context(Kind::Run, format!("writing {}", path.display()), e))
-    };
-    write("explain.json", &json)?;
-    let html = crate::explain_page::render(d, layer, attribution, explained, pictures)?;
-    write("explain.html", html.as_bytes())?;
-    Ok(out.join("explain.html"))
+            .map_err(|e| Error::context(Kind::Run, format!("writing {}", path.display()), e))?;
+    }
+    Ok(())
 }
 
 /// Thumbnail width of the pictures.

@@ -236,15 +236,7 @@ fn ablate_job(
             ("re-run", app::Method::Rerun),
         ],
     )?;
-    let backend = pick(
-        "backend",
-        backend,
-        &[
-            ("auto", Backend::Auto),
-            ("gpu", Backend::Gpu),
-            ("cpu", Backend::Cpu),
-        ],
-    )?;
+    let backend = backend_named(backend)?;
     let job = app::AblateJob {
         results,
         weights,
@@ -279,6 +271,19 @@ fn recorded_arrays<'a>(
 }
 
 /// The preset, union rule and backend named by their Python strings.
+/// `backend` as the CLI's `--backend` spells it.
+fn backend_named(backend: &str) -> PyResult<Backend> {
+    pick(
+        "backend",
+        backend,
+        &[
+            ("auto", Backend::Auto),
+            ("gpu", Backend::Gpu),
+            ("cpu", Backend::Cpu),
+        ],
+    )
+}
+
 fn named_choices(
     preset: &str,
     union: Option<&str>,
@@ -298,15 +303,7 @@ fn named_choices(
             )
         })
         .transpose()?;
-    let backend = pick(
-        "backend",
-        backend,
-        &[
-            ("auto", Backend::Auto),
-            ("gpu", Backend::Gpu),
-            ("cpu", Backend::Cpu),
-        ],
-    )?;
+    let backend = backend_named(backend)?;
     Ok((preset, union, backend))
 }
 

@@ -32,7 +32,7 @@ use passes::{ClosedForm, Rerun, Setup};
 use crate::engine::{Backend, EngineSpec};
 use crate::error::{Error, Kind, Result};
 use crate::events::Events;
-use crate::explain::{class_names, load_dissected, unit_concept};
+use crate::explain::{class_names, load_dissected, unit_concept, write_files};
 
 /// How the logits with units removed are computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -570,20 +570,16 @@ fn csv(a: &Ablation) -> String {
 
 /// Writes the three files into `out`; returns the page.
 fn write(a: &Ablation, layer: &LayerResult, results: &Path, out: &Path) -> Result<PathBuf> {
-    std::fs::create_dir_all(out)
-        .map_err(|e| Error::context(Kind::Run, format!("creating {}", out.display()), e))?;
-    let write = |name: &str, bytes: &[u8]| {
-        let path = out.join(name);
-        report::write_atomic(&path, bytes)
-            .map_err(|e| Error::context(Kind::Run, format!("writing {}", path.display()), e))
-    };
-    write(
-        "ablation.json",
-        &serde_json::to_vec_pretty(a).map_err(Error::run)?,
-    )?;
-    write("ablation.csv", csv(a).as_bytes())?;
+    let json = serde_json::to_vec_pretty(a).map_err(Error::run)?;
     let html = page::render(a, layer, results, out);
-    write("ablation.html", html.as_bytes())?;
+    write_files(
+        out,
+        &[
+            ("ablation.json", &json),
+            ("ablation.csv", csv(a).as_bytes()),
+            ("ablation.html", html.as_bytes()),
+        ],
+    )?;
     Ok(out.join("ablation.html"))
 }
 
